@@ -1,0 +1,1 @@
+"""rsgan's command line: click commands that parse arguments and call library functions."""

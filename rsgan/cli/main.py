@@ -1,0 +1,65 @@
+"""The ``rsgan`` command and its ``rio rsgan`` plugin twin.
+
+Each command module in this package exposes ``commands``, a list of click commands; the
+group here collects them. Errors derived from :class:`rsgan.errors.RsganError` become one
+line on stderr and exit code 1 (no traceback); Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from rsgan import __version__
+from rsgan.errors import RsganError
+
+# Modules whose ``commands`` list is registered, in help order.
+_COMMAND_MODULES = (
+    "rsgan.cli.info",
+    "rsgan.cli.chips",
+    "rsgan.cli.train",
+    "rsgan.cli.generate",
+    "rsgan.cli.translate",
+    "rsgan.cli.demo",
+    "rsgan.cli.batch",
+    "rsgan.cli.augment",
+)
+
+
+class RsganGroup(click.Group):
+    """A click group that turns rsgan errors into one readable line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RsganError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted; no partial output was left behind.", err=True)
+            sys.exit(130)
+
+
+def _add_commands(group: click.Group) -> click.Group:
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(name)
+        for command in getattr(module, "commands", ()):
+            group.add_command(command)
+    return group
+
+
+@click.group(cls=RsganGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rsgan")
+def cli() -> None:
+    """GANs for georeferenced remote-sensing rasters."""
+
+
+@click.group("rsgan", cls=RsganGroup)
+def rio_rsgan() -> None:
+    """rsgan: GANs for georeferenced remote-sensing rasters (rio plugin)."""
+
+
+_add_commands(cli)
+_add_commands(rio_rsgan)

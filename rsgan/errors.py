@@ -1,0 +1,73 @@
+"""Errors raised by rsgan.
+
+Every error a user can cause is a subclass of :class:`RsganError`, which the CLI turns
+into one readable line and a non-zero exit code. Each subclass also inherits the
+builtin exception that matches it (``OSError``, ``ValueError``, ...), so code that
+already catches those keeps working. Messages name the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+
+class RsganError(Exception):
+    """Root of every error rsgan raises on bad input or a failed operation."""
+
+
+class RasterReadError(RsganError, OSError):
+    """A raster could not be opened or read (missing, not a raster, corrupt)."""
+
+
+class RasterWriteError(RsganError, OSError):
+    """An output raster could not be written (unwritable folder, disk full, ...)."""
+
+
+class OutputExistsError(RsganError, FileExistsError):
+    """The output exists and ``overwrite`` was not given."""
+
+
+class BandError(RsganError, ValueError):
+    """Band indexes out of range, or band counts that do not fit together."""
+
+
+class TileSpecError(RsganError, ValueError):
+    """A tile size, overlap or edge policy that cannot work."""
+
+
+class AOIError(RsganError, ValueError):
+    """An area of interest that cannot be used (no CRS, misses every scene, unreadable)."""
+
+
+class CheckpointError(RsganError, ValueError):
+    """A checkpoint that is missing, corrupt, truncated or of another architecture."""
+
+
+class ModelError(RsganError, ValueError):
+    """A model that cannot be applied to the given data (bands, dtype, tile size)."""
+
+
+class CatalogError(RsganError, ValueError):
+    """A scene catalog that cannot be read or has bad rows."""
+
+
+class ConfigError(RsganError, ValueError):
+    """An option value that is out of range or of the wrong kind."""
+
+
+class MissingDependencyError(RsganError, ImportError):
+    """An optional dependency (e.g. ``dask``) is needed but not installed."""
+
+
+__all__ = [
+    "AOIError",
+    "BandError",
+    "CatalogError",
+    "CheckpointError",
+    "ConfigError",
+    "MissingDependencyError",
+    "ModelError",
+    "OutputExistsError",
+    "RasterReadError",
+    "RasterWriteError",
+    "RsganError",
+    "TileSpecError",
+]

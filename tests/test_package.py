@@ -1,0 +1,36 @@
+"""The package's public surface and CLI frame."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+import rsgan
+from rsgan.cli._options import parse_bands
+from rsgan.cli.main import cli
+from rsgan.errors import ConfigError, RsganError
+
+
+def test_version_and_help() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert rsgan.__version__ in result.output
+
+
+def test_unknown_public_name_raises_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        rsgan.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1,2,3", (1, 2, 3)), (" 4 , 1", (4, 1)), ("", None), (None, None)]
+)
+def test_parse_bands(text: str | None, expected: tuple[int, ...] | None) -> None:
+    assert parse_bands(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "1,x", "1,1", "-2"])
+def test_parse_bands_rejects(text: str) -> None:
+    with pytest.raises(ConfigError, match="band"):
+        parse_bands(text)
+    assert issubclass(ConfigError, RsganError) and issubclass(ConfigError, ValueError)
