@@ -1,0 +1,1204 @@
+"""Opening, describing and reading rasters; valid masks; band statistics; normalisation;
+output profiles and atomic outputs.
+
+Conventions (see ``docs/architecture.md``): arrays are ``(bands, rows, cols)``; band
+indexes are 1-based tuples as in rasterio; windows are :class:`rasterio.windows.Window`
+in pixel units; valid masks are boolean ``(rows, cols)``, True where every selected band
+is valid. This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import shutil
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.coords import BoundingBox
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from rsgan._types import Bands, PathLike
+from rsgan.errors import (
+    BandError,
+    ConfigError,
+    OutputExistsError,
+    RasterReadError,
+    RasterWriteError,
+    RsganError,
+    TileSpecError,
+)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+"""File name endings :func:`list_image_files` accepts by default (case-insensitive)."""
+
+_TMP_MARK = ".rsgan-tmp-"
+
+
+class NotGeoreferencedWarning(UserWarning):
+    """A training source carries no CRS: chips from it have pixel coordinates only."""
+
+
+class WindowError(TileSpecError):
+    """A window that extends past the scene was read without ``boundless=True``."""
+
+
+class NoValidPixelsError(RsganError, ValueError):
+    """Statistics were asked of pixels that are all nodata or masked."""
+
+
+# --------------------------------------------------------------------------- describe
+
+
+@dataclass(frozen=True, slots=True)
+class RasterInfo:
+    """What a raster file holds, read from its header (no pixels are read).
+
+    Attributes:
+        path: The file.
+        driver: GDAL driver short name (``"GTiff"``, ``"PNG"``, ...).
+        width: Columns, in pixels.
+        height: Rows, in pixels.
+        count: Number of bands.
+        dtypes: Data type of each band (numpy names such as ``"uint16"``).
+        crs: Coordinate reference system, or None for a non-georeferenced image.
+        transform: Affine map from pixel (col, row) to CRS coordinates (x, y).
+        nodata: The nodata value of band 1 (rasterio's ``nodata``), or None.
+        nodatavals: Nodata value per band (None where unset).
+        descriptions: Band descriptions (None where unset).
+        colorinterp: Colour interpretation per band.
+        tags: Dataset-level metadata tags.
+        band_tags: Metadata tags per band.
+        scales: Scale per band.
+        offsets: Offset per band.
+        mask_flags: Mask flags per band (:class:`rasterio.enums.MaskFlags`).
+        block_shapes: ``(rows, cols)`` of the internal blocks per band.
+        is_georeferenced: True when the file has a CRS.
+        bounds: ``(left, bottom, right, top)`` in CRS units (pixel units without a CRS).
+    """
+
+    path: Path
+    driver: str
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+    nodatavals: tuple[float | None, ...]
+    descriptions: tuple[str | None, ...]
+    colorinterp: tuple[ColorInterp, ...]
+    tags: dict[str, str]
+    band_tags: tuple[dict[str, str], ...]
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    mask_flags: tuple[tuple[MaskFlags, ...], ...]
+    block_shapes: tuple[tuple[int, int], ...]
+    is_georeferenced: bool
+    bounds: BoundingBox
+
+    @property
+    def dtype(self) -> str:
+        """The data type shared by all bands.
+
+        Raises:
+            BandError: if the bands have different data types.
+        """
+        if len(set(self.dtypes)) != 1:
+            raise BandError(
+                f"{self.path} has bands of different data types {self.dtypes}; "
+                "select bands of one type with bands=(...)"
+            )
+        return self.dtypes[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` in pixels."""
+        return (self.height, self.width)
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size ``(x, y)`` in CRS units (positive)."""
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    @classmethod
+    def from_dataset(cls, src: DatasetReader) -> RasterInfo:
+        """Describe an already open rasterio dataset."""
+        return cls(
+            path=Path(src.name),
+            driver=src.driver,
+            width=src.width,
+            height=src.height,
+            count=src.count,
+            dtypes=tuple(src.dtypes),
+            crs=src.crs,
+            transform=src.transform,
+            nodata=src.nodata,
+            nodatavals=tuple(src.nodatavals),
+            descriptions=tuple(src.descriptions),
+            colorinterp=tuple(src.colorinterp),
+            tags=dict(src.tags()),
+            band_tags=tuple(dict(src.tags(i)) for i in range(1, src.count + 1)),
+            scales=tuple(src.scales),
+            offsets=tuple(src.offsets),
+            mask_flags=tuple(tuple(flags) for flags in src.mask_flag_enums),
+            block_shapes=tuple((int(r), int(c)) for r, c in src.block_shapes),
+            is_georeferenced=src.crs is not None,
+            bounds=src.bounds,
+        )
+
+
+def _is_virtual(path: str) -> bool:
+    return path.startswith("/vsi") or "://" in path
+
+
+@contextmanager
+def open_raster(path: PathLike) -> Iterator[DatasetReader]:
+    """Open a raster for reading, turning GDAL's failures into :class:`RasterReadError`.
+
+    Args:
+        path: A raster file (any format GDAL reads), or a ``/vsi...`` path or URL.
+
+    Yields:
+        The open rasterio dataset; it is closed when the block ends.
+
+    Raises:
+        RasterReadError: if the file is missing, a folder, not a raster, or corrupt.
+    """
+    text = os.fspath(path)
+    if not _is_virtual(text):
+        p = Path(text)
+        if not p.exists():
+            raise RasterReadError(f"no such file: {p}; check the path")
+        if p.is_dir():
+            raise RasterReadError(f"{p} is a folder, not a raster file; pass a raster's path")
+    try:
+        src = rasterio.open(text)
+    except RasterioError as exc:
+        raise RasterReadError(
+            f"cannot read {text} as a raster ({exc}); pass a GeoTIFF or another format GDAL reads"
+        ) from exc
+    with src:
+        yield src
+
+
+def describe(path: PathLike) -> RasterInfo:
+    """Describe a raster file from its header (no pixels are read).
+
+    Raises:
+        RasterReadError: if the file is missing, not a raster or corrupt.
+    """
+    with open_raster(path) as src:
+        return RasterInfo.from_dataset(src)
+
+
+def warn_if_not_georeferenced(info: RasterInfo) -> bool:
+    """Warn (:class:`NotGeoreferencedWarning`) when ``info`` has no CRS.
+
+    Plain image chips (UC Merced, LEVIR-CD PNGs) are valid training sources, but what is
+    made from them carries pixel coordinates only.
+
+    Returns:
+        True when a warning was issued.
+    """
+    if info.is_georeferenced:
+        return False
+    warnings.warn(
+        NotGeoreferencedWarning(
+            f"{info.path} has no CRS: it is used as a plain image, and chips or outputs "
+            "made from it carry pixel coordinates only"
+        ),
+        stacklevel=2,
+    )
+    return True
+
+
+def list_image_files(folder: PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """The image files directly in ``folder`` (not recursive, hidden files skipped), sorted.
+
+    Raises:
+        RasterReadError: if ``folder`` is not a folder or holds no matching file.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise RasterReadError(f"no such folder: {root}; check the path")
+    wanted = {ext.lower() for ext in extensions}
+    files = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in wanted
+    )
+    if not files:
+        raise RasterReadError(
+            f"{root} holds no image file ending in {', '.join(sorted(wanted))}; "
+            "point at a folder of rasters or pass the files"
+        )
+    return files
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def check_bands(count: int, bands: Sequence[int] | None, *, path: PathLike | None = None) -> Bands:
+    """Validate 1-based band indexes against a band count.
+
+    Args:
+        count: Number of bands in the file.
+        bands: 1-based indexes, or None for all bands.
+        path: The file, named in the error message.
+
+    Returns:
+        The indexes as a tuple (all bands ``(1, ..., count)`` for None).
+
+    Raises:
+        BandError: for an empty selection, a non-integer, or an index out of range.
+    """
+    where = f"{path} has" if path is not None else "the raster has"
+    if bands is None:
+        return tuple(range(1, count + 1))
+    selected = tuple(bands)
+    if not selected:
+        raise BandError("empty band selection; pass bands=None for all bands or e.g. (1, 2, 3)")
+    for band in selected:
+        if isinstance(band, bool) or not isinstance(band, (int, np.integer)):
+            raise BandError(f"band index {band!r} is not an integer; band indexes are 1-based ints")
+        if not 1 <= band <= count:
+            raise BandError(
+                f"band {band} is out of range: {where} {count} band(s); "
+                f"choose bands between 1 and {count}"
+            )
+    return tuple(int(b) for b in selected)
+
+
+def _window_ints(window: Window) -> tuple[int, int, int, int]:
+    """``(row_off, col_off, height, width)`` of a window with whole-pixel offsets and size."""
+    values = (window.row_off, window.col_off, window.height, window.width)
+    ints = tuple(int(round(v)) for v in values)
+    if any(abs(v - i) > 1e-6 for v, i in zip(values, ints, strict=True)):
+        raise WindowError(
+            f"window {window} is not on whole pixels; round it with window.round_offsets() "
+            "and window.round_lengths()"
+        )
+    if ints[2] <= 0 or ints[3] <= 0:
+        raise WindowError(f"window {window} is empty; give it a positive height and width")
+    return ints  # type: ignore[return-value]
+
+
+def _clip_window(
+    window: Window, width: int, height: int, *, boundless: bool
+) -> tuple[Window | None, tuple[slice, slice]]:
+    """The part of ``window`` inside a ``width`` x ``height`` scene, and where it goes in the
+    window's own array.
+
+    Returns:
+        ``(inner, (rows, cols))``: ``inner`` is None when the window lies outside the scene.
+
+    Raises:
+        WindowError: when the window extends past the scene and ``boundless`` is False.
+    """
+    row_off, col_off, h, w = _window_ints(window)
+    r0, c0 = max(row_off, 0), max(col_off, 0)
+    r1, c1 = min(row_off + h, height), min(col_off + w, width)
+    inside = (r0, c0, r1, c1) == (row_off, col_off, row_off + h, col_off + w)
+    if not inside and not boundless:
+        raise WindowError(
+            f"window (row_off={row_off}, col_off={col_off}, height={h}, width={w}) extends "
+            f"past the {width} x {height} scene; read it with boundless=True"
+        )
+    if r0 >= r1 or c0 >= c1:
+        return None, (slice(0, 0), slice(0, 0))
+    inner = Window(c0, r0, c1 - c0, r1 - r0)
+    return inner, (slice(r0 - row_off, r1 - row_off), slice(c0 - col_off, c1 - col_off))
+
+
+def read_window(
+    src: DatasetReader,
+    window: Window,
+    bands: Sequence[int] | None = None,
+    *,
+    boundless: bool = False,
+    fill: float | None = None,
+) -> np.ndarray:
+    """Read a window of selected bands.
+
+    Args:
+        src: An open dataset (see :func:`open_raster`).
+        window: Pixel window; with ``boundless`` it may extend past the scene.
+        bands: 1-based band indexes, None for all.
+        boundless: Allow windows that extend past the scene; the outside is ``fill``.
+        fill: Value outside the scene; default the nodata value, or 0 without one.
+
+    Returns:
+        ``(bands, rows, cols)`` array in the source dtype.
+
+    Raises:
+        BandError: for band indexes out of range.
+        WindowError: for a window past the scene without ``boundless``.
+    """
+    indexes = check_bands(src.count, bands, path=src.name)
+    inner, (rows, cols) = _clip_window(window, src.width, src.height, boundless=boundless)
+    _, _, h, w = _window_ints(window)
+    if inner is not None and inner.height == h and inner.width == w:
+        return src.read(indexes, window=inner)
+    if fill is None:
+        fill = src.nodata if src.nodata is not None else 0
+    out = np.full((len(indexes), h, w), fill, dtype=src.dtypes[indexes[0] - 1])
+    if inner is not None:
+        out[:, rows, cols] = src.read(indexes, window=inner)
+    return out
+
+
+def _all_valid(src: DatasetReader, indexes: Bands) -> bool:
+    flags = src.mask_flag_enums
+    return all(list(flags[i - 1]) == [MaskFlags.all_valid] for i in indexes)
+
+
+def _nan_mask(data: np.ndarray) -> np.ndarray:
+    """True where every band is a finite number (always True for integer data)."""
+    if not np.issubdtype(data.dtype, np.floating):
+        return np.ones(data.shape[1:], dtype=bool)
+    return np.isfinite(data).all(axis=0)
+
+
+def read_valid_mask(
+    src: DatasetReader,
+    window: Window,
+    bands: Sequence[int] | None = None,
+    *,
+    boundless: bool = False,
+    data: np.ndarray | None = None,
+) -> np.ndarray:
+    """Valid-pixel mask of a window: True where every selected band holds data.
+
+    Nodata values, internal (per-dataset) masks and alpha bands are respected through
+    GDAL's mask bands (rasterio ``read_masks``); NaN and infinities in float rasters are
+    invalid; pixels outside the scene (boundless windows) are invalid.
+
+    Args:
+        src: An open dataset.
+        window: Pixel window.
+        bands: 1-based band indexes, None for all.
+        boundless: Allow windows that extend past the scene.
+        data: The pixels of the same window and bands, if already read (saves a second
+            read of float rasters, which are checked for NaN).
+
+    Returns:
+        Boolean ``(rows, cols)`` array.
+    """
+    indexes = check_bands(src.count, bands, path=src.name)
+    inner, (rows, cols) = _clip_window(window, src.width, src.height, boundless=boundless)
+    _, _, h, w = _window_ints(window)
+    mask = np.zeros((h, w), dtype=bool)
+    if inner is None:
+        return mask
+    if _all_valid(src, indexes):
+        inner_mask = np.ones((int(inner.height), int(inner.width)), dtype=bool)
+    else:
+        inner_mask = (src.read_masks(indexes, window=inner) > 0).all(axis=0)
+    is_float = any(np.issubdtype(np.dtype(src.dtypes[i - 1]), np.floating) for i in indexes)
+    if is_float:
+        pixels = data[:, rows, cols] if data is not None else src.read(indexes, window=inner)
+        inner_mask &= _nan_mask(pixels)
+    mask[rows, cols] = inner_mask
+    return mask
+
+
+def read_masked(
+    src: DatasetReader,
+    window: Window,
+    bands: Sequence[int] | None = None,
+    *,
+    boundless: bool = False,
+    fill: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and valid mask of a window in one call: ``((bands, rows, cols), (rows, cols))``."""
+    data = read_window(src, window, bands, boundless=boundless, fill=fill)
+    mask = read_valid_mask(src, window, bands, boundless=boundless, data=data)
+    return data, mask
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _pct_key(p: float) -> str:
+    return repr(float(p))
+
+
+@dataclass(frozen=True, slots=True)
+class BandStats:
+    """Per-band statistics of the valid pixels of one or more rasters (a domain).
+
+    Attributes:
+        bands: The 1-based band indexes the statistics describe.
+        dtype: Source data type.
+        n_pixels: Number of valid pixels sampled (per band).
+        min, max, mean, std: One value per band, in source units.
+        percentiles: Percentile (0-100) -> one value per band.
+        sources: The files sampled.
+    """
+
+    bands: Bands
+    dtype: str
+    n_pixels: int
+    min: tuple[float, ...]
+    max: tuple[float, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    percentiles: dict[float, tuple[float, ...]]
+    sources: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (percentile keys become strings); inverse of :meth:`from_dict`."""
+        return {
+            "bands": list(self.bands),
+            "dtype": self.dtype,
+            "n_pixels": int(self.n_pixels),
+            "min": list(self.min),
+            "max": list(self.max),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "percentiles": {_pct_key(p): list(v) for p, v in self.percentiles.items()},
+            "sources": list(self.sources),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BandStats:
+        """Rebuild from :meth:`to_dict` output."""
+        try:
+            return cls(
+                bands=tuple(int(b) for b in data["bands"]),
+                dtype=str(data["dtype"]),
+                n_pixels=int(data["n_pixels"]),
+                min=tuple(float(v) for v in data["min"]),
+                max=tuple(float(v) for v in data["max"]),
+                mean=tuple(float(v) for v in data["mean"]),
+                std=tuple(float(v) for v in data["std"]),
+                percentiles={
+                    float(p): tuple(float(v) for v in vals)
+                    for p, vals in data["percentiles"].items()
+                },
+                sources=tuple(str(s) for s in data.get("sources", ())),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"band statistics record is incomplete or malformed ({exc!r}); "
+                "recompute them with compute_band_stats"
+            ) from exc
+
+
+def _sample_windows(
+    width: int, height: int, max_windows: int, window_size: int, rng: np.random.Generator
+) -> list[Window]:
+    """Windows to sample statistics from: the whole scene when it is small, else
+    ``max_windows`` random windows of ``window_size`` px, in row-major order."""
+    size_r, size_c = min(window_size, height), min(window_size, width)
+    if width * height <= max_windows * window_size * window_size:
+        return [
+            Window(c, r, min(window_size, width - c), min(window_size, height - r))
+            for r in range(0, height, window_size)
+            for c in range(0, width, window_size)
+        ]
+    rows = rng.integers(0, height - size_r + 1, size=max_windows)
+    cols = rng.integers(0, width - size_c + 1, size=max_windows)
+    order = np.lexsort((cols, rows))
+    return [Window(int(cols[i]), int(rows[i]), size_c, size_r) for i in order]
+
+
+def _overview_factor(src: DatasetReader, band: int, budget: int) -> int | None:
+    """The smallest overview factor whose image fits ``budget`` pixels, or None."""
+    for factor in sorted(src.overviews(band)):
+        if math.ceil(src.width / factor) * math.ceil(src.height / factor) <= budget:
+            return factor
+    return None
+
+
+def _valid_pixels(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``(bands, n)`` valid pixels of a ``(bands, rows, cols)`` array."""
+    return data[:, mask]
+
+
+def _sample_file(
+    src: DatasetReader,
+    indexes: Bands,
+    *,
+    max_windows: int,
+    window_size: int,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    budget = max_windows * window_size * window_size
+    factor = None
+    if src.width * src.height > budget:
+        factor = _overview_factor(src, indexes[0], budget)
+    if factor is not None:
+        shape = (len(indexes), math.ceil(src.height / factor), math.ceil(src.width / factor))
+        data = src.read(indexes, out_shape=shape)
+        if _all_valid(src, indexes):
+            mask = np.ones(shape[1:], dtype=bool)
+        else:
+            mask = (src.read_masks(indexes, out_shape=shape) > 0).all(axis=0)
+        return [_valid_pixels(data, mask & _nan_mask(data))]
+    chunks = []
+    for window in _sample_windows(src.width, src.height, max_windows, window_size, rng):
+        data, mask = read_masked(src, window, indexes)
+        chunks.append(_valid_pixels(data, mask))
+    return chunks
+
+
+def compute_band_stats(
+    paths: PathLike | Sequence[PathLike],
+    bands: Sequence[int] | None = None,
+    *,
+    max_windows: int = 64,
+    window_size: int = 256,
+    percentiles: Sequence[float] = (0.5, 2, 50, 98, 99.5),
+    seed: int = 0,
+) -> BandStats:
+    """Per-band statistics of the valid pixels of one raster or a pool of rasters.
+
+    A scene of at most ``max_windows * window_size**2`` pixels is read whole (window by
+    window); a larger one is sampled from its overviews when it has some small enough,
+    else from ``max_windows`` random windows (seeded). A whole large scene is never read.
+
+    Args:
+        paths: One raster or several (statistics are pooled, e.g. a training domain).
+        bands: 1-based band indexes, None for all.
+        max_windows: Windows sampled per large file.
+        window_size: Window side in pixels.
+        percentiles: Percentiles (0-100) to compute.
+        seed: Seed of the window sampling.
+
+    Raises:
+        BandError: if files differ in band count (with bands=None) or data type.
+        NoValidPixelsError: if no valid pixel was sampled.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = [Path(p) for p in paths]
+    if not files:
+        raise ConfigError("compute_band_stats got no files; pass at least one raster")
+    if max_windows < 1 or window_size < 1:
+        raise ConfigError(
+            f"max_windows={max_windows}, window_size={window_size}: both must be positive"
+        )
+    pcts = tuple(float(p) for p in percentiles)
+    for p in pcts:
+        if not 0 <= p <= 100:
+            raise ConfigError(f"percentile {p} is outside 0..100")
+    rng = np.random.default_rng(seed)
+    chunks: list[np.ndarray] = []
+    first: tuple[Path, Bands, str] | None = None
+    for path in files:
+        with open_raster(path) as src:
+            indexes = check_bands(src.count, bands, path=path)
+            dtypes = {src.dtypes[i - 1] for i in indexes}
+            if len(dtypes) != 1:
+                raise BandError(
+                    f"{path} has bands of different data types {sorted(dtypes)}; "
+                    "select bands of one type"
+                )
+            dtype = dtypes.pop()
+            if first is None:
+                first = (path, indexes, dtype)
+            elif len(indexes) != len(first[1]) or dtype != first[2]:
+                raise BandError(
+                    f"{path} has {len(indexes)} {dtype} band(s) but {first[0]} has "
+                    f"{len(first[1])} {first[2]} band(s); statistics pool files of one kind, "
+                    "so pass files alike or select the same number of bands with bands=(...)"
+                )
+            chunks.extend(
+                _sample_file(
+                    src, indexes, max_windows=max_windows, window_size=window_size, rng=rng
+                )
+            )
+    assert first is not None  # files is non-empty
+    pixels = np.concatenate(chunks, axis=1) if chunks else np.empty((len(first[1]), 0))
+    n = pixels.shape[1]
+    if n == 0:
+        raise NoValidPixelsError(
+            f"no valid pixel in the sampled windows of {', '.join(map(str, files))}; "
+            "check the nodata value and masks, or raise max_windows"
+        )
+    per_band = [pixels[b].astype(np.float64) for b in range(pixels.shape[0])]
+    pct_values = [np.percentile(band, pcts) for band in per_band]
+    return BandStats(
+        bands=first[1] if bands is not None else tuple(range(1, len(first[1]) + 1)),
+        dtype=first[2],
+        n_pixels=int(n),
+        min=tuple(float(b.min()) for b in per_band),
+        max=tuple(float(b.max()) for b in per_band),
+        mean=tuple(float(b.mean()) for b in per_band),
+        std=tuple(float(b.std()) for b in per_band),
+        percentiles={p: tuple(float(v[i]) for v in pct_values) for i, p in enumerate(pcts)},
+        sources=tuple(str(p) for p in files),
+    )
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def _dtype_range(dtype: str) -> tuple[float, float]:
+    """The value range of a dtype: integers their full range, floats 0..1."""
+    dt = np.dtype(dtype)
+    if np.issubdtype(dt, np.integer):
+        info = np.iinfo(dt)
+        return float(info.min), float(info.max)
+    if np.issubdtype(dt, np.floating):
+        return 0.0, 1.0
+    raise ConfigError(f"data type {dtype!r} is not a number type; rasters hold ints or floats")
+
+
+def _bands_axis(arr: np.ndarray, nbands: int) -> int:
+    """Axis holding bands: 0 for ``(bands, rows, cols)``, 1 for ``(n, bands, rows, cols)``."""
+    if arr.ndim not in (3, 4):
+        raise BandError(
+            f"array of shape {arr.shape} is not (bands, rows, cols) or (n, bands, rows, cols)"
+        )
+    axis = arr.ndim - 3
+    if arr.shape[axis] != nbands:
+        raise BandError(
+            f"array has {arr.shape[axis]} band(s) but the normaliser has {nbands}; "
+            "select the bands the normaliser was made for"
+        )
+    return axis
+
+
+@dataclass(frozen=True, slots=True)
+class Normalizer:
+    """Linear per-band map from source values to the models' range [-1, 1] and back.
+
+    ``normalize``: ``(x - lo) / (hi - lo) * 2 - 1`` per band, computed in float64 and
+    returned as float32, without clipping (values outside ``lo..hi`` fall outside
+    [-1, 1]). ``denormalize`` is its exact inverse, rounded and clipped to integer dtypes.
+
+    Attributes:
+        lo: Source value mapped to -1, per band.
+        hi: Source value mapped to +1, per band (> lo).
+        dtype: The source data type that ``denormalize`` returns by default.
+    """
+
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    dtype: str
+
+    def __post_init__(self) -> None:
+        lo = tuple(float(v) for v in self.lo)
+        hi = tuple(float(v) for v in self.hi)
+        if len(lo) != len(hi) or not lo:
+            raise ConfigError(f"normaliser lo {lo} and hi {hi} must give one value per band each")
+        for b, (a, c) in enumerate(zip(lo, hi, strict=True), start=1):
+            if not (math.isfinite(a) and math.isfinite(c) and c > a):
+                raise ConfigError(
+                    f"normaliser band {b}: hi={c} must be finite and greater than lo={a}"
+                )
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+        object.__setattr__(self, "dtype", np.dtype(self.dtype).name)
+
+    @property
+    def count(self) -> int:
+        """Number of bands."""
+        return len(self.lo)
+
+    def _params(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        axis = _bands_axis(arr, self.count)
+        shape = [1] * arr.ndim
+        shape[axis] = self.count
+        lo = np.asarray(self.lo, dtype=np.float64).reshape(shape)
+        hi = np.asarray(self.hi, dtype=np.float64).reshape(shape)
+        return lo, hi
+
+    def normalize(self, arr: np.ndarray) -> np.ndarray:
+        """Source values ``(bands, rows, cols)`` (or ``(n, bands, rows, cols)``) to float32
+        model values; ``lo`` -> -1, ``hi`` -> +1."""
+        arr = np.asarray(arr)
+        lo, hi = self._params(arr)
+        return ((arr.astype(np.float64) - lo) / (hi - lo) * 2.0 - 1.0).astype(np.float32)
+
+    def denormalize(self, arr: np.ndarray, dtype: str | None = None) -> np.ndarray:
+        """Model values back to source values in ``dtype`` (default :attr:`dtype`).
+
+        Integer dtypes are rounded to the nearest integer and clipped to the dtype's range
+        (NaN becomes 0); float dtypes are only cast.
+        """
+        arr = np.asarray(arr)
+        lo, hi = self._params(arr)
+        out = (arr.astype(np.float64) + 1.0) / 2.0 * (hi - lo) + lo
+        target = np.dtype(dtype or self.dtype)
+        if np.issubdtype(target, np.integer):
+            info = np.iinfo(target)
+            out = np.clip(np.rint(np.nan_to_num(out, nan=0.0)), info.min, info.max)
+        return out.astype(target)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict; inverse of :meth:`from_dict`."""
+        return {"lo": list(self.lo), "hi": list(self.hi), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Normalizer:
+        """Rebuild from :meth:`to_dict` output."""
+        try:
+            return cls(lo=tuple(data["lo"]), hi=tuple(data["hi"]), dtype=str(data["dtype"]))
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"normaliser record {dict(data)!r} needs 'lo', 'hi' and 'dtype'"
+            ) from exc
+
+    @classmethod
+    def for_dtype(cls, dtype: str, count: int) -> Normalizer:
+        """The dtype's natural range for every band: integer types their full range
+        (uint8 0..255, uint16 0..65535, int16 -32768..32767), float types 0..1."""
+        lo, hi = _dtype_range(dtype)
+        return cls(lo=(lo,) * count, hi=(hi,) * count, dtype=dtype)
+
+    @classmethod
+    def from_stats(
+        cls,
+        stats: BandStats,
+        method: str = "percentile",
+        low: float = 0.5,
+        high: float = 99.5,
+    ) -> Normalizer:
+        """A normaliser from band statistics.
+
+        Args:
+            stats: Statistics of the domain.
+            method: ``"percentile"`` (``low``/``high`` percentiles map to -1/+1) or
+                ``"minmax"``.
+            low: Lower percentile (0-100), for ``"percentile"``.
+            high: Upper percentile (0-100), for ``"percentile"``.
+
+        A band whose two ends coincide (a constant band) gets ``hi = lo + 1``.
+
+        Raises:
+            ConfigError: for an unknown method or percentiles missing from ``stats``.
+        """
+        try:
+            bounds = _NORMALIZER_METHODS[method]
+        except KeyError:
+            raise ConfigError(
+                f"normalisation method {method!r} is unknown; use one of "
+                f"{', '.join(sorted(_NORMALIZER_METHODS))}"
+            ) from None
+        lo, hi = bounds(stats, float(low), float(high))
+        hi = tuple(h if h > lo_ else lo_ + 1.0 for lo_, h in zip(lo, hi, strict=True))
+        return cls(lo=lo, hi=hi, dtype=stats.dtype)
+
+
+def _percentile_bounds(
+    stats: BandStats, low: float, high: float
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def get(p: float) -> tuple[float, ...]:
+        for key, values in stats.percentiles.items():
+            if math.isclose(float(key), p):
+                return values
+        raise ConfigError(
+            f"percentile {p} is not in the statistics (they hold "
+            f"{sorted(stats.percentiles)}); recompute them with percentiles=(..., {p}, ...)"
+        )
+
+    return get(low), get(high)
+
+
+def _minmax_bounds(
+    stats: BandStats, low: float, high: float
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return stats.min, stats.max
+
+
+_NORMALIZER_METHODS: dict[
+    str, Callable[[BandStats, float, float], tuple[tuple[float, ...], tuple[float, ...]]]
+] = {"percentile": _percentile_bounds, "minmax": _minmax_bounds}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _Keep:
+    """Sentinel: keep the source's value."""
+
+    def __repr__(self) -> str:
+        return "<keep>"
+
+
+KEEP: Any = _Keep()
+"""Default of :func:`output_profile`'s ``nodata``: keep the source's nodata value."""
+
+_PREDICTOR_COMPRESSIONS = {"deflate", "lzw", "zstd", "lzma"}
+
+
+def output_profile(
+    info: RasterInfo,
+    *,
+    count: int | None = None,
+    dtype: str | None = None,
+    nodata: float | None | _Keep = KEEP,
+    blocksize: int = 256,
+    compress: str | None = "deflate",
+    bigtiff: str = "IF_SAFER",
+    num_threads: int | str = 2,
+) -> dict[str, Any]:
+    """A creation profile for a tiled, compressed GeoTIFF on ``info``'s grid.
+
+    CRS, transform, width and height come from ``info``. Band descriptions, colour
+    interpretation and tags are not part of a profile: copy them with
+    :func:`copy_band_metadata` after opening the output.
+
+    Args:
+        info: The source raster.
+        count: Output band count (default the source's).
+        dtype: Output data type (default the source's common dtype).
+        nodata: Output nodata (default the source's; None for none).
+        blocksize: Internal tile side in pixels (a multiple of 16).
+        compress: GDAL compression, or None.
+        bigtiff: GDAL ``BIGTIFF`` option.
+        num_threads: GDAL ``NUM_THREADS`` for compression.
+
+    Raises:
+        ConfigError: for a bad block size, or a nodata value the output dtype cannot hold.
+    """
+    if blocksize <= 0 or blocksize % 16:
+        raise ConfigError(f"blocksize={blocksize}: GeoTIFF tiles need a positive multiple of 16")
+    out_dtype = np.dtype(dtype or info.dtype).name
+    out_nodata = info.nodata if isinstance(nodata, _Keep) else nodata
+    if out_nodata is not None and np.issubdtype(np.dtype(out_dtype), np.integer):
+        lim = np.iinfo(out_dtype)
+        if not (math.isfinite(out_nodata) and lim.min <= out_nodata <= lim.max):
+            raise ConfigError(
+                f"nodata {out_nodata} does not fit the output type {out_dtype}; "
+                "pass nodata=<a value in range> or nodata=None"
+            )
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": info.width,
+        "height": info.height,
+        "count": count or info.count,
+        "dtype": out_dtype,
+        "crs": info.crs,
+        "transform": info.transform,
+        "nodata": out_nodata,
+        "tiled": True,
+        "blockxsize": blocksize,
+        "blockysize": blocksize,
+        "interleave": "pixel",
+        "BIGTIFF": bigtiff,
+        "NUM_THREADS": str(num_threads),
+    }
+    if compress:
+        profile["compress"] = compress
+        if compress.lower() in _PREDICTOR_COMPRESSIONS:
+            profile["predictor"] = 3 if np.issubdtype(np.dtype(out_dtype), np.floating) else 2
+    return profile
+
+
+def copy_band_metadata(info: RasterInfo, dst: Any, bands: Sequence[int] | None = None) -> None:
+    """Copy descriptions, colour interpretation, tags, scales and offsets to ``dst``.
+
+    A rasterio profile does not carry these (rasterio #955), so outputs lose them unless
+    they are copied after opening.
+
+    Args:
+        info: The source raster.
+        dst: A dataset open for writing, with one band per selected source band.
+        bands: The source bands that became ``dst`` bands 1..n, None for all.
+    """
+    indexes = check_bands(info.count, bands, path=info.path)
+    if dst.count != len(indexes):
+        raise BandError(
+            f"output has {dst.count} band(s) but {len(indexes)} source band(s) were selected; "
+            "pass bands=(...) matching the output"
+        )
+    if info.tags:
+        dst.update_tags(**info.tags)
+    for out_band, src_band in enumerate(indexes, start=1):
+        description = info.descriptions[src_band - 1]
+        if description:
+            dst.set_band_description(out_band, description)
+        band_tags = info.band_tags[src_band - 1]
+        if band_tags:
+            dst.update_tags(out_band, **band_tags)
+    dst.colorinterp = [info.colorinterp[b - 1] for b in indexes]
+    scales = [info.scales[b - 1] for b in indexes]
+    offsets = [info.offsets[b - 1] for b in indexes]
+    if any(s != 1.0 for s in scales):
+        dst.scales = scales
+    if any(o != 0.0 for o in offsets):
+        dst.offsets = offsets
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _check_destination(dst: Path, *, overwrite: bool, inputs: Sequence[PathLike]) -> None:
+    parent = dst.parent
+    if not parent.is_dir():
+        raise RasterWriteError(
+            f"cannot write {dst}: folder {parent} does not exist; create it first"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RasterWriteError(
+            f"cannot write {dst}: folder {parent} is not writable; choose another output path"
+        )
+    for src in inputs:
+        if _same_file(dst, Path(src)):
+            raise RasterWriteError(
+                f"output {dst} is the input {src}; inputs are never modified, "
+                "choose another output path"
+            )
+    if (dst.exists() or dst.is_symlink()) and not overwrite:
+        raise OutputExistsError(f"{dst} exists; pass overwrite=True / --overwrite to replace it")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_output(
+    dst: PathLike,
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[PathLike] = (),
+    suffix: str | None = None,
+) -> Iterator[Path]:
+    """Write a file atomically: yield a hidden temporary path in ``dst``'s folder, and
+    rename it onto ``dst`` when the block succeeds; delete it on any exception
+    (KeyboardInterrupt included). A GDAL ``.aux.xml`` side file follows the temporary file.
+
+    The checks run before any work: ``dst`` must not exist (unless ``overwrite``), must
+    not be a folder, its folder must exist and be writable, and it must not be (or link
+    to) any of ``inputs``.
+
+    Args:
+        dst: The final path.
+        overwrite: Replace an existing ``dst``.
+        inputs: Paths the output must not replace.
+        suffix: Ending of the temporary name (default ``dst``'s, so GDAL picks the same
+            driver from it).
+
+    Yields:
+        The temporary path to write to (named ``.<dst name>.rsgan-tmp-XXXX<suffix>``).
+
+    Raises:
+        OutputExistsError: ``dst`` exists and ``overwrite`` is False.
+        RasterWriteError: ``dst`` is a folder, its folder is missing or not writable, it is
+            an input, or nothing was written to the temporary path.
+    """
+    dst = Path(dst)
+    if dst.is_dir():
+        raise RasterWriteError(f"output {dst} is a folder; pass a file path")
+    _check_destination(dst, overwrite=overwrite, inputs=inputs)
+    ending = dst.suffix if suffix is None else suffix
+    tmp = dst.parent / f".{dst.name}{_TMP_MARK}{secrets.token_hex(4)}{ending}"
+    tmp_aux = tmp.with_name(tmp.name + ".aux.xml")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RasterWriteError(f"nothing was written for {dst}; the output was not created")
+        if dst.exists() and not overwrite:
+            raise OutputExistsError(
+                f"{dst} appeared while it was being written; pass overwrite=True to replace it"
+            )
+        os.replace(tmp, dst)
+        if tmp_aux.exists():
+            os.replace(tmp_aux, dst.with_name(dst.name + ".aux.xml"))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        tmp_aux.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_output_dir(dst_dir: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder atomically: yield a hidden temporary sibling folder and rename it to
+    ``dst_dir`` when the block succeeds (replacing an old ``dst_dir`` with ``overwrite``);
+    delete it on any exception.
+
+    Raises:
+        OutputExistsError: ``dst_dir`` exists and ``overwrite`` is False.
+        RasterWriteError: ``dst_dir`` is a file, or its parent folder is missing or not
+            writable.
+    """
+    dst = Path(dst_dir)
+    if dst.exists() and not dst.is_dir():
+        raise RasterWriteError(f"output folder {dst} is a file; pass a folder path")
+    _check_destination(dst, overwrite=overwrite, inputs=())
+    token = secrets.token_hex(4)
+    tmp = dst.parent / f".{dst.name}{_TMP_MARK}{token}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if dst.exists():
+            if not overwrite:
+                raise OutputExistsError(
+                    f"{dst} appeared while it was being written; pass overwrite=True"
+                )
+            old = dst.parent / f".{dst.name}.rsgan-old-{token}"
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            _remove(old)
+        else:
+            os.replace(tmp, dst)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- quicklooks
+
+
+def _to_rgb8(
+    array: np.ndarray, stretch: tuple[float, float] | None, mask: np.ndarray | None
+) -> np.ndarray:
+    """``(1 or 3, rows, cols)`` uint8 from any ``(bands, rows, cols)`` array."""
+    arr = np.asarray(array)
+    if arr.ndim != 3 or arr.shape[0] < 1:
+        raise BandError(f"quicklook needs a (bands, rows, cols) array, got shape {arr.shape}")
+    arr = arr[:3] if arr.shape[0] >= 3 else arr[:1]
+    valid = np.isfinite(arr).all(axis=0) if np.issubdtype(arr.dtype, np.floating) else None
+    if mask is not None:
+        valid = mask.astype(bool) if valid is None else valid & mask.astype(bool)
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    for b in range(arr.shape[0]):
+        band = arr[b].astype(np.float64)
+        pixels = band[valid] if valid is not None else band.ravel()
+        if stretch is None:
+            lo, hi = 0.0, 255.0
+        elif pixels.size:
+            lo, hi = (float(v) for v in np.percentile(pixels, stretch))
+        else:
+            lo, hi = 0.0, 1.0
+        scaled = (band - lo) / max(hi - lo, 1e-12) * 255.0
+        out[b] = np.clip(np.rint(np.nan_to_num(scaled)), 0, 255).astype(np.uint8)
+    if valid is not None:
+        out[:, ~valid] = 0
+    return out
+
+
+def _write_png(rgb: np.ndarray, path: PathLike, overwrite: bool) -> Path:
+    dst = Path(path)
+    with atomic_output(dst, overwrite=overwrite) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(
+            tmp,
+            "w",
+            driver="PNG",
+            width=rgb.shape[2],
+            height=rgb.shape[1],
+            count=rgb.shape[0],
+            dtype="uint8",
+        ) as out:
+            out.write(rgb)
+    return dst
+
+
+def write_quicklook_png(
+    array: np.ndarray,
+    path: PathLike,
+    *,
+    stretch: tuple[float, float] | None = (2, 98),
+    mask: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an 8-bit PNG picture of an array (first 3 bands as RGB, else band 1 grey).
+
+    Args:
+        array: ``(bands, rows, cols)`` pixels of any numeric dtype.
+        path: The PNG to write (atomically).
+        stretch: Percentiles (0-100) of the valid pixels mapped to 0 and 255 per band;
+            None writes values as they are, clipped to 0..255.
+        mask: Boolean ``(rows, cols)`` valid mask; invalid pixels are black and left out
+            of the stretch.
+        overwrite: Replace an existing file.
+
+    Returns:
+        ``path``.
+    """
+    return _write_png(_to_rgb8(array, stretch, mask), path, overwrite)
+
+
+def write_png_grid(
+    arrays: Sequence[np.ndarray],
+    path: PathLike,
+    ncols: int,
+    *,
+    pad: int = 2,
+    overwrite: bool = False,
+) -> Path:
+    """Write images side by side in a grid PNG (e.g. generated samples).
+
+    Args:
+        arrays: ``(bands, rows, cols)`` uint8 images of one shape; 1-band images are grey,
+            others show their first 3 bands.
+        path: The PNG to write (atomically).
+        ncols: Images per grid row.
+        pad: Black gap between images, in pixels.
+        overwrite: Replace an existing file.
+    """
+    if not arrays:
+        raise ConfigError("write_png_grid got no images; pass at least one")
+    if ncols < 1:
+        raise ConfigError(f"ncols={ncols}: pass a positive number of columns")
+    shapes = {np.asarray(a).shape[1:] for a in arrays}
+    if len(shapes) != 1:
+        raise ConfigError(f"grid images differ in size {sorted(shapes)}; pass images of one size")
+    h, w = shapes.pop()
+    tiles = []
+    for a in arrays:
+        rgb = _to_rgb8(np.asarray(a), None, None)
+        tiles.append(np.repeat(rgb, 3, axis=0) if rgb.shape[0] == 1 else rgb)
+    nrows = math.ceil(len(tiles) / ncols)
+    grid = np.zeros((3, nrows * (h + pad) + pad, ncols * (w + pad) + pad), dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        grid[:, y : y + h, x : x + w] = tile
+    return _write_png(grid, path, overwrite)
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "KEEP",
+    "BandStats",
+    "NoValidPixelsError",
+    "NotGeoreferencedWarning",
+    "Normalizer",
+    "RasterInfo",
+    "WindowError",
+    "atomic_output",
+    "atomic_output_dir",
+    "check_bands",
+    "compute_band_stats",
+    "copy_band_metadata",
+    "describe",
+    "list_image_files",
+    "open_raster",
+    "output_profile",
+    "read_masked",
+    "read_valid_mask",
+    "read_window",
+    "warn_if_not_georeferenced",
+    "write_png_grid",
+    "write_quicklook_png",
+]
