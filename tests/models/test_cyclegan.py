@@ -1,0 +1,93 @@
+"""CycleGAN networks: shapes for any band count, the paper's layout, input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rsgan.errors import ConfigError, ModelError
+from rsgan.models import (
+    MODEL_KINDS,
+    CycleGANConfig,
+    PatchDiscriminator,
+    ResnetGenerator,
+    SceneInstanceNorm2d,
+    build_nets,
+    make_config,
+)
+
+
+@pytest.mark.parametrize("bands_a", [1, 3, 4, 13])
+def test_shapes_for_band_counts(bands_a: int) -> None:
+    config = CycleGANConfig(in_channels_a=bands_a, in_channels_b=4, ngf=4, ndf=4, n_blocks=2)
+    nets = build_nets("cyclegan", config)
+    assert set(nets) == {"G_AB", "G_BA", "D_A", "D_B"}
+    a = torch.rand(2, bands_a, 32, 48) * 2 - 1
+    with torch.no_grad():
+        fake_b = nets["G_AB"](a)
+        back = nets["G_BA"](fake_b)
+        assert fake_b.shape == (2, 4, 32, 48)
+        assert back.shape == a.shape
+        assert fake_b.abs().max() <= 1.0
+        assert nets["D_B"](fake_b).shape == (2, 1, 2, 4)
+        assert nets["D_A"](a).shape == (2, 1, 2, 4)
+
+
+def test_reference_parameter_counts() -> None:
+    # Zhu et al.'s 9-block generator and 70x70 PatchGAN for RGB: 11.378 M and 2.765 M weights
+    g = ResnetGenerator(3, 3, ngf=64, n_blocks=9)
+    d = PatchDiscriminator(3, ndf=64, n_layers=3)
+    assert sum(p.numel() for p in g.parameters()) == 11_378_179
+    assert sum(p.numel() for p in d.parameters()) == 2_764_737
+    kinds = [type(m) for m in g.modules()]
+    assert nn.ReflectionPad2d in kinds and nn.ConvTranspose2d in kinds
+    assert nn.BatchNorm2d not in kinds
+
+
+def test_patch_receptive_field_is_70() -> None:
+    d = PatchDiscriminator(1, ndf=2, n_layers=3).eval()
+    for i, m in enumerate(d.model):  # instance norm couples all pixels; drop it here
+        if isinstance(m, SceneInstanceNorm2d):
+            d.model[i] = nn.Identity()
+    x = torch.zeros(1, 1, 140, 140, requires_grad=True)
+    out = d(x)
+    out[0, 0, 5, 5].backward()
+    rows = x.grad[0, 0].abs().sum(1).nonzero()
+    assert int(rows.max() - rows.min()) + 1 == 70
+
+
+def test_weight_init_is_normal_002() -> None:
+    torch.manual_seed(0)
+    g = ResnetGenerator(3, 3, ngf=16, n_blocks=2)
+    w = torch.cat([m.weight.detach().flatten() for m in g.modules() if isinstance(m, nn.Conv2d)])
+    assert abs(float(w.std()) - 0.02) < 0.002
+    assert abs(float(w.mean())) < 0.001
+
+
+def test_wrong_input_raises_model_error() -> None:
+    g = ResnetGenerator(4, 4, ngf=4, n_blocks=1)
+    with pytest.raises(ModelError, match="expects 4 band"):
+        g(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ModelError, match="multiples of 4"):
+        g(torch.zeros(1, 4, 30, 32))
+    with pytest.raises(ModelError, match="at least 8"):
+        g(torch.zeros(1, 4, 4, 4))
+    d = PatchDiscriminator(4, ndf=4)
+    with pytest.raises(ModelError, match="at least 24"):
+        d(torch.zeros(1, 4, 16, 16))
+    assert ResnetGenerator.size_multiple == 4 and ResnetGenerator.min_size == 8
+
+
+def test_config_round_trip_and_validation() -> None:
+    config = CycleGANConfig(in_channels_a=4, in_channels_b=13, ngf=8, n_blocks=6)
+    assert CycleGANConfig.from_dict(config.to_dict()) == config
+    assert make_config("cyclegan", config.to_dict()) == config
+    assert not config.uses_identity and CycleGANConfig().uses_identity
+    with pytest.raises(ConfigError, match="ngf"):
+        CycleGANConfig(ngf=0)
+    with pytest.raises(ConfigError, match="no field"):
+        CycleGANConfig.from_dict({"bogus": 1})
+    with pytest.raises(ConfigError, match="unknown model kind"):
+        build_nets("stylegan")
+    assert set(MODEL_KINDS) == {"cyclegan", "dcgan"}

@@ -1,0 +1,159 @@
+"""SceneInstanceNorm2d: masks, pooled and fixed modes, autocast, pass-through."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rsgan.errors import ConfigError, ModelError
+from rsgan.models import (
+    ResnetGenerator,
+    SceneInstanceNorm2d,
+    collect_norm_stats,
+    fixed_norm_stats,
+    norm_layers,
+    norm_mask,
+    set_norm_mode,
+)
+
+
+def _gen(seed: int = 0) -> ResnetGenerator:
+    torch.manual_seed(seed)
+    return ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+
+
+def test_instance_mode_matches_torch_instance_norm() -> None:
+    x = torch.randn(3, 5, 16, 12)
+    ours = SceneInstanceNorm2d(5)(x)
+    ref = nn.InstanceNorm2d(5)(x)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_invalid_pixels_do_not_change_statistics_or_valid_outputs() -> None:
+    layer = SceneInstanceNorm2d(2)
+    x = torch.randn(2, 2, 8, 8)
+    mask = torch.ones(2, 1, 8, 8, dtype=torch.bool)
+    mask[0, :, :3] = False
+    mask[1, :, :, 5:] = False
+    y = x.clone()
+    y[~mask.expand_as(y)] = 1e3  # garbage in the invalid pixels
+    with norm_mask(layer, mask):
+        out_x, out_y = layer(x), layer(y)
+    valid = mask.expand_as(x)
+    torch.testing.assert_close(out_x[valid], out_y[valid])
+    # and the statistics are those of the valid pixels alone
+    vals = x[0, 0][mask[0, 0]]
+    expected = (vals - vals.mean()) / torch.sqrt(vals.var(unbiased=False) + 1e-5)
+    torch.testing.assert_close(out_x[0, 0][mask[0, 0]], expected, atol=1e-5, rtol=1e-5)
+    # without the mask the garbage does change the result
+    assert not torch.allclose(layer(x)[valid], layer(y)[valid])
+
+
+def test_all_invalid_sample_falls_back_without_nan() -> None:
+    layer = SceneInstanceNorm2d(3)
+    x = torch.randn(2, 3, 8, 8)
+    mask = torch.ones(2, 8, 8, dtype=torch.bool)
+    mask[1] = False
+    with norm_mask(layer, mask):
+        out = layer(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[1], nn.InstanceNorm2d(3)(x)[1], atol=1e-5, rtol=1e-5)
+
+
+def test_mask_is_area_resized_inside_a_generator() -> None:
+    g = _gen()
+    x = torch.randn(2, 3, 32, 32)
+    mask = torch.ones(2, 1, 32, 32)
+    mask[:, :, :, :16] = 0
+    seen = {}
+
+    def hook(module, inputs, output):  # noqa: ANN001
+        seen[module] = module._weight(inputs[0].float())
+
+    handles = [m.register_forward_hook(hook) for m in norm_layers(g).values()]
+    with torch.no_grad():
+        g(x, mask=mask)
+    for h in handles:
+        h.remove()
+    sizes = {tuple(w.shape[-2:]) for w in seen.values()}
+    assert sizes == {(32, 32), (16, 16), (8, 8)}
+    for w in seen.values():  # left half invalid at every resolution
+        assert float(w[..., : w.shape[-1] // 2].max()) == 0.0
+        assert float(w[..., w.shape[-1] // 2 :].min()) == 1.0
+    assert all(layer.mask is None for layer in norm_layers(g).values())
+
+
+def test_pooled_statistics_treat_the_batch_as_one_image() -> None:
+    layer = SceneInstanceNorm2d(2)
+    layer.mode = "pooled"
+    x = torch.randn(4, 2, 6, 6) * 3 + 1
+    out = layer(x)
+    flat = x.permute(1, 0, 2, 3).reshape(2, -1)
+    torch.testing.assert_close(layer.mean, flat.mean(1))
+    torch.testing.assert_close(layer.var, flat.var(1, unbiased=False))
+    # one image made of the four tiles side by side gets the same normalisation
+    torch.testing.assert_close(
+        out.permute(1, 0, 2, 3).reshape(2, -1).mean(1), torch.zeros(2), atol=1e-5, rtol=0
+    )
+
+
+def test_fixed_equals_pooled_and_restores_mode() -> None:
+    g = _gen()
+    x = torch.randn(3, 3, 32, 32)
+    mask = torch.rand(3, 1, 32, 32) > 0.2
+    stats = collect_norm_stats(g, x, mask)
+    assert set(stats) == set(norm_layers(g)) and len(stats) == 7  # 3 + 2 per block + 2
+    set_norm_mode(g, "pooled")
+    with torch.no_grad(), norm_mask(g, mask):
+        pooled = g(x)
+    set_norm_mode(g, "instance")
+    with torch.no_grad(), fixed_norm_stats(g, stats), norm_mask(g, mask):
+        fixed = g(x)
+        # per tile, fixed statistics give the same output as the whole batch did
+        tile = g(x[1:2], mask=mask[1:2])
+    torch.testing.assert_close(fixed, pooled)
+    torch.testing.assert_close(tile, pooled[1:2], atol=1e-5, rtol=1e-4)
+    assert {layer.mode for layer in norm_layers(g).values()} == {"instance"}
+    with torch.no_grad():
+        instance = g(x[1:2])
+    assert not torch.allclose(instance, pooled[1:2], atol=1e-3)
+
+
+def test_fixed_mode_needs_statistics() -> None:
+    g = _gen()
+    set_norm_mode(g, "fixed")
+    with pytest.raises(ModelError, match="collect_norm_stats"):
+        g(torch.randn(1, 3, 16, 16))
+    with pytest.raises(ModelError, match="lack"):
+        with fixed_norm_stats(g, {}):
+            pass
+    with pytest.raises(ConfigError, match="norm mode"):
+        set_norm_mode(g, "batch")
+
+
+def test_models_without_norm_layers_pass_through() -> None:
+    conv = nn.Conv2d(3, 3, 1)
+    x = torch.randn(2, 3, 8, 8)
+    before = conv(x)
+    assert collect_norm_stats(conv, x) == {}
+    assert set_norm_mode(conv, "pooled") == {}
+    with fixed_norm_stats(conv, {}), norm_mask(conv, torch.zeros(2, 1, 8, 8)):
+        torch.testing.assert_close(conv(x), before)
+    ident = nn.Identity()
+    with fixed_norm_stats(ident, {}):
+        assert ident(x) is x
+
+
+def test_bf16_autocast_statistics_in_fp32() -> None:
+    g = _gen()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = g(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = g(x)
+            stats = collect_norm_stats(g, x)
+    assert out.dtype == torch.bfloat16
+    assert all(m.dtype == torch.float32 and v.dtype == torch.float32 for m, v in stats.values())
+    assert torch.isfinite(out.float()).all()
+    assert float((out.float() - ref).abs().mean()) < 0.05
