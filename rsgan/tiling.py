@@ -1,0 +1,681 @@
+"""Tile specifications, window grids, chip indexes and chip export.
+
+A :class:`TileSpec` (size, overlap, edge policy) turns a scene's size into a row-major
+grid of :class:`rasterio.windows.Window` that covers every pixel. :func:`chip_index`
+lists the grid's chips of one or more scenes as a GeoDataFrame (footprints in CRS units,
+valid-pixel fractions), filtered by an area of interest and a maximum nodata fraction;
+:func:`export_chips` writes them as georeferenced GeoTIFF chips.
+
+All sizes, offsets and overlaps are in pixels unless a function says CRS units.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import shapely
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from rasterio.crs import CRS
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+from shapely.geometry.base import BaseGeometry
+from tqdm.auto import tqdm
+
+from rsgan._types import Bands, EdgePolicy, PathLike
+from rsgan.errors import AOIError, BandError, ConfigError, RasterReadError, TileSpecError
+from rsgan.io import (
+    RasterInfo,
+    atomic_output,
+    atomic_output_dir,
+    check_bands,
+    copy_band_metadata,
+    describe,
+    open_raster,
+    read_valid_mask,
+    read_window,
+)
+
+INDEX_COLUMNS: tuple[str, ...] = (
+    "scene",
+    "row_off",
+    "col_off",
+    "height",
+    "width",
+    "valid_fraction",
+    "crs",
+    "geometry",
+)
+"""Columns of a chip index (:func:`chip_index`), in order."""
+
+INDEX_SUFFIXES: tuple[str, ...] = (".gpkg", ".parquet")
+"""File endings :func:`save_index` and :func:`load_index` accept."""
+
+
+# --------------------------------------------------------------------------- edge policies
+
+
+def _offsets_pad(length: int, size: int, stride: int) -> list[int]:
+    """Offsets from 0 by ``stride`` until a tile reaches the end; the last tile may
+    extend past it."""
+    offsets = [0]
+    while offsets[-1] + size < length:
+        offsets.append(offsets[-1] + stride)
+    return offsets
+
+
+def _offsets_shift(length: int, size: int, stride: int) -> list[int]:
+    """As :func:`_offsets_pad`, with the last tile moved back to end at the scene's edge."""
+    if length < size:
+        raise TileSpecError(
+            f"the scene ({length} px along one side) is smaller than the tile ({size} px) "
+            'and edge="shift" cannot fit a tile inside it; use edge="pad" (--edge pad) to pad '
+            "it, or a smaller tile size"
+        )
+    offsets = _offsets_pad(length, size, stride)
+    offsets[-1] = min(offsets[-1], length - size)
+    return offsets
+
+
+EDGE_POLICIES: dict[str, Callable[[int, int, int], list[int]]] = {
+    "shift": _offsets_shift,
+    "pad": _offsets_pad,
+}
+"""Edge policy name -> function ``(scene length, tile size, stride) -> tile offsets``.
+
+``"shift"`` moves the last row/column of tiles back inside the scene (more overlap
+there, every tile full of scene pixels); ``"pad"`` lets it extend past the right/bottom
+edge (read such windows with ``boundless=True``; the outside is invalid)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TileSpec:
+    """How a scene is cut into tiles.
+
+    Attributes:
+        size: Tile side in pixels (square tiles).
+        overlap: Pixels shared by neighbouring tiles, ``0 <= overlap < size``.
+        edge: Edge policy, a key of :data:`EDGE_POLICIES` (``"shift"`` or ``"pad"``).
+    """
+
+    size: int
+    overlap: int = 0
+    edge: EdgePolicy = "shift"
+
+    def __post_init__(self) -> None:
+        for name in ("size", "overlap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TileSpecError(f"tile {name} {value!r} is not a whole number of pixels")
+        if self.size < 1:
+            raise TileSpecError(f"tile size {self.size} px must be positive")
+        if not 0 <= self.overlap < self.size:
+            raise TileSpecError(
+                f"overlap {self.overlap} px must be at least 0 and smaller than the tile size "
+                f"{self.size} px; pass a smaller overlap or a larger size"
+            )
+        if self.edge not in EDGE_POLICIES:
+            raise TileSpecError(
+                f"edge policy {self.edge!r} is unknown; use one of {', '.join(EDGE_POLICIES)}"
+            )
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "overlap", int(self.overlap))
+
+    @property
+    def stride(self) -> int:
+        """Pixels from one tile's start to the next's: ``size - overlap``."""
+        return self.size - self.overlap
+
+    @classmethod
+    def from_stride(cls, size: int, stride: int, edge: EdgePolicy = "shift") -> TileSpec:
+        """A spec from a size and a stride (``0 < stride <= size``), both in pixels."""
+        if isinstance(stride, (int, np.integer)) and not 0 < stride <= size:
+            raise TileSpecError(
+                f"stride {stride} px must be positive and at most the tile size {size} px"
+            )
+        return cls(size=size, overlap=size - stride, edge=edge)
+
+    @classmethod
+    def from_crs_units(
+        cls,
+        size: float,
+        overlap: float,
+        transform: Affine,
+        edge: EdgePolicy = "shift",
+    ) -> TileSpec:
+        """A spec from a size and overlap in CRS units (e.g. metres), rounded to whole
+        pixels of ``transform``'s pixel size.
+
+        Raises:
+            TileSpecError: for a rotated grid or non-square pixels (give pixels then), or a
+                size under one pixel.
+        """
+        if transform.b != 0 or transform.d != 0:
+            raise TileSpecError(
+                f"the grid is rotated ({transform!r}); give the tile size in pixels"
+            )
+        xres, yres = abs(transform.a), abs(transform.e)
+        if not math.isclose(xres, yres, rel_tol=1e-6):
+            raise TileSpecError(
+                f"pixels are not square ({xres} x {yres} CRS units), so a size in CRS units "
+                "is ambiguous; give the tile size and overlap in pixels"
+            )
+        size_px = round(size / xres)
+        if size_px < 1:
+            raise TileSpecError(
+                f"tile size {size} CRS units is under one pixel ({xres} units); pass a larger size"
+            )
+        return cls(size=size_px, overlap=round(overlap / xres), edge=edge)
+
+
+def tile_grid(width: int, height: int, spec: TileSpec) -> list[list[Window]]:
+    """Tile windows of a ``width`` x ``height`` px scene, as rows of windows (top to
+    bottom, each row left to right). Together they cover every pixel.
+
+    Raises:
+        TileSpecError: with ``edge="shift"``, for a scene smaller than one tile.
+    """
+    if width < 1 or height < 1:
+        raise TileSpecError(f"scene size {width} x {height} px is empty")
+    offsets = EDGE_POLICIES[spec.edge]
+    cols = offsets(width, spec.size, spec.stride)
+    rows = offsets(height, spec.size, spec.stride)
+    return [[Window(c, r, spec.size, spec.size) for c in cols] for r in rows]
+
+
+def tile_windows(width: int, height: int, spec: TileSpec) -> list[Window]:
+    """Tile windows of a ``width`` x ``height`` px scene in row-major order (see
+    :func:`tile_grid`)."""
+    return [w for row in tile_grid(width, height, spec) for w in row]
+
+
+def random_windows(
+    width: int, height: int, size: int, n: int, rng: np.random.Generator
+) -> list[Window]:
+    """``n`` random ``size`` px windows lying inside a ``width`` x ``height`` scene.
+
+    Raises:
+        TileSpecError: for a scene smaller than ``size``.
+    """
+    if width < size or height < size:
+        raise TileSpecError(
+            f"the scene ({width} x {height} px) is smaller than the {size} px chip; "
+            "pass a smaller size"
+        )
+    rows = rng.integers(0, height - size + 1, size=n)
+    cols = rng.integers(0, width - size + 1, size=n)
+    return [Window(int(c), int(r), size, size) for r, c in zip(rows, cols, strict=True)]
+
+
+def window_of(row: Any) -> Window:
+    """The :class:`Window` of a chip index row."""
+    return Window(int(row.col_off), int(row.row_off), int(row.width), int(row.height))
+
+
+def chip_name(scene: PathLike, window: Window) -> str:
+    """File name of an exported chip: ``<scene stem>_r<row_off>_c<col_off>.tif``."""
+    return f"{Path(scene).stem}_r{int(window.row_off)}_c{int(window.col_off)}.tif"
+
+
+# --------------------------------------------------------------------------- AOI
+
+
+def _crs_text(crs: CRS | None) -> str:
+    if crs is None:
+        return ""
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def load_aoi(aoi: Any, aoi_crs: Any = None) -> gpd.GeoSeries:
+    """An area of interest as a GeoSeries with a CRS.
+
+    Args:
+        aoi: A vector file path (anything pyogrio reads), a GeoDataFrame or GeoSeries, or
+            a shapely geometry.
+        aoi_crs: CRS of a shapely geometry (e.g. ``"EPSG:4326"``); overrides nothing
+            for inputs that carry their own.
+
+    Raises:
+        AOIError: unreadable file, no CRS, or no geometry.
+    """
+    if isinstance(aoi, (str, os.PathLike)):
+        path = Path(aoi)
+        if not path.exists():
+            raise AOIError(f"no such AOI file: {path}; check the path")
+        try:
+            frame = gpd.read_file(path)
+        except Exception as exc:  # pyogrio raises several kinds
+            raise AOIError(
+                f"cannot read AOI {path} as a vector file ({exc}); pass a GeoPackage, "
+                "GeoJSON or shapefile"
+            ) from exc
+        series, name = frame.geometry, str(path)
+    elif isinstance(aoi, gpd.GeoDataFrame):
+        series, name = aoi.geometry, "the AOI GeoDataFrame"
+    elif isinstance(aoi, gpd.GeoSeries):
+        series, name = aoi, "the AOI GeoSeries"
+    elif isinstance(aoi, BaseGeometry):
+        series = gpd.GeoSeries([aoi], crs=aoi_crs)
+        name = f"the AOI geometry {aoi.geom_type}"
+    else:
+        raise AOIError(
+            f"AOI {aoi!r} is not a file path, GeoDataFrame, GeoSeries or shapely geometry"
+        )
+    if series.crs is None:
+        raise AOIError(
+            f"{name} has no CRS, so it cannot be placed on the scenes; give the file a CRS, "
+            "or pass aoi_crs='EPSG:4326' (or the right CRS) with a shapely geometry"
+        )
+    series = series[~(series.is_empty | series.isna())]
+    if series.empty:
+        raise AOIError(f"{name} holds no geometry; pass an AOI with at least one shape")
+    return series
+
+
+def _aoi_in(aoi: gpd.GeoSeries, crs: CRS) -> BaseGeometry:
+    return shapely.union_all(aoi.to_crs(ProjCRS.from_user_input(crs.to_wkt())).values)
+
+
+def _aoi_keep(footprints: np.ndarray, aoi: BaseGeometry, within: bool) -> np.ndarray:
+    """Chips that overlap the AOI's interior (or lie within it, with ``within``)."""
+    if within:
+        return shapely.within(footprints, aoi)
+    return shapely.intersects(footprints, aoi) & ~shapely.touches(footprints, aoi)
+
+
+# --------------------------------------------------------------------------- chip index
+
+
+def _footprints(windows: Sequence[Window], transform: Affine) -> np.ndarray:
+    """Footprint polygons (CRS units) of windows; handles rotated grids."""
+    polys = []
+    for w in windows:
+        t = window_transform(w, transform)
+        corners = [t * (0, 0), t * (w.width, 0), t * (w.width, w.height), t * (0, w.height)]
+        polys.append(shapely.Polygon(corners))
+    return np.array(polys, dtype=object)
+
+
+def _valid_fractions(src: Any, grid: list[list[Window]], bands: Bands, size: int) -> list[float]:
+    """Valid-pixel fraction of every window, reading the mask one strip of rows at a time."""
+    fractions: list[float] = []
+    for row in grid:
+        r0 = int(row[0].row_off)
+        strip = Window(0, r0, src.width, size)
+        mask = read_valid_mask(src, strip, bands, boundless=True)
+        counts = np.concatenate([[0], np.cumsum(mask.sum(axis=0))])
+        for w in row:
+            c0 = int(w.col_off)
+            c1 = min(c0 + size, src.width)
+            fractions.append(float(counts[c1] - counts[c0]) / (size * size))
+    return fractions
+
+
+def _scene_label(path: PathLike) -> str:
+    return str(Path(path))
+
+
+def _check_alike(infos: Sequence[RasterInfo], bands: Sequence[int] | None) -> Bands:
+    """Selected bands of each scene, checking that scenes agree on count and dtype."""
+    first = infos[0]
+    first_bands = check_bands(first.count, bands, path=first.path)
+    first_dtypes = {first.dtypes[b - 1] for b in first_bands}
+    for info in infos[1:]:
+        sel = check_bands(info.count, bands, path=info.path)
+        if len(sel) != len(first_bands):
+            raise BandError(
+                f"{info.path} has {info.count} band(s) but {first.path} has {first.count}; "
+                "scenes of one call or domain need the same bands: pass scenes alike, or "
+                "select the same bands of each with bands=(...)"
+            )
+        dtypes = {info.dtypes[b - 1] for b in sel}
+        if dtypes != first_dtypes:
+            raise BandError(
+                f"{info.path} holds {sorted(dtypes)} data but {first.path} holds "
+                f"{sorted(first_dtypes)}; scenes of one call or domain need one data type"
+            )
+    georef = {info.is_georeferenced for info in infos}
+    if len(georef) > 1:
+        plain = next(i.path for i in infos if not i.is_georeferenced)
+        raise ConfigError(
+            f"{plain} has no CRS but other scenes have one; chip georeferenced and plain "
+            "images in separate calls"
+        )
+    return first_bands
+
+
+def _as_paths(scenes: PathLike | Sequence[PathLike]) -> list[Path]:
+    if isinstance(scenes, (str, os.PathLike)):
+        scenes = [scenes]
+    paths = [Path(s) for s in scenes]
+    if not paths:
+        raise ConfigError("no scene given; pass at least one raster")
+    return paths
+
+
+def chip_index(
+    scenes: PathLike | Sequence[PathLike],
+    spec: TileSpec,
+    *,
+    bands: Sequence[int] | None = None,
+    aoi: Any = None,
+    aoi_crs: Any = None,
+    aoi_within: bool = False,
+    max_nodata: float | None = None,
+    progress: bool = False,
+) -> gpd.GeoDataFrame:
+    """List the tile grid's chips of one or more scenes, filtered by AOI and nodata.
+
+    Args:
+        scenes: Raster paths. They must have the same number of (selected) bands and one
+            data type.
+        spec: Tile size, overlap and edge policy.
+        bands: 1-based band indexes whose validity counts, None for all.
+        aoi: Area of interest (see :func:`load_aoi`), in any CRS; it is reprojected to each
+            scene's CRS. A chip is kept when it overlaps the AOI's interior.
+        aoi_crs: CRS of a shapely ``aoi``.
+        aoi_within: Keep only chips lying wholly within the AOI.
+        max_nodata: Keep only chips whose invalid fraction is at most this (0..1).
+        progress: Show a progress bar over scenes.
+
+    Returns:
+        A GeoDataFrame with :data:`INDEX_COLUMNS`: ``scene`` (path), ``row_off``,
+        ``col_off``, ``height``, ``width`` (pixels), ``valid_fraction`` (0..1, pixels
+        outside the scene count as invalid), ``crs`` (the scene's CRS as ``"EPSG:n"`` or
+        WKT) and ``geometry`` (the chip footprint). The frame's CRS is the first scene's;
+        footprints of scenes in another CRS are reprojected to it. ``attrs`` holds
+        ``chips_total``, ``skipped_aoi`` and ``skipped_nodata`` counts.
+
+    Raises:
+        RasterReadError: a scene is missing or not a raster.
+        BandError: bands out of range, or scenes with different band counts or dtypes.
+        TileSpecError: a scene smaller than a tile with ``edge="shift"``.
+        AOIError: the AOI has no CRS, or misses every scene.
+        ConfigError: ``max_nodata`` outside 0..1.
+    """
+    paths = _as_paths(scenes)
+    if max_nodata is not None and not 0 <= max_nodata <= 1:
+        raise ConfigError(f"max_nodata {max_nodata} is a fraction; pass a value from 0 to 1")
+    infos = [describe(p) for p in paths]
+    selected = _check_alike(infos, bands)
+    aoi_series = load_aoi(aoi, aoi_crs) if aoi is not None else None
+    if aoi_series is not None and not infos[0].is_georeferenced:
+        raise AOIError(
+            f"{infos[0].path} has no CRS, so an AOI cannot select its chips; drop the AOI"
+        )
+    frame_crs = infos[0].crs
+    parts: list[gpd.GeoDataFrame] = []
+    total = skipped_aoi = skipped_nodata = 0
+    for path, info in tqdm(
+        list(zip(paths, infos, strict=True)),
+        desc="indexing scenes",
+        unit="scene",
+        disable=not progress,
+    ):
+        grid = tile_grid(info.width, info.height, spec)
+        windows = [w for row in grid for w in row]
+        total += len(windows)
+        footprints = _footprints(windows, info.transform)
+        keep = np.ones(len(windows), dtype=bool)
+        if aoi_series is not None:
+            keep = _aoi_keep(footprints, _aoi_in(aoi_series, info.crs), aoi_within)
+            skipped_aoi += int((~keep).sum())
+        with open_raster(path) as src:
+            fractions = np.asarray(_valid_fractions(src, grid, selected, spec.size))
+        if max_nodata is not None:
+            ok = (1.0 - fractions) <= max_nodata + 1e-12
+            skipped_nodata += int((keep & ~ok).sum())
+            keep &= ok
+        part = gpd.GeoDataFrame(
+            {
+                "scene": _scene_label(path),
+                "row_off": np.array([int(w.row_off) for w in windows], dtype=np.int64)[keep],
+                "col_off": np.array([int(w.col_off) for w in windows], dtype=np.int64)[keep],
+                "height": np.full(int(keep.sum()), spec.size, dtype=np.int64),
+                "width": np.full(int(keep.sum()), spec.size, dtype=np.int64),
+                "valid_fraction": fractions[keep],
+                "crs": _crs_text(info.crs),
+            },
+            geometry=gpd.GeoSeries(footprints[keep], crs=info.crs),
+        )
+        if info.crs is not None and frame_crs is not None and info.crs != frame_crs:
+            part = part.to_crs(frame_crs)
+        parts.append(part)
+    if aoi_series is not None and skipped_aoi == total:
+        b = aoi_series.total_bounds
+        raise AOIError(
+            f"the AOI (bounds {b[0]:.6g}, {b[1]:.6g}, {b[2]:.6g}, {b[3]:.6g} in "
+            f"{aoi_series.crs.to_string()}) misses every scene "
+            f"({', '.join(p.name for p in paths)}); check the AOI's extent and CRS"
+        )
+    index = gpd.GeoDataFrame(
+        pd.concat(parts, ignore_index=True), geometry="geometry", crs=frame_crs
+    )[list(INDEX_COLUMNS)]
+    index.attrs.update(chips_total=total, skipped_aoi=skipped_aoi, skipped_nodata=skipped_nodata)
+    return index
+
+
+def save_index(index: gpd.GeoDataFrame, path: PathLike, *, overwrite: bool = False) -> Path:
+    """Save a chip index as GeoPackage (``.gpkg``, layer ``chips``) or GeoParquet
+    (``.parquet``), atomically.
+
+    Raises:
+        ConfigError: another file ending.
+        OutputExistsError: the file exists and ``overwrite`` is False.
+    """
+    dst = Path(path)
+    suffix = dst.suffix.lower()
+    if suffix not in INDEX_SUFFIXES:
+        raise ConfigError(
+            f"chip index {dst}: unknown file ending {dst.suffix!r}; use {' or '.join(INDEX_SUFFIXES)}"
+        )
+    frame = index.copy()
+    frame.attrs = {}
+    with atomic_output(dst, overwrite=overwrite) as tmp:
+        if suffix == ".gpkg":
+            frame.to_file(tmp, driver="GPKG", layer="chips")
+        else:
+            frame.to_parquet(tmp)
+    return dst
+
+
+def load_index(path: PathLike) -> gpd.GeoDataFrame:
+    """Load a chip index saved by :func:`save_index` (or :func:`export_chips`).
+
+    Raises:
+        RasterReadError: the file is missing or unreadable.
+        ConfigError: the file lacks chip index columns.
+    """
+    src = Path(path)
+    if not src.exists():
+        raise RasterReadError(f"no such file: {src}; check the path")
+    try:
+        if src.suffix.lower() == ".parquet":
+            frame = gpd.read_parquet(src)
+        else:
+            frame = gpd.read_file(src)
+    except Exception as exc:  # pyogrio and pyarrow raise several kinds
+        raise RasterReadError(f"cannot read chip index {src} ({exc})") from exc
+    missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ConfigError(
+            f"{src} is not a chip index: it lacks column(s) {', '.join(missing)}; "
+            "make one with rsgan.tiling.chip_index or `rsgan chips`"
+        )
+    for col in ("row_off", "col_off", "height", "width"):
+        frame[col] = frame[col].astype(np.int64)
+    frame["crs"] = frame["crs"].fillna("").astype(str)
+    return frame
+
+
+def sample_chips(
+    index: gpd.GeoDataFrame, n: int, *, seed: int = 0, replace: bool = False
+) -> gpd.GeoDataFrame:
+    """``n`` chips drawn at random (seeded) from an index.
+
+    Raises:
+        ConfigError: ``n`` larger than the index without ``replace``.
+    """
+    if n < 0:
+        raise ConfigError(f"cannot sample {n} chips; pass a count of 0 or more")
+    if n > len(index) and not replace:
+        raise ConfigError(
+            f"the index has {len(index)} chips, fewer than the {n} asked; ask for fewer "
+            "or pass replace=True"
+        )
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(index), size=n, replace=replace)
+    return index.iloc[np.sort(rows) if not replace else rows].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _chip_profile(info: RasterInfo, window: Window, count: int, dtype: str) -> dict[str, Any]:
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": int(window.width),
+        "height": int(window.height),
+        "count": count,
+        "dtype": dtype,
+        "transform": window_transform(window, info.transform),
+        "nodata": info.nodata,
+        "compress": "deflate",
+        "predictor": 3 if np.issubdtype(np.dtype(dtype), np.floating) else 2,
+    }
+    if info.crs is not None:
+        profile["crs"] = info.crs
+    return profile
+
+
+def _needs_mask(info: RasterInfo, bands: Bands, spec: TileSpec) -> bool:
+    """Chips need their own mask when the scene masks pixels without a nodata value
+    (internal masks, alpha) or padding adds outside pixels a nodata value cannot mark."""
+    if info.nodata is not None:
+        return False
+    if spec.edge == "pad":
+        return True
+    return any([f.name for f in info.mask_flags[b - 1]] != ["all_valid"] for b in bands)
+
+
+def export_chips(
+    scenes: PathLike | Sequence[PathLike],
+    out_dir: PathLike,
+    spec: TileSpec,
+    *,
+    bands: Sequence[int] | None = None,
+    aoi: Any = None,
+    aoi_crs: Any = None,
+    aoi_within: bool = False,
+    max_nodata: float | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> gpd.GeoDataFrame:
+    """Cut scenes into GeoTIFF chips, each with its own transform and the scene's CRS.
+
+    Writes ``out_dir/<scene stem>_r<row>_c<col>.tif`` per chip (nodata, band
+    descriptions, colour interpretation and tags copied; pixels outside the scene with
+    ``edge="pad"`` are nodata, or masked when the scene has no nodata value) and
+    ``out_dir/index.gpkg`` (the :func:`chip_index` columns plus ``chip``, the chip's file
+    name). The folder is built aside and renamed into place at the end, so a failed or
+    interrupted run leaves nothing.
+
+    Args:
+        scenes: Raster paths (same band count and dtype).
+        out_dir: Output folder; it must not exist unless ``overwrite``.
+        spec: Tile size, overlap and edge policy.
+        bands: 1-based band indexes to export, None for all.
+        aoi, aoi_crs, aoi_within, max_nodata: Filters, as :func:`chip_index`.
+        overwrite: Replace an existing ``out_dir``.
+        progress: Show a progress bar over chips.
+
+    Returns:
+        The index of the written chips (``attrs`` as :func:`chip_index`).
+
+    Raises:
+        OutputExistsError: ``out_dir`` exists and ``overwrite`` is False (checked first).
+        ConfigError: two scenes share a file name stem.
+        The errors of :func:`chip_index`.
+    """
+    paths = _as_paths(scenes)
+    stems = [p.stem for p in paths]
+    for stem in set(stems):
+        if stems.count(stem) > 1:
+            clash = [str(p) for p in paths if p.stem == stem]
+            raise ConfigError(
+                f"scenes {', '.join(clash)} share the name {stem!r}, so their chips would "
+                "collide; rename one or export them into separate folders"
+            )
+    out = Path(out_dir)
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        index = chip_index(
+            paths,
+            spec,
+            bands=bands,
+            aoi=aoi,
+            aoi_crs=aoi_crs,
+            aoi_within=aoi_within,
+            max_nodata=max_nodata,
+        )
+        index["chip"] = [chip_name(r.scene, window_of(r)) for r in index.itertuples()]
+        with tqdm(total=len(index), desc="writing chips", unit="chip", disable=not progress) as bar:
+            for scene, rows in index.groupby("scene", sort=False):
+                bar.set_postfix_str(Path(scene).name)
+                _write_scene_chips(Path(scene), rows, tmp, spec, bands, bar)
+        save_index(index, tmp / "index.gpkg")
+    return index
+
+
+def _write_scene_chips(
+    scene: Path,
+    rows: gpd.GeoDataFrame,
+    folder: Path,
+    spec: TileSpec,
+    bands: Sequence[int] | None,
+    bar: Any,
+) -> None:
+    with open_raster(scene) as src:
+        info = RasterInfo.from_dataset(src)
+        selected = check_bands(info.count, bands, path=scene)
+        dtype = info.dtypes[selected[0] - 1]
+        with_mask = _needs_mask(info, selected, spec)
+        for row in rows.itertuples():
+            window = window_of(row)
+            data = read_window(src, window, selected, boundless=True)
+            with rasterio.open(
+                folder / row.chip, "w", **_chip_profile(info, window, len(selected), dtype)
+            ) as dst:
+                dst.write(data)
+                copy_band_metadata(info, dst, selected)
+                if with_mask:
+                    mask = read_valid_mask(src, window, selected, boundless=True, data=data)
+                    dst.write_mask(np.where(mask, 255, 0).astype(np.uint8))
+            bar.update(1)
+
+
+__all__ = [
+    "EDGE_POLICIES",
+    "INDEX_COLUMNS",
+    "TileSpec",
+    "chip_index",
+    "chip_name",
+    "export_chips",
+    "load_aoi",
+    "load_index",
+    "random_windows",
+    "sample_chips",
+    "save_index",
+    "tile_grid",
+    "tile_windows",
+    "window_of",
+]
