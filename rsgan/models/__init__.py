@@ -49,14 +49,17 @@ class ModelKind:
         config_cls: its config dataclass (with ``to_dict``/``from_dict``).
         build: config -> ``{net name: module}``.
         generators: names of the nets needed for inference.
-        directions: inference direction -> generator name.
+        directions: inference direction -> (generator name, input domain or None for a
+            latent, output domain); the first is the default direction.
+        domain_channels: config -> ``{domain name: band count}`` ("a"/"b" or "data").
     """
 
     name: str
     config_cls: type
     build: Callable[[Any], dict[str, nn.Module]]
     generators: tuple[str, ...]
-    directions: Mapping[str, str]
+    directions: Mapping[str, tuple[str, str | None, str]]
+    domain_channels: Callable[[Any], dict[str, int]]
 
 
 MODEL_KINDS: dict[str, ModelKind] = {
@@ -65,14 +68,16 @@ MODEL_KINDS: dict[str, ModelKind] = {
         config_cls=CycleGANConfig,
         build=build_cyclegan,
         generators=("G_AB", "G_BA"),
-        directions={"a2b": "G_AB", "b2a": "G_BA"},
+        directions={"a2b": ("G_AB", "a", "b"), "b2a": ("G_BA", "b", "a")},
+        domain_channels=lambda c: {"a": c.in_channels_a, "b": c.in_channels_b},
     ),
     "dcgan": ModelKind(
         name="dcgan",
         config_cls=DCGANConfig,
         build=build_dcgan,
         generators=("G",),
-        directions={"generate": "G"},
+        directions={"generate": ("G", None, "data")},
+        domain_channels=lambda c: {"data": c.channels},
     ),
 }
 
