@@ -301,3 +301,18 @@ def test_nearest_neighbour_finds_copies_and_measures_offsets() -> None:
 def test_nearest_neighbour_rejects_mismatched_shapes() -> None:
     with pytest.raises(ArrayShapeError, match="same bands and size"):
         nearest_neighbour_distances(np.zeros((2, 3, 8, 8)), np.zeros((2, 4, 8, 8)))
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(10, 4, 0), (100, 32, 8), (256, 64, 16), (97, 40, 5)]
+)
+def test_tile_border_mask_follows_the_tiling_grid(length: int, tile: int, overlap: int) -> None:
+    from rsgan.tiling import TileSpec, tile_windows
+
+    windows = tile_windows(length, tile, TileSpec(tile, overlap))  # one row of tiles
+    edges = {int(w.col_off) for w in windows} | {int(w.col_off + w.width) for w in windows}
+    expected = np.zeros(length, dtype=bool)
+    for edge in edges - {0, length}:
+        expected[edge - 1 : edge + 1] = True
+    mask = tile_border_mask(1, length, tile, overlap, band_px=1)
+    np.testing.assert_array_equal(mask[0], expected)
