@@ -165,6 +165,24 @@ def _is_virtual(path: str) -> bool:
     return path.startswith("/vsi") or "://" in path
 
 
+def open_dataset(path: PathLike) -> DatasetReader:
+    """Open a raster for reading and return the dataset (the caller closes it); see
+    :func:`open_raster` for the checks and errors."""
+    text = os.fspath(path)
+    if not _is_virtual(text):
+        p = Path(text)
+        if not p.exists():
+            raise RasterReadError(f"no such file: {p}; check the path")
+        if p.is_dir():
+            raise RasterReadError(f"{p} is a folder, not a raster file; pass a raster's path")
+    try:
+        return rasterio.open(text)
+    except RasterioError as exc:
+        raise RasterReadError(
+            f"cannot read {text} as a raster ({exc}); pass a GeoTIFF or another format GDAL reads"
+        ) from exc
+
+
 @contextmanager
 def open_raster(path: PathLike) -> Iterator[DatasetReader]:
     """Open a raster for reading, turning GDAL's failures into :class:`RasterReadError`.
@@ -178,20 +196,7 @@ def open_raster(path: PathLike) -> Iterator[DatasetReader]:
     Raises:
         RasterReadError: if the file is missing, a folder, not a raster, or corrupt.
     """
-    text = os.fspath(path)
-    if not _is_virtual(text):
-        p = Path(text)
-        if not p.exists():
-            raise RasterReadError(f"no such file: {p}; check the path")
-        if p.is_dir():
-            raise RasterReadError(f"{p} is a folder, not a raster file; pass a raster's path")
-    try:
-        src = rasterio.open(text)
-    except RasterioError as exc:
-        raise RasterReadError(
-            f"cannot read {text} as a raster ({exc}); pass a GeoTIFF or another format GDAL reads"
-        ) from exc
-    with src:
+    with open_dataset(path) as src:
         yield src
 
 
@@ -1193,6 +1198,7 @@ __all__ = [
     "copy_band_metadata",
     "describe",
     "list_image_files",
+    "open_dataset",
     "open_raster",
     "output_profile",
     "read_masked",

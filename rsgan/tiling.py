@@ -282,11 +282,12 @@ def load_aoi(aoi: Any, aoi_crs: Any = None) -> gpd.GeoSeries:
     return series
 
 
-def _aoi_in(aoi: gpd.GeoSeries, crs: CRS) -> BaseGeometry:
+def aoi_in_crs(aoi: gpd.GeoSeries, crs: CRS) -> BaseGeometry:
+    """The union of an AOI's shapes, reprojected to ``crs``."""
     return shapely.union_all(aoi.to_crs(ProjCRS.from_user_input(crs.to_wkt())).values)
 
 
-def _aoi_keep(footprints: np.ndarray, aoi: BaseGeometry, within: bool) -> np.ndarray:
+def aoi_keep(footprints: np.ndarray, aoi: BaseGeometry, within: bool) -> np.ndarray:
     """Chips that overlap the AOI's interior (or lie within it, with ``within``)."""
     if within:
         return shapely.within(footprints, aoi)
@@ -325,8 +326,14 @@ def _scene_label(path: PathLike) -> str:
     return str(Path(path))
 
 
-def _check_alike(infos: Sequence[RasterInfo], bands: Sequence[int] | None) -> Bands:
-    """Selected bands of each scene, checking that scenes agree on count and dtype."""
+def check_scenes_alike(infos: Sequence[RasterInfo], bands: Sequence[int] | None) -> Bands:
+    """The selected bands, after checking that the scenes agree on band count, data type
+    and georeferencing.
+
+    Raises:
+        BandError: bands out of range, or scenes with different band counts or dtypes.
+        ConfigError: georeferenced and plain images mixed.
+    """
     first = infos[0]
     first_bands = check_bands(first.count, bands, path=first.path)
     first_dtypes = {first.dtypes[b - 1] for b in first_bands}
@@ -407,7 +414,7 @@ def chip_index(
     if max_nodata is not None and not 0 <= max_nodata <= 1:
         raise ConfigError(f"max_nodata {max_nodata} is a fraction; pass a value from 0 to 1")
     infos = [describe(p) for p in paths]
-    selected = _check_alike(infos, bands)
+    selected = check_scenes_alike(infos, bands)
     aoi_series = load_aoi(aoi, aoi_crs) if aoi is not None else None
     if aoi_series is not None and not infos[0].is_georeferenced:
         raise AOIError(
@@ -428,7 +435,7 @@ def chip_index(
         footprints = _footprints(windows, info.transform)
         keep = np.ones(len(windows), dtype=bool)
         if aoi_series is not None:
-            keep = _aoi_keep(footprints, _aoi_in(aoi_series, info.crs), aoi_within)
+            keep = aoi_keep(footprints, aoi_in_crs(aoi_series, info.crs), aoi_within)
             skipped_aoi += int((~keep).sum())
         with open_raster(path) as src:
             fractions = np.asarray(_valid_fractions(src, grid, selected, spec.size))
@@ -667,7 +674,10 @@ __all__ = [
     "EDGE_POLICIES",
     "INDEX_COLUMNS",
     "TileSpec",
+    "aoi_in_crs",
+    "aoi_keep",
     "chip_index",
+    "check_scenes_alike",
     "chip_name",
     "export_chips",
     "load_aoi",
