@@ -1,0 +1,731 @@
+"""Whole-scene translation: :func:`translate_raster`.
+
+A scene of any size is cut into overlapping tiles (:func:`rsgan.mosaic.balanced_windows`),
+the tiles are read ahead in a thread, translated in batches, and blended back by a
+:class:`rsgan.mosaic.MosaicWriter` in a write-behind thread, so reading, blending and
+writing hide behind the model. Memory does not depend on the scene's height.
+
+Seams: with ``norm="scene"`` (the default) the instance-norm layers of the generator use
+statistics of the whole scene, not of each tile: a first forward in ``"pooled"`` mode over
+the scene's tiles (all of them when they fit in :data:`SAMPLE_BUDGET_PX`, whose outputs are
+then reused, else a grid of sample patches) records per-layer statistics with nodata left
+out, and every tile is then translated with those fixed statistics. Tiles then agree where
+they overlap and the result does not depend on the tile size. ``norm="tile"`` is the
+reference behaviour (statistics per tile) for comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import torch
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.windows import Window
+from torch import nn
+from tqdm.auto import tqdm
+
+from rsgan._device import autocast, resolve_device, resolve_precision
+from rsgan._types import PathLike
+from rsgan.errors import BandError, ConfigError, ModelError, RasterWriteError
+from rsgan.io import (
+    KEEP,
+    Normalizer,
+    RasterInfo,
+    atomic_output,
+    check_bands,
+    copy_band_metadata,
+    describe,
+    open_raster,
+    output_profile,
+    read_masked,
+    warn_if_not_georeferenced,
+)
+from rsgan.models.layers import Stats, fixed_norm_stats, norm_layers, norm_mask, set_norm_mode
+from rsgan.mosaic import BLENDS, MosaicStats, MosaicWriter, balanced_windows
+
+DEFAULT_MODEL_ENV = "RSGAN_MODEL"
+"""Environment variable naming the checkpoint used when ``model=None``."""
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "assets" / (
+    "default_cyclegan_joplin.safetensors"
+)
+"""The bundled default model (see docs/model-card.md)."""
+SAMPLE_BUDGET_PX = 2**21
+"""Pixels of the pooled statistics pass (one forward over this many pixels at once)."""
+SAMPLE_FRACTION = 0.25
+"""At most this fraction of a large scene's pixels is sampled for the statistics."""
+SAMPLE_PATCH = 256
+"""Side of the sample patches of a large scene, pixels."""
+GDAL_CACHE_MB = 64
+"""GDAL block cache while translating, so memory does not grow with the scene."""
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class Translator:
+    """A generator with what is needed to feed it and to read its output.
+
+    Attributes:
+        net: maps ``(N, C_in, H, W)`` in [-1, 1] to ``(N, C_out, H, W)`` in [-1, 1].
+        in_normalizer: source values -> [-1, 1]; None: the source dtype's natural range
+            (:meth:`rsgan.io.Normalizer.for_dtype`).
+        out_normalizer: [-1, 1] -> output values; None: the input's normaliser when the
+            band counts match, else the output dtype's natural range.
+        in_count: bands the net reads (None: unknown, any).
+        in_dtype: source dtype the net was trained on (None: any).
+        in_bands: source bands used in training (None: unknown).
+        precision: preferred inference precision ("fp32" or "bf16"), or None.
+        name: for messages.
+    """
+
+    net: nn.Module
+    in_normalizer: Normalizer | None = None
+    out_normalizer: Normalizer | None = None
+    in_count: int | None = None
+    in_dtype: str | None = None
+    in_bands: tuple[int, ...] | None = None
+    precision: str | None = None
+    name: str = "model"
+
+    @property
+    def size_multiple(self) -> int:
+        return int(getattr(self.net, "size_multiple", 1))
+
+    @property
+    def min_size(self) -> int:
+        return int(getattr(self.net, "min_size", 1))
+
+
+def _from_loaded(loaded: Any, direction: str, name: str) -> Translator:
+    """A Translator from a :class:`rsgan.checkpoint.LoadedModel`."""
+    net = loaded.generator(direction)
+    src, dst = loaded.in_domain(direction), loaded.out_domain(direction)
+    meta = loaded.metadata or {}
+    precision = (meta.get("extra") or {}).get("inference_precision")
+    return Translator(
+        net=net,
+        in_normalizer=src.normalizer,
+        out_normalizer=dst.normalizer,
+        in_count=src.count,
+        in_dtype=src.dtype,
+        in_bands=src.bands,
+        precision=precision,
+        name=name,
+    )
+
+
+def default_model_path() -> Path:
+    """The checkpoint ``model=None`` uses: ``$RSGAN_MODEL`` or the bundled default.
+
+    Raises:
+        ModelError: when neither exists.
+    """
+    env = os.environ.get(DEFAULT_MODEL_ENV)
+    if env:
+        return Path(env)
+    if not DEFAULT_MODEL_PATH.is_file():
+        raise ModelError(
+            f"no model given and the bundled default model {DEFAULT_MODEL_PATH} is missing "
+            f"from this install; pass model=<checkpoint.safetensors>, --model, or set "
+            f"{DEFAULT_MODEL_ENV}"
+        )
+    return DEFAULT_MODEL_PATH
+
+
+def resolve_translator(model: Any, direction: str = "a2b") -> Translator:
+    """Turn ``model`` (None, a checkpoint path, a LoadedModel, an ``nn.Module`` or a
+    :class:`Translator`) into a :class:`Translator`.
+
+    Raises:
+        CheckpointError: for a missing or corrupt checkpoint.
+        ModelError: for an object that is none of these.
+    """
+    from rsgan.checkpoint import LoadedModel, load_model
+
+    if isinstance(model, Translator):
+        return model
+    if model is None:
+        model = default_model_path()
+    if isinstance(model, (str, os.PathLike)):
+        return _from_loaded(load_model(model), direction, Path(model).name)
+    if isinstance(model, LoadedModel):
+        name = model.path.name if model.path is not None else "model"
+        return _from_loaded(model, direction, name)
+    if isinstance(model, nn.Module):
+        return Translator(
+            net=model,
+            in_count=getattr(model, "in_channels", None),
+            name=type(model).__name__,
+        )
+    raise ModelError(
+        f"model {model!r} is not a checkpoint path, a loaded rsgan model or a torch.nn.Module"
+    )
+
+
+def _check_fit(translator: Translator, info: RasterInfo, bands: tuple[int, ...], src: Path) -> None:
+    """Refuse band counts and dtypes the model cannot take, naming the bands to pass."""
+    want = translator.in_count
+    if want is not None and len(bands) != want:
+        if translator.in_bands and max(translator.in_bands) <= info.count:
+            hint = f"pass bands={translator.in_bands} (the bands it was trained on)"
+        elif info.count >= want:
+            hint = f"pass bands={tuple(range(1, want + 1))} or the {want} bands that match its training data"
+        else:
+            hint = f"use a model trained on {len(bands)} band(s)"
+        raise BandError(
+            f"{translator.name} expects {want} band(s); {src.name} gives {len(bands)} "
+            f"(bands {bands}); {hint}"
+        )
+    dtype = info.dtypes[bands[0] - 1]
+    if any(info.dtypes[b - 1] != dtype for b in bands):
+        raise BandError(
+            f"{src.name}: the selected bands {bands} have different data types "
+            f"{tuple(info.dtypes[b - 1] for b in bands)}; select bands of one type"
+        )
+    if translator.in_dtype is not None and np.dtype(translator.in_dtype) != np.dtype(dtype):
+        raise ModelError(
+            f"{translator.name} was trained on {translator.in_dtype} data but {src.name} is "
+            f"{dtype}; convert the scene to {translator.in_dtype} (e.g. gdal_translate "
+            f"-ot {translator.in_dtype} -scale) or use a model trained on {dtype} data"
+        )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_tile(src: Any, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and valid mask of a window that may reach past the scene; the part outside
+    is a mirror image of the inside (so convolutions see no hard edge) and invalid."""
+    data, valid = read_masked(src, window, bands, boundless=True)
+    r0, c0 = int(window.row_off), int(window.col_off)
+    rows = min(src.height - r0, int(window.height))
+    cols = min(src.width - c0, int(window.width))
+    if rows < window.height or cols < window.width:
+        inner = data[:, :rows, :cols]
+        pad = ((0, 0), (0, int(window.height) - rows), (0, int(window.width) - cols))
+        data = np.pad(inner, pad, mode="symmetric")
+    return data, valid
+
+
+def _prepare(data: np.ndarray, valid: np.ndarray, normalizer: Normalizer) -> np.ndarray:
+    """Normalised float32 model input; invalid pixels set to 0 (mid-range)."""
+    x = normalizer.normalize(data)
+    x[:, ~valid] = 0.0
+    return x
+
+
+class _Stop(Exception):
+    """Internal: a worker thread was asked to stop."""
+
+
+_DONE = object()
+
+
+def _put(
+    q: queue.Queue[Any], item: Any, stop: threading.Event, worker: _Worker | None = None
+) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stop
+        if worker is not None:
+            worker.check()
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _get(q: queue.Queue[Any], stop: threading.Event, worker: _Worker | None = None) -> Any:
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if worker is not None:
+                worker.check()
+            if stop.is_set():
+                raise _Stop from None
+
+
+class _Worker(threading.Thread):
+    """A daemon thread that keeps its exception for the main thread."""
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._target_fn = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except _Stop:
+            pass
+        except BaseException as exc:  # re-raised in the main thread
+            self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _sample_windows(width: int, height: int, count: int, size: int) -> list[Window]:
+    """``count`` square patches of ``size`` px on a regular grid over the scene."""
+    size = min(size, width, height)
+    ny = max(1, round(math.sqrt(count * height / width)))
+    nx = max(1, count // ny)
+    rows = np.linspace(0, height - size, ny).round().astype(int)
+    cols = np.linspace(0, width - size, nx).round().astype(int)
+    return [Window(int(c), int(r), size, size) for r in rows for c in cols]
+
+
+def _pooled_forward(
+    net: nn.Module, x: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, Stats]]:
+    """One forward in ``"pooled"`` mode; returns the outputs and each layer's statistics
+    (the same as :func:`rsgan.models.layers.collect_norm_stats`, keeping the outputs)."""
+    layers = norm_layers(net)
+    previous = set_norm_mode(net, "pooled")
+    try:
+        with norm_mask(net, mask), torch.no_grad():
+            out = net(x)
+        stats = {name: (layer.mean.clone(), layer.var.clone()) for name, layer in layers.items()}
+    finally:
+        for name, layer in layers.items():
+            layer.mode = previous[name]
+    return out, stats
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Everything a translation needs, resolved and checked."""
+
+    src: Path
+    info: RasterInfo
+    bands: tuple[int, ...]
+    translator: Translator
+    in_norm: Normalizer
+    windows: list[Window]
+    device: torch.device
+    precision: str
+    batch_size: int
+    norm: str
+    overlap: int
+    blend: str
+
+
+def _to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.stack(arrays)).to(device)
+
+
+def _forward(run: _Run, xs: list[np.ndarray], valids: list[np.ndarray]) -> np.ndarray:
+    """Translate one batch ``(N, C, H, W)`` -> numpy float32 ``(N, C_out, H, W)``."""
+    x = _to_tensor(xs, run.device)
+    mask = _to_tensor([v[None] for v in valids], run.device)
+    with torch.no_grad(), autocast(run.device, run.precision), norm_mask(run.translator.net, mask):
+        y = run.translator.net(x)
+    return _check_output(run, y, x)
+
+
+def _check_output(run: _Run, y: Any, x: torch.Tensor) -> np.ndarray:
+    if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[0] != x.shape[0] or y.shape[-2:] != x.shape[-2:]:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ModelError(
+            f"{run.translator.name} returned {shape} for an input of shape {tuple(x.shape)}; "
+            "a translation model must map (N, C, H, W) to (N, C_out, H, W)"
+        )
+    return y.float().cpu().numpy()
+
+
+def _scene_stats(
+    run: _Run, src: Any
+) -> tuple[dict[str, Stats] | None, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Scene-wide norm statistics and the outputs of tiles already translated on the way."""
+    net = run.translator.net
+    if run.norm != "scene" or not norm_layers(net):
+        return None, {}
+    tile_px = int(run.windows[0].height * run.windows[0].width)
+    if tile_px * len(run.windows) <= SAMPLE_BUDGET_PX:
+        # small scene: all tiles at once; their pooled outputs are the final ones
+        items = [_read_tile(src, w, run.bands) for w in run.windows]
+        xs = [_prepare(d, v, run.in_norm) for d, v in items]
+        x = _to_tensor(xs, run.device)
+        mask = _to_tensor([v[None] for _, v in items], run.device)
+        with autocast(run.device, run.precision):
+            y, stats = _pooled_forward(net, x, mask)
+        out = _check_output(run, y, x)
+        return stats, {i: (out[i], valid) for i, (_, valid) in enumerate(items)}
+    scene_px = run.info.width * run.info.height
+    budget = min(SAMPLE_BUDGET_PX, max(SAMPLE_FRACTION * scene_px, SAMPLE_PATCH**2))
+    multiple = run.translator.size_multiple
+    size = min(SAMPLE_PATCH, run.info.width, run.info.height) // multiple * multiple
+    size = max(size, run.translator.min_size)
+    count = max(1, int(budget // (size * size)))
+    items = [
+        _read_tile(src, w, run.bands)
+        for w in _sample_windows(run.info.width, run.info.height, count, size)
+    ]
+    x = _to_tensor([_prepare(d, v, run.in_norm) for d, v in items], run.device)
+    mask = _to_tensor([v[None] for _, v in items], run.device)
+    with autocast(run.device, run.precision):
+        _, stats = _pooled_forward(net, x, mask)
+    return stats, {}
+
+
+def _translated_tiles(
+    run: _Run, progress: bool
+) -> Iterator[tuple[Window, np.ndarray, np.ndarray]]:
+    """Translated tiles ``(window, (C_out, h, w) in [-1, 1], valid (h, w))`` in row-major
+    order, with reading ahead in a thread."""
+    with open_raster(run.src) as src:
+        stats, done = _scene_stats(run, src)
+    stop = threading.Event()
+    tiles: queue.Queue[Any] = queue.Queue(maxsize=2 * run.batch_size + 2)
+
+    def read() -> None:
+        with open_raster(run.src) as src:
+            for i, window in enumerate(run.windows):
+                if i in done:
+                    _put(tiles, (i, window, None, None), stop)
+                    continue
+                data, valid = _read_tile(src, window, run.bands)
+                _put(tiles, (i, window, _prepare(data, valid, run.in_norm), valid), stop)
+        _put(tiles, _DONE, stop)
+
+    reader = _Worker(read, "rsgan-read")
+    fixed = (
+        fixed_norm_stats(run.translator.net, stats) if stats is not None else contextlib.nullcontext()
+    )
+    bar = tqdm(total=len(run.windows), unit="tile", desc="translate", disable=not progress)
+    reader.start()
+    try:
+        with fixed, bar:
+            pending: list[tuple[int, Window, np.ndarray | None, np.ndarray | None]] = []
+            finished = False
+            while not finished:
+                item = _get(tiles, stop, reader)
+                if item is _DONE:
+                    finished = True
+                else:
+                    pending.append(item)
+                todo = [p for p in pending if p[2] is not None]
+                if pending and (finished or len(todo) >= run.batch_size or todo == []):
+                    outs = _forward(run, [p[2] for p in todo], [p[3] for p in todo]) if todo else []
+                    translated = iter(outs)
+                    for i, window, x, valid in pending:
+                        y, valid = done.pop(i) if x is None else (next(translated), valid)
+                        yield window, y, valid
+                        bar.update(1)
+                    pending = []
+        reader.check()
+    finally:
+        stop.set()
+        reader.join(timeout=5)
+
+
+def _write_mosaic(
+    run: _Run,
+    dst_path: Path,
+    tiles: Iterator[tuple[Window, np.ndarray, np.ndarray]],
+    out_dtype: str | None,
+) -> MosaicStats:
+    """Blend the tiles into a tiled GeoTIFF at ``dst_path`` (write-behind thread)."""
+    info, translator = run.info, run.translator
+    first = next(tiles)
+    out_count = first[1].shape[0]
+    dtype = np.dtype(out_dtype or info.dtypes[run.bands[0] - 1]).name
+    out_norm = translator.out_normalizer
+    if out_norm is None:
+        out_norm = run.in_norm if out_count == run.in_norm.count else Normalizer.for_dtype(
+            run.in_norm.dtype, out_count
+        )
+    if out_norm.count != out_count:
+        raise ModelError(
+            f"{translator.name} wrote {out_count} band(s) but its output normaliser has "
+            f"{out_norm.count}; the checkpoint's metadata does not fit its generator"
+        )
+    profile = output_profile(info, count=out_count, dtype=dtype, nodata=KEEP)
+    needs_mask = info.nodata is None and any(
+        list(info.mask_flags[b - 1]) != [MaskFlags.all_valid] for b in run.bands
+    )
+    fill = info.nodata
+    if fill is None and np.issubdtype(np.dtype(dtype), np.floating) and not needs_mask:
+        fill = float("nan")
+    stop = threading.Event()
+    blended: queue.Queue[Any] = queue.Queue(maxsize=4)
+    with rasterio.open(dst_path, "w", **profile) as ds:
+        if out_count == len(run.bands):
+            copy_band_metadata(info, ds, run.bands)
+        elif info.tags:
+            ds.update_tags(**info.tags)
+        writer = MosaicWriter(
+            ds,
+            tile=int(first[0].height),
+            overlap=run.overlap,
+            blend=run.blend,
+            denormalize=lambda a: out_norm.denormalize(a, dtype=dtype),
+            nodata=fill,
+            write_mask=needs_mask,
+        )
+
+        def write() -> None:
+            while True:
+                item = _get(blended, stop)
+                if item is _DONE:
+                    return
+                writer.add(*item)
+
+        worker = _Worker(write, "rsgan-write")
+        worker.start()
+        try:
+            for item in _chain(first, tiles):
+                _put(blended, item, stop, worker)
+            _put(blended, _DONE, stop, worker)
+            worker.join()
+            worker.check()
+        finally:
+            stop.set()
+            worker.join(timeout=10)
+        return writer.close()
+
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _overview_factors(width: int, height: int, blocksize: int = 256) -> list[int]:
+    factors, factor = [], 2
+    while max(width, height) / factor >= blocksize // 2 and factor <= 2**16:
+        factors.append(factor)
+        factor *= 2
+    return factors
+
+
+def _finish_cog(gtiff: Path, dst: Path) -> None:
+    """Build overviews on the tiled GTiff and copy it into a Cloud Optimized GeoTIFF."""
+    with rasterio.open(gtiff, "r+") as ds:
+        factors = _overview_factors(ds.width, ds.height)
+        if factors:
+            ds.build_overviews(factors, Resampling.average)
+            ds.update_tags(ns="rio_overview", resampling="average")
+        predictor = "YES" if ds.profile.get("predictor") else "NO"
+    rasterio.shutil.copy(
+        gtiff,
+        dst,
+        driver="COG",
+        COMPRESS="DEFLATE",
+        PREDICTOR=predictor,
+        BLOCKSIZE=512,
+        BIGTIFF="IF_SAFER",
+        OVERVIEWS="FORCE_USE_EXISTING" if factors else "NONE",
+        NUM_THREADS=2,
+    )
+
+
+NORM_MODES: dict[str, str] = {
+    "scene": "statistics of the whole scene for every tile (seam-free)",
+    "tile": "statistics per tile (the reference behaviour; shows seams)",
+}
+"""Normalisation modes of :func:`translate_raster`."""
+
+
+def translate_raster(
+    src: PathLike,
+    dst: PathLike,
+    model: Any = None,
+    *,
+    direction: str = "a2b",
+    tile: int = 768,
+    overlap: int = 64,
+    blend: str = "hann",
+    batch_size: int = 2,
+    device: str | torch.device = "auto",
+    bands: Sequence[int] | None = None,
+    overwrite: bool = False,
+    cog: bool = False,
+    progress: bool = True,
+    norm: str = "scene",
+    dtype: str | None = None,
+    precision: str | None = None,
+) -> Path:
+    """Translate a whole georeferenced scene with a generator, tile by tile, seam-free.
+
+    Args:
+        src: the input raster.
+        dst: the output GeoTIFF (written atomically; never left half-written).
+        model: a checkpoint path, a :class:`rsgan.checkpoint.LoadedModel`, any
+            ``torch.nn.Module`` mapping ``(N, C, H, W)`` in [-1, 1] to ``(N, C_out, H, W)``,
+            or None: ``$RSGAN_MODEL``, else the bundled default model. A plain module has
+            no stored normalisation: source values are mapped by their dtype's natural
+            range (:meth:`rsgan.io.Normalizer.for_dtype`) and back, so
+            ``torch.nn.Identity()`` reproduces the input.
+        direction: ``"a2b"`` or ``"b2a"`` for a CycleGAN checkpoint.
+        tile: largest tile side in pixels (a multiple of the model's size multiple, 4 for
+            the ResNet generator); tiles are shrunk to share the scene evenly.
+        overlap: least overlap between neighbouring tiles, pixels; blended over this width.
+        blend: blend window, a key of :data:`rsgan.mosaic.BLENDS`.
+        batch_size: tiles per forward pass.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
+        bands: 1-based source bands to translate (default all).
+        overwrite: replace an existing ``dst``.
+        cog: write a Cloud Optimized GeoTIFF with overviews.
+        progress: show a progress bar over tiles.
+        norm: ``"scene"`` (seam-free, default) or ``"tile"`` (per-tile statistics).
+        dtype: output data type (default the source's; e.g. ``"float32"``).
+        precision: ``"fp32"`` or ``"bf16"``; None: the model's preference (the bundled
+            model: bf16), else bf16 on CUDA and fp32 on CPU.
+
+    Returns:
+        ``dst`` as a Path. The output has the source's size, CRS, transform, nodata, band
+        descriptions, colour interpretation and tags (when the band counts match); pixels
+        that were invalid in the source are nodata (or masked) in the output.
+
+    Raises:
+        RasterReadError: ``src`` is missing or not a raster.
+        OutputExistsError: ``dst`` exists and ``overwrite`` is False.
+        RasterWriteError: ``dst`` is a folder, unwritable, or the input itself.
+        CheckpointError: a missing or corrupt checkpoint.
+        BandError, ModelError: bands or dtype the model cannot take.
+        TileSpecError, ConfigError: bad tile, overlap, blend, norm or batch size.
+    """
+    src_path, dst_path = Path(src), Path(dst)
+    if blend not in BLENDS:
+        raise ConfigError(f"unknown blend {blend!r}; use one of {', '.join(BLENDS)}")
+    if norm not in NORM_MODES:
+        raise ConfigError(f"unknown norm {norm!r}; use one of {', '.join(NORM_MODES)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
+    info = describe(src_path)
+    if dst_path.is_dir():
+        raise RasterWriteError(f"output {dst_path} is a folder; pass a file path such as {dst_path / 'out.tif'}")
+    selected = check_bands(info.count, bands, path=src_path)
+    translator = resolve_translator(model, direction)
+    _check_fit(translator, info, selected, src_path)
+    src_dtype = info.dtypes[selected[0] - 1]
+    in_norm = translator.in_normalizer or Normalizer.for_dtype(src_dtype, len(selected))
+    windows = balanced_windows(
+        info.width,
+        info.height,
+        tile,
+        overlap,
+        multiple=translator.size_multiple,
+        min_size=translator.min_size,
+    )
+    torch_device = resolve_device(device)
+    run = _Run(
+        src=src_path,
+        info=info,
+        bands=selected,
+        translator=translator,
+        in_norm=in_norm,
+        windows=windows,
+        device=torch_device,
+        precision=resolve_precision(precision or translator.precision, torch_device),
+        batch_size=batch_size,
+        norm=norm,
+        overlap=overlap,
+        blend=blend,
+    )
+    warn_if_not_georeferenced(info)
+    translator.net.to(torch_device).eval()
+    env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_TIFF_INTERNAL_MASK=True)
+    with env, atomic_output(dst_path, overwrite=overwrite, inputs=[src_path]) as tmp:
+        tiles = contextlib.closing(_translated_tiles(run, progress))
+        if not cog:
+            with tiles as stream:
+                _write_mosaic(run, tmp, stream, dtype)
+        else:
+            gtiff = tmp.with_name(tmp.name + ".gtiff.tif")
+            try:
+                with tiles as stream:
+                    _write_mosaic(run, gtiff, stream, dtype)
+                _finish_cog(gtiff, tmp)
+            finally:
+                gtiff.unlink(missing_ok=True)
+                gtiff.with_name(gtiff.name + ".ovr").unlink(missing_ok=True)
+    return dst_path
+
+
+# --------------------------------------------------------------------------- quicklooks
+
+
+def _preview(path: PathLike, max_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A decimated ``(bands<=3, rows, cols)`` read and its valid mask."""
+    with open_raster(path) as ds:
+        scale = max(ds.width, ds.height) / max_size
+        shape = (max(1, round(ds.height / max(scale, 1))), max(1, round(ds.width / max(scale, 1))))
+        indexes = list(range(1, min(ds.count, 3) + 1))
+        data = ds.read(indexes, out_shape=(len(indexes), *shape), resampling=Resampling.average)
+        mask = ds.read_masks(1, out_shape=shape) > 0
+    return data, mask
+
+
+def write_before_after(
+    before: PathLike, after: PathLike, png: PathLike, *, max_size: int = 1024, overwrite: bool = False
+) -> Path:
+    """Write a PNG with ``before`` and ``after`` side by side (first 3 bands, 2-98 %
+    stretch of each, decimated so each side is at most ``max_size`` px)."""
+    from rsgan.io import write_quicklook_png
+
+    a, ma = _preview(before, max_size)
+    b, mb = _preview(after, max_size)
+    if a.shape[0] != b.shape[0] or a.shape[1:] != b.shape[1:]:
+        raise ConfigError(
+            f"before {a.shape} and after {b.shape} previews differ; pass rasters of one grid"
+        )
+
+    def stretch(arr: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out = np.zeros(arr.shape, np.uint8)
+        for i, band in enumerate(arr.astype(np.float64)):
+            values = band[mask] if mask.any() else band.ravel()
+            lo, hi = np.percentile(values, (2, 98))
+            out[i] = np.clip(np.rint((band - lo) / max(hi - lo, 1e-12) * 255), 0, 255)
+        out[:, ~mask] = 0
+        return out
+
+    gap = np.zeros((a.shape[0], a.shape[1], 8), np.uint8)
+    side = np.concatenate([stretch(a, ma), gap, stretch(b, mb)], axis=2)
+    return write_quicklook_png(side, png, stretch=None, overwrite=overwrite)
+
+
+def write_quicklook(raster: PathLike, png: PathLike, *, max_size: int = 1024, overwrite: bool = False) -> Path:
+    """Write a PNG preview of a raster (first 3 bands, 2-98 % stretch, decimated)."""
+    from rsgan.io import write_quicklook_png
+
+    data, mask = _preview(raster, max_size)
+    return write_quicklook_png(data, png, mask=mask, overwrite=overwrite)
+
+
+__all__ = [
+    "DEFAULT_MODEL_ENV",
+    "DEFAULT_MODEL_PATH",
+    "NORM_MODES",
+    "Translator",
+    "default_model_path",
+    "resolve_translator",
+    "translate_raster",
+    "write_before_after",
+    "write_quicklook",
+]
