@@ -1,0 +1,406 @@
+"""Translate labelled images into the target domain and keep their labels (CyCADA's pixel step).
+
+:func:`augment_segmentation_dataset` translates each source image with a model and writes
+the image/mask pair to ``out_dir``::
+
+    out_dir/images/<stem>.tif     the translated image (the source's grid, CRS and nodata)
+    out_dir/masks/<stem>.tif      the mask, pixel for pixel, on the translated image's grid
+    out_dir/index.csv             one row per original and per translated pair
+
+:class:`MixedSegmentationDataset` reads that index and yields ``{"image", "mask"}`` samples
+(the convention of torchgeo and segmentation_models_pytorch) that mix original and
+translated images at a chosen ratio.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+import torch
+from affine import Affine
+from torch.utils.data import Dataset
+
+from rsgan._types import PathLike
+from rsgan.errors import ConfigError, OutputExistsError, RsganError
+from rsgan.io import (
+    IMAGE_EXTENSIONS,
+    Normalizer,
+    RasterInfo,
+    atomic_output,
+    describe,
+    list_image_files,
+    open_raster,
+    output_profile,
+)
+
+INDEX_NAME = "index.csv"
+INDEX_COLUMNS = ("image", "mask", "source_image", "source_mask", "translated")
+
+
+class PairError(RsganError, ValueError):
+    """An image and its mask that cannot be paired (missing partner, different grid)."""
+
+
+class AugmentError(RsganError, ValueError):
+    """Some pairs failed; the others were written.
+
+    Attributes:
+        index: the index of the pairs that were written (as returned on success).
+        failures: ``{stem: message}`` for each pair that failed.
+    """
+
+    def __init__(self, message: str, index: pd.DataFrame, failures: dict[str, str]) -> None:
+        super().__init__(message)
+        self.index = index
+        self.failures = failures
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """A source image and its mask, matched by file stem."""
+
+    stem: str
+    image: Path
+    mask: Path
+
+
+# ---------------------------------------------------------------------------------------
+# Pairing and checking
+# ---------------------------------------------------------------------------------------
+
+
+def _files(value: PathLike | Iterable[PathLike], what: str) -> list[Path]:
+    if isinstance(value, (str, os.PathLike)):
+        path = Path(value)
+        return list_image_files(path, IMAGE_EXTENSIONS) if path.is_dir() else [path]
+    files = [Path(v) for v in value]
+    if not files:
+        raise ConfigError(f"no {what} given; pass a folder or a list of files")
+    return files
+
+
+def pair_files(
+    images: PathLike | Iterable[PathLike], masks: PathLike | Iterable[PathLike]
+) -> tuple[list[Pair], dict[str, str]]:
+    """Match images with masks by file stem.
+
+    Args:
+        images: a folder of images or a list of image files.
+        masks: a folder of masks or a list of mask files.
+
+    Returns:
+        The pairs (in image order) and ``{stem: message}`` for files without a partner or
+        stems used twice.
+    """
+    image_files, mask_files = _files(images, "images"), _files(masks, "masks")
+    by_stem: dict[str, Path] = {}
+    problems: dict[str, str] = {}
+    for mask in mask_files:
+        if mask.stem in by_stem:
+            problems[mask.stem] = f"masks {by_stem[mask.stem]} and {mask} share the stem"
+        by_stem[mask.stem] = mask
+    pairs, seen = [], set()
+    for image in image_files:
+        if image.stem in seen:
+            problems[image.stem] = f"two images share the stem {image.stem!r} (e.g. {image})"
+            continue
+        seen.add(image.stem)
+        mask = by_stem.get(image.stem)
+        if mask is None:
+            problems[image.stem] = f"image {image} has no mask named {image.stem}.*"
+        elif image.stem not in problems:
+            pairs.append(Pair(image.stem, image, mask))
+    for stem, mask in by_stem.items():
+        if stem not in seen:
+            problems[stem] = f"mask {mask} has no image named {stem}.*"
+    return pairs, problems
+
+
+def _pixel_grid(info: RasterInfo) -> bool:
+    """True for a raster with no georeference at all (its grid is its pixel grid)."""
+    return info.crs is None and info.transform == Affine.identity()
+
+
+def check_alignment(image: RasterInfo, mask: RasterInfo) -> None:
+    """Check that ``mask`` lies on ``image``'s grid (same size, transform and CRS).
+
+    A mask with no georeference at all (no CRS, identity transform, e.g. a PNG) is taken
+    to be on the image's pixel grid when the sizes agree.
+
+    Raises:
+        PairError: naming both files and what differs.
+    """
+    where = f"image {image.path} and mask {mask.path}"
+    if image.shape != mask.shape:
+        raise PairError(f"{where} differ in size: {image.width}x{image.height} vs "
+                        f"{mask.width}x{mask.height} px; masks must be on the image's grid")
+    if _pixel_grid(mask):
+        return
+    if image.crs != mask.crs:
+        raise PairError(f"{where} are in different CRSs ({image.crs} vs {mask.crs}); "
+                        "reproject the mask onto the image's grid")
+    tolerance = 1e-6 * max(image.res)
+    if not image.transform.almost_equals(mask.transform, precision=tolerance):
+        raise PairError(f"{where} have different transforms ({tuple(image.transform)[:6]} vs "
+                        f"{tuple(mask.transform)[:6]}); resample the mask onto the image's grid")
+
+
+# ---------------------------------------------------------------------------------------
+# Writing pairs
+# ---------------------------------------------------------------------------------------
+
+
+def copy_mask_to_grid(mask: PathLike, grid: RasterInfo, dst: PathLike, *,
+                      overwrite: bool = False) -> Path:
+    """Write ``mask``'s pixels unchanged onto ``grid`` (its size, transform and CRS).
+
+    The mask keeps its own bands, data type, nodata and colour table.
+
+    Raises:
+        PairError: the mask's size differs from the grid's.
+    """
+    dst = Path(dst)
+    with open_raster(mask) as src:
+        if (src.height, src.width) != grid.shape:
+            raise PairError(f"mask {mask} is {src.width}x{src.height} px but the grid of "
+                            f"{grid.path} is {grid.width}x{grid.height} px")
+        data = src.read()
+        colormap = _colormap(src)
+        profile = output_profile(grid, count=src.count, dtype=src.dtypes[0], nodata=src.nodata)
+    with atomic_output(dst, overwrite=overwrite, inputs=(mask,)) as tmp:
+        with rasterio.open(tmp, "w", **profile) as out:
+            out.write(data)
+            if colormap is not None:
+                out.write_colormap(1, colormap)
+    return dst
+
+
+def _colormap(src: Any) -> dict[int, tuple[int, ...]] | None:
+    try:
+        return src.colormap(1)
+    except ValueError:  # the band has no colour table
+        return None
+
+
+def _output_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
+    return out_dir / "images" / f"{stem}.tif", out_dir / "masks" / f"{stem}.tif"
+
+
+def _refuse_existing(paths: Sequence[Path]) -> None:
+    existing = [p for p in paths if p.exists()]
+    if existing:
+        shown = ", ".join(map(str, existing[:3])) + (" ..." if len(existing) > 3 else "")
+        raise OutputExistsError(f"{len(existing)} output(s) exist already ({shown}); pass "
+                                "overwrite=True (--overwrite) or choose another output folder")
+
+
+def augment_segmentation_dataset(
+    images: PathLike | Iterable[PathLike],
+    masks: PathLike | Iterable[PathLike],
+    model: Any,
+    out_dir: PathLike,
+    *,
+    direction: str = "a2b",
+    overwrite: bool = False,
+    progress: bool = True,
+    **translate_kwargs: Any,
+) -> pd.DataFrame:
+    """Translate labelled images into the target domain and write them with their masks.
+
+    Each image is translated with :func:`rsgan.pipelines.translate.translate_raster` to
+    ``out_dir/images/<stem>.tif``; its mask is copied pixel for pixel onto the translated
+    image's grid as ``out_dir/masks/<stem>.tif``. ``out_dir/index.csv`` lists the original
+    pairs (``translated`` False) and the translated ones (True); translated paths are
+    relative to ``out_dir``.
+
+    Args:
+        images: a folder of images (GeoTIFFs or plain image chips) or a list of files.
+        masks: a folder or list of masks, matched to images by file stem.
+        model: a checkpoint path, a ``LoadedModel``, a ``torch.nn.Module``, or None for the
+            default model (loaded once for all images).
+        out_dir: output folder (created if missing).
+        direction: ``"a2b"`` or ``"b2a"`` for a CycleGAN checkpoint.
+        overwrite: replace existing outputs.
+        progress: show a progress bar over pairs.
+        **translate_kwargs: passed on to ``translate_raster`` (``tile``, ``overlap``, ...).
+
+    Returns:
+        The index (columns ``image``, ``mask``, ``source_image``, ``source_mask``,
+        ``translated``).
+
+    Raises:
+        OutputExistsError: outputs exist and ``overwrite`` is False (checked before any work).
+        AugmentError: after writing the good pairs, when some pairs failed (unpaired files,
+            misaligned grids, unreadable or untranslatable images); ``.index`` holds the
+            written index and ``.failures`` the messages.
+    """
+    from tqdm.auto import tqdm
+
+    from rsgan.pipelines.translate import translate_raster
+
+    out = Path(out_dir)
+    pairs, failures = pair_files(images, masks)
+    index_path = out / INDEX_NAME
+    if not overwrite:
+        _refuse_existing([index_path, *(p for pair in pairs for p in _output_paths(out, pair.stem))])
+    for sub in ("images", "masks"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    if isinstance(model, (str, os.PathLike)):
+        from rsgan.checkpoint import load_model
+
+        model = load_model(model)
+    rows: list[dict[str, Any]] = []
+    for pair in tqdm(pairs, desc="translating pairs", unit="pair", disable=not progress):
+        image_out, mask_out = _output_paths(out, pair.stem)
+        try:
+            check_alignment(describe(pair.image), describe(pair.mask))
+            translate_raster(pair.image, image_out, model, direction=direction,
+                             overwrite=overwrite, progress=False, **translate_kwargs)
+            copy_mask_to_grid(pair.mask, describe(image_out), mask_out, overwrite=overwrite)
+        except RsganError as exc:
+            failures[pair.stem] = str(exc)
+            continue
+        rows.append(_index_row(pair.image, pair.mask, pair.image, pair.mask, False))
+        rows.append(_index_row(image_out.relative_to(out), mask_out.relative_to(out),
+                               pair.image, pair.mask, True))
+    index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    with atomic_output(index_path, overwrite=overwrite, suffix=".csv") as tmp:
+        index.to_csv(tmp, index=False)
+    if failures:
+        lines = "\n".join(f"  {stem}: {msg}" for stem, msg in sorted(failures.items()))
+        raise AugmentError(f"{len(failures)} of {len(pairs) + len(failures)} pair(s) failed; "
+                           f"the other {len(rows) // 2} were written to {index_path}:\n{lines}",
+                           index, failures)
+    return index
+
+
+def _index_row(image: Path, mask: Path, source_image: Path, source_mask: Path,
+               translated: bool) -> dict[str, Any]:
+    return {"image": os.fspath(image), "mask": os.fspath(mask),
+            "source_image": os.fspath(Path(source_image).absolute()),
+            "source_mask": os.fspath(Path(source_mask).absolute()), "translated": translated}
+
+
+# ---------------------------------------------------------------------------------------
+# The mixed dataset
+# ---------------------------------------------------------------------------------------
+
+
+def load_index(index: PathLike | pd.DataFrame) -> pd.DataFrame:
+    """Read an augmentation index; relative paths resolve against the index's folder."""
+    if isinstance(index, pd.DataFrame):
+        return index.copy()
+    path = Path(index)
+    if not path.is_file():
+        raise ConfigError(f"index {path} does not exist; pass the index.csv written by "
+                          "augment_segmentation_dataset (rsgan augment)")
+    table = pd.read_csv(path)
+    missing = [c for c in INDEX_COLUMNS if c not in table.columns]
+    if missing:
+        raise ConfigError(f"index {path} lacks column(s) {', '.join(missing)}; "
+                          "pass an index.csv written by rsgan augment")
+    for column in ("image", "mask"):
+        table[column] = [os.fspath(_under(path.parent, v)) for v in table[column]]
+    return table
+
+
+def _under(base: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+class MixedSegmentationDataset(Dataset):
+    """Segmentation samples mixing original and translated images at a chosen ratio.
+
+    One sample per original pair; for ``round(translated_ratio * n)`` of them, picked at
+    random with ``seed``, the translated image (with its copied mask) is used instead.
+
+    Samples are ``{"image": float32 tensor (C, H, W), "mask": int64 tensor (H, W),
+    "translated": bool}``. Images are normalised with ``normalizer`` (an
+    :class:`rsgan.io.Normalizer`, or any callable from a ``(C, H, W)`` array to a float
+    array); None uses the natural range of the image's dtype mapped to [-1, 1]
+    (``Normalizer.for_dtype``: uint8 0..255). The mask is band 1 of the mask file.
+
+    Args:
+        index: an index DataFrame or the path of an index.csv.
+        translated_ratio: share of samples that use the translated image, 0..1.
+        seed: seed of the choice of which samples are translated.
+        normalizer: see above.
+
+    Raises:
+        ConfigError: a ratio outside 0..1, or more translated samples asked for than the
+            index holds.
+    """
+
+    def __init__(
+        self,
+        index: PathLike | pd.DataFrame,
+        *,
+        translated_ratio: float = 0.5,
+        seed: int = 0,
+        normalizer: Normalizer | Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        if not 0.0 <= translated_ratio <= 1.0:
+            raise ConfigError(f"translated_ratio={translated_ratio}; pass a share between 0 and 1")
+        table = load_index(index)
+        flags = table["translated"].astype(str).str.lower().isin(("true", "1"))
+        originals = table[~flags].reset_index(drop=True)
+        translated = {row.source_image: row for row in table[flags].itertuples()}
+        if originals.empty:
+            raise ConfigError("the index lists no original pairs; rerun rsgan augment")
+        wanted = round(translated_ratio * len(originals))
+        candidates = [i for i, src in enumerate(originals["source_image"]) if src in translated]
+        if wanted > len(candidates):
+            raise ConfigError(
+                f"translated_ratio={translated_ratio} needs {wanted} translated pairs but the "
+                f"index has {len(candidates)} for its {len(originals)} originals; lower the ratio"
+            )
+        rng = np.random.default_rng(seed)
+        chosen = set(rng.choice(candidates, size=wanted, replace=False).tolist())
+        self.samples: list[tuple[str, str, bool]] = []
+        for i, row in enumerate(originals.itertuples()):
+            use = translated[row.source_image] if i in chosen else row
+            self.samples.append((use.image, use.mask, i in chosen))
+        self.normalizer = normalizer
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def translated(self) -> list[bool]:
+        """Whether each sample uses the translated image."""
+        return [flag for _, _, flag in self.samples]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image_path, mask_path, flag = self.samples[i]
+        with open_raster(image_path) as src:
+            image = src.read()
+        with open_raster(mask_path) as src:
+            mask = src.read(1)
+        norm = self.normalizer or Normalizer.for_dtype(str(image.dtype), image.shape[0])
+        values = norm.normalize(image) if isinstance(norm, Normalizer) else norm(image)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "translated": flag,
+        }
+
+
+__all__ = [
+    "AugmentError",
+    "MixedSegmentationDataset",
+    "Pair",
+    "PairError",
+    "augment_segmentation_dataset",
+    "check_alignment",
+    "copy_mask_to_grid",
+    "load_index",
+    "pair_files",
+]

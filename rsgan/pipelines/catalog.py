@@ -1,0 +1,915 @@
+"""Translate a catalog of scenes, one Dask task per scene, safe to rerun.
+
+A *catalog* lists the rasters to translate. It can be
+
+- a vector file (GeoPackage, GeoJSON, GeoParquet, FlatGeobuf, Shapefile) or a CSV with a
+  column of raster paths (``path_column``);
+- a folder of rasters, or a glob pattern such as ``"scenes/*.tif"``;
+- a local STAC ItemCollection, Catalog, Collection or Item JSON, with the key of the asset
+  to translate (``asset_key``; optional when every item has exactly one raster asset).
+
+Relative paths resolve against the catalog's folder. Scene ``name`` gives the output
+``<out_dir>/<name>_translated.tif`` (``name`` is the file stem, or the STAC item id) and a
+STAC Item ``<out_dir>/<name>_translated.json`` next to it.
+
+Execution: one task per scene on Dask distributed (pixels never cross tasks, each output is
+written by one task). By default a ``LocalCluster`` of worker processes sized to the machine
+(one worker per CPU core, one thread each, memory split evenly; one worker per GPU with
+``resources={"GPU": 1}`` when CUDA is used), or an existing cluster (``scheduler=
+"tcp://host:8786"`` or a ``distributed.Client``). The model is loaded once per worker: a
+checkpoint path is loaded by a per-process cache keyed by the path; an in-memory model is
+shipped once per worker in a worker plugin, never inside a task. Without Dask installed (or
+with ``workers=0``) the scenes run one after another in this process.
+
+The manifest ``<out_dir>/manifest.parquet`` (GeoParquet; footprints in EPSG:4326) is
+rewritten atomically as scenes finish. A rerun skips scenes whose output exists and whose
+SHA-256 matches the manifest, and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import inspect
+import json
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+
+from rsgan._types import PathLike
+from rsgan.errors import CatalogError, ConfigError, MissingDependencyError, RsganError
+from rsgan.io import atomic_output, describe
+
+try:  # Dask is an optional extra: `pip install rsgan[dask]`
+    from distributed import WorkerPlugin as _WorkerPluginBase
+except ImportError:  # pragma: no cover - exercised only without the extra
+    _WorkerPluginBase = object  # type: ignore[assignment,misc]
+
+MANIFEST_NAME = "manifest.parquet"
+OUTPUT_SUFFIX = "_translated"
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
+STATUSES = ("pending", "done", "failed", "skipped")
+MANIFEST_COLUMNS = ("scene", "source", "output", "status", "error", "seconds", "sha256")
+CONNECT_TIMEOUT_S = 10
+"""Seconds to wait for a scheduler given by address before giving up."""
+
+_GLOB_CHARS = frozenset("*?[")
+_RASTER_MEDIA_HINTS = ("tiff", "jp2", "png", "jpeg")
+
+
+@dataclass(frozen=True, slots=True)
+class Scene:
+    """One catalog row.
+
+    Attributes:
+        name: output stem, unique within the catalog (file stem or STAC item id).
+        source: path or URL of the raster to translate, as rasterio opens it.
+        label: how messages name the row, e.g. ``"row 3"`` or ``"item 'S2A_...'"``.
+        footprint: the row's geometry in EPSG:4326 when the catalog has one, else None.
+        datetime: acquisition time from a STAC item, else None.
+        error: why the row cannot be translated (set while reading the catalog), else None.
+    """
+
+    name: str
+    source: str
+    label: str
+    footprint: Any = None
+    datetime: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SceneResult:
+    """What happened to one scene: one manifest row.
+
+    Attributes:
+        scene: the scene name.
+        source: the input raster.
+        output: the translated raster (a path inside ``out_dir``).
+        status: ``"done"``, ``"failed"``, ``"skipped"`` (already done by an earlier run) or
+            ``"pending"`` (not finished yet).
+        error: the error message for a failed scene, else ``""``.
+        seconds: wall time of the translation in seconds (0 when not run).
+        sha256: hex SHA-256 of the output file, ``""`` when there is none.
+        footprint: the scene's footprint in EPSG:4326, or None when unknown.
+    """
+
+    scene: str
+    source: str
+    output: str
+    status: str
+    error: str = ""
+    seconds: float = 0.0
+    sha256: str = ""
+    footprint: Any = None
+
+
+# ---------------------------------------------------------------------------------------
+# Reading catalogs
+# ---------------------------------------------------------------------------------------
+
+
+def read_catalog(
+    catalog: PathLike | Iterable[PathLike],
+    *,
+    asset_key: str | None = None,
+    path_column: str = "path",
+) -> list[Scene]:
+    """List the scenes of a catalog (see the module docstring for the accepted kinds).
+
+    Args:
+        catalog: a vector or CSV file, a folder, a glob pattern, a STAC JSON file, or a list
+            of raster paths.
+        asset_key: the STAC asset to translate; None picks the only raster asset of each item.
+        path_column: the column of raster paths in a vector or CSV catalog.
+
+    Returns:
+        The scenes in catalog order. Rows that cannot be used carry ``error``; the caller
+        records them as failed and goes on with the others.
+
+    Raises:
+        CatalogError: the catalog itself cannot be read, has no path column, no scenes, or
+            an asset key that no item has.
+    """
+    if not isinstance(catalog, (str, os.PathLike)):
+        return _name_scenes([_path_scene(Path(p), f"item {i}") for i, p in enumerate(catalog)])
+    kind, path = _catalog_kind(catalog)
+    reader = _READERS[kind]
+    scenes = reader(path, asset_key=asset_key, path_column=path_column)
+    if not scenes:
+        raise CatalogError(f"catalog {str(catalog)!r} lists no scenes; check the path or pattern")
+    return _name_scenes(scenes)
+
+
+def _catalog_kind(catalog: PathLike) -> tuple[str, Path]:
+    text = os.fspath(catalog)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "folder", path
+    if not path.exists():
+        if _GLOB_CHARS & set(text):
+            return "glob", path
+        raise CatalogError(
+            f"catalog {text!r} does not exist; pass a vector/CSV file, a folder, a glob "
+            "pattern such as 'scenes/*.tif', or a STAC JSON file"
+        )
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".geojson"):
+        return ("stac" if _is_stac(path) else "vector"), path
+    kind = _SUFFIX_KINDS.get(suffix)
+    if kind is None:
+        raise CatalogError(
+            f"catalog {text!r}: unknown kind of file {suffix!r}; use one of "
+            f"{', '.join(sorted(_SUFFIX_KINDS))}, a .json STAC file, a folder or a glob"
+        )
+    return kind, path
+
+
+def _is_stac(path: Path) -> bool:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CatalogError(f"catalog {str(path)!r} is not readable JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        return False
+    if "stac_version" in doc:
+        return True
+    features = doc.get("features") or []
+    return bool(features) and isinstance(features[0], dict) and "stac_version" in features[0]
+
+
+def _read_folder(path: Path, **_: Any) -> list[Scene]:
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+    return [_path_scene(p, p.name) for p in files]
+
+
+def _read_glob(path: Path, **_: Any) -> list[Scene]:
+    files = sorted(Path(p) for p in glob.glob(os.fspath(path), recursive=True))
+    return [_path_scene(p, p.name) for p in files if p.is_file()]
+
+
+def _read_table(path: Path, *, path_column: str, **_: Any) -> list[Scene]:
+    try:
+        if path.suffix.lower() == ".csv":
+            table: pd.DataFrame = pd.read_csv(path)
+        elif path.suffix.lower() in (".parquet", ".geoparquet"):
+            table = _read_parquet(path)
+        else:
+            table = gpd.read_file(path)
+    except CatalogError:
+        raise
+    except Exception as exc:
+        raise CatalogError(f"catalog {str(path)!r} could not be read: {exc}") from None
+    if path_column not in table.columns:
+        columns = ", ".join(map(str, table.columns))
+        raise CatalogError(
+            f"catalog {str(path)!r} has no column {path_column!r} of raster paths; its "
+            f"columns are: {columns}. Pass path_column= (--path-column) to name the column"
+        )
+    footprints = _footprints_4326(table)
+    scenes = []
+    for i, value in enumerate(table[path_column]):
+        label = f"row {i + 1} of {path.name}"
+        if not isinstance(value, str) or not value.strip():
+            scenes.append(Scene(f"row-{i + 1}", "", label, footprints[i],
+                                error=f"{label}: empty {path_column!r}; give a raster path"))
+            continue
+        scenes.append(replace(_path_scene(_resolve(value, path.parent), label),
+                              footprint=footprints[i]))
+    return scenes
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return gpd.read_parquet(path)
+    except ValueError:  # a plain Parquet table without GeoParquet metadata
+        return pd.read_parquet(path)
+
+
+def _footprints_4326(table: pd.DataFrame) -> list[Any]:
+    if not isinstance(table, gpd.GeoDataFrame) or table.crs is None:
+        return [None] * len(table)
+    try:
+        return list(table.geometry.to_crs("EPSG:4326"))
+    except Exception:  # a footprint is a convenience; a bad CRS must not stop the run
+        return [None] * len(table)
+
+
+def _read_stac(path: Path, *, asset_key: str | None, **_: Any) -> list[Scene]:
+    import pystac
+
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("type") == "FeatureCollection":
+            items = list(pystac.ItemCollection.from_file(os.fspath(path)))
+        elif doc.get("type") == "Feature":
+            items = [pystac.Item.from_file(os.fspath(path))]
+        else:
+            root = pystac.read_file(os.fspath(path))
+            items = list(root.get_items(recursive=True))  # type: ignore[union-attr]
+    except Exception as exc:
+        raise CatalogError(f"STAC catalog {str(path)!r} could not be read: {exc}") from None
+    if asset_key is not None and items and not any(asset_key in it.assets for it in items):
+        keys = sorted({k for it in items for k in it.assets})
+        raise CatalogError(
+            f"STAC catalog {str(path)!r}: no item has an asset {asset_key!r}; the asset keys "
+            f"are: {', '.join(keys)}. Pass one of them as asset_key (--asset-key)"
+        )
+    return [_stac_scene(item, asset_key, path) for item in items]
+
+
+def _stac_scene(item: Any, asset_key: str | None, catalog: Path) -> Scene:
+    from shapely.geometry import shape
+
+    label = f"item {item.id!r}"
+    footprint = shape(item.geometry) if item.geometry else None  # STAC geometry is WGS84
+    scene = Scene(item.id, "", label, footprint, item.datetime)
+    if asset_key is None:
+        rasters = [k for k, a in item.assets.items() if _looks_like_raster(a)]
+        if len(rasters) != 1:
+            found = ", ".join(sorted(item.assets)) or "none"
+            return replace(scene, error=(
+                f"{label} of {catalog.name}: cannot tell which asset to translate "
+                f"(raster assets: {', '.join(rasters) or 'none'}; all assets: {found}); "
+                "pass asset_key (--asset-key)"
+            ))
+        asset_key = rasters[0]
+    asset = item.assets.get(asset_key)
+    if asset is None:
+        return replace(scene, error=(
+            f"{label} of {catalog.name} has no asset {asset_key!r}; its assets are: "
+            f"{', '.join(sorted(item.assets)) or 'none'}"
+        ))
+    href = asset.get_absolute_href() or asset.href
+    if "://" not in href:
+        href = os.fspath(_resolve(href, catalog.parent))
+    return replace(scene, source=href)
+
+
+def _looks_like_raster(asset: Any) -> bool:
+    media = (asset.media_type or "").lower()
+    if any(hint in media for hint in _RASTER_MEDIA_HINTS):
+        return True
+    return not media and Path(asset.href).suffix.lower() in RASTER_SUFFIXES
+
+
+def _resolve(value: str | Path, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def _path_scene(path: Path, label: str) -> Scene:
+    path = path.expanduser().absolute()
+    return Scene(path.stem, os.fspath(path), label)
+
+
+def _name_scenes(scenes: list[Scene]) -> list[Scene]:
+    """Mark rows whose output name would escape ``out_dir`` or repeat an earlier row's."""
+    seen: dict[str, Scene] = {}
+    named = []
+    for scene in scenes:
+        if scene.error is None:
+            problem = _name_problem(scene.name)
+            if problem:
+                scene = replace(scene, error=f"{scene.label}: {problem}")
+            elif scene.name in seen:
+                first = seen[scene.name]
+                what = ("repeats the file of" if first.source == scene.source
+                        else "would write the same output as")
+                scene = replace(scene, error=(
+                    f"{scene.label} ({scene.source}) {what} {first.label} ({first.source}): "
+                    f"both give {scene.name}{OUTPUT_SUFFIX}.tif; remove or rename one of them"
+                ))
+            else:
+                seen[scene.name] = scene
+        named.append(scene)
+    return named
+
+
+def _name_problem(name: str) -> str | None:
+    if not name or name in (".", "..") or any(sep in name for sep in ("/", "\\", "\x00")):
+        return (f"scene name {name!r} would put its output outside the output folder; "
+                "scene names must be plain file names")
+    return None
+
+
+_READERS: dict[str, Callable[..., list[Scene]]] = {
+    "folder": _read_folder,
+    "glob": _read_glob,
+    "table": _read_table,
+    "vector": _read_table,
+    "stac": _read_stac,
+}
+_SUFFIX_KINDS = {
+    ".csv": "table",
+    ".gpkg": "vector",
+    ".parquet": "vector",
+    ".geoparquet": "vector",
+    ".fgb": "vector",
+    ".shp": "vector",
+}
+
+
+# ---------------------------------------------------------------------------------------
+# The manifest
+# ---------------------------------------------------------------------------------------
+
+
+def output_path(out_dir: PathLike, name: str) -> Path:
+    """``<out_dir>/<name>_translated.tif``, refusing names that leave ``out_dir``.
+
+    Raises:
+        CatalogError: ``name`` contains a path separator or resolves outside ``out_dir``.
+    """
+    problem = _name_problem(name)
+    out = Path(out_dir).absolute()
+    path = out / f"{name}{OUTPUT_SUFFIX}.tif"
+    if problem or path.resolve().parent != out.resolve():
+        raise CatalogError(problem or f"output {path} would leave the output folder {out}")
+    return path
+
+
+def read_manifest(out_dir: PathLike) -> gpd.GeoDataFrame | None:
+    """The manifest of an earlier run in ``out_dir``, or None when there is none."""
+    path = Path(out_dir) / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        return gpd.read_parquet(path)
+    except Exception as exc:
+        raise CatalogError(
+            f"manifest {path} is unreadable ({exc}); delete it to start the catalog afresh"
+        ) from None
+
+
+def _manifest_frame(results: Iterable[SceneResult]) -> gpd.GeoDataFrame:
+    rows = list(results)
+    data = {c: [getattr(r, c) for r in rows] for c in MANIFEST_COLUMNS}
+    return gpd.GeoDataFrame(data, geometry=[r.footprint for r in rows], crs="EPSG:4326")
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in ``chunk``-byte pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _plan(
+    scenes: list[Scene], out_dir: Path, previous: gpd.GeoDataFrame | None, overwrite: bool
+) -> tuple[list[SceneResult], dict[str, bool]]:
+    """Decide per scene: failed already, skip (verified output), or run (and with overwrite?).
+
+    Returns the initial manifest rows and, for scenes to run, whether their existing output
+    may be replaced (a stale output of an earlier run of this catalog, or ``overwrite``).
+    """
+    earlier = {} if previous is None else {r.scene: r for r in previous.itertuples()}
+    rows: list[SceneResult] = []
+    to_run: dict[str, bool] = {}
+    for scene in scenes:
+        if scene.error is not None:
+            rows.append(SceneResult(scene.name, scene.source, "", "failed", scene.error,
+                                    footprint=scene.footprint))
+            continue
+        try:
+            out = output_path(out_dir, scene.name)
+        except CatalogError as exc:
+            rows.append(SceneResult(scene.name, scene.source, "", "failed",
+                                    f"{scene.label}: {exc}", footprint=scene.footprint))
+            continue
+        row = SceneResult(scene.name, scene.source, os.fspath(out), "pending",
+                          footprint=scene.footprint)
+        before = earlier.get(scene.name)
+        ours = before is not None and before.status in ("done", "skipped", "pending")
+        if out.exists() and not overwrite:
+            if ours and before.status != "pending" and before.sha256 == sha256_file(out):
+                rows.append(replace(row, status="skipped", seconds=float(before.seconds),
+                                    sha256=before.sha256, footprint=before.geometry))
+                continue
+            if not ours:
+                rows.append(replace(row, status="failed", error=(
+                    f"{scene.label}: output {out} exists and was not written by an earlier "
+                    "run of this catalog; pass overwrite=True (--overwrite) to replace it"
+                )))
+                continue
+        to_run[scene.name] = overwrite or out.exists()
+        rows.append(row)
+    return rows, to_run
+
+
+def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
+    with atomic_output(path, overwrite=True, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, default=str))
+
+
+def _write_manifest(path: Path, results: Iterable[SceneResult]) -> None:
+    frame = _manifest_frame(results)
+    with atomic_output(path, overwrite=True, suffix=".parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def _remove_stale_temporaries(output: Path) -> None:
+    """Delete temporary files a killed worker left behind for ``output``."""
+    for stale in output.parent.glob(f".{output.name}.rsgan-tmp-*"):
+        stale.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The per-scene task (runs in a worker process)
+# ---------------------------------------------------------------------------------------
+
+_WORKER_MODELS: dict[str, Any] = {}
+"""Models loaded in this process, by :class:`_ModelRef` key (one copy per worker)."""
+_MAX_CACHED_MODELS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelRef:
+    """A small, picklable stand-in for the model that travels with every task.
+
+    ``path`` set: a checkpoint the worker loads once and caches under ``key``.
+    ``path`` None: a model installed in the worker's cache by :class:`_ModelPlugin`.
+    """
+
+    key: str
+    path: str | None = None
+
+
+def _worker_model(ref: _ModelRef) -> Any:
+    if ref.key in _WORKER_MODELS:
+        return _WORKER_MODELS[ref.key]
+    if ref.path is None:
+        raise CatalogError(
+            f"model {ref.key!r} is not installed on this worker; the worker plugin that "
+            "carries it was not registered (was the worker started by another client?)"
+        )
+    from rsgan.checkpoint import load_model
+
+    model = load_model(ref.path)
+    while len(_WORKER_MODELS) >= _MAX_CACHED_MODELS:
+        _WORKER_MODELS.pop(next(iter(_WORKER_MODELS)))
+    _WORKER_MODELS[ref.key] = model
+    return model
+
+
+class _ModelPlugin(_WorkerPluginBase):  # type: ignore[misc,valid-type]
+    """Carries an in-memory model to each worker once (also to workers that join later)."""
+
+    def __init__(self, key: str, model: Any) -> None:
+        self.key = key
+        self.model = model
+
+    def setup(self, worker: Any) -> None:
+        _WORKER_MODELS[self.key] = self.model
+
+    def teardown(self, worker: Any) -> None:
+        _WORKER_MODELS.pop(self.key, None)
+
+
+def _run_scene(
+    scene: Scene,
+    output: str,
+    model_ref: _ModelRef,
+    options: Mapping[str, Any],
+    replace_existing: bool,
+) -> SceneResult:
+    """Translate one scene, write its STAC Item, and report; never raises for a bad scene."""
+    from rsgan.pipelines.translate import translate_raster
+
+    start = time.perf_counter()
+    result = SceneResult(scene.name, scene.source, output, "failed", footprint=scene.footprint)
+    out = Path(output)
+    try:
+        model = _worker_model(model_ref)
+        translate_raster(scene.source, out, model, overwrite=replace_existing, progress=False, **options)
+        checksum = sha256_file(out)
+        info = describe(out)
+        footprint = _footprint_4326(info) or scene.footprint
+        _write_json(out.with_suffix(".json"), _stac_item(scene, info, checksum, footprint))
+    except Exception as exc:  # one bad scene is recorded and must not stop the others
+        message = str(exc) if isinstance(exc, RsganError) else f"{type(exc).__name__}: {exc}"
+        return replace(result, error=f"{scene.label}: {message}",
+                               seconds=time.perf_counter() - start)
+    return replace(result, status="done", seconds=time.perf_counter() - start,
+                           sha256=checksum, footprint=footprint)
+
+
+
+def _footprint_4326(info: Any) -> Any:
+    """The raster's outline in EPSG:4326 (edges densified), or None without a CRS."""
+    if info.crs is None:
+        return None
+    from rasterio.warp import transform_geom
+    from shapely.geometry import box, mapping, shape
+
+    outline = box(*info.bounds)
+    step = max(outline.length / 4 / 8, 1e-9)  # 8 points per edge follow curved edges
+    geom = transform_geom(info.crs, "EPSG:4326", mapping(outline.segmentize(step)))
+    return shape(geom)
+
+
+def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[str, Any]:
+    """A STAC Item (with projection, raster and file extensions) for one output."""
+    import pystac
+    from pystac.extensions.file import FileExtension
+    from pystac.extensions.projection import ProjectionExtension
+    from pystac.extensions.raster import RasterBand, RasterExtension
+    from shapely.geometry import mapping
+
+    when = scene.datetime or datetime.now(timezone.utc)
+    item = pystac.Item(
+        id=f"{scene.name}{OUTPUT_SUFFIX}",
+        geometry=mapping(footprint) if footprint is not None else None,
+        bbox=list(footprint.bounds) if footprint is not None else None,
+        datetime=when,
+        properties={"rsgan:source": scene.source},
+    )
+    asset = pystac.Asset(href=f"./{info.path.name}", media_type=pystac.MediaType.GEOTIFF,
+                         roles=["data"], title=f"{scene.name} translated by rsgan")
+    item.add_asset("data", asset)
+    item.add_link(pystac.Link("derived_from", scene.source))
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    proj.shape = [info.height, info.width]
+    proj.transform = list(info.transform)[:6]
+    if info.crs is not None:
+        epsg = info.crs.to_epsg()
+        if epsg is not None:
+            proj.code = f"EPSG:{epsg}"
+        else:
+            proj.wkt2 = info.crs.to_wkt()
+    else:
+        proj.code = None
+    bands = [RasterBand.create(nodata=nd, data_type=dt)
+             for nd, dt in zip(info.nodatavals, info.dtypes, strict=True)]
+    RasterExtension.ext(asset, add_if_missing=True).bands = bands
+    FileExtension.ext(asset, add_if_missing=True).checksum = "1220" + checksum
+    return item.to_dict(include_self_link=False)
+
+
+def _pick_device(options: Mapping[str, Any]) -> Mapping[str, Any]:
+    """On a worker of a multi-GPU machine, give each worker its own GPU (by worker name)."""
+    device = str(options.get("device", "auto"))
+    if device not in ("auto", "cuda"):
+        return options
+    try:
+        import torch
+        from distributed import get_worker
+
+        count = torch.cuda.device_count()
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return options
+    if count > 1 and isinstance(name, int):
+        return {**options, "device": f"cuda:{name % count}"}
+    return options
+
+
+# ---------------------------------------------------------------------------------------
+# Running the tasks: in this process, or on Dask
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    index: int
+    scene: Scene
+    output: str
+    replace_existing: bool
+
+
+def _dask_task(job: _Job, model_ref: _ModelRef, options: Mapping[str, Any]) -> SceneResult:
+    return _run_scene(job.scene, job.output, model_ref, _pick_device(options),
+                      job.replace_existing)
+
+
+def _run_in_process(
+    jobs: list[_Job], model_ref: _ModelRef, options: Mapping[str, Any]
+) -> Iterator[tuple[_Job, SceneResult]]:
+    for job in jobs:
+        yield job, _run_scene(job.scene, job.output, model_ref, options, job.replace_existing)
+
+
+def _run_on_dask(
+    client: Any, jobs: list[_Job], model_ref: _ModelRef, options: Mapping[str, Any]
+) -> Iterator[tuple[_Job, SceneResult]]:
+    from distributed import as_completed
+
+    workers = client.scheduler_info().get("workers", {}).values()
+    gpus = any(w.get("resources", {}).get("GPU") for w in workers)
+    resources = {"GPU": 1} if gpus and options.get("device", "auto") != "cpu" else None
+    token = uuid.uuid4().hex[:8]
+    futures = {
+        client.submit(_dask_task, job, model_ref, options, key=f"rsgan-scene-{job.index}-{token}",
+                      pure=False, resources=resources): job
+        for job in jobs
+    }
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            job = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # KilledWorker (worker died too often), lost data, ...
+                result = SceneResult(job.scene.name, job.scene.source, job.output, "failed",
+                                     f"{job.scene.label}: {type(exc).__name__}: {exc}",
+                                     footprint=job.scene.footprint)
+            future.release()
+            yield job, result
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+@contextlib.contextmanager
+def _dask_client(
+    workers: int | None, scheduler: Any, retries: int, n_jobs: int, device: str
+) -> Iterator[Any]:
+    """A Dask client: on ``scheduler`` (an address or a Client) or on a new LocalCluster."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None and not isinstance(scheduler, str):
+        yield scheduler  # a Client the caller owns
+        return
+    if isinstance(scheduler, str):
+        try:
+            client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise CatalogError(
+                f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start one with "
+                "`dask scheduler` and workers with `dask worker ADDRESS`, or leave the "
+                "scheduler out to use a local cluster"
+            ) from None
+        with client:
+            yield client
+        return
+    gpus = _cuda_device_count() if device != "cpu" else 0
+    n = workers or (gpus or _cpu_count())
+    n = max(1, min(n, n_jobs)) if workers is None else n
+    threads = max(1, _cpu_count() // n)
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit="auto",
+            dashboard_address=None,
+            resources={"GPU": 1} if gpus else None,
+            env={"OMP_NUM_THREADS": str(threads)},
+        )
+    with cluster, Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def _cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _dask_available() -> bool:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------
+# The public entry point
+# ---------------------------------------------------------------------------------------
+
+
+def _model_ref(model: Any) -> tuple[_ModelRef, Any]:
+    """The reference tasks carry, and the in-memory model to install per worker (or None)."""
+    if model is None:
+        from rsgan.pipelines.translate import default_model_path
+
+        model = default_model_path()
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model).expanduser().absolute()
+        if not path.is_file():
+            raise ConfigError(f"model checkpoint {str(path)!r} does not exist; pass a "
+                              "checkpoint written by `rsgan train`")
+        return _ModelRef(f"{path}@{path.stat().st_mtime_ns}", os.fspath(path)), None
+    return _ModelRef(f"object-{uuid.uuid4().hex}"), model
+
+
+def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    from rsgan.pipelines.translate import translate_raster
+
+    allowed = set(inspect.signature(translate_raster).parameters) - {
+        "src", "dst", "model", "overwrite", "progress"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown translation option(s) {', '.join(unknown)}; translate_catalog passes "
+            f"these on to translate_raster: {', '.join(sorted(allowed))}"
+        )
+    return dict(options)
+
+
+def translate_catalog(
+    catalog: PathLike | Iterable[PathLike],
+    out_dir: PathLike,
+    model: Any = None,
+    *,
+    asset_key: str | None = None,
+    path_column: str = "path",
+    workers: int | None = None,
+    scheduler: Any = None,
+    overwrite: bool = False,
+    retries: int = 2,
+    progress: bool = True,
+    **translate_kwargs: Any,
+) -> gpd.GeoDataFrame:
+    """Translate every scene of a catalog into ``out_dir``, one Dask task per scene.
+
+    Each scene ``name`` gives ``<out_dir>/<name>_translated.tif`` and its STAC Item
+    ``<name>_translated.json``; ``<out_dir>/manifest.parquet`` records every scene and is
+    rewritten atomically as scenes finish. Rerunning skips scenes whose output exists and
+    matches the manifest's SHA-256, and redoes the others. A bad scene is recorded as
+    failed with its error; the others go on.
+
+    Args:
+        catalog: vector/CSV file, folder, glob pattern, STAC JSON file, or a list of paths
+            (see :func:`read_catalog`).
+        out_dir: output folder (created if missing).
+        model: a checkpoint path (loaded once per worker), an in-memory model (a
+            ``LoadedModel`` or ``torch.nn.Module``, shipped once per worker in a worker
+            plugin), or None for translate_raster's default model.
+        asset_key: STAC asset to translate (None: the only raster asset of each item).
+        path_column: column of raster paths in a vector or CSV catalog.
+        workers: local worker processes; None sizes the cluster to the machine (one per
+            CPU core, or one per GPU with CUDA); 0 runs the scenes one by one in this
+            process, without Dask. Not allowed together with ``scheduler``.
+        scheduler: address of a running Dask scheduler (``"tcp://host:8786"``) or a
+            ``distributed.Client``; None starts a LocalCluster for this call.
+        overwrite: redo every scene and replace existing outputs.
+        retries: how many times a scene is started again after its worker died (a local
+            cluster's ``allowed-failures``; an existing cluster keeps its own setting).
+        progress: show a progress bar over scenes.
+        **translate_kwargs: passed on to :func:`rsgan.pipelines.translate.translate_raster`
+            (``tile``, ``overlap``, ``blend``, ``direction``, ``device``, ``bands``, ...).
+
+    Returns:
+        The manifest: one row per catalog row with ``scene``, ``source``, ``output``,
+        ``status`` (``done``/``skipped``/``failed``), ``error``, ``seconds``, ``sha256`` and
+        the footprint geometry (EPSG:4326, None when unknown).
+
+    Raises:
+        CatalogError: the catalog cannot be read, or the scheduler cannot be reached.
+        ConfigError: bad options (unknown translation option, negative workers/retries,
+            a missing checkpoint, workers together with scheduler).
+        MissingDependencyError: ``scheduler`` given without Dask installed.
+    """
+    if workers is not None and (not isinstance(workers, int) or workers < 0):
+        raise ConfigError(f"workers={workers!r}; pass a number >= 0 (0 runs without Dask)")
+    if workers is not None and scheduler is not None:
+        raise ConfigError(
+            f"workers={workers} and scheduler={scheduler!r} were both given; the number of "
+            "workers of an existing cluster is set where it is started: drop one of them"
+        )
+    if not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"retries={retries!r}; pass a number >= 0")
+    options = _check_options(translate_kwargs)
+    model_ref, carried = _model_ref(model)
+    use_dask = workers != 0
+    if use_dask and not _dask_available():
+        if scheduler is not None:
+            raise MissingDependencyError(
+                f"scheduler={scheduler!r} needs Dask distributed; install it with "
+                "`pip install rsgan[dask]`"
+            )
+        warnings.warn("Dask is not installed (`pip install rsgan[dask]`); translating the "
+                      "scenes one by one in this process", RuntimeWarning, stacklevel=2)
+        use_dask = False
+
+    scenes = read_catalog(catalog, asset_key=asset_key, path_column=path_column)
+    out = Path(out_dir).expanduser().absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / MANIFEST_NAME
+    rows, to_run = _plan(scenes, out, read_manifest(out), overwrite)
+    jobs = [_Job(i, scenes[i], row.output, to_run[row.scene])
+            for i, row in enumerate(rows) if row.status == "pending"]
+    for job in jobs:
+        _remove_stale_temporaries(Path(job.output))
+    _write_manifest(manifest_path, rows)
+
+    from tqdm.auto import tqdm
+
+    with contextlib.ExitStack() as stack:
+        if not jobs:
+            results: Iterator[tuple[_Job, SceneResult]] = iter(())
+        elif use_dask:
+            client = stack.enter_context(_dask_client(
+                workers, scheduler, retries, len(jobs), str(options.get("device", "auto"))))
+            if carried is not None:
+                client.register_plugin(_ModelPlugin(model_ref.key, carried),
+                                       name=f"rsgan-model-{model_ref.key}")
+                stack.callback(_unregister_plugin, client, f"rsgan-model-{model_ref.key}")
+            results = _run_on_dask(client, jobs, model_ref, options)
+        else:
+            if carried is not None:
+                _WORKER_MODELS[model_ref.key] = carried
+                stack.callback(_WORKER_MODELS.pop, model_ref.key, None)
+            results = _run_in_process(jobs, model_ref, options)
+        bar = stack.enter_context(tqdm(total=len(jobs), unit="scene", disable=not progress,
+                                       desc="translating scenes"))
+        for job, result in results:
+            rows[job.index] = result
+            _write_manifest(manifest_path, rows)
+            bar.update(1)
+    for job in jobs:  # temporaries of tasks whose worker died
+        _remove_stale_temporaries(Path(job.output))
+    return _manifest_frame(rows)
+
+
+def _unregister_plugin(client: Any, name: str) -> None:
+    with contextlib.suppress(Exception):  # the cluster may already be gone
+        client.unregister_worker_plugin(name)
+
+
+def summary_table(manifest: pd.DataFrame) -> str:
+    """A plain-text summary of a manifest: counts per status, then each failed scene."""
+    counts = manifest["status"].value_counts()
+    lines = ["status   scenes"]
+    lines += [f"{status:<8} {int(counts.get(status, 0)):>6}" for status in STATUSES[1:]]
+    lines.append(f"{'total':<8} {len(manifest):>6}")
+    failed = manifest[manifest["status"] == "failed"]
+    if len(failed):
+        lines.append("")
+        lines.append("failed scenes:")
+        lines += [f"  {row.scene}: {row.error}" for row in failed.itertuples()]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "MANIFEST_NAME",
+    "Scene",
+    "SceneResult",
+    "output_path",
+    "read_catalog",
+    "read_manifest",
+    "sha256_file",
+    "summary_table",
+    "translate_catalog",
+]
