@@ -356,14 +356,26 @@ def read_window(
     indexes = check_bands(src.count, bands, path=src.name)
     inner, (rows, cols) = _clip_window(window, src.width, src.height, boundless=boundless)
     _, _, h, w = _window_ints(window)
-    if inner is not None and inner.height == h and inner.width == w:
-        return src.read(indexes, window=inner)
-    if fill is None:
-        fill = src.nodata if src.nodata is not None else 0
-    out = np.full((len(indexes), h, w), fill, dtype=src.dtypes[indexes[0] - 1])
-    if inner is not None:
-        out[:, rows, cols] = src.read(indexes, window=inner)
+    with _reading(src):
+        if inner is not None and inner.height == h and inner.width == w:
+            return src.read(indexes, window=inner)
+        if fill is None:
+            fill = src.nodata if src.nodata is not None else 0
+        out = np.full((len(indexes), h, w), fill, dtype=src.dtypes[indexes[0] - 1])
+        if inner is not None:
+            out[:, rows, cols] = src.read(indexes, window=inner)
     return out
+
+
+@contextmanager
+def _reading(src: DatasetReader) -> Iterator[None]:
+    """Turn GDAL read failures (corrupt or truncated blocks) into :class:`RasterReadError`."""
+    try:
+        yield
+    except RasterioError as exc:
+        raise RasterReadError(
+            f"cannot read pixels of {src.name} ({exc}); the file may be truncated or corrupt"
+        ) from exc
 
 
 def _all_valid(src: DatasetReader, indexes: Bands) -> bool:
@@ -409,14 +421,15 @@ def read_valid_mask(
     mask = np.zeros((h, w), dtype=bool)
     if inner is None:
         return mask
-    if _all_valid(src, indexes):
-        inner_mask = np.ones((int(inner.height), int(inner.width)), dtype=bool)
-    else:
-        inner_mask = (src.read_masks(indexes, window=inner) > 0).all(axis=0)
-    is_float = any(np.issubdtype(np.dtype(src.dtypes[i - 1]), np.floating) for i in indexes)
-    if is_float:
-        pixels = data[:, rows, cols] if data is not None else src.read(indexes, window=inner)
-        inner_mask &= _nan_mask(pixels)
+    with _reading(src):
+        if _all_valid(src, indexes):
+            inner_mask = np.ones((int(inner.height), int(inner.width)), dtype=bool)
+        else:
+            inner_mask = (src.read_masks(indexes, window=inner) > 0).all(axis=0)
+        is_float = any(np.issubdtype(np.dtype(src.dtypes[i - 1]), np.floating) for i in indexes)
+        if is_float:
+            pixels = data[:, rows, cols] if data is not None else src.read(indexes, window=inner)
+            inner_mask &= _nan_mask(pixels)
     mask[rows, cols] = inner_mask
     return mask
 
@@ -549,11 +562,12 @@ def _sample_file(
         factor = _overview_factor(src, indexes[0], budget)
     if factor is not None:
         shape = (len(indexes), math.ceil(src.height / factor), math.ceil(src.width / factor))
-        data = src.read(indexes, out_shape=shape)
-        if _all_valid(src, indexes):
-            mask = np.ones(shape[1:], dtype=bool)
-        else:
-            mask = (src.read_masks(indexes, out_shape=shape) > 0).all(axis=0)
+        with _reading(src):
+            data = src.read(indexes, out_shape=shape)
+            if _all_valid(src, indexes):
+                mask = np.ones(shape[1:], dtype=bool)
+            else:
+                mask = (src.read_masks(indexes, out_shape=shape) > 0).all(axis=0)
         return [_valid_pixels(data, mask & _nan_mask(data))]
     chunks = []
     for window in _sample_windows(src.width, src.height, max_windows, window_size, rng):

@@ -1,0 +1,585 @@
+"""rsgan.io: describing, reading, masks, statistics, normalisation, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from hypothesis import given
+from hypothesis import strategies as st
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.windows import Window
+
+from rsgan.errors import (
+    BandError,
+    ConfigError,
+    OutputExistsError,
+    RasterReadError,
+    RasterWriteError,
+)
+from rsgan.io import (
+    BandStats,
+    Normalizer,
+    NotGeoreferencedWarning,
+    NoValidPixelsError,
+    WindowError,
+    atomic_output,
+    atomic_output_dir,
+    check_bands,
+    compute_band_stats,
+    copy_band_metadata,
+    describe,
+    list_image_files,
+    open_raster,
+    output_profile,
+    read_masked,
+    read_valid_mask,
+    read_window,
+    warn_if_not_georeferenced,
+    write_png_grid,
+    write_quicklook_png,
+)
+
+INT_DTYPES = ("uint8", "uint16", "int16")
+
+
+# --------------------------------------------------------------------------- describe / open
+
+
+def test_describe_reports_header(make_raster) -> None:
+    path = make_raster(
+        count=3,
+        dtype="uint16",
+        nodata=0,
+        descriptions=["blue", "green", "red"],
+        tags={"SENSOR": "test"},
+        tiled=True,
+        blocksize=32,
+    )
+    info = describe(path)
+    assert (info.width, info.height, info.count) == (96, 80, 3)
+    assert info.dtype == "uint16" and info.dtypes == ("uint16",) * 3
+    assert info.crs.to_epsg() == 32614 and info.is_georeferenced
+    assert info.transform.c == 500000.0 and info.res == (2.0, 2.0)
+    assert info.nodata == 0 and info.nodatavals == (0, 0, 0)
+    assert info.descriptions == ("blue", "green", "red")
+    assert info.tags["SENSOR"] == "test"
+    assert info.mask_flags[0] == (MaskFlags.nodata,)
+    assert info.block_shapes[0] == (32, 32)
+    assert info.bounds.left == 500000.0 and info.bounds.top == 5200000.0
+
+
+def test_mixed_dtype_is_refused_only_when_asked(tmp_path: Path) -> None:
+    # GDAL GeoTIFFs hold one dtype; a VRT can mix them.
+    a = tmp_path / "a.tif"
+    with rasterio.open(a, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst:
+        dst.write(np.ones((1, 8, 8), np.uint8))
+    vrt = tmp_path / "mixed.vrt"
+    vrt.write_text(
+        f"""<VRTDataset rasterXSize="8" rasterYSize="8">
+  <VRTRasterBand dataType="Byte" band="1"><SimpleSource>
+    <SourceFilename relativeToVRT="0">{a}</SourceFilename><SourceBand>1</SourceBand>
+  </SimpleSource></VRTRasterBand>
+  <VRTRasterBand dataType="UInt16" band="2"><SimpleSource>
+    <SourceFilename relativeToVRT="0">{a}</SourceFilename><SourceBand>1</SourceBand>
+  </SimpleSource></VRTRasterBand>
+</VRTDataset>"""
+    )
+    info = describe(vrt)
+    assert info.dtypes == ("uint8", "uint16")
+    with pytest.raises(BandError, match="different data types"):
+        _ = info.dtype
+
+
+def test_open_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(RasterReadError, match=r"no such file: .*nope\.tif; check the path"):
+        describe(tmp_path / "nope.tif")
+
+
+def test_open_not_a_raster(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.tif"
+    bad.write_text("this is not an image")
+    with pytest.raises(RasterReadError, match="notes.tif") as exc:
+        describe(bad)
+    assert "not recognized" in str(exc.value)
+
+
+def test_open_truncated_raster(make_raster, tmp_path: Path) -> None:
+    path = make_raster(width=64, height=64)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(RasterReadError, match="cut.tif"):
+        with open_raster(cut) as src:
+            src.read()
+
+
+def test_read_of_truncated_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "full.tif"
+    data = np.random.default_rng(0).integers(0, 255, (3, 256, 256)).astype("uint8")
+    profile = dict(driver="GTiff", width=256, height=256, count=3, dtype="uint8")
+    profile.update(tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    cut = tmp_path / "half.tif"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with open_raster(cut) as src, pytest.raises(RasterReadError, match="half.tif.*truncated"):
+        read_window(src, Window(0, 192, 64, 64))
+
+
+def test_open_folder(tmp_path: Path) -> None:
+    with pytest.raises(RasterReadError, match="is a folder"):
+        describe(tmp_path)
+
+
+# --------------------------------------------------------------------------- bands
+
+
+def test_check_bands() -> None:
+    assert check_bands(4, None) == (1, 2, 3, 4)
+    assert check_bands(4, [3, 1]) == (3, 1)
+    with pytest.raises(BandError, match=r"band 5 is out of range: x\.tif has 4 band"):
+        check_bands(4, (1, 5), path="x.tif")
+    with pytest.raises(BandError, match="between 1 and 4"):
+        check_bands(4, (0,))
+    with pytest.raises(BandError, match="empty"):
+        check_bands(4, ())
+    with pytest.raises(BandError, match="not an integer"):
+        check_bands(4, (1.5,))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- windows
+
+
+@given(
+    data=st.data(),
+    dtype=st.sampled_from(("uint8", "uint16", "int16", "float32")),
+    count=st.integers(1, 4),
+)
+def test_read_window_matches_numpy_slicing(tmp_path_factory, data, dtype, count) -> None:
+    from tests.conftest import synthetic_scene
+
+    height, width = data.draw(st.integers(5, 40)), data.draw(st.integers(5, 40))
+    arr = synthetic_scene(count, height, width, dtype, seed=height * width)
+    path = tmp_path_factory.mktemp("rw") / "s.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=width, height=height, count=count, dtype=dtype
+    ) as dst:
+        dst.write(arr)
+    row = data.draw(st.integers(-10, height - 1))
+    col = data.draw(st.integers(-10, width - 1))
+    h, w = data.draw(st.integers(1, 30)), data.draw(st.integers(1, 30))
+    bands = data.draw(st.lists(st.integers(1, count), min_size=1, max_size=count, unique=True))
+    padded = np.full((count, height + 60, width + 60), 7, dtype=dtype)
+    padded[:, 20 : 20 + height, 20 : 20 + width] = arr
+    expected = padded[[b - 1 for b in bands], 20 + row : 20 + row + h, 20 + col : 20 + col + w]
+    with open_raster(path) as src:
+        got = read_window(src, Window(col, row, w, h), bands, boundless=True, fill=7)
+        mask = read_valid_mask(src, Window(col, row, w, h), bands, boundless=True)
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, expected)
+    inside = np.zeros((height + 60, width + 60), bool)
+    inside[20 : 20 + height, 20 : 20 + width] = True
+    np.testing.assert_array_equal(mask, inside[20 + row : 20 + row + h, 20 + col : 20 + col + w])
+
+
+def test_read_window_fill_defaults_to_nodata(make_raster) -> None:
+    path = make_raster(width=10, height=10, count=1, nodata=9)
+    with open_raster(path) as src:
+        out = read_window(src, Window(5, 5, 10, 10), boundless=True)
+    assert (out[:, 5:, :] == 9).all() and (out[:, :, 5:] == 9).all()
+
+
+def test_window_past_edge_needs_boundless(make_raster) -> None:
+    path = make_raster(width=10, height=10)
+    with open_raster(path) as src, pytest.raises(WindowError, match="boundless=True"):
+        read_window(src, Window(5, 5, 10, 10))
+    with open_raster(path) as src, pytest.raises(WindowError, match="whole pixels"):
+        read_window(src, Window(0.5, 0, 4, 4))
+
+
+def test_read_window_band_out_of_range(make_raster) -> None:
+    path = make_raster(count=3)
+    with open_raster(path) as src, pytest.raises(BandError, match="band 4 is out of range"):
+        read_window(src, Window(0, 0, 4, 4), bands=(4,))
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def test_mask_from_nodata(make_raster) -> None:
+    path = make_raster(width=20, height=20, count=2, nodata=0, collar=3)
+    with open_raster(path) as src:
+        mask = read_valid_mask(src, Window(0, 0, 20, 20))
+    assert mask.sum() == 14 * 14 and not mask[0, 0] and mask[10, 10]
+
+
+def test_mask_nodata_in_one_band_invalidates_pixel(make_raster) -> None:
+    data = np.full((2, 6, 6), 5, np.uint8)
+    data[1, 2, 3] = 0
+    path = make_raster(data=data, nodata=0)
+    with open_raster(path) as src:
+        all_bands = read_valid_mask(src, Window(0, 0, 6, 6))
+        band1 = read_valid_mask(src, Window(0, 0, 6, 6), bands=(1,))
+    assert not all_bands[2, 3] and all_bands.sum() == 35
+    assert band1.all()
+
+
+def test_mask_from_internal_mask(tmp_path: Path) -> None:
+    path = tmp_path / "m.tif"
+    msk = np.full((8, 8), 255, np.uint8)
+    msk[:, :3] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(
+            path, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8"
+        ) as dst:
+            dst.write(np.ones((3, 8, 8), np.uint8))
+            dst.write_mask(msk)
+    with open_raster(path) as src:
+        mask = read_valid_mask(src, Window(0, 0, 8, 8))
+    np.testing.assert_array_equal(mask, msk > 0)
+
+
+def test_mask_from_alpha_band(make_raster) -> None:
+    data = np.full((4, 6, 6), 100, np.uint8)
+    data[3, :2, :] = 0  # transparent rows
+    path = make_raster(
+        data=data,
+        colorinterp=[ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha],
+    )
+    with open_raster(path) as src:
+        mask = read_valid_mask(src, Window(0, 0, 6, 6), bands=(1, 2, 3))
+    assert not mask[:2].any() and mask[2:].all()
+
+
+def test_mask_nan_is_invalid(make_raster) -> None:
+    data = np.ones((2, 5, 5), np.float32)
+    data[0, 1, 1] = np.nan
+    data[1, 3, 3] = np.inf
+    path = make_raster(data=data)
+    with open_raster(path) as src:
+        values, mask = read_masked(src, Window(0, 0, 5, 5))
+    assert mask.sum() == 23 and not mask[1, 1] and not mask[3, 3]
+    assert np.isnan(values[0, 1, 1])
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_stats_of_small_scene_are_exact(make_raster) -> None:
+    path = make_raster(width=40, height=30, count=2, dtype="uint16", nodata=0, collar=2)
+    with rasterio.open(path) as src:
+        arr = src.read()
+    valid = (arr != 0).all(axis=0)
+    stats = compute_band_stats(path, percentiles=(2, 50, 98))
+    assert stats.n_pixels == valid.sum() == 36 * 26
+    for b in range(2):
+        px = arr[b][valid].astype(float)
+        assert stats.min[b] == px.min() and stats.max[b] == px.max()
+        assert stats.mean[b] == pytest.approx(px.mean())
+        assert stats.std[b] == pytest.approx(px.std())
+        assert stats.percentiles[98.0][b] == pytest.approx(np.percentile(px, 98))
+
+
+def test_stats_sample_windows_of_large_scene(make_raster) -> None:
+    path = make_raster(width=128, height=128, count=1)
+    stats = compute_band_stats(path, max_windows=3, window_size=16)
+    assert stats.n_pixels == 3 * 16 * 16  # three windows, not the whole scene
+    again = compute_band_stats(path, max_windows=3, window_size=16)
+    assert again == stats  # seeded
+    other = compute_band_stats(path, max_windows=3, window_size=16, seed=1)
+    assert other.mean != stats.mean
+
+
+def test_stats_use_overviews_when_present(make_raster) -> None:
+    path = make_raster(width=128, height=128, count=1, tiled=True, blocksize=32)
+    with rasterio.open(path, "r+") as dst:
+        dst.build_overviews([2, 4])
+    stats = compute_band_stats(path, max_windows=4, window_size=16)
+    assert stats.n_pixels == 32 * 32  # the 4x overview fits 4 * 16 * 16 pixels
+
+
+def test_stats_pool_files_and_refuse_mixed(make_raster) -> None:
+    a = make_raster("a.tif", width=10, height=10, count=2, seed=1)
+    b = make_raster("b.tif", width=12, height=10, count=2, seed=2)
+    c = make_raster("c.tif", width=10, height=10, count=3)
+    assert compute_band_stats([a, b]).n_pixels == 220
+    with pytest.raises(BandError, match=r"c\.tif has 3 uint8 band.*a\.tif has 2"):
+        compute_band_stats([a, c])
+    assert compute_band_stats([a, c], bands=(1, 2)).bands == (1, 2)
+
+
+def test_stats_with_no_valid_pixel(make_raster) -> None:
+    path = make_raster(data=np.zeros((1, 5, 5), np.uint8), nodata=0)
+    with pytest.raises(NoValidPixelsError, match="no valid pixel"):
+        compute_band_stats(path)
+
+
+def test_band_stats_json_round_trip(make_raster) -> None:
+    stats = compute_band_stats(make_raster(width=20, height=20))
+    text = json.dumps(stats.to_dict())
+    assert BandStats.from_dict(json.loads(text)) == stats
+    with pytest.raises(ConfigError, match="malformed"):
+        BandStats.from_dict({"bands": [1]})
+
+
+# --------------------------------------------------------------------------- normaliser
+
+
+@given(dtype=st.sampled_from(INT_DTYPES), count=st.integers(1, 5), seed=st.integers(0, 999))
+def test_for_dtype_round_trip_is_exact(dtype: str, count: int, seed: int) -> None:
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(info.min, info.max, size=(count, 7, 9), endpoint=True).astype(dtype)
+    arr[0, 0, :2] = (info.min, info.max)
+    norm = Normalizer.for_dtype(dtype, count)
+    out = norm.normalize(arr)
+    assert out.dtype == np.float32 and out.min() >= -1 and out.max() <= 1
+    back = norm.denormalize(out)
+    assert back.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back, arr)
+
+
+@given(
+    dtype=st.sampled_from(INT_DTYPES),
+    lo_frac=st.floats(0, 0.4),
+    width_frac=st.floats(0.001, 0.6),
+    seed=st.integers(0, 999),
+)
+def test_stats_normaliser_round_trip_is_exact(dtype, lo_frac, width_frac, seed) -> None:
+    info = np.iinfo(dtype)
+    span = float(info.max) - float(info.min)
+    lo = float(info.min) + lo_frac * span
+    hi = lo + max(width_frac * span, 1.0)
+    norm = Normalizer(lo=(lo, lo - 3), hi=(hi, hi), dtype=dtype)
+    arr = np.random.default_rng(seed).integers(info.min, info.max, (2, 6, 6), endpoint=True)
+    arr = arr.astype(dtype)
+    np.testing.assert_array_equal(norm.denormalize(norm.normalize(arr)), arr)
+
+
+@given(seed=st.integers(0, 999))
+def test_float32_round_trip_to_rounding(seed: int) -> None:
+    arr = np.random.default_rng(seed).uniform(-0.5, 3.0, size=(3, 5, 5)).astype(np.float32)
+    norm = Normalizer(lo=(0.0, 0.1, -0.5), hi=(1.0, 2.0, 3.0), dtype="float32")
+    back = norm.denormalize(norm.normalize(arr))
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, arr, rtol=1e-6, atol=1e-6)
+
+
+def test_normalise_maps_lo_hi_to_unit_range_without_clipping() -> None:
+    norm = Normalizer(lo=(100.0,), hi=(200.0,), dtype="uint16")
+    arr = np.array([[[100, 150, 200, 300]]], np.uint16)
+    np.testing.assert_allclose(norm.normalize(arr), [[[-1, 0, 1, 3]]])
+    batch = np.stack([arr, arr])  # (n, bands, rows, cols)
+    np.testing.assert_allclose(norm.normalize(batch)[1], [[[-1, 0, 1, 3]]])
+
+
+def test_denormalise_clips_to_integer_range() -> None:
+    norm = Normalizer.for_dtype("uint8", 1)
+    out = norm.denormalize(np.array([[[-3.0, 1.5, np.nan, 0.0]]], np.float32))
+    np.testing.assert_array_equal(out, [[[0, 255, 0, 128]]])
+
+
+def test_normaliser_validation_and_dict() -> None:
+    with pytest.raises(ConfigError, match="greater than lo"):
+        Normalizer(lo=(5.0,), hi=(5.0,), dtype="uint8")
+    with pytest.raises(ConfigError, match="one value per band"):
+        Normalizer(lo=(0.0, 1.0), hi=(5.0,), dtype="uint8")
+    norm = Normalizer(lo=(1, 2), hi=(3, 4), dtype="int16")
+    assert Normalizer.from_dict(json.loads(json.dumps(norm.to_dict()))) == norm
+    with pytest.raises(BandError, match="normaliser has 2"):
+        norm.normalize(np.zeros((3, 2, 2)))
+
+
+def test_normaliser_from_stats() -> None:
+    stats = BandStats(
+        bands=(1, 2),
+        dtype="uint16",
+        n_pixels=10,
+        min=(0.0, 7.0),
+        max=(900.0, 7.0),
+        mean=(1.0, 7.0),
+        std=(1.0, 0.0),
+        percentiles={0.5: (10.0, 7.0), 99.5: (800.0, 7.0)},
+    )
+    pct = Normalizer.from_stats(stats)
+    assert pct.lo == (10.0, 7.0) and pct.hi == (800.0, 8.0)  # constant band guarded
+    mm = Normalizer.from_stats(stats, method="minmax")
+    assert mm.lo == (0.0, 7.0) and mm.hi == (900.0, 8.0)
+    with pytest.raises(ConfigError, match="percentile 2.0 is not in the statistics"):
+        Normalizer.from_stats(stats, low=2)
+    with pytest.raises(ConfigError, match="'zscore' is unknown"):
+        Normalizer.from_stats(stats, method="zscore")
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_output_profile_and_metadata_copy(make_raster, tmp_path: Path) -> None:
+    src_path = make_raster(
+        count=3,
+        dtype="uint16",
+        nodata=0,
+        descriptions=["b", "g", "r"],
+        colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red],
+        tags={"K": "v"},
+    )
+    info = describe(src_path)
+    profile = output_profile(info, count=2)
+    assert profile["crs"] == info.crs and profile["transform"] == info.transform
+    assert profile["tiled"] and profile["blockxsize"] == 256 and profile["predictor"] == 2
+    assert profile["BIGTIFF"] == "IF_SAFER" and profile["nodata"] == 0
+    assert output_profile(info, dtype="float32")["predictor"] == 3
+    with pytest.raises(ConfigError, match="does not fit the output type uint8"):
+        output_profile(replace(info, nodata=-9999.0), dtype="uint8")
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        output_profile(info, blocksize=100)
+    dst_path = tmp_path / "out.tif"
+    with rasterio.open(dst_path, "w", **profile) as dst:
+        dst.write(np.ones((2, info.height, info.width), np.uint16))
+        copy_band_metadata(info, dst, bands=(3, 1))
+    out = describe(dst_path)
+    assert out.descriptions == ("r", "b")
+    assert out.colorinterp == (ColorInterp.red, ColorInterp.blue)
+    assert out.tags["K"] == "v" and out.crs == info.crs and out.transform == info.transform
+
+
+# --------------------------------------------------------------------------- atomic outputs
+
+
+def _hidden(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if ".rsgan-" in p.name]
+
+
+def test_atomic_output_renames_on_success(tmp_path: Path) -> None:
+    dst = tmp_path / "out.tif"
+    with atomic_output(dst) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".out.tif.rsgan-tmp-")
+        assert tmp.suffix == ".tif" and not dst.exists()
+        tmp.write_text("x")
+    assert dst.read_text() == "x" and not _hidden(tmp_path)
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_atomic_output_cleans_up_on_failure(tmp_path: Path, error) -> None:
+    dst = tmp_path / "out.tif"
+    with pytest.raises(error), atomic_output(dst) as tmp:
+        tmp.write_text("partial")
+        raise error()
+    assert not dst.exists() and not _hidden(tmp_path)
+
+
+def test_atomic_output_refuses_existing_before_work(tmp_path: Path) -> None:
+    dst = tmp_path / "out.tif"
+    dst.write_text("old")
+    entered = False
+    with pytest.raises(OutputExistsError, match="out.tif exists; pass overwrite=True"):
+        with atomic_output(dst):
+            entered = True
+    assert not entered and dst.read_text() == "old"
+    with atomic_output(dst, overwrite=True) as tmp:
+        tmp.write_text("new")
+    assert dst.read_text() == "new"
+
+
+def test_atomic_output_bad_destinations(tmp_path: Path) -> None:
+    with pytest.raises(RasterWriteError, match="is a folder"), atomic_output(tmp_path):
+        pass
+    with pytest.raises(RasterWriteError, match="does not exist"):
+        with atomic_output(tmp_path / "missing" / "o.tif"):
+            pass
+    src = tmp_path / "in.tif"
+    src.write_text("input")
+    link = tmp_path / "link.tif"
+    os.symlink(src, link)
+    for dst in (src, link):
+        with pytest.raises(RasterWriteError, match="inputs are never modified"):
+            with atomic_output(dst, overwrite=True, inputs=[src]):
+                pass
+    assert src.read_text() == "input"
+
+
+def test_atomic_output_needs_a_written_file(tmp_path: Path) -> None:
+    with pytest.raises(RasterWriteError, match="nothing was written"):
+        with atomic_output(tmp_path / "o.tif"):
+            pass
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_atomic_output_unwritable_folder(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(RasterWriteError, match="not writable"):
+            with atomic_output(tmp_path / "o.tif"):
+                pass
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_atomic_output_dir(tmp_path: Path) -> None:
+    dst = tmp_path / "chips"
+    with pytest.raises(KeyboardInterrupt), atomic_output_dir(dst) as tmp:
+        (tmp / "a").write_text("1")
+        raise KeyboardInterrupt
+    assert not dst.exists() and not _hidden(tmp_path)
+    with atomic_output_dir(dst) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(OutputExistsError, match="--overwrite"), atomic_output_dir(dst):
+        pass
+    with atomic_output_dir(dst, overwrite=True) as tmp:
+        (tmp / "b").write_text("2")
+    assert [p.name for p in dst.iterdir()] == ["b"] and not _hidden(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RasterWriteError, match="is a file"), atomic_output_dir(tmp_path / "file"):
+        pass
+
+
+# --------------------------------------------------------------------------- folders, PNG
+
+
+def test_list_image_files_and_georef_warning(make_raster, tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    make_raster("b.TIF", folder=folder, crs=None)
+    make_raster("a.tif", folder=folder)
+    (folder / "notes.txt").write_text("")
+    (folder / ".hidden.tif").write_text("")
+    files = list_image_files(folder)
+    assert [f.name for f in files] == ["a.tif", "b.TIF"]
+    assert not warn_if_not_georeferenced(describe(files[0]))
+    with pytest.warns(NotGeoreferencedWarning, match="b.TIF has no CRS"):
+        assert warn_if_not_georeferenced(describe(files[1]))
+    with pytest.raises(RasterReadError, match="no image file"):
+        list_image_files(folder, extensions=(".png",))
+    with pytest.raises(RasterReadError, match="no such folder"):
+        list_image_files(tmp_path / "none")
+
+
+def test_quicklook_png_stretches_and_masks(tmp_path: Path) -> None:
+    arr = np.stack([np.tile(np.arange(100, dtype=np.uint16), (10, 1))] * 4)
+    mask = np.ones((10, 100), bool)
+    mask[0] = False
+    path = write_quicklook_png(arr, tmp_path / "q.png", stretch=(0, 100), mask=mask)
+    with rasterio.open(path) as src:
+        out = src.read()
+    assert src.driver == "PNG" and out.shape == (3, 10, 100)
+    assert out[0, 5, 0] == 0 and out[0, 5, 99] == 255 and (out[:, 0] == 0).all()
+    with pytest.raises(OutputExistsError):
+        write_quicklook_png(arr, path)
+
+
+def test_png_grid_layout(tmp_path: Path) -> None:
+    tiles = [np.full((3, 4, 5), v, np.uint8) for v in (10, 20, 30)] + [
+        np.full((1, 4, 5), 40, np.uint8)
+    ]
+    path = write_png_grid(tiles, tmp_path / "g.png", ncols=3, pad=1)
+    with rasterio.open(path) as src:
+        grid = src.read()
+    assert grid.shape == (3, 2 * 5 + 1, 3 * 6 + 1)
+    assert grid[0, 1, 1] == 10 and grid[0, 1, 7] == 20 and grid[2, 6, 1] == 40
+    assert grid[0, 0, 0] == 0
+    with pytest.raises(ConfigError, match="differ in size"):
+        write_png_grid([tiles[0], np.zeros((3, 2, 2), np.uint8)], tmp_path / "h.png", 2)
