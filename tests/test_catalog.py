@@ -1,0 +1,356 @@
+"""translate_catalog on a real Dask LocalCluster (2 worker processes) and the real
+translate_raster: every catalog kind, reruns, bad rows, a worker killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pystac
+import pytest
+import rasterio
+import torch
+from shapely.geometry import box
+
+from rsgan.checkpoint import DomainInfo, save_checkpoint
+from rsgan.errors import CatalogError, ConfigError
+from rsgan.io import Normalizer
+from rsgan.models import CycleGANConfig, build_nets
+from rsgan.pipelines import catalog as catalog_module
+from rsgan.pipelines.catalog import (
+    MANIFEST_NAME,
+    read_catalog,
+    read_manifest,
+    sha256_file,
+    translate_catalog,
+)
+
+distributed = pytest.importorskip("distributed")
+
+SIZES = ((48, 40), (64, 56), (40, 72))  # (width, height) of the generated scenes
+FAST = {"tile": 64, "overlap": 16, "progress": False}
+
+
+class KillOnce(torch.nn.Module):
+    """Identity that kills its worker process the first time it runs (marker file)."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os._exit(1)  # the worker dies in the middle of a task
+        return x
+
+
+class InterruptOn4Bands(torch.nn.Module):
+    """Identity that raises KeyboardInterrupt on a 4-band scene (a user's Ctrl-C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 4:
+            raise KeyboardInterrupt
+        return x
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[object]:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture
+def scenes(make_raster: Callable[..., Path], tmp_path: Path) -> list[Path]:
+    folder = tmp_path / "data" / "scenes"
+    return [
+        make_raster(f"scene_{i}.tif", width=w, height=h, seed=i, folder=folder,
+                    transform=rasterio.Affine(2.0, 0, 500000.0 + 1000 * i, 0, -2.0, 5200000.0))
+        for i, (w, h) in enumerate(SIZES)
+    ]
+
+
+def _pixels_and_grid(path: Path | str) -> tuple[np.ndarray, tuple]:
+    with rasterio.open(path) as src:
+        return src.read(), (src.crs, src.transform, src.width, src.height, src.dtypes)
+
+
+def _assert_identity_outputs(manifest: gpd.GeoDataFrame, sources: list[Path]) -> None:
+    assert sorted(manifest["status"]) == ["done"] * len(sources)
+    by_source = {Path(r.source).resolve(): r for r in manifest.itertuples()}
+    for src in sources:
+        row = by_source[src.resolve()]
+        assert Path(row.output).name == f"{src.stem}_translated.tif"
+        out_pixels, out_grid = _pixels_and_grid(row.output)
+        in_pixels, in_grid = _pixels_and_grid(src)
+        assert out_grid == in_grid
+        np.testing.assert_array_equal(out_pixels, in_pixels)
+        assert row.sha256 == sha256_file(row.output)
+        # the footprint is in EPSG:4326 and covers the scene's centre
+        with rasterio.open(src) as ds:
+            centre = box(*ds.bounds).centroid
+        centre_4326 = gpd.GeoSeries([centre], crs=ds.crs).to_crs("EPSG:4326").iloc[0]
+        assert manifest.crs.to_epsg() == 4326
+        assert row.geometry.contains(centre_4326)
+        item = json.loads(Path(row.output).with_suffix(".json").read_text())
+        assert item["assets"]["data"]["file:checksum"] == "1220" + row.sha256
+        assert item["properties"]["proj:code"] == "EPSG:32614"
+
+
+def _footprints(paths: list[Path]) -> list:
+    geoms = []
+    for p in paths:
+        with rasterio.open(p) as ds:
+            geoms.append(box(*ds.bounds))
+    return geoms
+
+
+def _write_catalog(kind: str, scenes: list[Path], root: Path) -> str:
+    """Write a catalog of ``scenes`` of the given kind under ``root`` (paths relative)."""
+    rel = [os.path.relpath(p, root) for p in scenes]
+    table = gpd.GeoDataFrame({"path": rel}, geometry=_footprints(scenes), crs="EPSG:32614")
+    if kind in ("gpkg", "geojson", "parquet"):
+        path = root / f"catalog.{kind}"
+        if kind == "parquet":
+            table.to_parquet(path)
+        else:
+            table.to_file(path, driver="GPKG" if kind == "gpkg" else "GeoJSON")
+        return os.fspath(path)
+    if kind == "csv":
+        pd.DataFrame({"path": rel}).to_csv(root / "catalog.csv", index=False)
+        return os.fspath(root / "catalog.csv")
+    if kind == "folder":
+        return os.fspath(scenes[0].parent)
+    if kind == "glob":
+        return os.fspath(scenes[0].parent / "scene_*.tif")
+    items = []
+    for p, geom in zip(scenes, table.to_crs("EPSG:4326").geometry, strict=True):
+        item = pystac.Item(p.stem, geom.__geo_interface__, list(geom.bounds),
+                           pystac.utils.str_to_datetime("2020-01-01T00:00:00Z"), {})
+        item.add_asset("visual", pystac.Asset(os.path.relpath(p, root),
+                                              media_type=pystac.MediaType.GEOTIFF))
+        item.add_asset("thumbnail", pystac.Asset("thumb.png", media_type=pystac.MediaType.PNG))
+        items.append(item)
+    if kind == "stac-items":
+        path = root / "items.json"
+        pystac.ItemCollection(items).save_object(dest_href=os.fspath(path))
+        return os.fspath(path)
+    cat = pystac.Catalog("scenes", "test scenes")
+    for item in items:
+        item.assets["visual"].href = os.fspath(root / item.assets["visual"].href)
+        cat.add_item(item)
+    cat.normalize_hrefs(os.fspath(root / "stac"))
+    cat.make_all_asset_hrefs_relative()
+    cat.save(pystac.CatalogType.SELF_CONTAINED)
+    return os.fspath(root / "stac" / "catalog.json")
+
+
+KINDS = ("gpkg", "geojson", "parquet", "csv", "folder", "glob", "stac-items", "stac-catalog")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_catalog_kind_translates_on_the_cluster(
+    kind: str, scenes: list[Path], tmp_path: Path, client: object
+) -> None:
+    catalog = _write_catalog(kind, scenes, tmp_path / "data")
+    asset_key = "visual" if kind.startswith("stac") else None
+    manifest = translate_catalog(catalog, tmp_path / "out", torch.nn.Identity(),
+                                 scheduler=client, asset_key=asset_key, **FAST)
+    _assert_identity_outputs(manifest, scenes)
+    on_disk = read_manifest(tmp_path / "out")
+    assert on_disk is not None
+    assert list(on_disk["sha256"]) == list(manifest["sha256"])
+
+
+def test_rerun_is_a_no_op_then_redoes_only_what_changed(
+    scenes: list[Path], tmp_path: Path, client: object
+) -> None:
+    out = tmp_path / "out"
+    first = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), scheduler=client,
+                              **FAST)
+    stamps = {p: os.stat(p).st_mtime_ns for p in first["output"]}
+    again = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), scheduler=client,
+                              **FAST)
+    assert list(again["status"]) == ["skipped"] * 3
+    assert {p: os.stat(p).st_mtime_ns for p in again["output"]} == stamps
+    assert list(again["sha256"]) == list(first["sha256"])
+    assert list(read_manifest(out)["status"]) == ["skipped"] * 3
+
+    gone, damaged, kept = (Path(p) for p in first["output"])
+    gone.unlink()
+    with open(damaged, "ab") as f:
+        f.write(b"junk")
+    third = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), scheduler=client,
+                              **FAST)
+    assert list(third["status"]) == ["done", "done", "skipped"]
+    assert os.stat(kept).st_mtime_ns == stamps[os.fspath(kept)]
+    _assert_identity_outputs(third.assign(status="done"), scenes)
+
+
+def test_bad_rows_fail_alone(
+    scenes: list[Path], tmp_path: Path, client: object
+) -> None:
+    corrupt = scenes[0].parent / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00 this is not a GeoTIFF")
+    twin = tmp_path / "data" / "other" / scenes[1].name  # same stem, other folder
+    twin.parent.mkdir(parents=True)
+    twin.write_bytes(scenes[1].read_bytes())
+    rows = [*map(os.fspath, scenes), os.fspath(corrupt), "scenes/missing.tif", os.fspath(twin),
+            os.fspath(scenes[2]), ""]
+    pd.DataFrame({"path": rows}).to_csv(tmp_path / "data" / "catalog.csv", index=False)
+    manifest = translate_catalog(tmp_path / "data" / "catalog.csv", tmp_path / "out",
+                                 torch.nn.Identity(), scheduler=client, **FAST)
+    status = dict(enumerate(manifest["status"]))
+    errors = list(manifest["error"])
+    assert [status[i] for i in range(3)] == ["done"] * 3
+    assert status[3] == "failed" and "corrupt.tif" in errors[3] and "row 4" in errors[3]
+    assert status[4] == "failed" and "missing.tif" in errors[4]
+    assert status[5] == "failed" and "would write the same output as row 2" in errors[5]
+    assert status[6] == "failed" and "repeats the file of row 3" in errors[6]
+    assert status[7] == "failed" and "empty 'path'" in errors[7]
+    _assert_identity_outputs(manifest[manifest["status"] == "done"], scenes)
+
+
+def test_worker_killed_mid_task_is_retried_and_every_output_is_valid(
+    scenes: list[Path], tmp_path: Path, client: object
+) -> None:
+    marker = tmp_path / "killed-once"
+    manifest = translate_catalog(scenes[0].parent, tmp_path / "out", KillOnce(os.fspath(marker)),
+                                 scheduler=client, **FAST)
+    assert marker.exists()  # a worker really died
+    _assert_identity_outputs(manifest, scenes)
+    assert not list((tmp_path / "out").glob(".*rsgan-tmp*"))  # its temporary was cleaned
+
+
+def test_checkpoint_is_loaded_once_per_worker(
+    scenes: list[Path], tmp_path: Path, client: object
+) -> None:
+    config = CycleGANConfig(in_channels_a=3, in_channels_b=3, ngf=4, ndf=4, n_blocks=1)
+    torch.manual_seed(0)
+    domain = DomainInfo(bands=None, count=3, dtype="uint8",
+                        normalizer=Normalizer.for_dtype("uint8", 3))
+    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", kind="cyclegan", config=config,
+                           nets=build_nets("cyclegan", config), domains={"a": domain, "b": domain},
+                           generators_only=True)
+    manifest = translate_catalog(scenes[0].parent, tmp_path / "out", ckpt, scheduler=client,
+                                 precision="fp32", **FAST)
+    assert list(manifest["status"]) == ["done"] * 3
+    for row, src in zip(manifest.itertuples(), scenes, strict=True):
+        assert _pixels_and_grid(row.output)[1] == _pixels_and_grid(src)[1]
+    cached = client.run(lambda: sorted(catalog_module._WORKER_MODELS))
+    keys = [k for ks in cached.values() for k in ks if k.startswith(os.fspath(ckpt))]
+    assert 1 <= len(keys) <= 2 and all(len(ks) <= 2 for ks in cached.values())
+    assert all(sum(k.startswith(os.fspath(ckpt)) for k in ks) <= 1 for ks in cached.values())
+
+
+def test_sequential_run_matches_the_cluster_and_survives_an_interrupt(
+    make_raster: Callable[..., Path], scenes: list[Path], tmp_path: Path, client: object
+) -> None:
+    dask_run = translate_catalog(scenes[0].parent, tmp_path / "dask", torch.nn.Identity(),
+                                 scheduler=client, **FAST)
+    make_raster("scene_3.tif", count=4, width=40, height=40, folder=scenes[0].parent, seed=3)
+    make_raster("scene_4.tif", width=40, height=40, folder=scenes[0].parent, seed=4)
+    out = tmp_path / "seq"
+    with pytest.raises(KeyboardInterrupt):
+        translate_catalog(scenes[0].parent, out, InterruptOn4Bands(), workers=0, **FAST)
+    halfway = read_manifest(out)
+    assert list(halfway["status"]) == ["done"] * 3 + ["pending"] * 2
+    assert list(halfway["sha256"][:3]) == list(dask_run["sha256"])  # same bytes either way
+    resumed = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(resumed["status"]) == ["skipped"] * 3 + ["done"] * 2
+
+
+def test_stac_asset_key_errors(scenes: list[Path], tmp_path: Path) -> None:
+    catalog = _write_catalog("stac-items", scenes, tmp_path / "data")
+    with pytest.raises(CatalogError, match="no item has an asset 'nope'.*thumbnail, visual"):
+        read_catalog(catalog, asset_key="nope")
+    # two assets, one of them a raster (the PNG thumbnail counts too): must be named
+    rows = read_catalog(catalog)
+    assert all(r.error and "pass asset_key" in r.error for r in rows)
+    doc = json.loads(Path(catalog).read_text())
+    del doc["features"][1]["assets"]["visual"]
+    Path(catalog).write_text(json.dumps(doc))
+    rows = read_catalog(catalog, asset_key="visual")
+    assert [r.error is None for r in rows] == [True, False, True]
+    assert "item 'scene_1'" in rows[1].error and "has no asset 'visual'" in rows[1].error
+
+
+def test_scene_names_cannot_escape_the_output_folder(scenes: list[Path], tmp_path: Path) -> None:
+    item = pystac.Item("../escaped", None, None,
+                       pystac.utils.str_to_datetime("2020-01-01T00:00:00Z"), {})
+    item.add_asset("data", pystac.Asset(os.fspath(scenes[0]), media_type=pystac.MediaType.GEOTIFF))
+    path = tmp_path / "items.json"
+    pystac.ItemCollection([item]).save_object(dest_href=os.fspath(path))
+    manifest = translate_catalog(path, tmp_path / "out", torch.nn.Identity(), workers=0, **FAST)
+    assert list(manifest["status"]) == ["failed"]
+    assert "outside the output folder" in manifest["error"][0]
+    assert not list(tmp_path.glob("*.tif")) and not list(tmp_path.glob("escaped*"))
+
+
+def test_foreign_file_at_an_output_path_is_not_overwritten(
+    scenes: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    foreign = out / "scene_0_translated.tif"
+    foreign.write_bytes(b"someone else's file")
+    manifest = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(manifest["status"]) == ["failed", "done", "done"]
+    assert "overwrite=True" in manifest["error"][0]
+    assert foreign.read_bytes() == b"someone else's file"
+    manifest = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0,
+                                 overwrite=True, **FAST)
+    _assert_identity_outputs(manifest, scenes)
+
+
+def test_unreachable_scheduler_is_a_clear_error(
+    scenes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog_module, "CONNECT_TIMEOUT_S", 1)
+    with pytest.raises(CatalogError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
+        translate_catalog(scenes[0].parent, tmp_path / "out", torch.nn.Identity(),
+                          scheduler="tcp://127.0.0.1:9", **FAST)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"workers": 2, "scheduler": "tcp://127.0.0.1:9"}, "both given"),
+        ({"workers": -1}, "workers=-1"),
+        ({"retries": -1}, "retries=-1"),
+        ({"tile_size": 64}, "unknown translation option.*tile_size"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(
+    kwargs: dict, match: str, scenes: list[Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        translate_catalog(scenes[0].parent, tmp_path / "out", torch.nn.Identity(), **kwargs)
+    assert not (tmp_path / "out" / MANIFEST_NAME).exists()
+
+
+def test_bad_catalogs_are_clear_errors(tmp_path: Path) -> None:
+    pd.DataFrame({"file": ["a.tif"]}).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(CatalogError, match="no column 'path'.*file.*path_column"):
+        read_catalog(tmp_path / "c.csv")
+    with pytest.raises(CatalogError, match="does not exist"):
+        read_catalog(tmp_path / "nope.gpkg")
+    with pytest.raises(CatalogError, match="lists no scenes"):
+        read_catalog(tmp_path / "*.tif")
+
+
+def test_without_dask_runs_in_process_with_a_warning(
+    scenes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog_module, "_dask_available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="Dask is not installed"):
+        manifest = translate_catalog(scenes[0].parent, tmp_path / "out", torch.nn.Identity(),
+                                     **FAST)
+    _assert_identity_outputs(manifest, scenes)
