@@ -316,8 +316,8 @@ class ChipDataset(Dataset):
         aoi: BaseGeometry | None = self._aoi.get(scene)
         if aoi is not None:
             t = window_transform(window, self._infos[scene].transform)
-            corners = [t * (0, 0), t * (window.width, 0), t * (window.width, window.height)]
-            corners.append(t * (0, window.height))
+            corners = [t @ (0, 0), t @ (window.width, 0), t @ (window.width, window.height)]
+            corners.append(t @ (0, window.height))
             if not aoi_keep(np.array([Polygon(corners)], dtype=object), aoi, self._aoi_within)[0]:
                 return False
         if self.max_nodata is not None:

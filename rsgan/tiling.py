@@ -302,7 +302,7 @@ def _footprints(windows: Sequence[Window], transform: Affine) -> np.ndarray:
     polys = []
     for w in windows:
         t = window_transform(w, transform)
-        corners = [t * (0, 0), t * (w.width, 0), t * (w.width, w.height), t * (0, w.height)]
+        corners = [t @ (0, 0), t @ (w.width, 0), t @ (w.width, w.height), t @ (0, w.height)]
         polys.append(shapely.Polygon(corners))
     return np.array(polys, dtype=object)
 
