@@ -1,7 +1,111 @@
-"""`rsgan translate`: (being written)."""
+"""`rsgan translate`: translate a whole scene with a generator, seam-free."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import click
 
-commands: list[click.Command] = []
+from rsgan.cli._options import BANDS
+from rsgan.mosaic import BLENDS
+from rsgan.pipelines.translate import NORM_MODES, translate_raster, write_quicklook
+
+
+@click.command("translate", short_help="Translate a whole scene with a generator.")
+@click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint (.safetensors); default $RSGAN_MODEL, else the bundled model.",
+)
+@click.option(
+    "--direction", type=click.Choice(["a2b", "b2a"]), default="a2b", show_default=True
+)
+@click.option("--tile", default=768, show_default=True, type=int, help="Largest tile side, px.")
+@click.option(
+    "--overlap", default=64, show_default=True, type=int, help="Least tile overlap, px."
+)
+@click.option("--blend", type=click.Choice(list(BLENDS)), default="hann", show_default=True)
+@click.option("--batch-size", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--bands", type=BANDS, default=None, help="1-based bands, e.g. 1,2,3 (default all).")
+@click.option(
+    "--norm",
+    type=click.Choice(list(NORM_MODES)),
+    default="scene",
+    show_default=True,
+    help="scene: seam-free scene statistics; tile: per-tile statistics (shows seams).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default=None,
+    help="Default: the model's preference, else bf16 on CUDA, fp32 on CPU.",
+)
+@click.option("--dtype", default=None, help="Output data type (default the source's), e.g. float32.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing DST.")
+@click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF with overviews.")
+@click.option(
+    "--quicklook",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a PNG preview of the output.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+def translate(
+    src: Path,
+    dst: Path,
+    model: Path | None,
+    direction: str,
+    tile: int,
+    overlap: int,
+    blend: str,
+    batch_size: int,
+    device: str,
+    bands: tuple[int, ...] | None,
+    norm: str,
+    precision: str | None,
+    dtype: str | None,
+    overwrite: bool,
+    cog: bool,
+    quicklook: Path | None,
+    quiet: bool,
+) -> None:
+    """Translate SRC into DST (GeoTIFF on the same grid) with a CycleGAN generator.
+
+    \b
+    Example:
+      rsgan translate pre.tif post_style.tif --model model.safetensors --cog
+    """
+    started = time.perf_counter()
+    out = translate_raster(
+        src,
+        dst,
+        model,
+        direction=direction,
+        tile=tile,
+        overlap=overlap,
+        blend=blend,
+        batch_size=batch_size,
+        device=device,
+        bands=bands,
+        overwrite=overwrite,
+        cog=cog,
+        progress=not quiet,
+        norm=norm,
+        dtype=dtype,
+        precision=precision,
+    )
+    seconds = time.perf_counter() - started
+    if quicklook is not None:
+        write_quicklook(out, quicklook, overwrite=overwrite)
+    if not quiet:
+        click.echo(f"wrote {out} in {seconds:.1f} s")
+        if quicklook is not None:
+            click.echo(f"quicklook: {quicklook}")
+
+
+commands: list[click.Command] = [translate]

@@ -139,17 +139,23 @@ def check_alignment(image: RasterInfo, mask: RasterInfo) -> None:
     """
     where = f"image {image.path} and mask {mask.path}"
     if image.shape != mask.shape:
-        raise PairError(f"{where} differ in size: {image.width}x{image.height} vs "
-                        f"{mask.width}x{mask.height} px; masks must be on the image's grid")
+        raise PairError(
+            f"{where} differ in size: {image.width}x{image.height} vs "
+            f"{mask.width}x{mask.height} px; masks must be on the image's grid"
+        )
     if _pixel_grid(mask):
         return
     if image.crs != mask.crs:
-        raise PairError(f"{where} are in different CRSs ({image.crs} vs {mask.crs}); "
-                        "reproject the mask onto the image's grid")
+        raise PairError(
+            f"{where} are in different CRSs ({image.crs} vs {mask.crs}); "
+            "reproject the mask onto the image's grid"
+        )
     tolerance = 1e-6 * max(image.res)
     if not image.transform.almost_equals(mask.transform, precision=tolerance):
-        raise PairError(f"{where} have different transforms ({tuple(image.transform)[:6]} vs "
-                        f"{tuple(mask.transform)[:6]}); resample the mask onto the image's grid")
+        raise PairError(
+            f"{where} have different transforms ({tuple(image.transform)[:6]} vs "
+            f"{tuple(mask.transform)[:6]}); resample the mask onto the image's grid"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,8 +163,9 @@ def check_alignment(image: RasterInfo, mask: RasterInfo) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def copy_mask_to_grid(mask: PathLike, grid: RasterInfo, dst: PathLike, *,
-                      overwrite: bool = False) -> Path:
+def copy_mask_to_grid(
+    mask: PathLike, grid: RasterInfo, dst: PathLike, *, overwrite: bool = False
+) -> Path:
     """Write ``mask``'s pixels unchanged onto ``grid`` (its size, transform and CRS).
 
     The mask keeps its own bands, data type, nodata and colour table.
@@ -169,8 +176,10 @@ def copy_mask_to_grid(mask: PathLike, grid: RasterInfo, dst: PathLike, *,
     dst = Path(dst)
     with open_raster(mask) as src:
         if (src.height, src.width) != grid.shape:
-            raise PairError(f"mask {mask} is {src.width}x{src.height} px but the grid of "
-                            f"{grid.path} is {grid.width}x{grid.height} px")
+            raise PairError(
+                f"mask {mask} is {src.width}x{src.height} px but the grid of "
+                f"{grid.path} is {grid.width}x{grid.height} px"
+            )
         data = src.read()
         colormap = _colormap(src)
         profile = output_profile(grid, count=src.count, dtype=src.dtypes[0], nodata=src.nodata)
@@ -197,8 +206,10 @@ def _refuse_existing(paths: Sequence[Path]) -> None:
     existing = [p for p in paths if p.exists()]
     if existing:
         shown = ", ".join(map(str, existing[:3])) + (" ..." if len(existing) > 3 else "")
-        raise OutputExistsError(f"{len(existing)} output(s) exist already ({shown}); pass "
-                                "overwrite=True (--overwrite) or choose another output folder")
+        raise OutputExistsError(
+            f"{len(existing)} output(s) exist already ({shown}); pass "
+            "overwrite=True (--overwrite) or choose another output folder"
+        )
 
 
 def augment_segmentation_dataset(
@@ -249,7 +260,9 @@ def augment_segmentation_dataset(
     pairs, failures = pair_files(images, masks)
     index_path = out / INDEX_NAME
     if not overwrite:
-        _refuse_existing([index_path, *(p for pair in pairs for p in _output_paths(out, pair.stem))])
+        _refuse_existing(
+            [index_path, *(p for pair in pairs for p in _output_paths(out, pair.stem))]
+        )
     for sub in ("images", "masks"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     if isinstance(model, (str, os.PathLike)):
@@ -261,31 +274,49 @@ def augment_segmentation_dataset(
         image_out, mask_out = _output_paths(out, pair.stem)
         try:
             check_alignment(describe(pair.image), describe(pair.mask))
-            translate_raster(pair.image, image_out, model, direction=direction,
-                             overwrite=overwrite, progress=False, **translate_kwargs)
+            translate_raster(
+                pair.image,
+                image_out,
+                model,
+                direction=direction,
+                overwrite=overwrite,
+                progress=False,
+                **translate_kwargs,
+            )
             copy_mask_to_grid(pair.mask, describe(image_out), mask_out, overwrite=overwrite)
         except RsganError as exc:
             failures[pair.stem] = str(exc)
             continue
         rows.append(_index_row(pair.image, pair.mask, pair.image, pair.mask, False))
-        rows.append(_index_row(image_out.relative_to(out), mask_out.relative_to(out),
-                               pair.image, pair.mask, True))
+        rows.append(
+            _index_row(
+                image_out.relative_to(out), mask_out.relative_to(out), pair.image, pair.mask, True
+            )
+        )
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     with atomic_output(index_path, overwrite=overwrite, suffix=".csv") as tmp:
         index.to_csv(tmp, index=False)
     if failures:
         lines = "\n".join(f"  {stem}: {msg}" for stem, msg in sorted(failures.items()))
-        raise AugmentError(f"{len(failures)} of {len(pairs) + len(failures)} pair(s) failed; "
-                           f"the other {len(rows) // 2} were written to {index_path}:\n{lines}",
-                           index, failures)
+        raise AugmentError(
+            f"{len(failures)} of {len(pairs) + len(failures)} pair(s) failed; "
+            f"the other {len(rows) // 2} were written to {index_path}:\n{lines}",
+            index,
+            failures,
+        )
     return index
 
 
-def _index_row(image: Path, mask: Path, source_image: Path, source_mask: Path,
-               translated: bool) -> dict[str, Any]:
-    return {"image": os.fspath(image), "mask": os.fspath(mask),
-            "source_image": os.fspath(Path(source_image).absolute()),
-            "source_mask": os.fspath(Path(source_mask).absolute()), "translated": translated}
+def _index_row(
+    image: Path, mask: Path, source_image: Path, source_mask: Path, translated: bool
+) -> dict[str, Any]:
+    return {
+        "image": os.fspath(image),
+        "mask": os.fspath(mask),
+        "source_image": os.fspath(Path(source_image).absolute()),
+        "source_mask": os.fspath(Path(source_mask).absolute()),
+        "translated": translated,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -299,13 +330,17 @@ def load_index(index: PathLike | pd.DataFrame) -> pd.DataFrame:
         return index.copy()
     path = Path(index)
     if not path.is_file():
-        raise ConfigError(f"index {path} does not exist; pass the index.csv written by "
-                          "augment_segmentation_dataset (rsgan augment)")
+        raise ConfigError(
+            f"index {path} does not exist; pass the index.csv written by "
+            "augment_segmentation_dataset (rsgan augment)"
+        )
     table = pd.read_csv(path)
     missing = [c for c in INDEX_COLUMNS if c not in table.columns]
     if missing:
-        raise ConfigError(f"index {path} lacks column(s) {', '.join(missing)}; "
-                          "pass an index.csv written by rsgan augment")
+        raise ConfigError(
+            f"index {path} lacks column(s) {', '.join(missing)}; "
+            "pass an index.csv written by rsgan augment"
+        )
     for column in ("image", "mask"):
         table[column] = [os.fspath(_under(path.parent, v)) for v in table[column]]
     return table

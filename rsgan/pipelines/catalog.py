@@ -221,11 +221,19 @@ def _read_table(path: Path, *, path_column: str, **_: Any) -> list[Scene]:
     for i, value in enumerate(table[path_column]):
         label = f"row {i + 1} of {path.name}"
         if not isinstance(value, str) or not value.strip():
-            scenes.append(Scene(f"row-{i + 1}", "", label, footprints[i],
-                                error=f"{label}: empty {path_column!r}; give a raster path"))
+            scenes.append(
+                Scene(
+                    f"row-{i + 1}",
+                    "",
+                    label,
+                    footprints[i],
+                    error=f"{label}: empty {path_column!r}; give a raster path",
+                )
+            )
             continue
-        scenes.append(replace(_path_scene(_resolve(value, path.parent), label),
-                              footprint=footprints[i]))
+        scenes.append(
+            replace(_path_scene(_resolve(value, path.parent), label), footprint=footprints[i])
+        )
     return scenes
 
 
@@ -278,18 +286,24 @@ def _stac_scene(item: Any, asset_key: str | None, catalog: Path) -> Scene:
         rasters = [k for k, a in item.assets.items() if _looks_like_raster(a)]
         if len(rasters) != 1:
             found = ", ".join(sorted(item.assets)) or "none"
-            return replace(scene, error=(
-                f"{label} of {catalog.name}: cannot tell which asset to translate "
-                f"(raster assets: {', '.join(rasters) or 'none'}; all assets: {found}); "
-                "pass asset_key (--asset-key)"
-            ))
+            return replace(
+                scene,
+                error=(
+                    f"{label} of {catalog.name}: cannot tell which asset to translate "
+                    f"(raster assets: {', '.join(rasters) or 'none'}; all assets: {found}); "
+                    "pass asset_key (--asset-key)"
+                ),
+            )
         asset_key = rasters[0]
     asset = item.assets.get(asset_key)
     if asset is None:
-        return replace(scene, error=(
-            f"{label} of {catalog.name} has no asset {asset_key!r}; its assets are: "
-            f"{', '.join(sorted(item.assets)) or 'none'}"
-        ))
+        return replace(
+            scene,
+            error=(
+                f"{label} of {catalog.name} has no asset {asset_key!r}; its assets are: "
+                f"{', '.join(sorted(item.assets)) or 'none'}"
+            ),
+        )
     href = asset.get_absolute_href() or asset.href
     if "://" not in href:
         href = os.fspath(_resolve(href, catalog.parent))
@@ -324,12 +338,18 @@ def _name_scenes(scenes: list[Scene]) -> list[Scene]:
                 scene = replace(scene, error=f"{scene.label}: {problem}")
             elif scene.name in seen:
                 first = seen[scene.name]
-                what = ("repeats the file of" if first.source == scene.source
-                        else "would write the same output as")
-                scene = replace(scene, error=(
-                    f"{scene.label} ({scene.source}) {what} {first.label} ({first.source}): "
-                    f"both give {scene.name}{OUTPUT_SUFFIX}.tif; remove or rename one of them"
-                ))
+                what = (
+                    "repeats the file of"
+                    if first.source == scene.source
+                    else "would write the same output as"
+                )
+                scene = replace(
+                    scene,
+                    error=(
+                        f"{scene.label} ({scene.source}) {what} {first.label} ({first.source}): "
+                        f"both give {scene.name}{OUTPUT_SUFFIX}.tif; remove or rename one of them"
+                    ),
+                )
             else:
                 seen[scene.name] = scene
         named.append(scene)
@@ -338,8 +358,10 @@ def _name_scenes(scenes: list[Scene]) -> list[Scene]:
 
 def _name_problem(name: str) -> str | None:
     if not name or name in (".", "..") or any(sep in name for sep in ("/", "\\", "\x00")):
-        return (f"scene name {name!r} would put its output outside the output folder; "
-                "scene names must be plain file names")
+        return (
+            f"scene name {name!r} would put its output outside the output folder; "
+            "scene names must be plain file names"
+        )
     return None
 
 
@@ -420,29 +442,54 @@ def _plan(
     to_run: dict[str, bool] = {}
     for scene in scenes:
         if scene.error is not None:
-            rows.append(SceneResult(scene.name, scene.source, "", "failed", scene.error,
-                                    footprint=scene.footprint))
+            rows.append(
+                SceneResult(
+                    scene.name, scene.source, "", "failed", scene.error, footprint=scene.footprint
+                )
+            )
             continue
         try:
             out = output_path(out_dir, scene.name)
         except CatalogError as exc:
-            rows.append(SceneResult(scene.name, scene.source, "", "failed",
-                                    f"{scene.label}: {exc}", footprint=scene.footprint))
+            rows.append(
+                SceneResult(
+                    scene.name,
+                    scene.source,
+                    "",
+                    "failed",
+                    f"{scene.label}: {exc}",
+                    footprint=scene.footprint,
+                )
+            )
             continue
-        row = SceneResult(scene.name, scene.source, os.fspath(out), "pending",
-                          footprint=scene.footprint)
+        row = SceneResult(
+            scene.name, scene.source, os.fspath(out), "pending", footprint=scene.footprint
+        )
         before = earlier.get(scene.name)
         ours = before is not None and before.status in ("done", "skipped", "pending")
         if out.exists() and not overwrite:
             if ours and before.status != "pending" and before.sha256 == sha256_file(out):
-                rows.append(replace(row, status="skipped", seconds=float(before.seconds),
-                                    sha256=before.sha256, footprint=before.geometry))
+                rows.append(
+                    replace(
+                        row,
+                        status="skipped",
+                        seconds=float(before.seconds),
+                        sha256=before.sha256,
+                        footprint=before.geometry,
+                    )
+                )
                 continue
             if not ours:
-                rows.append(replace(row, status="failed", error=(
-                    f"{scene.label}: output {out} exists and was not written by an earlier "
-                    "run of this catalog; pass overwrite=True (--overwrite) to replace it"
-                )))
+                rows.append(
+                    replace(
+                        row,
+                        status="failed",
+                        error=(
+                            f"{scene.label}: output {out} exists and was not written by an earlier "
+                            "run of this catalog; pass overwrite=True (--overwrite) to replace it"
+                        ),
+                    )
+                )
                 continue
         to_run[scene.name] = overwrite or out.exists()
         rows.append(row)
@@ -533,18 +580,25 @@ def _run_scene(
     out = Path(output)
     try:
         model = _worker_model(model_ref)
-        translate_raster(scene.source, out, model, overwrite=replace_existing, progress=False, **options)
+        translate_raster(
+            scene.source, out, model, overwrite=replace_existing, progress=False, **options
+        )
         checksum = sha256_file(out)
         info = describe(out)
         footprint = _footprint_4326(info) or scene.footprint
         _write_json(out.with_suffix(".json"), _stac_item(scene, info, checksum, footprint))
     except Exception as exc:  # one bad scene is recorded and must not stop the others
         message = str(exc) if isinstance(exc, RsganError) else f"{type(exc).__name__}: {exc}"
-        return replace(result, error=f"{scene.label}: {message}",
-                               seconds=time.perf_counter() - start)
-    return replace(result, status="done", seconds=time.perf_counter() - start,
-                           sha256=checksum, footprint=footprint)
-
+        return replace(
+            result, error=f"{scene.label}: {message}", seconds=time.perf_counter() - start
+        )
+    return replace(
+        result,
+        status="done",
+        seconds=time.perf_counter() - start,
+        sha256=checksum,
+        footprint=footprint,
+    )
 
 
 def _footprint_4326(info: Any) -> Any:
@@ -576,8 +630,12 @@ def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[s
         datetime=when,
         properties={"rsgan:source": scene.source},
     )
-    asset = pystac.Asset(href=f"./{info.path.name}", media_type=pystac.MediaType.GEOTIFF,
-                         roles=["data"], title=f"{scene.name} translated by rsgan")
+    asset = pystac.Asset(
+        href=f"./{info.path.name}",
+        media_type=pystac.MediaType.GEOTIFF,
+        roles=["data"],
+        title=f"{scene.name} translated by rsgan",
+    )
     item.add_asset("data", asset)
     item.add_link(pystac.Link("derived_from", scene.source))
     proj = ProjectionExtension.ext(item, add_if_missing=True)
@@ -591,8 +649,10 @@ def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[s
             proj.wkt2 = info.crs.to_wkt()
     else:
         proj.code = None
-    bands = [RasterBand.create(nodata=nd, data_type=dt)
-             for nd, dt in zip(info.nodatavals, info.dtypes, strict=True)]
+    bands = [
+        RasterBand.create(nodata=nd, data_type=dt)
+        for nd, dt in zip(info.nodatavals, info.dtypes, strict=True)
+    ]
     RasterExtension.ext(asset, add_if_missing=True).bands = bands
     FileExtension.ext(asset, add_if_missing=True).checksum = "1220" + checksum
     return item.to_dict(include_self_link=False)
@@ -630,8 +690,7 @@ class _Job:
 
 
 def _dask_task(job: _Job, model_ref: _ModelRef, options: Mapping[str, Any]) -> SceneResult:
-    return _run_scene(job.scene, job.output, model_ref, _pick_device(options),
-                      job.replace_existing)
+    return _run_scene(job.scene, job.output, model_ref, _pick_device(options), job.replace_existing)
 
 
 def _run_in_process(
@@ -651,8 +710,15 @@ def _run_on_dask(
     resources = {"GPU": 1} if gpus and options.get("device", "auto") != "cpu" else None
     token = uuid.uuid4().hex[:8]
     futures = {
-        client.submit(_dask_task, job, model_ref, options, key=f"rsgan-scene-{job.index}-{token}",
-                      pure=False, resources=resources): job
+        client.submit(
+            _dask_task,
+            job,
+            model_ref,
+            options,
+            key=f"rsgan-scene-{job.index}-{token}",
+            pure=False,
+            resources=resources,
+        ): job
         for job in jobs
     }
     try:
@@ -661,9 +727,14 @@ def _run_on_dask(
             try:
                 result = future.result()
             except Exception as exc:  # KilledWorker (worker died too often), lost data, ...
-                result = SceneResult(job.scene.name, job.scene.source, job.output, "failed",
-                                     f"{job.scene.label}: {type(exc).__name__}: {exc}",
-                                     footprint=job.scene.footprint)
+                result = SceneResult(
+                    job.scene.name,
+                    job.scene.source,
+                    job.output,
+                    "failed",
+                    f"{job.scene.label}: {type(exc).__name__}: {exc}",
+                    footprint=job.scene.footprint,
+                )
             future.release()
             yield job, result
     finally:
@@ -747,8 +818,10 @@ def _model_ref(model: Any) -> tuple[_ModelRef, Any]:
     if isinstance(model, (str, os.PathLike)):
         path = Path(model).expanduser().absolute()
         if not path.is_file():
-            raise ConfigError(f"model checkpoint {str(path)!r} does not exist; pass a "
-                              "checkpoint written by `rsgan train`")
+            raise ConfigError(
+                f"model checkpoint {str(path)!r} does not exist; pass a "
+                "checkpoint written by `rsgan train`"
+            )
         return _ModelRef(f"{path}@{path.stat().st_mtime_ns}", os.fspath(path)), None
     return _ModelRef(f"object-{uuid.uuid4().hex}"), model
 
@@ -757,7 +830,12 @@ def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     from rsgan.pipelines.translate import translate_raster
 
     allowed = set(inspect.signature(translate_raster).parameters) - {
-        "src", "dst", "model", "overwrite", "progress"}
+        "src",
+        "dst",
+        "model",
+        "overwrite",
+        "progress",
+    }
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(
@@ -839,8 +917,12 @@ def translate_catalog(
                 f"scheduler={scheduler!r} needs Dask distributed; install it with "
                 "`pip install rsgan[dask]`"
             )
-        warnings.warn("Dask is not installed (`pip install rsgan[dask]`); translating the "
-                      "scenes one by one in this process", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "Dask is not installed (`pip install rsgan[dask]`); translating the "
+            "scenes one by one in this process",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         use_dask = False
 
     scenes = read_catalog(catalog, asset_key=asset_key, path_column=path_column)
@@ -848,8 +930,11 @@ def translate_catalog(
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST_NAME
     rows, to_run = _plan(scenes, out, read_manifest(out), overwrite)
-    jobs = [_Job(i, scenes[i], row.output, to_run[row.scene])
-            for i, row in enumerate(rows) if row.status == "pending"]
+    jobs = [
+        _Job(i, scenes[i], row.output, to_run[row.scene])
+        for i, row in enumerate(rows)
+        if row.status == "pending"
+    ]
     for job in jobs:
         _remove_stale_temporaries(Path(job.output))
     _write_manifest(manifest_path, rows)
@@ -860,11 +945,15 @@ def translate_catalog(
         if not jobs:
             results: Iterator[tuple[_Job, SceneResult]] = iter(())
         elif use_dask:
-            client = stack.enter_context(_dask_client(
-                workers, scheduler, retries, len(jobs), str(options.get("device", "auto"))))
+            client = stack.enter_context(
+                _dask_client(
+                    workers, scheduler, retries, len(jobs), str(options.get("device", "auto"))
+                )
+            )
             if carried is not None:
-                client.register_plugin(_ModelPlugin(model_ref.key, carried),
-                                       name=f"rsgan-model-{model_ref.key}")
+                client.register_plugin(
+                    _ModelPlugin(model_ref.key, carried), name=f"rsgan-model-{model_ref.key}"
+                )
                 stack.callback(_unregister_plugin, client, f"rsgan-model-{model_ref.key}")
             results = _run_on_dask(client, jobs, model_ref, options)
         else:
@@ -872,8 +961,9 @@ def translate_catalog(
                 _WORKER_MODELS[model_ref.key] = carried
                 stack.callback(_WORKER_MODELS.pop, model_ref.key, None)
             results = _run_in_process(jobs, model_ref, options)
-        bar = stack.enter_context(tqdm(total=len(jobs), unit="scene", disable=not progress,
-                                       desc="translating scenes"))
+        bar = stack.enter_context(
+            tqdm(total=len(jobs), unit="scene", disable=not progress, desc="translating scenes")
+        )
         for job, result in results:
             rows[job.index] = result
             _write_manifest(manifest_path, rows)

@@ -56,8 +56,8 @@ from rsgan.mosaic import BLENDS, MosaicStats, MosaicWriter, balanced_windows
 
 DEFAULT_MODEL_ENV = "RSGAN_MODEL"
 """Environment variable naming the checkpoint used when ``model=None``."""
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "assets" / (
-    "default_cyclegan_joplin.safetensors"
+DEFAULT_MODEL_PATH = (
+    Path(__file__).resolve().parents[1] / "assets" / ("default_cyclegan_joplin.safetensors")
 )
 """The bundled default model (see docs/model-card.md)."""
 SAMPLE_BUDGET_PX = 2**21
@@ -293,6 +293,24 @@ def _sample_windows(width: int, height: int, count: int, size: int) -> list[Wind
     return [Window(int(c), int(r), size, size) for r in rows for c in cols]
 
 
+def _coverage(windows: Sequence[Window], width: int, height: int) -> np.ndarray:
+    """How many windows cover each scene pixel, ``(height, width)`` float32 (at least 1)."""
+    count = np.zeros((height, width), np.float32)
+    for w in windows:
+        r, c = int(w.row_off), int(w.col_off)
+        count[r : r + int(w.height), c : c + int(w.width)] += 1
+    return np.maximum(count, 1)
+
+
+def _window_of(scene: np.ndarray, window: Window) -> np.ndarray:
+    """The window's part of a ``(rows, cols)`` scene array, padded with 1 outside it."""
+    r, c, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+    out = np.ones((h, w), scene.dtype)
+    part = scene[r : r + h, c : c + w]
+    out[: part.shape[0], : part.shape[1]] = part
+    return out
+
+
 def _pooled_forward(
     net: nn.Module, x: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, Stats]]:
@@ -345,7 +363,12 @@ def _forward(run: _Run, xs: list[np.ndarray], valids: list[np.ndarray]) -> np.nd
 
 
 def _check_output(run: _Run, y: Any, x: torch.Tensor) -> np.ndarray:
-    if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[0] != x.shape[0] or y.shape[-2:] != x.shape[-2:]:
+    if (
+        not isinstance(y, torch.Tensor)
+        or y.ndim != 4
+        or y.shape[0] != x.shape[0]
+        or y.shape[-2:] != x.shape[-2:]
+    ):
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ModelError(
             f"{run.translator.name} returned {shape} for an input of shape {tuple(x.shape)}; "
@@ -367,7 +390,16 @@ def _scene_stats(
         items = [_read_tile(src, w, run.bands) for w in run.windows]
         xs = [_prepare(d, v, run.in_norm) for d, v in items]
         x = _to_tensor(xs, run.device)
-        mask = _to_tensor([v[None] for _, v in items], run.device)
+        # weigh each pixel by 1 / (tiles covering it): the statistics are then those of
+        # the scene itself, whatever the tiling
+        coverage = _coverage(run.windows, run.info.width, run.info.height)
+        mask = _to_tensor(
+            [
+                (v / _window_of(coverage, w))[None].astype(np.float32)
+                for (_, v), w in zip(items, run.windows)
+            ],
+            run.device,
+        )
         with autocast(run.device, run.precision):
             y, stats = _pooled_forward(net, x, mask)
         out = _check_output(run, y, x)
@@ -389,9 +421,7 @@ def _scene_stats(
     return stats, {}
 
 
-def _translated_tiles(
-    run: _Run, progress: bool
-) -> Iterator[tuple[Window, np.ndarray, np.ndarray]]:
+def _translated_tiles(run: _Run, progress: bool) -> Iterator[tuple[Window, np.ndarray, np.ndarray]]:
     """Translated tiles ``(window, (C_out, h, w) in [-1, 1], valid (h, w))`` in row-major
     order, with reading ahead in a thread."""
     with open_raster(run.src) as src:
@@ -411,7 +441,9 @@ def _translated_tiles(
 
     reader = _Worker(read, "rsgan-read")
     fixed = (
-        fixed_norm_stats(run.translator.net, stats) if stats is not None else contextlib.nullcontext()
+        fixed_norm_stats(run.translator.net, stats)
+        if stats is not None
+        else contextlib.nullcontext()
     )
     bar = tqdm(total=len(run.windows), unit="tile", desc="translate", disable=not progress)
     reader.start()
@@ -453,8 +485,10 @@ def _write_mosaic(
     dtype = np.dtype(out_dtype or info.dtypes[run.bands[0] - 1]).name
     out_norm = translator.out_normalizer
     if out_norm is None:
-        out_norm = run.in_norm if out_count == run.in_norm.count else Normalizer.for_dtype(
-            run.in_norm.dtype, out_count
+        out_norm = (
+            run.in_norm
+            if out_count == run.in_norm.count
+            else Normalizer.for_dtype(run.in_norm.dtype, out_count)
         )
     if out_norm.count != out_count:
         raise ModelError(
@@ -504,7 +538,6 @@ def _write_mosaic(
             stop.set()
             worker.join(timeout=10)
         return writer.close()
-
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
@@ -619,7 +652,9 @@ def translate_raster(
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
     info = describe(src_path)
     if dst_path.is_dir():
-        raise RasterWriteError(f"output {dst_path} is a folder; pass a file path such as {dst_path / 'out.tif'}")
+        raise RasterWriteError(
+            f"output {dst_path} is a folder; pass a file path such as {dst_path / 'out.tif'}"
+        )
     selected = check_bands(info.count, bands, path=src_path)
     translator = resolve_translator(model, direction)
     _check_fit(translator, info, selected, src_path)
@@ -683,7 +718,12 @@ def _preview(path: PathLike, max_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_before_after(
-    before: PathLike, after: PathLike, png: PathLike, *, max_size: int = 1024, overwrite: bool = False
+    before: PathLike,
+    after: PathLike,
+    png: PathLike,
+    *,
+    max_size: int = 1024,
+    overwrite: bool = False,
 ) -> Path:
     """Write a PNG with ``before`` and ``after`` side by side (first 3 bands, 2-98 %
     stretch of each, decimated so each side is at most ``max_size`` px)."""
@@ -697,11 +737,14 @@ def write_before_after(
         )
 
     def stretch(arr: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        out = np.zeros(arr.shape, np.uint8)
-        for i, band in enumerate(arr.astype(np.float64)):
-            values = band[mask] if mask.any() else band.ravel()
+        # one stretch for all bands keeps the colours; uint8 is shown as it is
+        if arr.dtype == np.uint8:
+            out = arr.copy()
+        else:
+            values = arr[:, mask] if mask.any() else arr.reshape(arr.shape[0], -1)
             lo, hi = np.percentile(values, (2, 98))
-            out[i] = np.clip(np.rint((band - lo) / max(hi - lo, 1e-12) * 255), 0, 255)
+            scaled = (arr.astype(np.float64) - lo) / max(hi - lo, 1e-12) * 255
+            out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
         out[:, ~mask] = 0
         return out
 
@@ -710,7 +753,9 @@ def write_before_after(
     return write_quicklook_png(side, png, stretch=None, overwrite=overwrite)
 
 
-def write_quicklook(raster: PathLike, png: PathLike, *, max_size: int = 1024, overwrite: bool = False) -> Path:
+def write_quicklook(
+    raster: PathLike, png: PathLike, *, max_size: int = 1024, overwrite: bool = False
+) -> Path:
     """Write a PNG preview of a raster (first 3 bands, 2-98 % stretch, decimated)."""
     from rsgan.io import write_quicklook_png
 
