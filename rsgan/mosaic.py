@@ -215,16 +215,12 @@ class MosaicWriter:
     @property
     def buffer_nbytes(self) -> int:
         """Bytes held by the buffers."""
-        return sum(
-            a.nbytes for a in (self._sum, self._weight, self._stage, self._stage_valid)
-        )
+        return sum(a.nbytes for a in (self._sum, self._weight, self._stage, self._stage_valid))
 
     @property
     def stats(self) -> MosaicStats:
         """Counts of tiles and pixels so far."""
-        return MosaicStats(
-            self._tiles, self._tile_pixels, self.width * self.height, self._written
-        )
+        return MosaicStats(self._tiles, self._tile_pixels, self.width * self.height, self._written)
 
     # -- adding tiles ----------------------------------------------------------------
     def _weights(self, window: Window) -> np.ndarray:
@@ -373,7 +369,9 @@ def _avoid_value(out: np.ndarray, value: np.ndarray) -> np.ndarray:
         if np.isnan(value):
             return np.where(np.isnan(out), np.zeros((), out.dtype), out)
         hit = out == value
-        return np.where(hit, np.nextafter(value, np.inf).astype(out.dtype), out) if hit.any() else out
+        return (
+            np.where(hit, np.nextafter(value, np.inf).astype(out.dtype), out) if hit.any() else out
+        )
     hit = out == value
     if not hit.any():
         return out
@@ -385,7 +383,9 @@ def _avoid_value(out: np.ndarray, value: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- tile grid
 
 
-def _axis_tiles(length: int, tile: int, overlap: int, multiple: int, min_size: int) -> tuple[int, list[int]]:
+def _axis_tiles(
+    length: int, tile: int, overlap: int, multiple: int, min_size: int
+) -> tuple[int, list[int]]:
     """Tile size and offsets along one axis: as few tiles of at most ``tile`` px as cover
     ``length`` px with at least ``overlap`` px between neighbours, shrunk to share the
     slack evenly (sizes rounded up to ``multiple``)."""

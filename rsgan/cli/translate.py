@@ -21,13 +21,9 @@ from rsgan.pipelines.translate import NORM_MODES, translate_raster, write_quickl
     default=None,
     help="Checkpoint (.safetensors); default $RSGAN_MODEL, else the bundled model.",
 )
-@click.option(
-    "--direction", type=click.Choice(["a2b", "b2a"]), default="a2b", show_default=True
-)
+@click.option("--direction", type=click.Choice(["a2b", "b2a"]), default="a2b", show_default=True)
 @click.option("--tile", default=768, show_default=True, type=int, help="Largest tile side, px.")
-@click.option(
-    "--overlap", default=64, show_default=True, type=int, help="Least tile overlap, px."
-)
+@click.option("--overlap", default=64, show_default=True, type=int, help="Least tile overlap, px.")
 @click.option("--blend", type=click.Choice(list(BLENDS)), default="hann", show_default=True)
 @click.option("--batch-size", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -45,7 +41,9 @@ from rsgan.pipelines.translate import NORM_MODES, translate_raster, write_quickl
     default=None,
     help="Default: the model's preference, else bf16 on CUDA, fp32 on CPU.",
 )
-@click.option("--dtype", default=None, help="Output data type (default the source's), e.g. float32.")
+@click.option(
+    "--dtype", default=None, help="Output data type (default the source's), e.g. float32."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing DST.")
 @click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF with overviews.")
 @click.option(

@@ -66,7 +66,9 @@ def find_real_scene() -> Path | None:
     return None
 
 
-def synthesize_scene(path: PathLike, size: int = 1024, seed: int = 0, overwrite: bool = False) -> Path:
+def synthesize_scene(
+    path: PathLike, size: int = 1024, seed: int = 0, overwrite: bool = False
+) -> Path:
     """Write a realistic-looking 3-band uint8 GeoTIFF (UTM 15N, 0.6 m): parcels of lawn,
     trees, roofs and roads with texture. For demos without real data."""
     rng = np.random.default_rng(seed)
@@ -91,19 +93,22 @@ def synthesize_scene(path: PathLike, size: int = 1024, seed: int = 0, overwrite:
     rgb += rng.normal(0, 6, size=rgb.shape).astype(np.float32)
     data = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     dst = Path(path)
-    with atomic_output(dst, overwrite=overwrite) as tmp, rasterio.open(
-        tmp,
-        "w",
-        driver="GTiff",
-        width=size,
-        height=size,
-        count=3,
-        dtype="uint8",
-        crs="EPSG:26915",
-        transform=Affine(0.6, 0, 366642.6, 0, -0.6, 4104511.2),
-        tiled=True,
-        compress="deflate",
-    ) as out:
+    with (
+        atomic_output(dst, overwrite=overwrite) as tmp,
+        rasterio.open(
+            tmp,
+            "w",
+            driver="GTiff",
+            width=size,
+            height=size,
+            count=3,
+            dtype="uint8",
+            crs="EPSG:26915",
+            transform=Affine(0.6, 0, 366642.6, 0, -0.6, 4104511.2),
+            tiled=True,
+            compress="deflate",
+        ) as out,
+    ):
         out.write(data)
         out.colorinterp = [
             rasterio.enums.ColorInterp.red,

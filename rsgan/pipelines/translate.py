@@ -396,7 +396,7 @@ def _scene_stats(
         mask = _to_tensor(
             [
                 (v / _window_of(coverage, w))[None].astype(np.float32)
-                for (_, v), w in zip(items, run.windows)
+                for (_, v), w in zip(items, run.windows, strict=True)
             ],
             run.device,
         )
