@@ -1,0 +1,224 @@
+"""Blend windows, the balanced tile grid and the streaming MosaicWriter (no model, no GDAL)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rasterio.windows import Window
+
+from rsgan.errors import ConfigError, TileSpecError
+from rsgan.mosaic import BLENDS, MosaicWriter, balanced_windows, blend_weights
+
+
+class ArraySink:
+    """Stands in for a rasterio dataset: records every write into an array."""
+
+    def __init__(self, count: int, height: int, width: int, dtype: str = "float32") -> None:
+        self.array = np.full((count, height, width), 7, dtype)
+        self.mask = np.full((height, width), 7, np.uint8)
+        self.windows: list[Window] = []
+
+    def write(self, arr: np.ndarray, window: Window) -> None:
+        r, c = int(window.row_off), int(window.col_off)
+        self.array[:, r : r + int(window.height), c : c + int(window.width)] = arr
+        self.windows.append(window)
+
+    def write_mask(self, arr: np.ndarray, window: Window) -> None:
+        r = int(window.row_off)
+        self.mask[r : r + int(window.height)] = arr
+
+
+def _mosaic(image, windows, *, tile, overlap, blend="hann", block_rows=16, valid=None, **kw):
+    count, height, width = image.shape
+    sink = ArraySink(count, height, width, kw.pop("dtype", "float32"))
+    writer = MosaicWriter(
+        sink,
+        tile=tile,
+        overlap=overlap,
+        blend=blend,
+        block_rows=block_rows,
+        width=width,
+        height=height,
+        count=count,
+        dtype=str(sink.array.dtype),
+        **kw,
+    )
+    for w in windows:
+        r, c, h, wd = int(w.row_off), int(w.col_off), int(w.height), int(w.width)
+        tile_arr = np.zeros((count, h, wd), np.float32)
+        part = image[:, r : r + h, c : c + wd]
+        tile_arr[:, : part.shape[1], : part.shape[2]] = part
+        tile_valid = None
+        if valid is not None:
+            tile_valid = np.zeros((h, wd), bool)
+            vpart = valid[r : r + h, c : c + wd]
+            tile_valid[: vpart.shape[0], : vpart.shape[1]] = vpart
+        writer.add(w, tile_arr, tile_valid)
+    stats = writer.close()
+    return sink, writer, stats
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@pytest.mark.parametrize("blend", sorted(BLENDS))
+def test_weights_positive_and_full_on_scene_borders(blend):
+    w = blend_weights(blend, 40, 30, overlap=8, at_top=True, at_left=True)
+    assert w.shape == (40, 30) and w.dtype == np.float32
+    assert (w > 0).all() and (w <= 1).all()
+    # a side on the scene border keeps full weight up to the inner ramps
+    assert np.allclose(w[0, :22], 1.0)
+    assert np.allclose(w[:32, 0], 1.0)
+    if blend != "none":
+        assert w[-1, -1] < 0.05  # inner corner ramps down (but not to zero)
+
+
+def test_hann_ramps_of_neighbours_sum_to_one():
+    left = blend_weights("hann", 1, 32, overlap=8, at_left=True)[0]
+    right = blend_weights("hann", 1, 32, overlap=8, at_right=True)[0]
+    shared = left[-8:] + right[:8]
+    np.testing.assert_allclose(shared, 1.0, atol=1e-6)
+
+
+def test_unknown_blend_and_negative_overlap():
+    with pytest.raises(ConfigError, match="hann"):
+        blend_weights("cosine", 8, 8, overlap=2)
+    with pytest.raises(TileSpecError):
+        blend_weights("hann", 8, 8, overlap=-1)
+
+
+# --------------------------------------------------------------------------- grid
+
+
+@given(
+    width=st.integers(1, 3000),
+    height=st.integers(1, 3000),
+    tile=st.sampled_from([64, 128, 256, 768]),
+    overlap=st.sampled_from([0, 16, 32, 64]),
+)
+def test_balanced_windows_cover_the_scene_with_enough_overlap(width, height, tile, overlap):
+    if overlap >= tile:
+        overlap = 0
+    windows = balanced_windows(width, height, tile, overlap, multiple=4, min_size=8)
+    th, tw = int(windows[0].height), int(windows[0].width)
+    assert th % 4 == 0 and tw % 4 == 0 and th >= 8 and tw >= 8
+    assert all((int(w.height), int(w.width)) == (th, tw) for w in windows)
+    rows = sorted({int(w.row_off) for w in windows})
+    cols = sorted({int(w.col_off) for w in windows})
+    assert rows[0] == 0 and cols[0] == 0
+    assert rows[-1] + th >= height and cols[-1] + tw >= width
+    if len(rows) > 1:
+        assert th <= tile
+        assert min(a + th - b for a, b in zip(rows, rows[1:], strict=False)) >= overlap
+    if len(cols) > 1:
+        assert min(a + tw - b for a, b in zip(cols, cols[1:], strict=False)) >= overlap
+    # row-major order
+    keys = [(int(w.row_off), int(w.col_off)) for w in windows]
+    assert keys == sorted(keys)
+
+
+@pytest.mark.parametrize("size", [4096, 16384, 5000])
+def test_balanced_windows_overlap_waste_at_default(size):
+    windows = balanced_windows(size, size, 768, 64, multiple=4)
+    waste = sum(int(w.height * w.width) for w in windows) / size**2
+    assert waste <= (1 + 64 / (768 - 64)) ** 2 + 0.01
+
+
+def test_balanced_windows_bad_tile():
+    with pytest.raises(TileSpecError, match="multiple of 4"):
+        balanced_windows(100, 100, 30, 4, multiple=4)
+    with pytest.raises(TileSpecError, match="overlap"):
+        balanced_windows(100, 100, 32, 32, multiple=4)
+
+
+# --------------------------------------------------------------------------- writer
+
+
+@given(
+    width=st.integers(5, 90),
+    height=st.integers(5, 130),
+    tile=st.sampled_from([16, 32, 48]),
+    overlap=st.sampled_from([0, 4, 8]),
+    blend=st.sampled_from(sorted(BLENDS)),
+    block_rows=st.sampled_from([8, 16, 256]),
+)
+def test_writer_reproduces_the_image(width, height, tile, overlap, blend, block_rows):
+    rng = np.random.default_rng(width * 1000 + height)
+    image = rng.uniform(-1, 1, size=(2, height, width)).astype(np.float32)
+    windows = balanced_windows(width, height, tile, overlap, multiple=4)
+    sink, writer, stats = _mosaic(
+        image,
+        windows,
+        tile=int(windows[0].height),
+        overlap=overlap,
+        blend=blend,
+        block_rows=block_rows,
+    )
+    np.testing.assert_allclose(sink.array, image, atol=2e-6)
+    assert stats.written_rows == height and stats.tiles == len(windows)
+    # every write but the last starts on a block row and is whole blocks tall
+    for w in sink.windows[:-1]:
+        assert w.row_off % min(block_rows, height) == 0
+        assert w.height % min(block_rows, height) == 0
+
+
+def test_writer_memory_does_not_depend_on_scene_height():
+    shapes = []
+    for height in (64, 4096, 100_000):
+        writer = MosaicWriter(
+            ArraySink(1, 1, 1),
+            tile=64,
+            overlap=8,
+            block_rows=32,
+            width=500,
+            height=height,
+            count=3,
+            dtype="uint8",
+        )
+        shapes.append(writer.buffer_shapes)
+    assert shapes[1] == shapes[2]
+    assert shapes[2]["sum"] == (3, 64, 500)
+    assert shapes[2]["stage"] == (3, 32 + 64, 500)
+
+
+def test_writer_streams_a_tall_scene_in_bounded_memory():
+    # 50 tile rows through a writer whose buffers hold about two: all rows come out right
+    height, width = 1600, 40
+    image = np.tile(np.linspace(-1, 1, height, dtype=np.float32)[None, :, None], (1, 1, width))
+    windows = balanced_windows(width, height, 48, 8, multiple=4)
+    sink, writer, _ = _mosaic(image, windows, tile=48, overlap=8, block_rows=16)
+    np.testing.assert_allclose(sink.array, image, atol=2e-6)
+    assert writer.buffer_shapes["sum"][1] == 48
+
+
+def test_writer_nodata_where_invalid_and_valid_pixels_moved_off_nodata():
+    image = np.zeros((1, 20, 20), np.float32)  # -> denormalised value 0 everywhere
+    valid = np.ones((20, 20), bool)
+    valid[:, :5] = False
+    sink, _, _ = _mosaic(
+        image,
+        balanced_windows(20, 20, 12, 4, multiple=4),
+        tile=12,
+        overlap=4,
+        valid=valid,
+        nodata=0,
+        dtype="uint8",
+        denormalize=lambda a: np.zeros(a.shape, np.uint8),
+        write_mask=True,
+    )
+    assert (sink.array[:, :, :5] == 0).all()
+    assert (sink.array[:, :, 5:] == 1).all()  # a valid 0 would read as nodata: moved to 1
+    assert (sink.mask[:, :5] == 0).all() and (sink.mask[:, 5:] == 255).all()
+
+
+def test_writer_refuses_tiles_out_of_order_or_misshapen():
+    writer = MosaicWriter(
+        ArraySink(1, 40, 40), tile=16, overlap=0, width=40, height=40, count=1, dtype="float32"
+    )
+    writer.add(Window(0, 16, 16, 16), np.zeros((1, 16, 16), np.float32))
+    with pytest.raises(TileSpecError, match="row-major"):
+        writer.add(Window(0, 0, 16, 16), np.zeros((1, 16, 16), np.float32))
+    with pytest.raises(TileSpecError, match="does not match"):
+        writer.add(Window(16, 16, 16, 16), np.zeros((2, 16, 16), np.float32))
