@@ -396,3 +396,38 @@ def test_export_nodata_filter_and_describe(make_raster, tmp_path: Path) -> None:
     assert len(index) == 4 and index.attrs["skipped_nodata"] == 12
     info = describe(tmp_path / "c" / index.chip.iloc[0])
     assert (info.width, info.height, info.count) == (16, 16, 1)
+
+
+@settings(max_examples=12)
+@given(
+    case=grids(),
+    count=st.integers(1, 3),
+    dtype=st.sampled_from(("uint8", "uint16", "int16", "float32")),
+    nodata=st.sampled_from((None, 0)),
+)
+def test_exported_chips_reassemble_the_scene(tmp_path_factory, case, count, dtype, nodata) -> None:
+    spec, width, height = case
+    if spec.size < 8 or spec.stride < spec.size // 2:  # keep the number of files small
+        spec = TileSpec(max(spec.size, 8), max(spec.size, 8) // 2, spec.edge)
+        width, height = max(width, spec.size), max(height, spec.size)
+    arr = synthetic_scene(count, height, width, dtype, seed=width * 7 + height)
+    if nodata is not None:
+        arr[arr == 0] = 1
+    folder = tmp_path_factory.mktemp("export")
+    scene = folder / "s.tif"
+    with rasterio.open(
+        scene, "w", driver="GTiff", width=width, height=height, count=count, dtype=dtype,
+        crs="EPSG:32633", transform=ORIGIN, nodata=nodata,
+    ) as dst:  # fmt: skip
+        dst.write(arr)
+    index = export_chips(scene, folder / "chips", spec, progress=False)
+    canvas = np.zeros((count, height + spec.size, width + spec.size), dtype)
+    for row in index.itertuples():
+        with rasterio.open(folder / "chips" / row.chip) as chip:
+            assert chip.crs.to_epsg() == 32633 and chip.nodata == nodata
+            assert chip.transform @ (0, 0) == ORIGIN @ (row.col_off, row.row_off)
+            assert chip.transform @ (3, 5) == ORIGIN @ (row.col_off + 3, row.row_off + 5)
+            canvas[
+                :, row.row_off : row.row_off + spec.size, row.col_off : row.col_off + spec.size
+            ] = chip.read()
+    np.testing.assert_array_equal(canvas[:, :height, :width], arr)
