@@ -1,0 +1,398 @@
+"""translate_raster: exactness with an identity model, metadata, nodata, COG, failures."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.enums import ColorInterp
+from torch import nn
+
+from rsgan.checkpoint import DomainInfo, save_checkpoint
+from rsgan.errors import (
+    BandError,
+    CheckpointError,
+    ConfigError,
+    ModelError,
+    OutputExistsError,
+    RasterWriteError,
+    TileSpecError,
+)
+from rsgan.io import Normalizer, NotGeoreferencedWarning
+from rsgan.models import CycleGANConfig, build_nets
+from rsgan.models.cyclegan import ResnetGenerator
+from rsgan.models.layers import SceneInstanceNorm2d
+from rsgan.pipelines import translate as translate_mod
+from rsgan.pipelines.translate import translate_raster
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if "rsgan-tmp" in p.name)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+CASES = [
+    # dtype, bands, width, height, overlap, blend
+    ("uint8", 1, 97, 61, 0, "hann"),
+    ("uint8", 3, 130, 75, 32, "linear"),
+    ("uint8", 4, 64, 129, 64, "none"),
+    ("uint8", 13, 71, 71, 32, "hann"),
+    ("uint16", 1, 150, 33, 64, "linear"),
+    ("uint16", 3, 99, 101, 32, "none"),
+    ("uint16", 4, 45, 160, 0, "hann"),
+    ("uint16", 13, 80, 48, 64, "hann"),
+    ("float32", 1, 121, 67, 32, "hann"),
+    ("float32", 3, 66, 90, 64, "linear"),
+    ("float32", 4, 101, 37, 0, "none"),
+    ("float32", 13, 53, 77, 32, "linear"),
+]
+
+
+@pytest.mark.parametrize(("dtype", "count", "width", "height", "overlap", "blend"), CASES)
+def test_identity_reproduces_input_and_metadata(
+    make_raster, tmp_path, dtype, count, width, height, overlap, blend
+):
+    descriptions = [f"band {i}" for i in range(1, count + 1)]
+    nodata = 0 if dtype != "float32" else -9999.0
+    src = make_raster(
+        width=width,
+        height=height,
+        count=count,
+        dtype=dtype,
+        nodata=nodata,
+        descriptions=descriptions,
+        tags={"SENSOR": "test", "DATE": "2011-05-22"},
+        seed=count,
+    )
+    dst = tmp_path / "out.tif"
+    tile = 32 + 2 * overlap  # several tiles in each direction
+    out = translate_raster(
+        src, dst, nn.Identity(), tile=tile, overlap=overlap, blend=blend, progress=False
+    )
+    assert out == dst
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        if dtype == "float32":
+            np.testing.assert_allclose(b.read(), a.read(), rtol=1e-6, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(b.read(), a.read())
+        assert b.dtypes == a.dtypes
+        assert b.crs == a.crs and b.transform == a.transform
+        assert (b.width, b.height, b.count) == (a.width, a.height, a.count)
+        assert b.nodata == a.nodata
+        assert b.descriptions == a.descriptions
+        assert b.colorinterp == a.colorinterp
+        assert b.tags()["SENSOR"] == "test" and b.tags()["DATE"] == "2011-05-22"
+        assert b.profile["tiled"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_identity_keeps_rgb_colour_interpretation(make_raster, tmp_path):
+    src = make_raster(
+        count=3, colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red]
+    )
+    translate_raster(src, tmp_path / "o.tif", nn.Identity(), tile=64, overlap=16, progress=False)
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        assert ds.colorinterp == (ColorInterp.blue, ColorInterp.green, ColorInterp.red)
+
+
+def test_band_selection_and_float32_output(make_raster, tmp_path):
+    src = make_raster(count=4, descriptions=["b", "g", "r", "nir"])
+    dst = tmp_path / "o.tif"
+    translate_raster(
+        src, dst, nn.Identity(), bands=(4, 1), dtype="float32", tile=64, overlap=16, progress=False
+    )
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        assert b.count == 2 and b.dtypes == ("float32", "float32")
+        assert b.descriptions == ("nir", "b")
+        np.testing.assert_allclose(b.read(), a.read((4, 1)).astype(np.float32), atol=1e-3)
+
+
+# --------------------------------------------------------------------------- nodata
+
+
+def test_nodata_stays_nodata_and_is_masked(make_raster, tmp_path):
+    src = make_raster(width=120, height=100, nodata=0, collar=9)
+    dst = tmp_path / "o.tif"
+
+    class Darken(nn.Module):
+        def forward(self, x):
+            return x * 0.5 - 0.5  # every valid pixel changes
+
+    translate_raster(src, dst, Darken(), tile=64, overlap=16, progress=False)
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        invalid = a.read_masks(1) == 0
+        out = b.read()
+        assert invalid.sum() > 0
+        assert (out[:, invalid] == 0).all()
+        assert (out[:, ~invalid] != 0).all()  # valid pixels are never read as nodata
+        assert ((b.read_masks(1) == 0) == invalid).all()
+
+
+def test_values_under_nodata_change_nothing(make_raster, tmp_path):
+    torch.manual_seed(0)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    data = None
+    outs = []
+    for fill_seed in (1, 2):
+        src = make_raster(name=f"s{fill_seed}.tif", width=96, height=80, nodata=0, collar=8)
+        with rasterio.open(src) as ds:
+            data = ds.read()
+        rng = np.random.default_rng(fill_seed)
+        noise = rng.integers(0, 255, size=data.shape, dtype=np.uint8)
+        collar = (data == 0).all(axis=0)
+        changed = np.where(collar[None], noise, data)
+        # same valid pixels, different values under the mask (an internal mask, no nodata)
+        path = make_raster(name=f"m{fill_seed}.tif", data=changed.astype(np.uint8))
+        with rasterio.open(path, "r+") as ds:
+            ds.write_mask(np.where(collar, 0, 255).astype(np.uint8))
+        dst = tmp_path / f"o{fill_seed}.tif"
+        translate_raster(path, dst, net, tile=48, overlap=8, progress=False, precision="fp32")
+        with rasterio.open(dst) as ds:
+            outs.append((ds.read(), ds.read_masks(1)))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    assert (outs[0][1][:8] == 0).all() and (outs[0][1][40] [8:-8] == 255).all()
+
+
+class _NormOnly(nn.Module):
+    """norm -> x 0.2: the output reveals the statistics the norm layer used."""
+
+    size_multiple = 1
+    min_size = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = SceneInstanceNorm2d(3)
+
+    def forward(self, x):
+        return self.norm(x) * 0.2
+
+
+@pytest.mark.parametrize("tile", [32, 64, 128])
+def test_nodata_does_not_enter_the_scene_statistics(make_raster, tmp_path, tile):
+    src = make_raster(width=100, height=90, nodata=0, collar=12, seed=3)
+    dst = tmp_path / "o.tif"
+    translate_raster(
+        src, dst, _NormOnly(), tile=tile, overlap=8, dtype="float32", progress=False
+    )
+    norm = Normalizer.for_dtype("uint8", 3)
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        valid = a.read_masks(1) > 0
+        x = norm.normalize(a.read())
+        out = b.read()
+    values = x[:, valid]
+    mean, var = values.mean(axis=1), values.var(axis=1)
+    expected = (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * 0.2
+    expected = norm.denormalize(expected, dtype="float32")
+    np.testing.assert_allclose(out[:, valid], expected[:, valid], atol=0.05)
+
+
+# --------------------------------------------------------------------------- COG
+
+
+def _tiff_layout(path: Path) -> tuple[list[int], int]:
+    """IFD offsets of a classic little/big-endian TIFF, and the smallest tile data offset."""
+    raw = path.read_bytes()
+    order = "<" if raw[:2] == b"II" else ">"
+    assert struct.unpack(order + "H", raw[2:4])[0] == 42, "expected a classic TIFF"
+    offset = struct.unpack(order + "I", raw[4:8])[0]
+    ifds, data_offsets = [], []
+    sizes = {3: 2, 4: 4, 16: 8}
+    while offset:
+        ifds.append(offset)
+        n = struct.unpack(order + "H", raw[offset : offset + 2])[0]
+        for i in range(n):
+            entry = raw[offset + 2 + 12 * i : offset + 14 + 12 * i]
+            tag, typ, cnt = struct.unpack(order + "HHI", entry[:8])
+            if tag == 324:  # TileOffsets
+                size = sizes[typ]
+                fmt = {2: "H", 4: "I", 8: "Q"}[size]
+                if cnt * size <= 4:
+                    vals = struct.unpack(order + fmt * cnt, entry[8 : 8 + cnt * size])
+                else:
+                    at = struct.unpack(order + "I", entry[8:12])[0]
+                    vals = struct.unpack(order + fmt * cnt, raw[at : at + cnt * size])
+                data_offsets += [v for v in vals if v]
+        offset = struct.unpack(order + "I", raw[offset + 2 + 12 * n : offset + 6 + 12 * n])[0]
+    return ifds, min(data_offsets)
+
+
+def test_cog_output_is_valid(make_raster, tmp_path):
+    src = make_raster(width=700, height=600, nodata=0, collar=5, descriptions=["r", "g", "b"])
+    dst = tmp_path / "cog.tif"
+    translate_raster(src, dst, nn.Identity(), tile=256, overlap=32, cog=True, progress=False)
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        np.testing.assert_array_equal(b.read(), a.read())
+        assert b.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert b.profile["tiled"] and b.block_shapes[0] == (512, 512)
+        overviews = b.overviews(1)
+        assert overviews and overviews[0] == 2
+        ov = b.read(1, out_shape=(b.height // 2, b.width // 2))
+        assert ov.max() > 0  # overviews hold data, not zeros (rioxarray #410)
+        assert b.crs == a.crs and b.transform == a.transform and b.nodata == 0
+        assert b.descriptions == ("r", "g", "b")
+    ifds, first_data = _tiff_layout(dst)
+    assert len(ifds) >= 2  # full resolution + overviews (+ masks)
+    assert ifds == sorted(ifds) and max(ifds) < first_data  # every IFD before the pixels
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# --------------------------------------------------------------------------- failures
+
+
+class _FailAfter(nn.Module):
+    def __init__(self, calls: int, exc: type[BaseException]) -> None:
+        super().__init__()
+        self.calls, self.exc = calls, exc
+
+    def forward(self, x):
+        self.calls -= 1
+        if self.calls < 0:
+            raise self.exc("boom")
+        return x
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+@pytest.mark.parametrize("cog", [False, True])
+def test_failure_mid_run_leaves_no_output(make_raster, tmp_path, exc, cog):
+    src = make_raster(width=200, height=200)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dst = out_dir / "o.tif"
+    with pytest.raises(exc, match="boom"):
+        translate_raster(
+            src, dst, _FailAfter(3, exc), tile=64, overlap=8, batch_size=1, cog=cog,
+            progress=False,
+        )
+    assert list(out_dir.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(make_raster, tmp_path):
+    src = make_raster()
+    dst = tmp_path / "o.tif"
+    dst.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        translate_raster(src, dst, nn.Identity(), tile=64, overlap=16, progress=False)
+    assert dst.read_bytes() == b"keep me"
+    translate_raster(src, dst, nn.Identity(), tile=64, overlap=16, progress=False, overwrite=True)
+    assert rasterio.open(dst).count == 3
+
+
+def test_output_that_is_a_folder_or_the_input_or_unwritable(make_raster, tmp_path):
+    src = make_raster()
+    with pytest.raises(RasterWriteError, match="folder"):
+        translate_raster(src, tmp_path, nn.Identity(), progress=False)
+    with pytest.raises(RasterWriteError, match="input"):
+        translate_raster(src, src, nn.Identity(), progress=False, overwrite=True)
+    with pytest.raises(RasterWriteError, match="does not exist"):
+        translate_raster(src, tmp_path / "nope" / "o.tif", nn.Identity(), progress=False)
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(RasterWriteError, match="not writable"):
+            translate_raster(src, locked / "o.tif", nn.Identity(), progress=False)
+
+
+def test_tile_not_suited_to_the_model(make_raster, tmp_path):
+    src = make_raster()
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1)
+    with pytest.raises(TileSpecError, match="multiple of 4"):
+        translate_raster(src, tmp_path / "o.tif", net, tile=66, progress=False)
+    with pytest.raises(TileSpecError, match="at least 8"):
+        translate_raster(src, tmp_path / "o.tif", net, tile=4, overlap=0, progress=False)
+    with pytest.raises(ConfigError, match="blend"):
+        translate_raster(src, tmp_path / "o.tif", net, blend="cosine", progress=False)
+    with pytest.raises(ConfigError, match="norm"):
+        translate_raster(src, tmp_path / "o.tif", net, norm="batch", progress=False)
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_band_count_mismatch_names_the_bands(make_raster, tmp_path):
+    src = make_raster(count=4)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1)
+    with pytest.raises(BandError, match=r"bands=\(1, 2, 3\)"):
+        translate_raster(src, tmp_path / "o.tif", net, progress=False)
+    one = make_raster(name="one.tif", count=1)
+    with pytest.raises(BandError, match="model trained on 1 band"):
+        translate_raster(one, tmp_path / "o.tif", net, progress=False)
+
+
+def test_no_crs_warns_and_keeps_the_pixel_grid(make_raster, tmp_path):
+    src = make_raster(crs=None, width=70, height=50)
+    dst = tmp_path / "o.tif"
+    with pytest.warns(NotGeoreferencedWarning):
+        translate_raster(src, dst, nn.Identity(), tile=32, overlap=8, progress=False)
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        assert b.crs is None and b.transform == a.transform
+        np.testing.assert_array_equal(b.read(), a.read())
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _tiny_checkpoint(path: Path, dtype: str = "uint8", count: int = 3) -> Path:
+    config = CycleGANConfig(in_channels_a=count, in_channels_b=count, ngf=4, n_blocks=1, ndf=4)
+    torch.manual_seed(0)
+    nets = build_nets("cyclegan", config)
+    domain = DomainInfo(
+        bands=tuple(range(1, count + 1)),
+        count=count,
+        dtype=dtype,
+        normalizer=Normalizer.for_dtype(dtype, count),
+    )
+    return save_checkpoint(
+        path,
+        kind="cyclegan",
+        config=config,
+        nets=nets,
+        domains={"a": domain, "b": domain},
+        generators_only=True,
+    )
+
+
+def test_checkpoint_path_and_direction(make_raster, tmp_path):
+    ckpt = _tiny_checkpoint(tmp_path / "m.safetensors")
+    src = make_raster(width=90, height=70, nodata=0, collar=4)
+    outs = []
+    for direction in ("a2b", "b2a"):
+        dst = tmp_path / f"{direction}.tif"
+        translate_raster(src, dst, ckpt, direction=direction, tile=32, overlap=8, progress=False)
+        with rasterio.open(dst) as ds:
+            outs.append(ds.read())
+            assert ds.count == 3 and ds.dtypes[0] == "uint8" and ds.nodata == 0
+    assert not np.array_equal(outs[0], outs[1])
+
+
+def test_checkpoint_dtype_mismatch(make_raster, tmp_path):
+    ckpt = _tiny_checkpoint(tmp_path / "m.safetensors", dtype="uint16")
+    src = make_raster(dtype="uint8")
+    with pytest.raises(ModelError, match="uint16"):
+        translate_raster(src, tmp_path / "o.tif", ckpt, progress=False)
+
+
+def test_corrupt_checkpoint(make_raster, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError):
+        translate_raster(make_raster(), tmp_path / "o.tif", bad, progress=False)
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_model_none_uses_env_then_bundled(make_raster, tmp_path, monkeypatch):
+    src = make_raster(width=40, height=40)
+    ckpt = _tiny_checkpoint(tmp_path / "m.safetensors")
+    monkeypatch.setenv("RSGAN_MODEL", str(ckpt))
+    translate_raster(src, tmp_path / "env.tif", None, tile=32, overlap=8, progress=False)
+    direct = tmp_path / "direct.tif"
+    translate_raster(src, direct, ckpt, tile=32, overlap=8, progress=False)
+    assert np.array_equal(rasterio.open(tmp_path / "env.tif").read(), rasterio.open(direct).read())
+    monkeypatch.delenv("RSGAN_MODEL")
+    monkeypatch.setattr(translate_mod, "DEFAULT_MODEL_PATH", tmp_path / "missing.safetensors")
+    with pytest.raises(ModelError, match="bundled default model"):
+        translate_raster(src, tmp_path / "o.tif", None, progress=False)
