@@ -61,9 +61,12 @@ class InterruptOn4Bands(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[object]:
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         yield c
 
 
@@ -71,8 +74,14 @@ def client() -> Iterator[object]:
 def scenes(make_raster: Callable[..., Path], tmp_path: Path) -> list[Path]:
     folder = tmp_path / "data" / "scenes"
     return [
-        make_raster(f"scene_{i}.tif", width=w, height=h, seed=i, folder=folder,
-                    transform=rasterio.Affine(2.0, 0, 500000.0 + 1000 * i, 0, -2.0, 5200000.0))
+        make_raster(
+            f"scene_{i}.tif",
+            width=w,
+            height=h,
+            seed=i,
+            folder=folder,
+            transform=rasterio.Affine(2.0, 0, 500000.0 + 1000 * i, 0, -2.0, 5200000.0),
+        )
         for i, (w, h) in enumerate(SIZES)
     ]
 
@@ -132,10 +141,16 @@ def _write_catalog(kind: str, scenes: list[Path], root: Path) -> str:
         return os.fspath(scenes[0].parent / "scene_*.tif")
     items = []
     for p, geom in zip(scenes, table.to_crs("EPSG:4326").geometry, strict=True):
-        item = pystac.Item(p.stem, geom.__geo_interface__, list(geom.bounds),
-                           pystac.utils.str_to_datetime("2020-01-01T00:00:00Z"), {})
-        item.add_asset("visual", pystac.Asset(os.path.relpath(p, root),
-                                              media_type=pystac.MediaType.GEOTIFF))
+        item = pystac.Item(
+            p.stem,
+            geom.__geo_interface__,
+            list(geom.bounds),
+            pystac.utils.str_to_datetime("2020-01-01T00:00:00Z"),
+            {},
+        )
+        item.add_asset(
+            "visual", pystac.Asset(os.path.relpath(p, root), media_type=pystac.MediaType.GEOTIFF)
+        )
         item.add_asset("thumbnail", pystac.Asset("thumb.png", media_type=pystac.MediaType.PNG))
         items.append(item)
     if kind == "stac-items":
@@ -161,8 +176,14 @@ def test_each_catalog_kind_translates_on_the_cluster(
 ) -> None:
     catalog = _write_catalog(kind, scenes, tmp_path / "data")
     asset_key = "visual" if kind.startswith("stac") else None
-    manifest = translate_catalog(catalog, tmp_path / "out", torch.nn.Identity(),
-                                 scheduler=client, asset_key=asset_key, **FAST)
+    manifest = translate_catalog(
+        catalog,
+        tmp_path / "out",
+        torch.nn.Identity(),
+        scheduler=client,
+        asset_key=asset_key,
+        **FAST,
+    )
     _assert_identity_outputs(manifest, scenes)
     on_disk = read_manifest(tmp_path / "out")
     assert on_disk is not None
@@ -173,11 +194,9 @@ def test_rerun_is_a_no_op_then_redoes_only_what_changed(
     scenes: list[Path], tmp_path: Path, client: object
 ) -> None:
     out = tmp_path / "out"
-    first = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), scheduler=client,
-                              **FAST)
+    first = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), scheduler=client, **FAST)
     stamps = {p: os.stat(p).st_mtime_ns for p in first["output"]}
-    again = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), scheduler=client,
-                              **FAST)
+    again = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), scheduler=client, **FAST)
     assert list(again["status"]) == ["skipped"] * 3
     assert {p: os.stat(p).st_mtime_ns for p in again["output"]} == stamps
     assert list(again["sha256"]) == list(first["sha256"])
@@ -187,26 +206,34 @@ def test_rerun_is_a_no_op_then_redoes_only_what_changed(
     gone.unlink()
     with open(damaged, "ab") as f:
         f.write(b"junk")
-    third = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), scheduler=client,
-                              **FAST)
+    third = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), scheduler=client, **FAST)
     assert list(third["status"]) == ["done", "done", "skipped"]
     assert os.stat(kept).st_mtime_ns == stamps[os.fspath(kept)]
     _assert_identity_outputs(third.assign(status="done"), scenes)
 
 
-def test_bad_rows_fail_alone(
-    scenes: list[Path], tmp_path: Path, client: object
-) -> None:
+def test_bad_rows_fail_alone(scenes: list[Path], tmp_path: Path, client: object) -> None:
     corrupt = scenes[0].parent / "corrupt.tif"
     corrupt.write_bytes(b"II*\x00 this is not a GeoTIFF")
     twin = tmp_path / "data" / "other" / scenes[1].name  # same stem, other folder
     twin.parent.mkdir(parents=True)
     twin.write_bytes(scenes[1].read_bytes())
-    rows = [*map(os.fspath, scenes), os.fspath(corrupt), "scenes/missing.tif", os.fspath(twin),
-            os.fspath(scenes[2]), ""]
+    rows = [
+        *map(os.fspath, scenes),
+        os.fspath(corrupt),
+        "scenes/missing.tif",
+        os.fspath(twin),
+        os.fspath(scenes[2]),
+        "",
+    ]
     pd.DataFrame({"path": rows}).to_csv(tmp_path / "data" / "catalog.csv", index=False)
-    manifest = translate_catalog(tmp_path / "data" / "catalog.csv", tmp_path / "out",
-                                 torch.nn.Identity(), scheduler=client, **FAST)
+    manifest = translate_catalog(
+        tmp_path / "data" / "catalog.csv",
+        tmp_path / "out",
+        torch.nn.Identity(),
+        scheduler=client,
+        **FAST,
+    )
     status = dict(enumerate(manifest["status"]))
     errors = list(manifest["error"])
     assert [status[i] for i in range(3)] == ["done"] * 3
@@ -222,8 +249,9 @@ def test_worker_killed_mid_task_is_retried_and_every_output_is_valid(
     scenes: list[Path], tmp_path: Path, client: object
 ) -> None:
     marker = tmp_path / "killed-once"
-    manifest = translate_catalog(scenes[0].parent, tmp_path / "out", KillOnce(os.fspath(marker)),
-                                 scheduler=client, **FAST)
+    manifest = translate_catalog(
+        scenes[0].parent, tmp_path / "out", KillOnce(os.fspath(marker)), scheduler=client, **FAST
+    )
     assert marker.exists()  # a worker really died
     _assert_identity_outputs(manifest, scenes)
     assert not list((tmp_path / "out").glob(".*rsgan-tmp*"))  # its temporary was cleaned
@@ -234,13 +262,20 @@ def test_checkpoint_is_loaded_once_per_worker(
 ) -> None:
     config = CycleGANConfig(in_channels_a=3, in_channels_b=3, ngf=4, ndf=4, n_blocks=1)
     torch.manual_seed(0)
-    domain = DomainInfo(bands=None, count=3, dtype="uint8",
-                        normalizer=Normalizer.for_dtype("uint8", 3))
-    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", kind="cyclegan", config=config,
-                           nets=build_nets("cyclegan", config), domains={"a": domain, "b": domain},
-                           generators_only=True)
-    manifest = translate_catalog(scenes[0].parent, tmp_path / "out", ckpt, scheduler=client,
-                                 precision="fp32", **FAST)
+    domain = DomainInfo(
+        bands=None, count=3, dtype="uint8", normalizer=Normalizer.for_dtype("uint8", 3)
+    )
+    ckpt = save_checkpoint(
+        tmp_path / "tiny.safetensors",
+        kind="cyclegan",
+        config=config,
+        nets=build_nets("cyclegan", config),
+        domains={"a": domain, "b": domain},
+        generators_only=True,
+    )
+    manifest = translate_catalog(
+        scenes[0].parent, tmp_path / "out", ckpt, scheduler=client, precision="fp32", **FAST
+    )
     assert list(manifest["status"]) == ["done"] * 3
     for row, src in zip(manifest.itertuples(), scenes, strict=True):
         assert _pixels_and_grid(row.output)[1] == _pixels_and_grid(src)[1]
@@ -253,8 +288,9 @@ def test_checkpoint_is_loaded_once_per_worker(
 def test_sequential_run_matches_the_cluster_and_survives_an_interrupt(
     make_raster: Callable[..., Path], scenes: list[Path], tmp_path: Path, client: object
 ) -> None:
-    dask_run = translate_catalog(scenes[0].parent, tmp_path / "dask", torch.nn.Identity(),
-                                 scheduler=client, **FAST)
+    dask_run = translate_catalog(
+        scenes[0].parent, tmp_path / "dask", torch.nn.Identity(), scheduler=client, **FAST
+    )
     make_raster("scene_3.tif", count=4, width=40, height=40, folder=scenes[0].parent, seed=3)
     make_raster("scene_4.tif", width=40, height=40, folder=scenes[0].parent, seed=4)
     out = tmp_path / "seq"
@@ -283,8 +319,9 @@ def test_stac_asset_key_errors(scenes: list[Path], tmp_path: Path) -> None:
 
 
 def test_scene_names_cannot_escape_the_output_folder(scenes: list[Path], tmp_path: Path) -> None:
-    item = pystac.Item("../escaped", None, None,
-                       pystac.utils.str_to_datetime("2020-01-01T00:00:00Z"), {})
+    item = pystac.Item(
+        "../escaped", None, None, pystac.utils.str_to_datetime("2020-01-01T00:00:00Z"), {}
+    )
     item.add_asset("data", pystac.Asset(os.fspath(scenes[0]), media_type=pystac.MediaType.GEOTIFF))
     path = tmp_path / "items.json"
     pystac.ItemCollection([item]).save_object(dest_href=os.fspath(path))
@@ -305,8 +342,9 @@ def test_foreign_file_at_an_output_path_is_not_overwritten(
     assert list(manifest["status"]) == ["failed", "done", "done"]
     assert "overwrite=True" in manifest["error"][0]
     assert foreign.read_bytes() == b"someone else's file"
-    manifest = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0,
-                                 overwrite=True, **FAST)
+    manifest = translate_catalog(
+        scenes[0].parent, out, torch.nn.Identity(), workers=0, overwrite=True, **FAST
+    )
     _assert_identity_outputs(manifest, scenes)
 
 
@@ -314,9 +352,16 @@ def test_unreachable_scheduler_is_a_clear_error(
     scenes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(catalog_module, "CONNECT_TIMEOUT_S", 1)
-    with pytest.raises(CatalogError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
-        translate_catalog(scenes[0].parent, tmp_path / "out", torch.nn.Identity(),
-                          scheduler="tcp://127.0.0.1:9", **FAST)
+    with pytest.raises(
+        CatalogError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"
+    ):
+        translate_catalog(
+            scenes[0].parent,
+            tmp_path / "out",
+            torch.nn.Identity(),
+            scheduler="tcp://127.0.0.1:9",
+            **FAST,
+        )
 
 
 @pytest.mark.parametrize(
@@ -351,6 +396,7 @@ def test_without_dask_runs_in_process_with_a_warning(
 ) -> None:
     monkeypatch.setattr(catalog_module, "_dask_available", lambda: False)
     with pytest.warns(RuntimeWarning, match="Dask is not installed"):
-        manifest = translate_catalog(scenes[0].parent, tmp_path / "out", torch.nn.Identity(),
-                                     **FAST)
+        manifest = translate_catalog(
+            scenes[0].parent, tmp_path / "out", torch.nn.Identity(), **FAST
+        )
     _assert_identity_outputs(manifest, scenes)

@@ -258,6 +258,7 @@ def augment_segmentation_dataset(
 
     out = Path(out_dir)
     pairs, failures = pair_files(images, masks)
+    total = len(pairs) + len(failures)
     index_path = out / INDEX_NAME
     if not overwrite:
         _refuse_existing(
@@ -299,7 +300,7 @@ def augment_segmentation_dataset(
     if failures:
         lines = "\n".join(f"  {stem}: {msg}" for stem, msg in sorted(failures.items()))
         raise AugmentError(
-            f"{len(failures)} of {len(pairs) + len(failures)} pair(s) failed; "
+            f"{len(failures)} of {total} pair(s) failed; "
             f"the other {len(rows) // 2} were written to {index_path}:\n{lines}",
             index,
             failures,

@@ -1,0 +1,84 @@
+"""`rsgan batch`: exit codes, the summary table, and one-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner, Result
+
+from rsgan.checkpoint import DomainInfo, save_checkpoint
+from rsgan.cli.main import cli
+from rsgan.io import Normalizer
+from rsgan.models import CycleGANConfig, build_nets
+
+FAST = ["--tile", "64", "--overlap", "16", "--quiet", "--precision", "fp32"]
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """A 3-band uint8 CycleGAN checkpoint with random weights (ngf 4, one block)."""
+    config = CycleGANConfig(in_channels_a=3, in_channels_b=3, ngf=4, ndf=4, n_blocks=1)
+    torch.manual_seed(0)
+    domain = DomainInfo(bands=None, count=3, dtype="uint8",
+                        normalizer=Normalizer.for_dtype("uint8", 3))  # fmt: skip
+    nets = build_nets("cyclegan", config)
+    return save_checkpoint(path, kind="cyclegan", config=config, nets=nets,
+                           domains={"a": domain, "b": domain}, generators_only=True)  # fmt: skip
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    return tiny_checkpoint(tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def folder(make_raster: Callable[..., Path], tmp_path: Path) -> Path:
+    for i in range(2):
+        make_raster(f"s{i}.tif", width=48, height=40, seed=i, folder=tmp_path / "scenes")
+    return tmp_path / "scenes"
+
+
+def _batch(*args: object) -> Result:
+    return CliRunner().invoke(cli, ["batch", *map(str, args), *FAST])
+
+
+def test_batch_translates_and_reruns(folder: Path, checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = _batch(folder / "*.tif", out, "--model", checkpoint, "--workers", 2)
+    assert result.exit_code == 0, result.output
+    assert "done          2" in result.output
+    manifest = gpd.read_parquet(out / "manifest.parquet")
+    assert list(manifest["status"]) == ["done", "done"]
+    with rasterio.open(out / "s0_translated.tif") as a, rasterio.open(folder / "s0.tif") as b:
+        assert (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)
+        assert not np.array_equal(a.read(), b.read())  # the random net changed the pixels
+    again = _batch(folder / "*.tif", out, "--model", checkpoint, "--workers", 0)
+    assert again.exit_code == 0 and "skipped       2" in again.output
+
+
+def test_batch_exit_code_says_a_scene_failed(
+    folder: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    (folder / "broken.tif").write_bytes(b"not a raster")
+    result = _batch(folder, tmp_path / "out", "--model", checkpoint, "--workers", 0)
+    assert result.exit_code == 1
+    assert "failed        1" in result.output and "broken.tif" in result.output
+    assert (tmp_path / "out" / "s1_translated.tif").exists()
+
+
+def test_batch_unreachable_scheduler_is_one_line(
+    folder: Path, tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rsgan.pipelines import catalog
+
+    monkeypatch.setattr(catalog, "CONNECT_TIMEOUT_S", 1)
+    address = "tcp://127.0.0.1:9"
+    result = _batch(folder, tmp_path / "out", "--model", checkpoint, "--scheduler", address)
+    assert result.exit_code == 1
+    assert "cannot reach the Dask scheduler" in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,211 @@
+"""augment_segmentation_dataset and MixedSegmentationDataset with the real translate_raster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+from rsgan.errors import ConfigError, OutputExistsError
+from rsgan.pipelines.augment import (
+    AugmentError,
+    MixedSegmentationDataset,
+    augment_segmentation_dataset,
+)
+
+FAST = {"tile": 64, "overlap": 16, "progress": False}
+GRID = Affine(0.5, 0.0, 360000.0, 0.0, -0.5, 4100000.0)
+COLORS = {0: (0, 0, 0, 255), 1: (255, 0, 0, 255), 2: (0, 0, 255, 255)}
+
+
+class Negate(torch.nn.Module):
+    """A 'translation' that is easy to check: uint8 v -> 255 - v."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -x
+
+
+def _mask(seed: int, height: int = 40, width: int = 48) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mask = rng.integers(0, 3, size=(1, height, width), dtype=np.uint8)
+    mask[:, :3, :] = 255  # an ignore/nodata border
+    return mask
+
+
+def _write_mask(path: Path, data: np.ndarray, transform: Affine | None, crs: str | None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {
+        "driver": "GTiff",
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": 1,
+        "dtype": "uint8",
+        "nodata": 255,
+    }
+    if transform is not None:
+        profile.update(transform=transform, crs=crs)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.write_colormap(1, COLORS)
+    return path
+
+
+@pytest.fixture
+def pairs(make_raster: Callable[..., Path], tmp_path: Path) -> tuple[Path, Path]:
+    images, masks = tmp_path / "src" / "images", tmp_path / "src" / "masks"
+    for i in range(6):
+        transform = GRID @ Affine.translation(100 * i, 0)
+        make_raster(
+            f"tile_{i}.tif",
+            width=48,
+            height=40,
+            seed=i,
+            folder=images,
+            crs="EPSG:26915",
+            transform=transform,
+        )
+        _write_mask(masks / f"tile_{i}.tif", _mask(i), transform, "EPSG:26915")
+    return images, masks
+
+
+def _read(path: Path | str) -> tuple[np.ndarray, dict]:
+    with rasterio.open(path) as src:
+        grid = {
+            "crs": src.crs,
+            "transform": src.transform,
+            "shape": (src.height, src.width),
+            "nodata": src.nodata,
+        }
+        return src.read(), grid
+
+
+def test_masks_are_copied_pixel_for_pixel_on_the_translated_grid(
+    pairs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    images, masks = pairs
+    out = tmp_path / "aug"
+    index = augment_segmentation_dataset(images, masks, Negate(), out, **FAST)
+    assert len(index) == 12 and int(index["translated"].sum()) == 6
+    for row in index[index["translated"]].itertuples():
+        translated, t_grid = _read(out / row.image)
+        source, s_grid = _read(row.source_image)
+        np.testing.assert_array_equal(translated, 255 - source)  # it was translated
+        copied, m_grid = _read(out / row.mask)
+        original, o_grid = _read(row.source_mask)
+        assert copied.dtype == original.dtype
+        np.testing.assert_array_equal(copied, original)
+        assert {k: m_grid[k] for k in ("crs", "transform", "shape")} == {
+            k: t_grid[k] for k in ("crs", "transform", "shape")
+        }
+        assert t_grid["transform"] == s_grid["transform"] and t_grid["crs"] == s_grid["crs"]
+        assert m_grid["nodata"] == o_grid["nodata"] == 255
+        with rasterio.open(out / row.mask) as src:
+            assert {k: src.colormap(1)[k] for k in COLORS} == COLORS
+    on_disk = pd.read_csv(out / "index.csv")
+    assert list(on_disk.columns) == list(index.columns)
+    assert len(on_disk) == 12
+
+
+def test_misaligned_and_unpaired_files_fail_alone(
+    pairs: tuple[Path, Path], make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    images, masks = pairs
+    _write_mask(masks / "tile_1.tif", _mask(1), GRID @ Affine.translation(101, 0), "EPSG:26915")
+    _write_mask(
+        masks / "tile_2.tif", _mask(2, height=41), GRID @ Affine.translation(200, 0), "EPSG:26915"
+    )
+    _write_mask(masks / "tile_3.tif", _mask(3), GRID @ Affine.translation(300, 0), "EPSG:32615")
+    make_raster("lonely.tif", width=48, height=40, folder=images)
+    with pytest.raises(AugmentError) as caught:
+        augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+    failures = caught.value.failures
+    assert sorted(failures) == ["lonely", "tile_1", "tile_2", "tile_3"]
+    assert "different transforms" in failures["tile_1"] and "tile_1.tif" in failures["tile_1"]
+    assert "differ in size: 48x40 vs 48x41" in failures["tile_2"]
+    assert "different CRSs" in failures["tile_3"]
+    assert "has no mask" in failures["lonely"]
+    index = pd.read_csv(tmp_path / "aug" / "index.csv")
+    assert sorted(Path(p).stem for p in index["image"][index["translated"]]) == [
+        "tile_0",
+        "tile_4",
+        "tile_5",
+    ]
+    assert not (tmp_path / "aug" / "masks" / "tile_1.tif").exists()
+
+
+@pytest.mark.filterwarnings("ignore::rsgan.io.NotGeoreferencedWarning")
+def test_plain_image_chips(tmp_path: Path) -> None:
+    images, masks = tmp_path / "img", tmp_path / "lbl"
+    images.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        with rasterio.open(
+            images / f"c{i}.png", "w", driver="PNG", width=32, height=32, count=3, dtype="uint8"
+        ) as dst:
+            dst.write(rng.integers(0, 256, (3, 32, 32), dtype=np.uint8))
+        with rasterio.open(
+            masks / f"c{i}.png", "w", driver="PNG", width=32, height=32, count=1, dtype="uint8"
+        ) as dst:
+            dst.write(rng.integers(0, 2, (1, 32, 32), dtype=np.uint8) * 255)
+    index = augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+    for row in index[index["translated"]].itertuples():
+        copied, grid = _read(tmp_path / "aug" / row.mask)
+        np.testing.assert_array_equal(copied, _read(row.source_mask)[0])
+        np.testing.assert_array_equal(
+            _read(tmp_path / "aug" / row.image)[0], 255 - _read(row.source_image)[0]
+        )
+        assert grid["crs"] is None and grid["shape"] == (32, 32)
+
+
+def test_existing_outputs_need_overwrite(pairs: tuple[Path, Path], tmp_path: Path) -> None:
+    images, masks = pairs
+    augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
+        augment_segmentation_dataset(images, masks, torch.nn.Identity(), tmp_path / "aug", **FAST)
+    index = augment_segmentation_dataset(
+        images, masks, torch.nn.Identity(), tmp_path / "aug", overwrite=True, **FAST
+    )
+    row = index[index["translated"]].iloc[0]
+    np.testing.assert_array_equal(
+        _read(tmp_path / "aug" / row["image"])[0], _read(row["source_image"])[0]
+    )
+
+
+@pytest.mark.parametrize(("ratio", "expected"), [(0.0, 0), (0.5, 3), (0.34, 2), (1.0, 6)])
+def test_mixed_dataset_mixes_at_the_ratio(
+    pairs: tuple[Path, Path], tmp_path: Path, ratio: float, expected: int
+) -> None:
+    images, masks = pairs
+    augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+    data = MixedSegmentationDataset(tmp_path / "aug" / "index.csv", translated_ratio=ratio, seed=1)
+    assert len(data) == 6 and sum(data.translated) == expected
+    for i in range(len(data)):
+        sample = data[i]
+        stem = f"tile_{i}"
+        source, _ = _read(images / f"{stem}.tif")
+        pixels = 255 - source if sample["translated"] else source
+        assert sample["image"].dtype == torch.float32 and sample["image"].shape == (3, 40, 48)
+        np.testing.assert_allclose(sample["image"].numpy(), pixels / 255.0 * 2 - 1, atol=1e-6)
+        assert sample["mask"].dtype == torch.int64 and sample["mask"].shape == (40, 48)
+        np.testing.assert_array_equal(sample["mask"].numpy(), _mask(i)[0])
+    again = MixedSegmentationDataset(tmp_path / "aug" / "index.csv", translated_ratio=ratio, seed=1)
+    assert again.translated == data.translated
+
+
+def test_mixed_dataset_refuses_bad_ratios(pairs: tuple[Path, Path], tmp_path: Path) -> None:
+    images, masks = pairs
+    index = augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        MixedSegmentationDataset(tmp_path / "aug" / "index.csv", translated_ratio=1.5)
+    # drop four translated rows: a ratio of 0.5 (3 of 6) is then impossible
+    trimmed = index.drop(index[index["translated"]].index[:4])
+    trimmed.to_csv(tmp_path / "aug" / "trimmed.csv", index=False)
+    with pytest.raises(ConfigError, match="needs 3 translated pairs but the index has 2"):
+        MixedSegmentationDataset(tmp_path / "aug" / "trimmed.csv", translated_ratio=0.5)
