@@ -176,7 +176,9 @@ def open_dataset(path: PathLike) -> DatasetReader:
         if p.is_dir():
             raise RasterReadError(f"{p} is a folder, not a raster file; pass a raster's path")
     try:
-        return rasterio.open(text)
+        with warnings.catch_warnings():  # plain images: rsgan warns once per source instead
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            return rasterio.open(text)
     except RasterioError as exc:
         raise RasterReadError(
             f"cannot read {text} as a raster ({exc}); pass a GeoTIFF or another format GDAL reads"
