@@ -578,6 +578,36 @@ def _sample_file(
     return chunks
 
 
+PERCENTILE_SAMPLE = 1_000_000
+"""Valid pixels per file kept (at random) for percentiles; min, max, mean and std use all."""
+
+
+class _Moments:
+    """Running per-band count, sums, extremes and a bounded pixel sample."""
+
+    def __init__(self, nbands: int) -> None:
+        self.n = 0
+        self.total = np.zeros(nbands)
+        self.total_sq = np.zeros(nbands)
+        self.lo = np.full(nbands, np.inf)
+        self.hi = np.full(nbands, -np.inf)
+        self.samples: list[np.ndarray] = []
+
+    def add(self, pixels: np.ndarray, rng: np.random.Generator) -> None:
+        """Add ``(bands, n)`` valid pixels."""
+        if pixels.shape[1] == 0:
+            return
+        values = pixels.astype(np.float64)
+        self.n += values.shape[1]
+        self.total += values.sum(axis=1)
+        self.total_sq += np.square(values).sum(axis=1)
+        self.lo = np.minimum(self.lo, values.min(axis=1))
+        self.hi = np.maximum(self.hi, values.max(axis=1))
+        if pixels.shape[1] > PERCENTILE_SAMPLE:
+            pixels = pixels[:, rng.choice(pixels.shape[1], PERCENTILE_SAMPLE, replace=False)]
+        self.samples.append(pixels)
+
+
 def compute_band_stats(
     paths: PathLike | Sequence[PathLike],
     bands: Sequence[int] | None = None,
@@ -592,6 +622,8 @@ def compute_band_stats(
     A scene of at most ``max_windows * window_size**2`` pixels is read whole (window by
     window); a larger one is sampled from its overviews when it has some small enough,
     else from ``max_windows`` random windows (seeded). A whole large scene is never read.
+    Min, max, mean and std use every sampled valid pixel; percentiles use at most
+    :data:`PERCENTILE_SAMPLE` of them per file, drawn at random, which bounds memory.
 
     Args:
         paths: One raster or several (statistics are pooled, e.g. a training domain).
@@ -619,7 +651,7 @@ def compute_band_stats(
         if not 0 <= p <= 100:
             raise ConfigError(f"percentile {p} is outside 0..100")
     rng = np.random.default_rng(seed)
-    chunks: list[np.ndarray] = []
+    acc: _Moments | None = None
     first: tuple[Path, Bands, str] | None = None
     for path in files:
         with open_raster(path) as src:
@@ -633,36 +665,35 @@ def compute_band_stats(
             dtype = dtypes.pop()
             if first is None:
                 first = (path, indexes, dtype)
+                acc = _Moments(len(indexes))
             elif len(indexes) != len(first[1]) or dtype != first[2]:
                 raise BandError(
                     f"{path} has {len(indexes)} {dtype} band(s) but {first[0]} has "
                     f"{len(first[1])} {first[2]} band(s); statistics pool files of one kind, "
                     "so pass files alike or select the same number of bands with bands=(...)"
                 )
-            chunks.extend(
-                _sample_file(
-                    src, indexes, max_windows=max_windows, window_size=window_size, rng=rng
-                )
+            chunks = _sample_file(
+                src, indexes, max_windows=max_windows, window_size=window_size, rng=rng
             )
-    assert first is not None  # files is non-empty
-    pixels = np.concatenate(chunks, axis=1) if chunks else np.empty((len(first[1]), 0))
-    n = pixels.shape[1]
-    if n == 0:
+            acc.add(np.concatenate(chunks, axis=1), rng)  # type: ignore[union-attr]
+    if first is None or acc is None or acc.n == 0:
         raise NoValidPixelsError(
             f"no valid pixel in the sampled windows of {', '.join(map(str, files))}; "
             "check the nodata value and masks, or raise max_windows"
         )
-    per_band = [pixels[b].astype(np.float64) for b in range(pixels.shape[0])]
-    pct_values = [np.percentile(band, pcts) for band in per_band]
+    sample = np.concatenate(acc.samples, axis=1).astype(np.float64)
+    pct_values = np.percentile(sample, pcts, axis=1)  # (percentiles, bands)
+    mean = acc.total / acc.n
+    var = np.maximum(acc.total_sq / acc.n - mean**2, 0.0)
     return BandStats(
-        bands=first[1] if bands is not None else tuple(range(1, len(first[1]) + 1)),
+        bands=first[1],
         dtype=first[2],
-        n_pixels=int(n),
-        min=tuple(float(b.min()) for b in per_band),
-        max=tuple(float(b.max()) for b in per_band),
-        mean=tuple(float(b.mean()) for b in per_band),
-        std=tuple(float(b.std()) for b in per_band),
-        percentiles={p: tuple(float(v[i]) for v in pct_values) for i, p in enumerate(pcts)},
+        n_pixels=int(acc.n),
+        min=tuple(float(v) for v in acc.lo),
+        max=tuple(float(v) for v in acc.hi),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in np.sqrt(var)),
+        percentiles={p: tuple(float(v) for v in pct_values[i]) for i, p in enumerate(pcts)},
         sources=tuple(str(p) for p in files),
     )
 
@@ -1202,6 +1233,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "KEEP",
     "BandStats",
+    "PERCENTILE_SAMPLE",
     "NoValidPixelsError",
     "NotGeoreferencedWarning",
     "Normalizer",

@@ -285,6 +285,23 @@ def test_stats_of_small_scene_are_exact(make_raster) -> None:
         assert stats.percentiles[98.0][b] == pytest.approx(np.percentile(px, 98))
 
 
+def test_stats_percentiles_from_bounded_sample(make_raster, monkeypatch) -> None:
+    import rsgan.io
+
+    path = make_raster(width=50, height=40, count=2, dtype="int16")
+    exact = compute_band_stats(path)
+    monkeypatch.setattr(rsgan.io, "PERCENTILE_SAMPLE", 500)
+    sampled = compute_band_stats(path)
+    assert sampled.n_pixels == exact.n_pixels == 2000
+    assert sampled.min == exact.min and sampled.max == exact.max
+    assert sampled.mean == pytest.approx(exact.mean) and sampled.std == pytest.approx(exact.std)
+    assert sampled.percentiles[50.0] != exact.percentiles[50.0]  # from 500 of 2000 pixels
+    span = np.subtract(exact.max, exact.min)
+    assert np.all(
+        np.abs(np.subtract(sampled.percentiles[50.0], exact.percentiles[50.0])) < 0.1 * span
+    )
+
+
 def test_stats_sample_windows_of_large_scene(make_raster) -> None:
     path = make_raster(width=128, height=128, count=1)
     stats = compute_band_stats(path, max_windows=3, window_size=16)
