@@ -400,3 +400,20 @@ def test_without_dask_runs_in_process_with_a_warning(
             scenes[0].parent, tmp_path / "out", torch.nn.Identity(), **FAST
         )
     _assert_identity_outputs(manifest, scenes)
+
+
+def test_outputs_written_before_an_interrupt_are_kept(scenes: list[Path], tmp_path: Path) -> None:
+    """A task that finished while the client was interrupted left its output and STAC Item
+    but no 'done' row: the rerun keeps it when the Item's checksum matches the file."""
+    out = tmp_path / "out"
+    first = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0, **FAST)
+    pending = first.assign(status="pending", sha256="")
+    pending.to_parquet(out / MANIFEST_NAME)
+    stamps = [os.stat(p).st_mtime_ns for p in first["output"]]
+    item = Path(first["output"][2]).with_suffix(".json")
+    item.write_text(item.read_text().replace(first["sha256"][2], "0" * 64))
+    again = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(again["status"]) == ["skipped", "skipped", "done"]
+    assert [os.stat(p).st_mtime_ns for p in again["output"]][:2] == stamps[:2]
+    assert list(again["sha256"]) == list(first["sha256"])
+    assert again.geometry[0].equals_exact(first.geometry[0], 1e-9)

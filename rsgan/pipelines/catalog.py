@@ -45,6 +45,7 @@ from typing import Any
 
 import geopandas as gpd
 import pandas as pd
+from shapely.geometry import box, mapping, shape
 
 from rsgan._types import PathLike
 from rsgan.errors import CatalogError, ConfigError, MissingDependencyError, RsganError
@@ -277,8 +278,6 @@ def _read_stac(path: Path, *, asset_key: str | None, **_: Any) -> list[Scene]:
 
 
 def _stac_scene(item: Any, asset_key: str | None, catalog: Path) -> Scene:
-    from shapely.geometry import shape
-
     label = f"item {item.id!r}"
     footprint = shape(item.geometry) if item.geometry else None  # STAC geometry is WGS84
     scene = Scene(item.id, "", label, footprint, item.datetime)
@@ -468,16 +467,9 @@ def _plan(
         before = earlier.get(scene.name)
         ours = before is not None and before.status in ("done", "skipped", "pending")
         if out.exists() and not overwrite:
-            if ours and before.status != "pending" and before.sha256 == sha256_file(out):
-                rows.append(
-                    replace(
-                        row,
-                        status="skipped",
-                        seconds=float(before.seconds),
-                        sha256=before.sha256,
-                        footprint=before.geometry,
-                    )
-                )
+            finished = _finished_earlier(before, out) if ours else None
+            if finished is not None:
+                rows.append(finished)
                 continue
             if not ours:
                 rows.append(
@@ -494,6 +486,30 @@ def _plan(
         to_run[scene.name] = overwrite or out.exists()
         rows.append(row)
     return rows, to_run
+
+
+def _finished_earlier(before: Any, out: Path) -> SceneResult | None:
+    """The manifest row of an output an earlier run finished, or None to redo it.
+
+    Finished means: the manifest says done (or skipped) with this file's SHA-256, or the
+    run was interrupted after the task wrote the output and its STAC Item (status still
+    pending) and the Item's checksum matches the file.
+    """
+    checksum = sha256_file(out)
+    row = SceneResult(before.scene, before.source, os.fspath(out), "skipped",
+                      seconds=float(before.seconds), sha256=checksum,
+                      footprint=before.geometry)  # fmt: skip
+    if before.status in ("done", "skipped"):
+        return row if before.sha256 == checksum else None
+    try:
+        item = json.loads(out.with_suffix(".json").read_text())
+        recorded = item["assets"]["data"]["file:checksum"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if recorded != "1220" + checksum:
+        return None
+    geometry = item.get("geometry")
+    return replace(row, footprint=shape(geometry) if geometry else before.geometry)
 
 
 def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
@@ -606,7 +622,6 @@ def _footprint_4326(info: Any) -> Any:
     if info.crs is None:
         return None
     from rasterio.warp import transform_geom
-    from shapely.geometry import box, mapping, shape
 
     outline = box(*info.bounds)
     step = max(outline.length / 4 / 8, 1e-9)  # 8 points per edge follow curved edges
@@ -620,7 +635,6 @@ def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[s
     from pystac.extensions.file import FileExtension
     from pystac.extensions.projection import ProjectionExtension
     from pystac.extensions.raster import RasterBand, RasterExtension
-    from shapely.geometry import mapping
 
     when = scene.datetime or datetime.now(timezone.utc)
     item = pystac.Item(
