@@ -85,6 +85,8 @@ class SceneInstanceNorm2d(nn.Module):
                 )
             mean = self.mean.to(xf.device).view(1, -1, 1, 1)
             var = self.var.to(xf.device).view(1, -1, 1, 1)
+        elif self.mode == "instance" and self.mask is None:
+            return F.instance_norm(xf, eps=self.eps).to(x.dtype)  # the fast native path
         else:
             weight = self._weight(xf)
             pooled = self.mode == "pooled"

@@ -1,0 +1,1226 @@
+"""Training: pure train steps, one loop with exact resume and DDP, and DCGAN generation.
+
+The pieces, each usable alone:
+
+* :func:`cyclegan_train_step` / :func:`dcgan_train_step`: one optimisation step on one
+  batch; they take nets, optimisers, the batch, the fake pools and the config and return
+  the losses. Nothing is kept between calls.
+* :func:`prepare_cyclegan` / :func:`prepare_dcgan`: datasets, nets, optimisers,
+  schedulers and pools as a :class:`TrainRun`.
+* :func:`fit`: the loop. Seeded, logs to ``log.jsonl``, writes sample grids, checkpoints
+  (``model.safetensors`` + ``train_state.pt``) at intervals, at the end and on Ctrl-C,
+  and resumes exactly (RNG states, sampler position, pools, optimisers, schedulers).
+  Under ``torchrun`` (``WORLD_SIZE`` > 1) it runs DistributedDataParallel (nccl on CUDA,
+  gloo on CPU); only rank 0 writes.
+* :func:`train_cyclegan` / :func:`train_dcgan`: prepare + fit from raster sources.
+* :func:`generate`: DCGAN samples as GeoTIFF chips in the source dtype and a PNG grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Adam, Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from rsgan._device import autocast, resolve_device, resolve_precision
+from rsgan._types import PathLike
+from rsgan.checkpoint import (
+    DomainInfo,
+    LoadedModel,
+    load_model,
+    load_train_state,
+    save_checkpoint,
+    save_train_state,
+    unwrap,
+)
+from rsgan.errors import BandError, CheckpointError, ConfigError, OutputExistsError
+from rsgan.losses import ImagePool, bce_loss, lsgan_loss, masked_l1, patch_weights
+from rsgan.models import (
+    CycleGANConfig,
+    DCGANConfig,
+    ResnetGenerator,
+    build_nets,
+    make_config,
+)
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "train_state.pt"
+LOG_FILE = "log.jsonl"
+SAMPLES_DIR = "samples"
+
+Batch = Mapping[str, Tensor]
+Nets = Mapping[str, nn.Module]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`fit`, after the checkpoint and state were saved.
+
+    Attributes:
+        step: the last completed step.
+        out_dir: where the checkpoint and state are (resume with ``resume=True``).
+    """
+
+    def __init__(self, step: int, out_dir: Path) -> None:
+        super().__init__(
+            f"training interrupted after step {step}; the checkpoint and training state are "
+            f"in {out_dir}: continue with resume=True (--resume)"
+        )
+        self.step = step
+        self.out_dir = out_dir
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to train (not what): steps, batch, learning rate, intervals, device, seed.
+
+    Attributes:
+        steps: total optimisation steps (a resumed run continues up to this number).
+        batch_size: samples per step and process; None: 1 for cyclegan, 64 for dcgan.
+        lr: Adam learning rate (betas 0.5, 0.999 as both papers).
+        decay_from: step from which the learning rate decays linearly to 0 at ``steps``;
+            None: ``steps // 2`` for cyclegan (the paper's half constant, half decay), no
+            decay for dcgan.
+        sample_every: write a sample grid every this many steps (0: never).
+        checkpoint_every: save checkpoint and state every this many steps (0: only at the
+            end and on Ctrl-C).
+        log_every: append the losses to ``log.jsonl`` every this many steps.
+        device: "auto" (CUDA if present, else CPU), "cpu", "cuda" or "cuda:N".
+        precision: "fp32" or "bf16" (autocast); None: bf16 on CUDA, fp32 on CPU.
+        seed: seeds nets, data order, pools and noise.
+        num_workers: DataLoader worker processes.
+        resume: continue the run in ``out_dir`` from its checkpoint and training state.
+        overwrite: start over in an ``out_dir`` that holds an earlier run.
+        progress: show a tqdm progress bar with the losses.
+        n_samples: images in a DCGAN sample grid (None: 64), or rows of each domain in a
+            CycleGAN one (None: 4).
+    """
+
+    steps: int = 10_000
+    batch_size: int | None = None
+    lr: float = 2e-4
+    decay_from: int | None = None
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    device: str = "auto"
+    precision: str | None = None
+    seed: int = 0
+    num_workers: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    n_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"TrainOptions.steps must be >= 1; got {self.steps}")
+        for name in ("batch_size", "n_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"TrainOptions.{name} must be >= 1 or None; got {value}")
+        for name in ("sample_every", "checkpoint_every", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TrainOptions.{name} must be >= 0; got {getattr(self, name)}")
+        if self.log_every < 1:
+            raise ConfigError(f"log_every must be >= 1; got {self.log_every}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"learning rate must be a positive number; got {self.lr}")
+        if self.decay_from is not None and self.decay_from < 0:
+            raise ConfigError(f"decay_from must be >= 0; got {self.decay_from}")
+        if self.resume and self.overwrite:
+            raise ConfigError("resume and overwrite exclude each other; pass one of them")
+
+
+# --------------------------------------------------------------------------- train steps
+
+
+def _set_requires_grad(nets: Sequence[nn.Module], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+def _domain(batch: Batch, key: str, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Images ``(N, C, H, W)`` with invalid pixels zeroed, and masks ``(N, 1, H, W)`` float."""
+    image = batch[key].to(device, non_blocking=True).float()
+    mask = batch.get(f"{key}_mask")
+    if mask is None:
+        mask = torch.ones(image.shape[0], 1, *image.shape[-2:], device=device)
+    else:
+        mask = mask.to(device, non_blocking=True)
+        mask = (mask.unsqueeze(1) if mask.ndim == 3 else mask).float()
+    return image * mask, mask
+
+
+def _sparse(mask: Tensor) -> Tensor | None:
+    """None when every pixel is valid (the nets then take their fast unmasked path)."""
+    return None if bool(mask.min() >= 1) else mask
+
+
+def _floats(losses: Mapping[str, Tensor]) -> dict[str, float]:
+    values = torch.stack([v.detach().float() for v in losses.values()]).tolist()
+    return dict(zip(losses, values, strict=True))
+
+
+def cyclegan_train_step(
+    nets: Nets,
+    opts: Mapping[str, Optimizer],
+    batch: Batch,
+    pools: Mapping[str, ImagePool],
+    cfg: CycleGANConfig,
+    *,
+    device: torch.device,
+    precision: str,
+) -> dict[str, float]:
+    """One CycleGAN step (Zhu et al. 2017): generators, then both discriminators.
+
+    Least-squares adversarial losses, cycle L1 weighted ``cfg.lambda_cycle`` and, when A
+    and B have the same bands, identity L1 weighted ``lambda_identity * lambda_cycle``;
+    discriminators see fakes through the pools and are halved. Invalid pixels are zeroed
+    in the inputs and left out of every loss and of the norm statistics; discriminator
+    patches that are mostly invalid are left out.
+
+    Args:
+        nets: ``G_AB``, ``G_BA``, ``D_A``, ``D_B`` (plain or DDP-wrapped).
+        opts: ``"G"`` (both generators) and ``"D"`` (both discriminators).
+        batch: ``a`` ``(N, C_a, H, W)``, ``b`` ``(N, C_b, H, W)`` in [-1, 1], and optional
+            ``a_mask``/``b_mask`` ``(N, H, W)`` bool.
+        pools: ``"A"`` and ``"B"``, the fake pools.
+        cfg: the loss weights.
+        device, precision: where and how (``"fp32"``/``"bf16"``) to compute.
+
+    Returns:
+        Losses as floats: ``G`` (total), ``G_AB``, ``G_BA``, ``cycle_A``, ``cycle_B``,
+        ``idt_A``, ``idt_B``, ``D_A``, ``D_B``.
+    """
+    a, mask_a = _domain(batch, "a", device)
+    b, mask_b = _domain(batch, "b", device)
+    ma, mb = _sparse(mask_a), _sparse(mask_b)
+    g_ab, g_ba, d_a, d_b = nets["G_AB"], nets["G_BA"], nets["D_A"], nets["D_B"]
+
+    # generators: D frozen and called unwrapped (no DDP gradient sync for them here)
+    _set_requires_grad((d_a, d_b), False)
+    opts["G"].zero_grad(set_to_none=True)
+    with autocast(device, precision):
+        fake_b = g_ab(a, mask=ma) * mask_a  # (N, C_b, H, W); invalid pixels zeroed
+        rec_a = g_ba(fake_b, mask=ma)
+        fake_a = g_ba(b, mask=mb) * mask_b
+        rec_b = g_ab(fake_a, mask=mb)
+        pred_b = unwrap(d_b)(fake_b, mask=ma)
+        pred_a = unwrap(d_a)(fake_a, mask=mb)
+        losses = {
+            "G_AB": lsgan_loss(pred_b, True, patch_weights(ma, pred_b)),
+            "G_BA": lsgan_loss(pred_a, True, patch_weights(mb, pred_a)),
+            "cycle_A": masked_l1(rec_a, a, ma) * cfg.lambda_cycle,
+            "cycle_B": masked_l1(rec_b, b, mb) * cfg.lambda_cycle,
+        }
+        if cfg.uses_identity:
+            weight = cfg.lambda_cycle * cfg.lambda_identity
+            losses["idt_A"] = masked_l1(g_ba(a, mask=ma), a, ma) * weight
+            losses["idt_B"] = masked_l1(g_ab(b, mask=mb), b, mb) * weight
+    loss_g = sum(losses.values())
+    loss_g.backward()
+    opts["G"].step()
+
+    # discriminators, on real images and pooled fakes
+    _set_requires_grad((d_a, d_b), True)
+    opts["D"].zero_grad(set_to_none=True)
+    pool_b, pool_mb = pools["B"].query(fake_b, mask_a)
+    pool_a, pool_ma = pools["A"].query(fake_a, mask_b)
+    d_losses = {}
+    with autocast(device, precision):
+        for name, d, real, m_real, fake, m_fake in (
+            ("D_A", d_a, a, ma, pool_a, _sparse(pool_ma)),
+            ("D_B", d_b, b, mb, pool_b, _sparse(pool_mb)),
+        ):
+            pred_real = d(real, mask=m_real)
+            pred_fake = d(fake, mask=m_fake)
+            d_losses[name] = 0.5 * (
+                lsgan_loss(pred_real, True, patch_weights(m_real, pred_real))
+                + lsgan_loss(pred_fake, False, patch_weights(m_fake, pred_fake))
+            )
+    sum(d_losses.values()).backward()
+    opts["D"].step()
+    return _floats({"G": loss_g, **losses, **d_losses})
+
+
+def dcgan_train_step(
+    nets: Nets,
+    opts: Mapping[str, Optimizer],
+    batch: Batch,
+    pools: Mapping[str, ImagePool],
+    cfg: DCGANConfig,
+    *,
+    device: torch.device,
+    precision: str,
+) -> dict[str, float]:
+    """One DCGAN step (Radford et al. 2016): D on a real and a fake batch, then G.
+
+    Binary cross-entropy on logits; G maximises log D(G(z)) (the non-saturating loss).
+    Noise comes from torch's global generator (saved for exact resume).
+
+    Args:
+        nets: ``G`` and ``D`` (plain or DDP-wrapped).
+        opts: ``"G"`` and ``"D"``.
+        batch: ``image`` ``(N, C, H, W)`` in [-1, 1] (``mask`` is ignored: train DCGANs
+            on chips without nodata).
+        pools: unused (DCGAN has no pool); pass ``{}``.
+        cfg: the architecture (for the latent size).
+        device, precision: where and how to compute.
+
+    Returns:
+        ``D``, ``G`` losses and ``D_real``/``D_fake``, D's mean probability of "real".
+    """
+    del pools
+    real = batch["image"].to(device, non_blocking=True).float()
+    g, d = nets["G"], nets["D"]
+    z = torch.randn(real.shape[0], cfg.nz, device=device)
+    opts["D"].zero_grad(set_to_none=True)
+    with autocast(device, precision):
+        fake = g(z)
+        logits_real = d(real)
+        logits_fake = d(fake.detach())
+        loss_d = bce_loss(logits_real, True) + bce_loss(logits_fake, False)
+    loss_d.backward()
+    opts["D"].step()
+
+    _set_requires_grad((d,), False)
+    opts["G"].zero_grad(set_to_none=True)
+    with autocast(device, precision):
+        loss_g = bce_loss(unwrap(d)(fake), True)
+    loss_g.backward()
+    opts["G"].step()
+    _set_requires_grad((d,), True)
+    return _floats(
+        {
+            "D": loss_d,
+            "G": loss_g,
+            "D_real": torch.sigmoid(logits_real.detach().float()).mean(),
+            "D_fake": torch.sigmoid(logits_fake.detach().float()).mean(),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def _to_uint8(x: Tensor) -> np.ndarray:
+    """Model values [-1, 1] ``(C, H, W)`` -> uint8 for a preview (linear, clipped)."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+def _write_grid(images: Sequence[Tensor], path: Path, ncols: int) -> Path:
+    from rsgan.io import write_png_grid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_png_grid([_to_uint8(x) for x in images], path, ncols, overwrite=True)
+
+
+def _cyclegan_sample_inputs(run: TrainRun, n: int, seed: int) -> dict[str, Tensor]:
+    """The first ``n`` pairs of the data (fixed for the whole run)."""
+    del seed
+    items = [run.dataset[i] for i in range(min(n, len(run.dataset)))]  # type: ignore[arg-type]
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+def _cyclegan_samples(
+    nets: Nets, inputs: Batch, path: Path, device: torch.device, precision: str
+) -> Path:
+    """Rows of A, A->B, A->B->A, then rows of B, B->A, B->A->B."""
+    a, mask_a = _domain(inputs, "a", device)
+    b, mask_b = _domain(inputs, "b", device)
+    g_ab, g_ba = unwrap(nets["G_AB"]), unwrap(nets["G_BA"])
+    with torch.no_grad(), autocast(device, precision):
+        fake_b = g_ab(a, mask=_sparse(mask_a)) * mask_a
+        rec_a = g_ba(fake_b, mask=_sparse(mask_a)) * mask_a
+        fake_a = g_ba(b, mask=_sparse(mask_b)) * mask_b
+        rec_b = g_ab(fake_a, mask=_sparse(mask_b)) * mask_b
+    rows = [x for triple in zip(a, fake_b, rec_a, strict=True) for x in triple]
+    rows += [x for triple in zip(b, fake_a, rec_b, strict=True) for x in triple]
+    return _write_grid(rows, path, ncols=3)
+
+
+def _dcgan_sample_inputs(run: TrainRun, n: int, seed: int) -> dict[str, Tensor]:
+    """``n`` fixed latent vectors (their own generator: training noise is untouched)."""
+    rng = torch.Generator().manual_seed(seed)
+    return {"z": torch.randn(n, run.config.nz, generator=rng)}
+
+
+def _dcgan_samples(
+    nets: Nets, inputs: Batch, path: Path, device: torch.device, precision: str
+) -> Path:
+    g = unwrap(nets["G"])
+    was_training = g.training
+    g.eval()
+    with torch.no_grad(), autocast(device, precision):
+        images = g(inputs["z"].to(device))
+    g.train(was_training)
+    return _write_grid(list(images), path, ncols=max(1, math.isqrt(len(images))))
+
+
+@dataclass(frozen=True)
+class _Trainer:
+    """What differs between model kinds in the loop."""
+
+    step: Callable[..., dict[str, float]]
+    sample_inputs: Callable[[TrainRun, int, int], dict[str, Tensor]]
+    samples: Callable[..., Path]
+    default_batch: int
+    default_samples: int
+    decays: bool
+
+
+_TRAINERS: dict[str, _Trainer] = {
+    "cyclegan": _Trainer(
+        cyclegan_train_step,
+        _cyclegan_sample_inputs,
+        _cyclegan_samples,
+        default_batch=1,
+        default_samples=4,
+        decays=True,
+    ),
+    "dcgan": _Trainer(
+        dcgan_train_step,
+        _dcgan_sample_inputs,
+        _dcgan_samples,
+        default_batch=64,
+        default_samples=64,
+        decays=False,
+    ),
+}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class TrainRun:
+    """Everything a training loop works on. Build it with :func:`prepare_cyclegan` or
+    :func:`prepare_dcgan` (or by hand), then call :func:`fit`.
+
+    Attributes:
+        kind: "cyclegan" or "dcgan".
+        config: the architecture config.
+        nets: ``{name: module}`` (unwrapped; :func:`fit` moves them to the device).
+        optimizers: ``{"G": ..., "D": ...}``.
+        dataset: items as the kind's train step reads them.
+        domains: ``{domain: DomainInfo}`` for the checkpoint metadata.
+        data_summary: JSON-safe description of the data for the metadata.
+        pools: the fake pools (cyclegan) by domain.
+        lr_lambda: step -> learning-rate factor (schedulers are made by :func:`fit`).
+    """
+
+    kind: str
+    config: Any
+    nets: dict[str, nn.Module]
+    optimizers: dict[str, Optimizer]
+    dataset: Dataset
+    domains: dict[str, DomainInfo]
+    data_summary: dict[str, Any] = field(default_factory=dict)
+    pools: dict[str, ImagePool] = field(default_factory=dict)
+    lr_lambda: Callable[[int], float] = lambda step: 1.0
+
+
+def _lr_lambda(kind: str, options: TrainOptions) -> Callable[[int], float]:
+    """Constant until ``decay_from``, then linearly down to 0 at ``steps``."""
+    if options.decay_from is not None:
+        start = options.decay_from
+    else:
+        start = options.steps // 2 if _TRAINERS[kind].decays else options.steps
+    span = max(options.steps - start, 1)
+
+    def factor(step: int) -> float:
+        return max(0.0, 1.0 - max(0, step - start) / span)
+
+    return factor
+
+
+def _adam(nets: Sequence[nn.Module], lr: float) -> Adam:
+    params = itertools.chain.from_iterable(net.parameters() for net in nets)
+    return Adam(params, lr=lr, betas=(0.5, 0.999))
+
+
+class _EpochDataset(Dataset):
+    """Gives a dataset without ``set_epoch`` a no-op one (for UnpairedDataset)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[i]
+
+    def set_epoch(self, epoch: int) -> None:
+        setter = getattr(self.dataset, "set_epoch", None)
+        if setter is not None:
+            setter(epoch)
+
+
+def _domain_info(dataset: Dataset, stored: DomainInfo | None = None) -> DomainInfo:
+    """Band list, count, dtype and normaliser of a chip dataset (or a generic one)."""
+    count = getattr(dataset, "count", None)
+    if count is None:
+        count = int(dataset[0]["image"].shape[0])
+    descriptions = None
+    scenes = getattr(dataset, "scenes", None)
+    bands = getattr(dataset, "bands", None)
+    if scenes and bands:
+        from rsgan.io import describe
+
+        info = describe(scenes[0])
+        descriptions = tuple(info.descriptions[b - 1] for b in bands)
+    return DomainInfo(
+        bands=bands if bands is not None else (stored.bands if stored else None),
+        count=int(count),
+        dtype=str(getattr(dataset, "dtype", stored.dtype if stored else "float32")),
+        normalizer=getattr(dataset, "normalizer", stored.normalizer if stored else None),
+        descriptions=descriptions,
+    )
+
+
+def _summary(dataset: Dataset, size: int) -> dict[str, Any]:
+    scenes = list(getattr(dataset, "scenes", []) or [])
+    return {
+        "chips": len(dataset),  # type: ignore[arg-type]
+        "chip_size": size,
+        "scenes": len(scenes),
+        "sources": [str(s) for s in scenes[:50]],
+    }
+
+
+def _is_dataset(source: Any) -> bool:
+    return isinstance(source, Dataset)
+
+
+def _stored_model(out_dir: PathLike, options: TrainOptions) -> LoadedModel | None:
+    """The checkpoint of the run being resumed (None when not resuming)."""
+    if not options.resume:
+        return None
+    path = Path(out_dir) / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"cannot resume: {path} does not exist; start without --resume (resume=False)"
+        )
+    return load_model(path)
+
+
+def _chips(
+    source: Any,
+    *,
+    size: int,
+    bands: Sequence[int] | None,
+    max_nodata: float | None,
+    stored: DomainInfo | None,
+    seed: int,
+) -> Dataset:
+    if _is_dataset(source):
+        return source
+    from rsgan.data import ChipDataset
+
+    return ChipDataset(
+        source,
+        size=size,
+        bands=bands if bands is not None else (stored.bands if stored else None),
+        normalizer=stored.normalizer if stored else None,
+        max_nodata=max_nodata,
+        seed=seed,
+    )
+
+
+def _check_config_matches(config: Any, stored: LoadedModel | None) -> Any:
+    if stored is None:
+        return config
+    if config is None:
+        return stored.config
+    if config != stored.config:
+        raise ConfigError(
+            f"resume: the given config {config} differs from the checkpoint's "
+            f"{stored.config}; resume without a config (or with the same one)"
+        )
+    return config
+
+
+def prepare_cyclegan(
+    domain_a: Any,
+    domain_b: Any,
+    *,
+    config: CycleGANConfig | Mapping[str, Any] | None = None,
+    options: TrainOptions | None = None,
+    tile: int = 256,
+    bands_a: Sequence[int] | None = None,
+    bands_b: Sequence[int] | None = None,
+    max_nodata: float | None = 0.5,
+    stored: LoadedModel | None = None,
+) -> TrainRun:
+    """Datasets, nets (seeded), Adam optimisers and pools for a CycleGAN run.
+
+    Args:
+        domain_a, domain_b: raster paths, folders or chip index files (read as
+            :class:`rsgan.data.ChipDataset` chips of ``tile`` px), or torch Datasets
+            yielding ``{"image": (C, H, W) float32 in [-1, 1], "mask": (H, W) bool}``.
+        config: the architecture; None: the defaults with the data's band counts.
+        options: training options (the seed and learning rate are used here).
+        tile: chip size in pixels (a multiple of 4, at least 24).
+        bands_a, bands_b: 1-based bands to read from each domain (None: all).
+        max_nodata: leave out chips with more nodata than this fraction.
+        stored: the checkpoint being resumed (its normalisers and bands are reused).
+
+    Raises:
+        BandError: the data's band counts do not match ``config``.
+        ConfigError: a bad tile size.
+    """
+    options = options or TrainOptions()
+    if tile % ResnetGenerator.size_multiple or tile < 24:
+        raise ConfigError(
+            f"tile {tile}: CycleGAN chips must be a multiple of "
+            f"{ResnetGenerator.size_multiple} and at least 24 px (the PatchGAN's minimum); "
+            "use e.g. 128 or 256"
+        )
+    from rsgan.data import UnpairedDataset
+
+    stored_a = stored.domains["a"] if stored else None
+    stored_b = stored.domains["b"] if stored else None
+    ds_a = _chips(
+        domain_a,
+        size=tile,
+        bands=bands_a,
+        max_nodata=max_nodata,
+        stored=stored_a,
+        seed=options.seed,
+    )
+    ds_b = _chips(
+        domain_b,
+        size=tile,
+        bands=bands_b,
+        max_nodata=max_nodata,
+        stored=stored_b,
+        seed=options.seed + 1,
+    )
+    info_a, info_b = _domain_info(ds_a, stored_a), _domain_info(ds_b, stored_b)
+    config = _check_config_matches(config, stored)
+    if config is None:
+        config = CycleGANConfig(in_channels_a=info_a.count, in_channels_b=info_b.count)
+    config = make_config("cyclegan", config)
+    for name, info, want in (
+        ("A", info_a, config.in_channels_a),
+        ("B", info_b, config.in_channels_b),
+    ):
+        if info.count != want:
+            raise BandError(
+                f"domain {name} chips have {info.count} band(s) but the config expects "
+                f"{want}; select bands (bands_{name.lower()}=...) or use a config with "
+                f"in_channels_{name.lower()}={info.count}"
+            )
+    torch.manual_seed(options.seed)
+    nets = build_nets("cyclegan", config)
+    dataset = UnpairedDataset(_EpochDataset(ds_a), _EpochDataset(ds_b), seed=options.seed)
+    return TrainRun(
+        kind="cyclegan",
+        config=config,
+        nets=nets,
+        optimizers={
+            "G": _adam((nets["G_AB"], nets["G_BA"]), options.lr),
+            "D": _adam((nets["D_A"], nets["D_B"]), options.lr),
+        },
+        dataset=dataset,
+        domains={"a": info_a, "b": info_b},
+        data_summary={"a": _summary(ds_a, tile), "b": _summary(ds_b, tile)},
+        pools={
+            "A": ImagePool(config.pool_size, seed=options.seed),
+            "B": ImagePool(config.pool_size, seed=options.seed + 1),
+        },
+        lr_lambda=_lr_lambda("cyclegan", options),
+    )
+
+
+def prepare_dcgan(
+    source: Any,
+    *,
+    config: DCGANConfig | Mapping[str, Any] | None = None,
+    options: TrainOptions | None = None,
+    bands: Sequence[int] | None = None,
+    stored: LoadedModel | None = None,
+) -> TrainRun:
+    """Dataset (complete chips of ``config.image_size`` px), nets and optimisers for a DCGAN.
+
+    Args:
+        source: raster paths, a folder of images or a chip index; or a torch Dataset
+            yielding ``{"image": (C, H, W) float32 in [-1, 1], ...}``.
+        config: the architecture; None: defaults (64 px) with the data's band count.
+        options: training options.
+        bands: 1-based bands to read (None: all).
+        stored: the checkpoint being resumed.
+    """
+    options = options or TrainOptions()
+    config = _check_config_matches(config, stored)
+    size = make_config("dcgan", config).image_size if config is not None else 64
+    stored_info = stored.domains["data"] if stored else None
+    ds = _chips(
+        source, size=size, bands=bands, max_nodata=0.0, stored=stored_info, seed=options.seed
+    )
+    info = _domain_info(ds, stored_info)
+    if config is None:
+        config = DCGANConfig(channels=info.count, image_size=size)
+    config = make_config("dcgan", config)
+    if info.count != config.channels:
+        raise BandError(
+            f"the chips have {info.count} band(s) but the DCGAN config expects "
+            f"{config.channels}; select bands (bands=...) or use channels={info.count}"
+        )
+    torch.manual_seed(options.seed)
+    nets = build_nets("dcgan", config)
+    return TrainRun(
+        kind="dcgan",
+        config=config,
+        nets=nets,
+        optimizers={"G": _adam((nets["G"],), options.lr), "D": _adam((nets["D"],), options.lr)},
+        dataset=_EpochDataset(ds),
+        domains={"data": info},
+        data_summary={"data": _summary(ds, size)},
+        lr_lambda=_lr_lambda("dcgan", options),
+    )
+
+
+# --------------------------------------------------------------------------- RNG states
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Global RNG states of torch (CPU and CUDA), numpy and python as plain tensors/lists."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+@contextlib.contextmanager
+def _rng_preserved(device: torch.device) -> Iterator[None]:
+    """Leave every global RNG as it was (sample inputs must not shift training noise)."""
+    state = _rng_state(device)
+    try:
+        yield
+    finally:
+        _set_rng_state(state, device)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_group: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _start_distributed(options: TrainOptions) -> _Dist:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(options.device)
+    if world <= 1 and not dist.is_initialized():
+        return _Dist(0, 1, device, owns_group=False)
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    return _Dist(dist.get_rank(), dist.get_world_size(), device, owns_group=owns)
+
+
+class _ResumableSampler(DistributedSampler):
+    """DistributedSampler (seeded shuffle per epoch) that can start mid-epoch."""
+
+    start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.start, None)
+
+    def __len__(self) -> int:
+        return super().__len__() - self.start
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class _Progress:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+def _save_all(
+    run: TrainRun,
+    out: Path,
+    pos: _Progress,
+    schedulers: Mapping[str, LambdaLR],
+    options: TrainOptions,
+    device: torch.device,
+) -> None:
+    save_checkpoint(
+        out / MODEL_FILE,
+        kind=run.kind,
+        config=run.config,
+        nets=run.nets,
+        domains=run.domains,
+        steps=pos.step,
+        data=run.data_summary,
+        extra={"train_options": dataclasses.asdict(options)},
+    )
+    save_train_state(
+        out / STATE_FILE,
+        {
+            "kind": run.kind,
+            "step": pos.step,
+            "epoch": pos.epoch,
+            "batch_in_epoch": pos.batch_in_epoch,
+            "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+            "pools": {k: p.state_dict() for k, p in run.pools.items()},
+            "rng": _rng_state(device),
+        },
+    )
+
+
+def _restore(
+    run: TrainRun,
+    out: Path,
+    schedulers: Mapping[str, LambdaLR],
+    ctx: _Dist,
+    seed: int,
+) -> _Progress:
+    model = load_model(out / MODEL_FILE)
+    if model.kind != run.kind or model.config != run.config:
+        raise ConfigError(
+            f"resume: {out / MODEL_FILE} holds a {model.kind} {model.config}, not this "
+            f"{run.kind} {run.config}"
+        )
+    missing = sorted(set(run.nets) - set(model.nets))
+    if missing:
+        raise CheckpointError(
+            f"resume: {out / MODEL_FILE} lacks the nets {missing} (a generators-only file); "
+            "resume needs the full checkpoint written by training"
+        )
+    state = load_train_state(out / STATE_FILE)
+    if state.get("step") != model.steps or state.get("kind") != run.kind:
+        raise CheckpointError(
+            f"resume: {out / MODEL_FILE} (step {model.steps}) and {out / STATE_FILE} (step "
+            f"{state.get('step')}) do not belong together; start over with overwrite=True"
+        )
+    for name, net in run.nets.items():
+        net.load_state_dict(model.nets[name].state_dict())
+    for name, opt in run.optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+    for name, sched in schedulers.items():
+        sched.load_state_dict(state["schedulers"][name])
+    for name, pool in run.pools.items():
+        pool.load_state_dict(state["pools"][name], device=ctx.device)
+    if ctx.world_size == 1:
+        _set_rng_state(state["rng"], ctx.device)
+    else:  # each rank had its own RNGs; only one set was saved, so re-derive them
+        _seed_all(seed + ctx.rank + 7919 * int(state["step"]))
+    return _Progress(int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"]))
+
+
+def _prepare_out(out: Path, options: TrainOptions, ctx: _Dist) -> None:
+    if not ctx.is_main:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    earlier = [out / name for name in (MODEL_FILE, STATE_FILE) if (out / name).exists()]
+    if options.resume:
+        if not (out / STATE_FILE).exists():
+            raise CheckpointError(
+                f"cannot resume: {out / STATE_FILE} does not exist; start without --resume"
+            )
+        return
+    if earlier and not options.overwrite:
+        raise OutputExistsError(
+            f"{out} already holds a training run ({earlier[0].name}); pass resume=True "
+            "(--resume) to continue it or overwrite=True (--overwrite) to start over"
+        )
+    (out / LOG_FILE).unlink(missing_ok=True)
+
+
+def _log(out: Path, record: Mapping[str, Any]) -> None:
+    with (out / LOG_FILE).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def fit(run: TrainRun, out_dir: PathLike, options: TrainOptions | None = None) -> Path:
+    """Train ``run`` for ``options.steps`` steps; returns ``out_dir / "model.safetensors"``.
+
+    Writes to ``out_dir`` (rank 0 only): ``model.safetensors`` (all nets, latest),
+    ``train_state.pt``, ``log.jsonl`` (one JSON object per ``log_every`` steps: step,
+    epoch, lr, seconds since start, seconds per step, the losses) and
+    ``samples/step_XXXXXX.png``.
+
+    Raises:
+        OutputExistsError: ``out_dir`` holds a run and neither resume nor overwrite is set.
+        CheckpointError: resume without (or with a mismatched) checkpoint/state.
+        TrainingInterrupted: on Ctrl-C, after saving checkpoint and state.
+    """
+    options = options or TrainOptions()
+    trainer = _TRAINERS[run.kind]
+    ctx = _start_distributed(options)
+    try:
+        return _fit(run, Path(out_dir), options, trainer, ctx)
+    finally:
+        if ctx.owns_group:
+            dist.destroy_process_group()
+
+
+def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx: _Dist) -> Path:
+    device = ctx.device
+    precision = resolve_precision(options.precision, device)
+    _prepare_out(out, options, ctx)
+    if ctx.world_size > 1:
+        dist.barrier()
+    for net in run.nets.values():
+        net.to(device).train()
+    schedulers = {k: LambdaLR(o, run.lr_lambda) for k, o in run.optimizers.items()}
+    with _rng_preserved(device):
+        n_samples = options.n_samples or trainer.default_samples
+        sample_inputs = trainer.sample_inputs(run, n_samples, options.seed)
+    _seed_all(options.seed + ctx.rank)
+    for k, pool in run.pools.items():
+        if ctx.rank:
+            pool.generator.manual_seed(options.seed + 1000 * ctx.rank + len(k))
+    pos = _Progress()
+    if options.resume:
+        pos = _restore(run, out, schedulers, ctx, options.seed)
+    nets: dict[str, nn.Module] = dict(run.nets)
+    if ctx.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        nets = {k: DistributedDataParallel(n, device_ids=ids) for k, n in nets.items()}
+
+    batch_size = options.batch_size or trainer.default_batch
+    sampler = _ResumableSampler(
+        run.dataset,
+        num_replicas=ctx.world_size,
+        rank=ctx.rank,
+        shuffle=True,
+        seed=options.seed,
+        drop_last=True,
+    )
+    loader_rng = torch.Generator()
+    loader = DataLoader(
+        run.dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=options.num_workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        generator=loader_rng,
+    )
+    if len(sampler) // batch_size == 0:
+        raise ConfigError(
+            f"the data hold {len(run.dataset)} items, fewer than one batch of "  # type: ignore[arg-type]
+            f"{batch_size} per process ({ctx.world_size} process(es)); lower the batch size "
+            "or add data"
+        )
+    bar = tqdm(
+        total=options.steps,
+        initial=pos.step,
+        desc=f"train {run.kind}",
+        unit="step",
+        disable=not (options.progress and ctx.is_main),
+        dynamic_ncols=True,
+    )
+    started = last_time = time.perf_counter()
+    last_step = pos.step
+    try:
+        while pos.step < options.steps:
+            sampler.set_epoch(pos.epoch)
+            sampler.start = pos.batch_in_epoch * batch_size
+            loader_rng.manual_seed(options.seed + pos.epoch)
+            run.dataset.set_epoch(pos.epoch)  # type: ignore[attr-defined]
+            for batch in loader:
+                lr = run.optimizers["G"].param_groups[0]["lr"]  # this step's
+                losses = trainer.step(
+                    nets,
+                    run.optimizers,
+                    batch,
+                    run.pools,
+                    run.config,
+                    device=device,
+                    precision=precision,
+                )
+                for sched in schedulers.values():
+                    sched.step()
+                pos.step += 1
+                pos.batch_in_epoch += 1
+                if ctx.is_main:
+                    if pos.step % options.log_every == 0 or pos.step == options.steps:
+                        now = time.perf_counter()
+                        _log(
+                            out,
+                            {
+                                "step": pos.step,
+                                "epoch": pos.epoch,
+                                "lr": lr,
+                                "seconds": round(now - started, 3),
+                                "step_seconds": round(
+                                    (now - last_time) / (pos.step - last_step), 4
+                                ),
+                                **losses,
+                            },
+                        )
+                        last_time, last_step = now, pos.step
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+                    if options.sample_every and pos.step % options.sample_every == 0:
+                        path = out / SAMPLES_DIR / f"step_{pos.step:06d}.png"
+                        trainer.samples(nets, sample_inputs, path, device, precision)
+                    if options.checkpoint_every and pos.step % options.checkpoint_every == 0:
+                        _save_all(run, out, pos, schedulers, options, device)
+                bar.update(1)
+                if pos.step >= options.steps:
+                    break
+            else:
+                pos.epoch += 1
+                pos.batch_in_epoch = 0
+        if ctx.is_main:
+            _save_all(run, out, pos, schedulers, options, device)
+    except KeyboardInterrupt:
+        if ctx.is_main:
+            _save_all(run, out, pos, schedulers, options, device)
+        raise TrainingInterrupted(pos.step, out) from None
+    finally:
+        bar.close()
+    if ctx.world_size > 1:
+        dist.barrier()
+    return out / MODEL_FILE
+
+
+def train_cyclegan(
+    domain_a: Any,
+    domain_b: Any,
+    out_dir: PathLike,
+    *,
+    config: CycleGANConfig | Mapping[str, Any] | None = None,
+    options: TrainOptions | None = None,
+    tile: int = 256,
+    bands_a: Sequence[int] | None = None,
+    bands_b: Sequence[int] | None = None,
+    max_nodata: float | None = 0.5,
+) -> Path:
+    """Train a CycleGAN between two unpaired domains; returns the checkpoint path.
+
+    Args:
+        domain_a, domain_b: raster paths, folders or chip index files, or Datasets (see
+            :func:`prepare_cyclegan`).
+        out_dir: the run folder (``model.safetensors``, ``train_state.pt``, ``log.jsonl``,
+            ``samples/``).
+        config: the architecture (None: defaults with the data's band counts; when
+            resuming: the checkpoint's).
+        options: steps, batch size, device, precision, seed, resume, ...
+        tile: chip size in pixels.
+        bands_a, bands_b: 1-based bands of each domain (None: all).
+        max_nodata: leave out chips with more nodata than this fraction.
+    """
+    options = options or TrainOptions()
+    stored = _stored_model(out_dir, options)
+    run = prepare_cyclegan(
+        domain_a,
+        domain_b,
+        config=config,
+        options=options,
+        tile=tile,
+        bands_a=bands_a,
+        bands_b=bands_b,
+        max_nodata=max_nodata,
+        stored=stored,
+    )
+    return fit(run, out_dir, options)
+
+
+def train_dcgan(
+    source: Any,
+    out_dir: PathLike,
+    *,
+    config: DCGANConfig | Mapping[str, Any] | None = None,
+    options: TrainOptions | None = None,
+    bands: Sequence[int] | None = None,
+) -> Path:
+    """Train a DCGAN on chips of ``source``; returns the checkpoint path.
+
+    Args:
+        source: raster paths, a folder of images, a chip index, or a Dataset.
+        out_dir: the run folder.
+        config: the architecture (None: 64 px, the data's band count).
+        options: steps, batch size (default 64), device, precision, seed, resume, ...
+        bands: 1-based bands to read (None: all).
+    """
+    options = options or TrainOptions()
+    stored = _stored_model(out_dir, options)
+    run = prepare_dcgan(source, config=config, options=options, bands=bands, stored=stored)
+    return fit(run, out_dir, options)
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def generate(
+    model: PathLike | LoadedModel,
+    n: int,
+    out_dir: PathLike,
+    *,
+    template: PathLike | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    batch_size: int = 64,
+    device: str = "auto",
+) -> list[Path]:
+    """Write ``n`` DCGAN samples as GeoTIFF chips and a PNG grid into ``out_dir``.
+
+    Chips are denormalised with the checkpoint's Normalizer into the source dtype (float32
+    model values in [-1, 1] if the checkpoint has none). With ``template``, each chip gets
+    the template raster's CRS and pixel size, anchored at its upper-left corner; without,
+    chips have no georeference.
+
+    Args:
+        model: a dcgan checkpoint (path or loaded).
+        n: number of samples.
+        out_dir: folder to create (``sample_0000.tif``, ..., ``grid.png``).
+        template: a raster whose CRS and resolution the chips take.
+        seed: seeds the latent vectors.
+        overwrite: replace an existing ``out_dir``.
+        batch_size: samples generated at once.
+        device: "auto", "cpu", "cuda".
+
+    Returns:
+        The GeoTIFF paths (the grid is ``out_dir / "grid.png"``).
+
+    Raises:
+        ConfigError: not a DCGAN checkpoint, or n < 1.
+        OutputExistsError: ``out_dir`` exists and ``overwrite`` is False.
+    """
+    import rasterio
+    from affine import Affine
+
+    from rsgan.io import atomic_output_dir, describe, write_png_grid
+
+    if n < 1:
+        raise ConfigError(f"n={n}: ask for at least one sample")
+    dev = resolve_device(device)
+    loaded = load_model(model, device=dev)
+    if loaded.kind != "dcgan":
+        raise ConfigError(
+            f"generate needs a dcgan checkpoint; {loaded.path or 'this model'} is a "
+            f"{loaded.kind} (use `rsgan translate` for it)"
+        )
+    g = loaded.generator()
+    info = loaded.out_domain()
+    dtype = info.dtype if info.normalizer is not None else "float32"
+    crs, transform = None, Affine.identity()
+    if template is not None:
+        tpl = describe(template)
+        res_x, res_y = tpl.res
+        crs = tpl.crs
+        transform = Affine(res_x, 0.0, tpl.bounds.left, 0.0, -res_y, tpl.bounds.top)
+    rng = torch.Generator().manual_seed(seed)
+    images = []
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            z = torch.randn(min(batch_size, n - start), loaded.config.nz, generator=rng)
+            images.append(g(z.to(dev)).float().cpu())
+    batch = torch.cat(images).numpy()  # (n, C, H, W) in [-1, 1]
+    size = loaded.config.image_size
+    paths = []
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        for i, image in enumerate(batch):
+            values = info.normalizer.denormalize(image) if info.normalizer else image
+            name = f"sample_{i:04d}.tif"
+            profile = {
+                "driver": "GTiff",
+                "width": size,
+                "height": size,
+                "count": image.shape[0],
+                "dtype": dtype,
+                "crs": crs,
+                "transform": transform,
+                "compress": "deflate",
+            }
+            with rasterio.open(tmp / name, "w", **profile) as dst:
+                dst.write(values.astype(dtype))
+                if info.descriptions:
+                    for b, text in enumerate(info.descriptions, start=1):
+                        if text:
+                            dst.set_band_description(b, text)
+            paths.append(Path(out_dir) / name)
+        write_png_grid(
+            [_to_uint8(torch.from_numpy(x)) for x in batch],
+            tmp / "grid.png",
+            ncols=max(1, math.isqrt(n)),
+        )
+    return paths
+
+
+__all__ = [
+    "TrainOptions",
+    "TrainRun",
+    "TrainingInterrupted",
+    "cyclegan_train_step",
+    "dcgan_train_step",
+    "fit",
+    "generate",
+    "prepare_cyclegan",
+    "prepare_dcgan",
+    "train_cyclegan",
+    "train_dcgan",
+]

@@ -1,0 +1,288 @@
+"""Training: train steps, masks, exact resume, Ctrl-C, learning a known mapping, rasters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from torch.utils.data import Dataset
+
+from rsgan import training
+from rsgan.checkpoint import load_model
+from rsgan.errors import BandError, ConfigError, OutputExistsError
+from rsgan.losses import ImagePool
+from rsgan.models import CycleGANConfig, DCGANConfig, build_nets
+from rsgan.training import (
+    TrainingInterrupted,
+    TrainOptions,
+    cyclegan_train_step,
+    generate,
+    train_cyclegan,
+    train_dcgan,
+)
+
+TINY = CycleGANConfig(ngf=4, ndf=4, n_blocks=1, pool_size=3)
+TINY_DCGAN = DCGANConfig(channels=2, nz=8, ngf=2, ndf=2)
+
+
+class Chips(Dataset):
+    """Tensor chips in the ChipDataset item format."""
+
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> None:
+        self.images = images
+        self.masks = masks
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        mask = (
+            torch.ones(self.images.shape[-2:], dtype=torch.bool)
+            if self.masks is None
+            else self.masks[i]
+        )
+        return {"image": self.images[i] * mask, "mask": mask}
+
+
+def _textures(n: int, bands: int, size: int, seed: int) -> torch.Tensor:
+    """Smooth random fields in [-1, 1], ``(n, bands, size, size)``."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 1, size // 8, size // 8, generator=g)
+    base = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear")
+    bands_ = [base * torch.empty(1).uniform_(0.6, 1.0, generator=g) for _ in range(bands)]
+    x = torch.cat(bands_, 1) + 0.05 * torch.randn(n, bands, size, size, generator=g)
+    return (x * 2 - 1).clamp(-1, 1)
+
+
+def _options(**kw) -> TrainOptions:  # noqa: ANN003
+    base = dict(batch_size=2, sample_every=0, checkpoint_every=0, log_every=1, progress=False)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def _losses(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "step_seconds")} for r in records]
+
+
+def _masked_domains() -> tuple[Chips, Chips]:
+    a = _textures(6, 3, 32, seed=1)
+    masks = torch.ones(6, 32, 32, dtype=torch.bool)
+    masks[0, :, :10] = False
+    masks[3, 20:] = False
+    return Chips(a, masks), Chips(_textures(5, 3, 32, seed=2))
+
+
+def _interrupt_at(monkeypatch: pytest.MonkeyPatch, kind: str, call: int) -> None:
+    """Make the ``call``-th train step of ``kind`` raise KeyboardInterrupt (Ctrl-C)."""
+    trainer = training._TRAINERS[kind]
+    calls = {"n": 0}
+
+    def step(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return trainer.step(*args, **kwargs)
+
+    monkeypatch.setitem(training._TRAINERS, kind, training.dataclasses.replace(trainer, step=step))
+
+
+def test_cyclegan_ctrl_c_then_resume_matches_uninterrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = _masked_domains()
+    opts = _options(steps=8)  # 3 batches per epoch: the stop falls mid-epoch
+    full = train_cyclegan(a, b, tmp_path / "full", config=TINY, options=opts)
+
+    _interrupt_at(monkeypatch, "cyclegan", call=5)
+    with pytest.raises(TrainingInterrupted, match="after step 4"):
+        train_cyclegan(a, b, tmp_path / "split", config=TINY, options=opts)
+    monkeypatch.undo()
+    assert load_model(tmp_path / "split" / "model.safetensors").steps == 4
+    resumed = train_cyclegan(
+        a, b, tmp_path / "split", options=training.dataclasses.replace(opts, resume=True)
+    )
+    assert _losses(_log(tmp_path / "split")) == _losses(_log(tmp_path / "full"))
+    assert len(_log(tmp_path / "full")) == 8
+    ref, got = load_model(full), load_model(resumed)
+    for name, net in ref.nets.items():
+        for key, value in net.state_dict().items():
+            torch.testing.assert_close(got.nets[name].state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_dcgan_run_then_extend_matches_one_long_run(tmp_path: Path) -> None:
+    images = Chips(_textures(10, 2, 64, seed=3))
+    opts = _options(steps=6, batch_size=4, decay_from=100)
+    train_dcgan(images, tmp_path / "full", config=TINY_DCGAN, options=opts)
+    short = training.dataclasses.replace(opts, steps=3)
+    train_dcgan(images, tmp_path / "split", config=TINY_DCGAN, options=short)
+    train_dcgan(images, tmp_path / "split", options=training.dataclasses.replace(opts, resume=True))
+    assert _losses(_log(tmp_path / "split")) == _losses(_log(tmp_path / "full"))
+
+
+def test_invalid_pixels_change_nothing() -> None:
+    a, b = _masked_domains()
+    batch = {
+        k: torch.stack(
+            [
+                a[i]["image"]
+                if k == "a"
+                else a[i]["mask"]
+                if k == "a_mask"
+                else b[i]["image"]
+                if k == "b"
+                else b[i]["mask"]
+                for i in (0, 3)
+            ]
+        )
+        for k in ("a", "a_mask", "b", "b_mask")
+    }
+    garbage = dict(batch)
+    garbage["a"] = torch.where(batch["a_mask"][:, None], batch["a"], torch.tensor(0.9))
+
+    def one_step(data: dict) -> tuple[dict, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        nets = build_nets("cyclegan", TINY)
+        opts = {
+            "G": torch.optim.Adam([*nets["G_AB"].parameters(), *nets["G_BA"].parameters()]),
+            "D": torch.optim.Adam([*nets["D_A"].parameters(), *nets["D_B"].parameters()]),
+        }
+        pools = {"A": ImagePool(3, seed=0), "B": ImagePool(3, seed=1)}
+        losses = cyclegan_train_step(
+            nets, opts, data, pools, TINY, device=torch.device("cpu"), precision="fp32"
+        )
+        return losses, [p.detach().clone() for n in nets.values() for p in n.parameters()]
+
+    losses, weights = one_step(batch)
+    losses2, weights2 = one_step(garbage)
+    assert losses == losses2
+    for w, w2 in zip(weights, weights2, strict=True):
+        torch.testing.assert_close(w, w2, rtol=0, atol=0)
+    # the same garbage on valid pixels does change the step
+    valid_changed = dict(batch)
+    valid_changed["a"] = batch["a"] + 0.1 * batch["a_mask"][:, None]
+    assert one_step(valid_changed)[0] != losses
+
+
+def test_learns_a_per_band_affine_mapping(tmp_path: Path) -> None:
+    """B = per-band affine change of A (unpaired); G_AB must get much closer than chance."""
+    scale = torch.tensor([-0.8, 0.5, 0.9]).view(1, 3, 1, 1)
+    shift = torch.tensor([0.1, -0.3, 0.05]).view(1, 3, 1, 1)
+    a = _textures(24, 3, 32, seed=4)
+    b = (_textures(24, 3, 32, seed=5) * scale + shift).clamp(-1, 1)
+    config = CycleGANConfig(ngf=8, ndf=8, n_blocks=2, pool_size=10)
+    opts = _options(steps=240, batch_size=4, log_every=20, lr=1e-3, seed=1)
+    path = train_cyclegan(Chips(a), Chips(b), tmp_path / "run", config=config, options=opts)
+
+    test_a = _textures(8, 3, 32, seed=6)
+    target = (test_a * scale + shift).clamp(-1, 1)
+    trained = load_model(path)
+    torch.manual_seed(123)
+    untrained = build_nets("cyclegan", config)
+    with torch.no_grad():
+        err = float((trained.generator("a2b")(test_a) - target).abs().mean())
+        cyc = float(
+            (trained.generator("b2a")(trained.generator("a2b")(test_a)) - test_a).abs().mean()
+        )
+        err0 = float((untrained["G_AB"].eval()(test_a) - target).abs().mean())
+        cyc0 = float(
+            (untrained["G_BA"].eval()(untrained["G_AB"].eval()(test_a)) - test_a).abs().mean()
+        )
+    identity_err = float((test_a - target).abs().mean())
+    assert err < 0.5 * min(err0, identity_err), (err, err0, identity_err)
+    assert cyc < 0.5 * cyc0, (cyc, cyc0)
+
+
+def test_refuses_to_overwrite_an_earlier_run(tmp_path: Path) -> None:
+    a, b = _masked_domains()
+    out = tmp_path / "run"
+    train_cyclegan(a, b, out, config=TINY, options=_options(steps=1))
+    with pytest.raises(OutputExistsError, match="resume=True"):
+        train_cyclegan(a, b, out, config=TINY, options=_options(steps=1))
+    train_cyclegan(a, b, out, config=TINY, options=_options(steps=2, overwrite=True))
+    assert len(_log(out)) == 2
+    other = CycleGANConfig(ngf=8, ndf=4, n_blocks=1, pool_size=3)
+    with pytest.raises(ConfigError, match="differs from the checkpoint"):
+        train_cyclegan(a, b, out, config=other, options=_options(steps=3, resume=True))
+    with pytest.raises(Exception, match="does not exist"):
+        train_cyclegan(a, b, tmp_path / "new", options=_options(steps=3, resume=True))
+
+
+def test_band_count_mismatch(tmp_path: Path) -> None:
+    a, b = _masked_domains()
+    config = CycleGANConfig(in_channels_a=4, ngf=4, ndf=4, n_blocks=1)
+    with pytest.raises(BandError, match="domain A chips have 3 band"):
+        train_cyclegan(a, b, tmp_path / "x", config=config, options=_options(steps=1))
+    with pytest.raises(ConfigError, match="tile 30"):
+        train_cyclegan(a, b, tmp_path / "x", tile=30, options=_options(steps=1))
+
+
+def test_schedule_samples_and_checkpoints(tmp_path: Path) -> None:
+    a, b = _masked_domains()
+    opts = _options(steps=4, sample_every=2, checkpoint_every=3, n_samples=2)
+    out = tmp_path / "run"
+    train_cyclegan(a, b, out, config=TINY, options=opts)
+    lrs = [r["lr"] for r in _log(out)]
+    assert lrs == pytest.approx([2e-4, 2e-4, 1e-4, 0.0])  # constant, then linear to 0
+    with rasterio.open(out / "samples" / "step_000004.png") as png:
+        assert (png.height, png.width) == (4 * 34 + 2, 3 * 34 + 2)  # 2+2 rows of 3, 32 px
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "step_000002.png",
+        "step_000004.png",
+    ]
+    assert load_model(out / "model.safetensors").steps == 4
+
+
+def test_from_rasters_and_generate(tmp_path: Path, make_raster: Callable[..., Path]) -> None:
+    pre = make_raster("pre.tif", width=80, height=72, count=4, dtype="uint16", seed=1)
+    post = make_raster("post.tif", width=72, height=64, count=3, dtype="uint8", seed=2)
+    ckpt = train_cyclegan(
+        pre,
+        post,
+        tmp_path / "cg",
+        tile=32,
+        config=CycleGANConfig(in_channels_a=2, in_channels_b=3, ngf=4, ndf=4, n_blocks=1),
+        bands_a=(3, 1),
+        options=_options(steps=2),
+    )
+    model = load_model(ckpt)
+    assert model.in_domain("a2b").bands == (3, 1) and model.in_domain("a2b").dtype == "uint16"
+    assert model.out_domain("a2b").normalizer.hi == (255.0,) * 3
+    assert model.metadata["data"]["a"]["scenes"] == 1
+
+    farm = make_raster("farm.tif", width=160, height=140, count=3, dtype="uint16", seed=3)
+    dc = train_dcgan(
+        farm,
+        tmp_path / "dc",
+        config=DCGANConfig(channels=3, nz=8, ngf=2, ndf=2),
+        options=_options(steps=2),
+    )
+    paths = generate(dc, 5, tmp_path / "gen", template=farm, seed=3)
+    assert len(paths) == 5 and (tmp_path / "gen" / "grid.png").exists()
+    with rasterio.open(paths[0]) as src, rasterio.open(farm) as tpl:
+        assert src.dtypes[0] == "uint16" and src.count == 3 and src.shape == (64, 64)
+        assert src.crs == tpl.crs and src.res == tpl.res
+        values = src.read()
+    assert values.std() > 0
+    with pytest.raises(OutputExistsError):
+        generate(dc, 1, tmp_path / "gen")
+    with pytest.raises(ConfigError, match="needs a dcgan checkpoint"):
+        generate(ckpt, 1, tmp_path / "gen2")
+
+
+def test_options_validation() -> None:
+    with pytest.raises(ConfigError, match="steps"):
+        TrainOptions(steps=0)
+    with pytest.raises(ConfigError, match="exclude"):
+        TrainOptions(resume=True, overwrite=True)
+    with pytest.raises(ConfigError, match="learning rate"):
+        TrainOptions(lr=0)
+    assert np.isfinite(TrainOptions().lr)
