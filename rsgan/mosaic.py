@@ -102,6 +102,33 @@ def blend_weights(
     return np.outer(rows, cols).astype(np.float32)
 
 
+def _borders(window: Window, width: int, height: int) -> tuple[bool, bool, bool, bool]:
+    """Which sides of ``window`` lie on (or past) the scene border: top, bottom, left, right."""
+    row, col = int(window.row_off), int(window.col_off)
+    return (
+        row <= 0,
+        row + int(window.height) >= height,
+        col <= 0,
+        col + int(window.width) >= width,
+    )
+
+
+def window_weights(window: Window, width: int, height: int, blend: str, overlap: int) -> np.ndarray:
+    """:func:`blend_weights` of a tile placed at ``window`` in a ``width`` x ``height`` scene:
+    full weight on its sides that lie on the scene border. ``(rows, cols)`` float32."""
+    top, bottom, left, right = _borders(window, width, height)
+    return blend_weights(
+        blend,
+        int(window.height),
+        int(window.width),
+        overlap=overlap,
+        at_top=top,
+        at_bottom=bottom,
+        at_left=left,
+        at_right=right,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class MosaicStats:
     """What a writer has done.
@@ -224,28 +251,10 @@ class MosaicWriter:
 
     # -- adding tiles ----------------------------------------------------------------
     def _weights(self, window: Window) -> np.ndarray:
-        row, col = int(window.row_off), int(window.col_off)
-        h, w = int(window.height), int(window.width)
-        key = (
-            h,
-            w,
-            row <= 0,
-            row + h >= self.height,
-            col <= 0,
-            col + w >= self.width,
-        )
+        key = (int(window.height), int(window.width), *_borders(window, self.width, self.height))
         weights = self._weights_cache.get(key)
         if weights is None:
-            weights = blend_weights(
-                self.blend,
-                h,
-                w,
-                overlap=self.overlap,
-                at_top=key[2],
-                at_bottom=key[3],
-                at_left=key[4],
-                at_right=key[5],
-            )
+            weights = window_weights(window, self.width, self.height, self.blend, self.overlap)
             self._weights_cache[key] = weights
         return weights
 
@@ -448,4 +457,11 @@ def balanced_windows(
     return [Window(c, r, tw, th) for r in rows for c in cols]
 
 
-__all__ = ["BLENDS", "MosaicStats", "MosaicWriter", "balanced_windows", "blend_weights"]
+__all__ = [
+    "BLENDS",
+    "MosaicStats",
+    "MosaicWriter",
+    "balanced_windows",
+    "blend_weights",
+    "window_weights",
+]

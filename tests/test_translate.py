@@ -94,9 +94,7 @@ def test_identity_reproduces_input_and_metadata(
 
 
 def test_identity_keeps_rgb_colour_interpretation(make_raster, tmp_path):
-    src = make_raster(
-        count=3, colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red]
-    )
+    src = make_raster(count=3, colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red])
     translate_raster(src, tmp_path / "o.tif", nn.Identity(), tile=64, overlap=16, progress=False)
     with rasterio.open(tmp_path / "o.tif") as ds:
         assert ds.colorinterp == (ColorInterp.blue, ColorInterp.green, ColorInterp.red)
@@ -157,7 +155,7 @@ def test_values_under_nodata_change_nothing(make_raster, tmp_path):
         with rasterio.open(dst) as ds:
             outs.append((ds.read(), ds.read_masks(1)))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
-    assert (outs[0][1][:8] == 0).all() and (outs[0][1][40] [8:-8] == 255).all()
+    assert (outs[0][1][:8] == 0).all() and (outs[0][1][40][8:-8] == 255).all()
 
 
 class _NormOnly(nn.Module):
@@ -178,9 +176,7 @@ class _NormOnly(nn.Module):
 def test_nodata_does_not_enter_the_scene_statistics(make_raster, tmp_path, tile):
     src = make_raster(width=100, height=90, nodata=0, collar=12, seed=3)
     dst = tmp_path / "o.tif"
-    translate_raster(
-        src, dst, _NormOnly(), tile=tile, overlap=8, dtype="float32", progress=False
-    )
+    translate_raster(src, dst, _NormOnly(), tile=tile, overlap=8, dtype="float32", progress=False)
     norm = Normalizer.for_dtype("uint8", 3)
     with rasterio.open(src) as a, rasterio.open(dst) as b:
         valid = a.read_masks(1) > 0
@@ -267,7 +263,13 @@ def test_failure_mid_run_leaves_no_output(make_raster, tmp_path, exc, cog):
     dst = out_dir / "o.tif"
     with pytest.raises(exc, match="boom"):
         translate_raster(
-            src, dst, _FailAfter(3, exc), tile=64, overlap=8, batch_size=1, cog=cog,
+            src,
+            dst,
+            _FailAfter(3, exc),
+            tile=64,
+            overlap=8,
+            batch_size=1,
+            cog=cog,
             progress=False,
         )
     assert list(out_dir.iterdir()) == []

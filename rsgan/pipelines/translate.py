@@ -7,9 +7,10 @@ writing hide behind the model. Memory does not depend on the scene's height.
 
 Seams: with ``norm="scene"`` (the default) the instance-norm layers of the generator use
 statistics of the whole scene, not of each tile: a first forward in ``"pooled"`` mode over
-the scene's tiles (all of them when they fit in :data:`SAMPLE_BUDGET_PX`, whose outputs are
-then reused, else a grid of sample patches) records per-layer statistics with nodata left
-out, and every tile is then translated with those fixed statistics. Tiles then agree where
+a grid of sample patches of the scene (the same whatever the tile size; their edges, which
+padding disturbs, weighted down) records per-layer statistics with nodata left out, and every
+tile is then translated with those fixed statistics. A scene of at most
+:data:`SAMPLE_BUDGET_PX` pixels is translated in one pass: that is the whole-scene result. Tiles then agree where
 they overlap and the result does not depend on the tile size. ``norm="tile"`` is the
 reference behaviour (statistics per tile) for comparison.
 """
@@ -52,7 +53,13 @@ from rsgan.io import (
     warn_if_not_georeferenced,
 )
 from rsgan.models.layers import Stats, fixed_norm_stats, norm_layers, norm_mask, set_norm_mode
-from rsgan.mosaic import BLENDS, MosaicStats, MosaicWriter, balanced_windows
+from rsgan.mosaic import (
+    BLENDS,
+    MosaicStats,
+    MosaicWriter,
+    balanced_windows,
+    blend_weights,
+)
 
 DEFAULT_MODEL_ENV = "RSGAN_MODEL"
 """Environment variable naming the checkpoint used when ``model=None``."""
@@ -64,8 +71,8 @@ SAMPLE_BUDGET_PX = 2**21
 """Pixels of the pooled statistics pass (one forward over this many pixels at once)."""
 SAMPLE_FRACTION = 0.25
 """At most this fraction of a large scene's pixels is sampled for the statistics."""
-SAMPLE_PATCH = 256
-"""Side of the sample patches of a large scene, pixels."""
+SAMPLE_PATCH = 512
+"""Side of the sample patches of a large scene, pixels (half that when fewer than 8 fit)."""
 GDAL_CACHE_MB = 64
 """GDAL block cache while translating, so memory does not grow with the scene."""
 
@@ -293,24 +300,6 @@ def _sample_windows(width: int, height: int, count: int, size: int) -> list[Wind
     return [Window(int(c), int(r), size, size) for r in rows for c in cols]
 
 
-def _coverage(windows: Sequence[Window], width: int, height: int) -> np.ndarray:
-    """How many windows cover each scene pixel, ``(height, width)`` float32 (at least 1)."""
-    count = np.zeros((height, width), np.float32)
-    for w in windows:
-        r, c = int(w.row_off), int(w.col_off)
-        count[r : r + int(w.height), c : c + int(w.width)] += 1
-    return np.maximum(count, 1)
-
-
-def _window_of(scene: np.ndarray, window: Window) -> np.ndarray:
-    """The window's part of a ``(rows, cols)`` scene array, padded with 1 outside it."""
-    r, c, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
-    out = np.ones((h, w), scene.dtype)
-    part = scene[r : r + h, c : c + w]
-    out[: part.shape[0], : part.shape[1]] = part
-    return out
-
-
 def _pooled_forward(
     net: nn.Module, x: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, Stats]]:
@@ -384,30 +373,21 @@ def _scene_stats(
     net = run.translator.net
     if run.norm != "scene" or not norm_layers(net):
         return None, {}
-    tile_px = int(run.windows[0].height * run.windows[0].width)
-    if tile_px * len(run.windows) <= SAMPLE_BUDGET_PX:
-        # small scene: all tiles at once; their pooled outputs are the final ones
-        items = [_read_tile(src, w, run.bands) for w in run.windows]
-        xs = [_prepare(d, v, run.in_norm) for d, v in items]
-        x = _to_tensor(xs, run.device)
-        # weigh each pixel by 1 / (tiles covering it): the statistics are then those of
-        # the scene itself, whatever the tiling
-        coverage = _coverage(run.windows, run.info.width, run.info.height)
-        mask = _to_tensor(
-            [
-                (v / _window_of(coverage, w))[None].astype(np.float32)
-                for (_, v), w in zip(items, run.windows, strict=True)
-            ],
-            run.device,
-        )
+    if len(run.windows) == 1:
+        # the scene is one tile: its pooled statistics are the scene's, its output final
+        window = run.windows[0]
+        data, valid = _read_tile(src, window, run.bands)
+        x = _to_tensor([_prepare(data, valid, run.in_norm)], run.device)
+        mask = _to_tensor([valid[None]], run.device)
         with autocast(run.device, run.precision):
             y, stats = _pooled_forward(net, x, mask)
-        out = _check_output(run, y, x)
-        return stats, {i: (out[i], valid) for i, (_, valid) in enumerate(items)}
+        return stats, {0: (_check_output(run, y, x)[0], valid)}
+    # a grid of sample patches, the same whatever the tile size
     scene_px = run.info.width * run.info.height
     budget = min(SAMPLE_BUDGET_PX, max(SAMPLE_FRACTION * scene_px, SAMPLE_PATCH**2))
+    patch = SAMPLE_PATCH if budget // SAMPLE_PATCH**2 >= 8 else SAMPLE_PATCH // 2
     multiple = run.translator.size_multiple
-    size = min(SAMPLE_PATCH, run.info.width, run.info.height) // multiple * multiple
+    size = min(patch, run.info.width, run.info.height) // multiple * multiple
     size = max(size, run.translator.min_size)
     count = max(1, int(budget // (size * size)))
     items = [
@@ -415,10 +395,32 @@ def _scene_stats(
         for w in _sample_windows(run.info.width, run.info.height, count, size)
     ]
     x = _to_tensor([_prepare(d, v, run.in_norm) for d, v in items], run.device)
-    mask = _to_tensor([v[None] for _, v in items], run.device)
+    # patch edges are disturbed by padding: weigh them down as the mosaic does tile edges
+    ramp = blend_weights("hann", size, size, overlap=min(max(run.overlap, 16), size // 4))
+    mask = _to_tensor([(v * ramp)[None] for _, v in items], run.device)
     with autocast(run.device, run.precision):
         _, stats = _pooled_forward(net, x, mask)
     return stats, {}
+
+
+def _plan_windows(
+    info: RasterInfo, translator: Translator, tile: int, overlap: int, norm: str
+) -> list[Window]:
+    """The tiles of a run. In scene mode a scene of at most :data:`SAMPLE_BUDGET_PX`
+    pixels is one tile: its single pass is exactly the whole-scene result."""
+    multiple, min_size = translator.size_multiple, translator.min_size
+    windows = balanced_windows(
+        info.width, info.height, tile, overlap, multiple=multiple, min_size=min_size
+    )
+    whole = max(info.width, info.height, min_size)
+    whole = -(-whole // multiple) * multiple
+    fits = (-(-info.width // multiple) * -(-info.height // multiple)) * multiple**2
+    if len(windows) > 1 and norm == "scene" and norm_layers(translator.net):
+        if fits <= SAMPLE_BUDGET_PX:
+            return balanced_windows(
+                info.width, info.height, whole, 0, multiple=multiple, min_size=min_size
+            )
+    return windows
 
 
 def _translated_tiles(run: _Run, progress: bool) -> Iterator[tuple[Window, np.ndarray, np.ndarray]]:
@@ -660,14 +662,7 @@ def translate_raster(
     _check_fit(translator, info, selected, src_path)
     src_dtype = info.dtypes[selected[0] - 1]
     in_norm = translator.in_normalizer or Normalizer.for_dtype(src_dtype, len(selected))
-    windows = balanced_windows(
-        info.width,
-        info.height,
-        tile,
-        overlap,
-        multiple=translator.size_multiple,
-        min_size=translator.min_size,
-    )
+    windows = _plan_windows(info, translator, tile, overlap, norm)
     torch_device = resolve_device(device)
     run = _Run(
         src=src_path,
