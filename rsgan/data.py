@@ -334,7 +334,8 @@ class ChipDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         data, mask = self.read(i)
         image = self.normalizer.normalize(data)
-        image[:, ~mask] = 0.0
+        if not mask.all():
+            image[:, ~mask] = 0.0
         return {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask)}
 
 
