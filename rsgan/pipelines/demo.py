@@ -139,7 +139,7 @@ def run_demo(
         overwrite: replace earlier demo outputs.
         progress: show a progress bar.
     """
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     synthetic = False
     if scene is None:
@@ -147,7 +147,7 @@ def run_demo(
         if scene is None:
             scene = synthesize_scene(out / "synthetic_scene.tif", overwrite=True)
             synthetic = True
-    scene = Path(scene)
+    scene = Path(scene).resolve()
     info = describe(scene)
     output = out / "translated.tif"
     quicklook = out / "before_after.png"

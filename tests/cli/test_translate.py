@@ -1,0 +1,79 @@
+"""`rsgan translate` (and `rio rsgan translate`) through click's CliRunner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+
+from rsgan.checkpoint import DomainInfo, save_checkpoint
+from rsgan.cli.main import cli, rio_rsgan
+from rsgan.io import Normalizer
+from rsgan.models import CycleGANConfig, build_nets
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1)
+    torch.manual_seed(0)
+    domain = DomainInfo(
+        bands=(1, 2, 3), count=3, dtype="uint8", normalizer=Normalizer.for_dtype("uint8", 3)
+    )
+    return save_checkpoint(
+        tmp_path / "m.safetensors",
+        kind="cyclegan",
+        config=config,
+        nets=build_nets("cyclegan", config),
+        domains={"a": domain, "b": domain},
+        generators_only=True,
+    )
+
+
+@pytest.mark.parametrize("group", [cli, rio_rsgan])
+def test_translate_writes_output_and_quicklook(make_raster, tmp_path, checkpoint, group):
+    src = make_raster(width=90, height=70, nodata=0, collar=3)
+    dst, png = tmp_path / "o.tif", tmp_path / "o.png"
+    args = ["translate", str(src), str(dst), "--model", str(checkpoint), "--tile", "32"]
+    args += ["--overlap", "8", "--quicklook", str(png), "--blend", "linear"]
+    result = CliRunner().invoke(group, args)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {dst}" in result.output and "quicklook" in result.output
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        assert b.crs == a.crs and b.transform == a.transform and b.nodata == 0
+        assert (b.read_masks(1) == a.read_masks(1)).all()
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_translate_norm_tile_differs_from_scene(make_raster, tmp_path, checkpoint):
+    src = make_raster(width=96, height=80)
+    outs = []
+    for norm in ("scene", "tile"):
+        dst = tmp_path / f"out_{norm}.tif"
+        args = ["translate", str(src), str(dst), "--model", str(checkpoint), "--tile", "32"]
+        result = CliRunner().invoke(cli, [*args, "--overlap", "8", "--norm", norm, "-q"])
+        assert result.exit_code == 0, result.output
+        assert result.output == ""
+        outs.append(rasterio.open(dst).read())
+    assert not np.array_equal(outs[0], outs[1])
+
+
+def test_translate_errors_are_one_line(make_raster, tmp_path, checkpoint):
+    src = make_raster(count=4)
+    dst = tmp_path / "o.tif"
+    result = CliRunner().invoke(cli, ["translate", str(src), str(dst), "--model", str(checkpoint)])
+    assert result.exit_code == 1
+    assert "bands=(1, 2, 3)" in result.output and "Traceback" not in result.output
+    ok = CliRunner().invoke(
+        cli, ["translate", str(src), str(dst), "--model", str(checkpoint), "--bands", "3,2,1", "-q"]
+    )
+    assert ok.exit_code == 0, ok.output
+    again = CliRunner().invoke(
+        cli, ["translate", str(src), str(dst), "--model", str(checkpoint), "--bands", "1,2,3"]
+    )
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    bad = CliRunner().invoke(
+        cli, ["translate", str(src), str(dst), "--model", str(tmp_path / "none.safetensors")]
+    )
+    assert bad.exit_code == 1 and "does not exist" in bad.output
