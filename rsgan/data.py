@@ -48,6 +48,7 @@ from rsgan.tiling import (
     chip_index,
     load_aoi,
     load_index,
+    scene_label,
 )
 
 MAX_OPEN_SCENES = 64
@@ -189,8 +190,8 @@ class ChipDataset(Dataset):
                 f"aoi={'given' if aoi is not None else 'none'}); relax them"
             )
         self.index: gpd.GeoDataFrame = index
-        self.scenes: list[str] = [str(p) for p in scene_paths]
-        self._infos = {str(p): info for p, info in zip(scene_paths, infos, strict=True)}
+        self.scenes: list[str] = [scene_label(p) for p in scene_paths]
+        self._infos = dict(zip(self.scenes, infos, strict=True))
         first = infos[0]
         self.count = len(self.bands)
         self.dtype = first.dtypes[self.bands[0] - 1]

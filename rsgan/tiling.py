@@ -322,8 +322,13 @@ def _valid_fractions(src: Any, grid: list[list[Window]], bands: Bands, size: int
     return fractions
 
 
-def _scene_label(path: PathLike) -> str:
-    return str(Path(path))
+def scene_label(path: PathLike) -> str:
+    """The ``scene`` column value: an absolute path, so a saved index works from any
+    folder (GDAL virtual paths and URLs are kept as they are)."""
+    text = os.fspath(path)
+    if text.startswith("/vsi") or "://" in text:
+        return text
+    return os.path.abspath(text)
 
 
 def check_scenes_alike(infos: Sequence[RasterInfo], bands: Sequence[int] | None) -> Bands:
@@ -445,7 +450,7 @@ def chip_index(
             keep &= ok
         part = gpd.GeoDataFrame(
             {
-                "scene": _scene_label(path),
+                "scene": scene_label(path),
                 "row_off": np.array([int(w.row_off) for w in windows], dtype=np.int64)[keep],
                 "col_off": np.array([int(w.col_off) for w in windows], dtype=np.int64)[keep],
                 "height": np.full(int(keep.sum()), spec.size, dtype=np.int64),
@@ -685,6 +690,7 @@ __all__ = [
     "random_windows",
     "sample_chips",
     "save_index",
+    "scene_label",
     "tile_grid",
     "tile_windows",
     "window_of",

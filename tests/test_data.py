@@ -173,3 +173,12 @@ def test_unpaired_dataset(make_raster) -> None:
     assert len(orders) > 1
     with pytest.raises(IndexError):
         pair[8]
+
+
+def test_relative_scene_paths_are_stored_absolute(make_raster, tmp_path: Path, monkeypatch) -> None:
+    make_raster("rel.tif", width=32, height=32)
+    monkeypatch.chdir(tmp_path)
+    ds = ChipDataset("rel.tif", size=32)
+    assert ds.index.scene.tolist() == [str(tmp_path / "rel.tif")] == ds.scenes
+    monkeypatch.chdir("/")
+    assert ds[0]["image"].shape == (3, 32, 32)  # still readable from another folder
