@@ -21,6 +21,7 @@ Needs the real data folder (``--data`` or ``RSGAN_SHARED_DATA``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -35,7 +36,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 from torch import nn
 
-from rsgan.checkpoint import DomainInfo, save_checkpoint
+from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
 from rsgan.io import Normalizer
 from rsgan.metrics import per_band_wasserstein, sliced_wasserstein_distance
 from rsgan.models import CycleGANConfig, build_nets
@@ -60,6 +61,7 @@ class Options:
     max_steps: int = 100_000
     save_every: int = 500
     seed: int = 0
+    wall_minutes_before: float = 0.0
 
 
 def load_tiles(data: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -196,7 +198,7 @@ def save(nets, config, steps, metrics, opts, started, out: Path) -> None:
         },
         extra={
             "inference_precision": "bf16",
-            "train_minutes": round((time.time() - started) / 60, 1),
+            "train_wall_minutes": round((time.time() - started) / 60 + opts.wall_minutes_before, 1),
             "options": opts.__dict__,
             "metrics": metrics,
         },
@@ -213,6 +215,12 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=Options.max_steps)
     parser.add_argument("--save-every", type=int, default=Options.save_every)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start the generators from this checkpoint (e.g. to continue a run)",
+    )
     args = parser.parse_args()
     opts = Options(minutes=args.minutes, max_steps=args.max_steps, save_every=args.save_every)
     data = (
@@ -233,6 +241,15 @@ def main() -> None:
         in_channels_a=3, in_channels_b=3, ngf=opts.ngf, ndf=opts.ndf, n_blocks=opts.n_blocks
     )
     nets = build_nets("cyclegan", config)
+    steps_before = 0
+    if args.init is not None:
+        loaded = load_model(args.init)
+        for name in ("G_AB", "G_BA"):
+            nets[name].load_state_dict(loaded.nets[name].state_dict())
+        steps_before = loaded.steps
+        extra = loaded.metadata.get("extra", {})
+        before = float(extra.get("train_wall_minutes", extra.get("train_minutes", 0.0)))
+        opts = dataclasses.replace(opts, wall_minutes_before=before)
     for net in nets.values():
         net.train()
     params_g = list(nets["G_AB"].parameters()) + list(nets["G_BA"].parameters())
@@ -259,9 +276,17 @@ def main() -> None:
         if step % opts.save_every == 0:
             metrics = evaluate(nets["G_AB"], hold_pre, posts, norm)
             print(f"step {step}: {json.dumps(metrics)}", flush=True)
-            save(nets, config, step, {**metrics, "losses": losses}, opts, started, args.out)
+            save(
+                nets,
+                config,
+                steps_before + step,
+                {**metrics, "losses": losses},
+                opts,
+                started,
+                args.out,
+            )
     metrics = evaluate(nets["G_AB"], hold_pre, posts, norm)
-    save(nets, config, step, {**metrics, "losses": losses}, opts, started, args.out)
+    save(nets, config, steps_before + step, {**metrics, "losses": losses}, opts, started, args.out)
     print(f"done: {step} steps in {(time.time() - started) / 60:.1f} min -> {args.out}")
     print(json.dumps(metrics))
 
