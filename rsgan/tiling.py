@@ -307,18 +307,24 @@ def _footprints(windows: Sequence[Window], transform: Affine) -> np.ndarray:
     return np.array(polys, dtype=object)
 
 
-def _valid_fractions(src: Any, grid: list[list[Window]], bands: Bands, size: int) -> list[float]:
-    """Valid-pixel fraction of every window, reading the mask one strip of rows at a time."""
-    fractions: list[float] = []
+def _valid_fractions(
+    src: Any, grid: list[list[Window]], bands: Bands, size: int, needed: np.ndarray
+) -> np.ndarray:
+    """Valid-pixel fraction of every window, reading the mask one strip of rows at a time
+    and skipping strips where no window is ``needed`` (their fractions stay 0)."""
+    fractions = np.zeros(len(needed))
+    start = 0
     for row in grid:
-        r0 = int(row[0].row_off)
-        strip = Window(0, r0, src.width, size)
-        mask = read_valid_mask(src, strip, bands, boundless=True)
-        counts = np.concatenate([[0], np.cumsum(mask.sum(axis=0))])
-        for w in row:
-            c0 = int(w.col_off)
-            c1 = min(c0 + size, src.width)
-            fractions.append(float(counts[c1] - counts[c0]) / (size * size))
+        stop = start + len(row)
+        if needed[start:stop].any():
+            strip = Window(0, int(row[0].row_off), src.width, size)
+            mask = read_valid_mask(src, strip, bands, boundless=True)
+            counts = np.concatenate([[0], np.cumsum(mask.sum(axis=0))])
+            for k, w in enumerate(row):
+                c0 = int(w.col_off)
+                c1 = min(c0 + size, src.width)
+                fractions[start + k] = float(counts[c1] - counts[c0]) / (size * size)
+        start = stop
     return fractions
 
 
@@ -443,7 +449,7 @@ def chip_index(
             keep = aoi_keep(footprints, aoi_in_crs(aoi_series, info.crs), aoi_within)
             skipped_aoi += int((~keep).sum())
         with open_raster(path) as src:
-            fractions = np.asarray(_valid_fractions(src, grid, selected, spec.size))
+            fractions = _valid_fractions(src, grid, selected, spec.size, keep)
         if max_nodata is not None:
             ok = (1.0 - fractions) <= max_nodata + 1e-12
             skipped_nodata += int((keep & ~ok).sum())
