@@ -211,7 +211,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ASSET)
-    parser.add_argument("--minutes", type=float, default=Options.minutes)
+    parser.add_argument("--minutes", type=float, default=Options.minutes, help="wall-clock cap")
+    parser.add_argument(
+        "--cpu-minutes",
+        type=float,
+        default=None,
+        help="stop after this much CPU time of this process (fair on a shared machine)",
+    )
     parser.add_argument("--max-steps", type=int, default=Options.max_steps)
     parser.add_argument("--save-every", type=int, default=Options.save_every)
     parser.add_argument("--threads", type=int, default=2)
@@ -261,7 +267,10 @@ def main() -> None:
     metrics = evaluate(nets["G_AB"], hold_pre, posts, norm)
     print("before training:", json.dumps(metrics), flush=True)
     step, losses = 0, {}
+    cpu_limit = None if args.cpu_minutes is None else 60 * args.cpu_minutes
     while step < opts.max_steps and time.time() < deadline:
+        if cpu_limit is not None and time.process_time() > cpu_limit:
+            break
         real_a = random_crops(train_a, opts.batch_size, opts.crop, rng, norm)
         real_b = random_crops(train_b, opts.batch_size, opts.crop, rng, norm)
         losses = train_step(nets, opt_g, opt_d, real_a, real_b, config)
