@@ -417,3 +417,15 @@ def test_outputs_written_before_an_interrupt_are_kept(scenes: list[Path], tmp_pa
     assert [os.stat(p).st_mtime_ns for p in again["output"]][:2] == stamps[:2]
     assert list(again["sha256"]) == list(first["sha256"])
     assert again.geometry[0].equals_exact(first.geometry[0], 1e-9)
+
+
+@pytest.mark.parametrize("workers", [None, 1])
+def test_local_cluster_sizing_threads_and_retries(workers: int | None) -> None:
+    cores = catalog_module._cpu_count()
+    with catalog_module._dask_client(workers, None, 5, n_jobs=2, device="cpu") as client:
+        threads = client.run(torch.get_num_threads)
+        allowed = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)
+    n = workers or min(cores, 2)
+    assert len(threads) == n
+    assert set(threads.values()) == {max(1, cores // n)}
+    assert allowed == 5

@@ -581,6 +581,18 @@ class _ModelPlugin(_WorkerPluginBase):  # type: ignore[misc,valid-type]
         _WORKER_MODELS.pop(self.key, None)
 
 
+class _TorchThreads(_WorkerPluginBase):  # type: ignore[misc,valid-type]
+    """Sets the number of torch threads of each worker of a cluster rsgan started."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def setup(self, worker: Any) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+
+
 def _run_scene(
     scene: Scene,
     output: str,
@@ -782,7 +794,6 @@ def _dask_client(
     gpus = _cuda_device_count() if device != "cpu" else 0
     n = workers or (gpus or _cpu_count())
     n = max(1, min(n, n_jobs)) if workers is None else n
-    threads = max(1, _cpu_count() // n)
     with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
         cluster = LocalCluster(
             n_workers=n,
@@ -791,9 +802,10 @@ def _dask_client(
             memory_limit="auto",
             dashboard_address=None,
             resources={"GPU": 1} if gpus else None,
-            env={"OMP_NUM_THREADS": str(threads)},
         )
     with cluster, Client(cluster, set_as_default=False) as client:
+        # Dask starts workers with OMP_NUM_THREADS=1; give torch cores / workers threads
+        client.register_plugin(_TorchThreads(max(1, _cpu_count() // n)), name="rsgan-threads")
         yield client
 
 
