@@ -429,3 +429,12 @@ def test_local_cluster_sizing_threads_and_retries(workers: int | None) -> None:
     assert len(threads) == n
     assert set(threads.values()) == {max(1, cores // n)}
     assert allowed == 5
+
+
+def test_output_folder_inside_the_scanned_folder(scenes: list[Path]) -> None:
+    folder = scenes[0].parent
+    translate_catalog(folder, folder, torch.nn.Identity(), workers=0, **FAST)
+    again = translate_catalog(folder, folder, torch.nn.Identity(), workers=0, **FAST)
+    assert list(again["scene"]) == [p.stem for p in scenes]
+    assert list(again["status"]) == ["skipped"] * 3
+    assert not list(folder.glob("*_translated_translated*"))

@@ -189,14 +189,19 @@ def _is_stac(path: Path) -> bool:
     return bool(features) and isinstance(features[0], dict) and "stac_version" in features[0]
 
 
+def _is_raster_file(path: Path) -> bool:
+    return (
+        path.is_file() and not path.name.startswith(".") and path.suffix.lower() in RASTER_SUFFIXES
+    )
+
+
 def _read_folder(path: Path, **_: Any) -> list[Scene]:
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
-    return [_path_scene(p, p.name) for p in files]
+    return [_path_scene(p, p.name) for p in sorted(path.iterdir()) if _is_raster_file(p)]
 
 
 def _read_glob(path: Path, **_: Any) -> list[Scene]:
     files = sorted(Path(p) for p in glob.glob(os.fspath(path), recursive=True))
-    return [_path_scene(p, p.name) for p in files if p.is_file()]
+    return [_path_scene(p, p.name) for p in files if _is_raster_file(p)]
 
 
 def _read_table(path: Path, *, path_column: str, **_: Any) -> list[Scene]:
@@ -951,8 +956,12 @@ def translate_catalog(
         )
         use_dask = False
 
-    scenes = read_catalog(catalog, asset_key=asset_key, path_column=path_column)
     out = Path(out_dir).expanduser().absolute()
+    scenes = [  # a folder or glob that holds OUT_DIR would list our own outputs
+        s
+        for s in read_catalog(catalog, asset_key=asset_key, path_column=path_column)
+        if not (s.source and Path(s.source).parent == out and s.name.endswith(OUTPUT_SUFFIX))
+    ]
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST_NAME
     rows, to_run = _plan(scenes, out, read_manifest(out), overwrite)
