@@ -60,6 +60,7 @@ def _write(path: Path, data: np.ndarray, **profile: Any) -> Path:
         "crs": "EPSG:32614",
     }
     full.update(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if full["crs"] is None:
         del full["crs"]
     with rasterio.open(path, "w", **full) as dst:
