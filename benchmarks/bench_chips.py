@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--cachemax", type=int, default=64, help="GDAL_CACHEMAX, MB")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument(
+        "--only", choices=("throughput", "rss"), default=None, help="run one part only"
+    )
     args = parser.parse_args(argv)
     big = 4096 if args.quick else 16384
     small = 2048 if args.quick else 4096
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     results: dict[str, object] = {"scene_px": big, "cachemax_mb": args.cachemax, "throughput": []}
-    for size in (256, 512):
+    for size in (256, 512) if args.only != "rss" else ():
         res = throughput(scene, size, repeats, args.cachemax)
         results["throughput"].append(res)  # type: ignore[union-attr]
         print(
@@ -198,6 +201,16 @@ def main(argv: list[str] | None = None) -> None:
                 f"{row['MB_per_s']:>8.0f} {row['ratio_vs_rasterio']:>12.3f}"
             )
 
+    if args.only != "throughput":
+        results["peak_rss_mb"] = _rss_part(scene, small_scene, small, big, args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def _rss_part(
+    scene: Path, small_scene: Path, small: int, big: int, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """Peak RSS (MB) of child processes chipping the small and the big scene; printed."""
     workdir = Path(tempfile.mkdtemp(dir=args.cache))
     try:
         rss = {}
@@ -208,7 +221,6 @@ def main(argv: list[str] | None = None) -> None:
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    results["peak_rss_mb"] = rss
     print(f"\npeak RSS of a child process, MB (GDAL_CACHEMAX={args.cachemax} MB)")
     print(f"  {'what':<34} {small:>8} px {big:>8} px {'ratio':>7}")
     labels = {
@@ -219,8 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     for mode, row in rss.items():
         a, b = row[str(small)], row[str(big)]
         print(f"  {labels[mode]:<34} {a:>11.0f} {b:>11.0f} {b / a:>7.2f}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    return rss
 
 
 if __name__ == "__main__":
