@@ -33,6 +33,7 @@ import glob
 import hashlib
 import inspect
 import json
+import logging
 import os
 import time
 import uuid
@@ -807,6 +808,7 @@ def _dask_client(
             memory_limit="auto",
             dashboard_address=None,
             resources={"GPU": 1} if gpus else None,
+            silence_logs=logging.ERROR,  # no shutdown chatter; a scene's error is in the manifest
         )
     with cluster, Client(cluster, set_as_default=False) as client:
         # Dask starts workers with OMP_NUM_THREADS=1; give torch cores / workers threads
