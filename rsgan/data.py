@@ -38,6 +38,7 @@ from rsgan.io import (
     list_image_files,
     open_dataset,
     read_masked,
+    read_valid_mask,
 )
 from rsgan.tiling import (
     INDEX_SUFFIXES,
@@ -322,7 +323,7 @@ class ChipDataset(Dataset):
             if not aoi_keep(np.array([Polygon(corners)], dtype=object), aoi, self._aoi_within)[0]:
                 return False
         if self.max_nodata is not None:
-            _, mask = read_masked(self._dataset(scene), window, self.bands, boundless=True)
+            mask = read_valid_mask(self._dataset(scene), window, self.bands, boundless=True)
             if 1.0 - mask.mean() > self.max_nodata + 1e-12:
                 return False
         return True
