@@ -152,6 +152,15 @@ def _small_net() -> torch.nn.Module:
     return ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ``ru_maxrss``: Linux carries that
+    over from the parent across fork and exec, so a child would report the parent's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(mode: str, scene: Path, out: Path) -> None:
     """Run one translation in this (fresh) process and print its peak RSS."""
     torch.set_num_threads(2)
@@ -165,7 +174,7 @@ def child(mode: str, scene: Path, out: Path) -> None:
         json.dumps(
             {
                 "mode": mode,
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )
@@ -237,6 +246,10 @@ def main() -> None:
     parser.add_argument("--scene", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument(
+        "--parts", default="waste,speed,memory", help="comma-separated: waste, speed, memory"
+    )
+    parser.add_argument("--sizes", default=None, help="memory scene sides, e.g. 4096,16384")
+    parser.add_argument(
         "--skip-naive-large",
         action="store_true",
         help="do not run the naive accumulator on the large scene",
@@ -247,12 +260,17 @@ def main() -> None:
         return
     torch.set_num_threads(2)
     small, large = (2048, 8192) if args.quick else (4096, 16384)
+    if args.sizes:
+        small, large = (int(v) for v in args.sizes.split(","))
+    parts = set(args.parts.split(","))
     results: dict = {"machine": "2-core AMD EPYC (avx512_bf16), torch " + torch.__version__}
-    with tempfile.TemporaryDirectory(dir=REPO.parent if (REPO.parent).is_dir() else None) as td:
+    with tempfile.TemporaryDirectory(prefix="rsgan-bench-") as td:
         tmp = Path(td)
         scenes = {s: make_scene(tmp / f"scene_{s}.tif", s) for s in (small, large)}
         # 3. overlap waste
         results["overlap_waste_768_64"] = {s: waste(s, 768, 64) for s in (4096, 16384)}
+        results["overlap_waste_512_64"] = {s: waste(s, 512, 64) for s in (4096, 16384)}
+        print(json.dumps({k: v for k, v in results.items() if "waste" in k}), flush=True)
         # 1. pipeline efficiency, default model (or a same-size random generator)
         default = T.DEFAULT_MODEL_PATH
         if default.is_file():
@@ -261,16 +279,15 @@ def main() -> None:
         else:
             torch.manual_seed(0)
             net, name = ResnetGenerator(3, 3, ngf=16, n_blocks=6).eval(), "ngf16/6-block random"
-        eff_scene = scenes[small] if not args.quick else scenes[small]
-        for precision in ("bf16", "fp32"):
+        for precision in ("bf16", "fp32") if "speed" in parts else ():
             results[f"efficiency_{precision}"] = {
                 "model": name,
-                **bare_vs_end_to_end(eff_scene, net, precision, 768, 64, tmp),
+                **bare_vs_end_to_end(scenes[small], net, precision, 768, 64, tmp),
             }
             print(json.dumps(results[f"efficiency_{precision}"]), flush=True)
         # 4. default model on a real tile
         real = sorted((SHARED / "xview2_joplin_prepost" / "pre").glob("*.tif"))
-        if real:
+        if real and "speed" in parts:
             for precision in ("bf16", "fp32"):
                 t0 = time.perf_counter()
                 T.translate_raster(
@@ -287,14 +304,17 @@ def main() -> None:
                 json.dumps({k: v for k, v in results.items() if k.startswith("real")}), flush=True
             )
         # 2. memory scaling
-        mem = {}
-        for size, scene in scenes.items():
+        mem: dict = {}
+        for size, scene in scenes.items() if "memory" in parts else ():
             mem[f"streaming_{size}"] = rss(scene, "streaming", tmp)
             print(json.dumps(mem[f"streaming_{size}"]), flush=True)
             if size == large and args.skip_naive_large:
                 continue
             mem[f"naive_{size}"] = rss(scene, "naive", tmp)
             print(json.dumps(mem[f"naive_{size}"]), flush=True)
+        if not mem:
+            print(json.dumps(results, indent=1))
+            return
         mem["streaming_ratio"] = round(
             mem[f"streaming_{large}"]["peak_rss_mb"] / mem[f"streaming_{small}"]["peak_rss_mb"], 2
         )

@@ -328,13 +328,15 @@ class MosaicWriter:
             return
         weight = self._weight[:n]
         valid = weight > 0
-        values = self._sum[:, :n] / np.where(valid, weight, 1.0)
+        # in place: these buffer rows are dropped right after
+        values = np.divide(self._sum[:, :n], weight, out=self._sum[:, :n], where=valid)
         out = np.asarray(self._denormalize(values), dtype=self.dtype)
         if self.nodata is not None:
             nodata = np.asarray(self.nodata).astype(self.dtype)
-            out = np.where(valid, _avoid_value(out, nodata), nodata)
+            out = _avoid_value(out, nodata, valid)
+            out[:, ~valid] = nodata
         else:
-            out = np.where(valid, out, np.zeros((), self.dtype))
+            out[:, ~valid] = 0
         s = self._staged
         self._stage[:, s : s + n] = out
         self._stage_valid[s : s + n] = valid
@@ -372,21 +374,20 @@ class MosaicWriter:
             self.close()
 
 
-def _avoid_value(out: np.ndarray, value: np.ndarray) -> np.ndarray:
+def _avoid_value(out: np.ndarray, value: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Move valid pixels off the nodata value (by one step) so they are not read as nodata."""
-    if np.issubdtype(out.dtype, np.floating):
-        if np.isnan(value):
-            return np.where(np.isnan(out), np.zeros((), out.dtype), out)
-        hit = out == value
-        return (
-            np.where(hit, np.nextafter(value, np.inf).astype(out.dtype), out) if hit.any() else out
-        )
-    hit = out == value
-    if not hit.any():
-        return out
-    info = np.iinfo(out.dtype)
-    step = value + 1 if value < info.max else value - 1
-    return np.where(hit, np.asarray(step).astype(out.dtype), out)
+    if np.issubdtype(out.dtype, np.floating) and np.isnan(value):
+        hit = np.isnan(out) & valid
+        step = np.zeros((), out.dtype)
+    else:
+        hit = (out == value) & valid
+        if np.issubdtype(out.dtype, np.floating):
+            step = np.nextafter(value, np.inf).astype(out.dtype)
+        else:
+            step = np.asarray(value + 1 if value < np.iinfo(out.dtype).max else value - 1)
+    if hit.any():
+        out = np.where(hit, step.astype(out.dtype), out)
+    return out
 
 
 # --------------------------------------------------------------------------- tile grid

@@ -73,6 +73,9 @@ SAMPLE_FRACTION = 0.25
 """At most this fraction of a large scene's pixels is sampled for the statistics."""
 SAMPLE_PATCH = 512
 """Side of the sample patches of a large scene, pixels (half that when fewer than 8 fit)."""
+ZLEVEL = 1
+"""DEFLATE level of the output: level 1 compresses ~3x faster than GDAL's default 6 for a
+few percent larger files; on a 2-core CPU the writer otherwise takes time from the model."""
 GDAL_CACHE_MB = 64
 """GDAL block cache while translating, so memory does not grow with the scene."""
 
@@ -474,6 +477,30 @@ def _translated_tiles(run: _Run, progress: bool) -> Iterator[tuple[Window, np.nd
         reader.join(timeout=5)
 
 
+def _fast_denormalize(normalizer: Normalizer, dtype: str) -> Callable[[np.ndarray], np.ndarray]:
+    """:meth:`Normalizer.denormalize` in float32 and in place on the blended rows (which
+    are scratch): the same rounding and clipping, a third of the time. float32 keeps
+    integers exact up to 2**24, so uint16/int16 values round back exactly."""
+    lo = np.asarray(normalizer.lo, np.float32)[:, None, None]
+    half = (np.asarray(normalizer.hi, np.float32)[:, None, None] - lo) / 2
+    target = np.dtype(dtype)
+    is_int = np.issubdtype(target, np.integer)
+    limits = np.iinfo(target) if is_int else None
+
+    def denormalize(arr: np.ndarray) -> np.ndarray:
+        arr = np.asarray(arr, np.float32)
+        arr += 1.0
+        arr *= half
+        arr += lo
+        if limits is not None:
+            np.nan_to_num(arr, copy=False, nan=0.0)
+            np.rint(arr, out=arr)
+            np.clip(arr, limits.min, limits.max, out=arr)
+        return arr.astype(target)
+
+    return denormalize
+
+
 def _write_mosaic(
     run: _Run,
     dst_path: Path,
@@ -498,6 +525,7 @@ def _write_mosaic(
             f"{out_norm.count}; the checkpoint's metadata does not fit its generator"
         )
     profile = output_profile(info, count=out_count, dtype=dtype, nodata=KEEP)
+    profile["ZLEVEL"] = ZLEVEL
     needs_mask = info.nodata is None and any(
         list(info.mask_flags[b - 1]) != [MaskFlags.all_valid] for b in run.bands
     )
@@ -516,7 +544,7 @@ def _write_mosaic(
             tile=int(first[0].height),
             overlap=run.overlap,
             blend=run.blend,
-            denormalize=lambda a: out_norm.denormalize(a, dtype=dtype),
+            denormalize=_fast_denormalize(out_norm, dtype),
             nodata=fill,
             write_mask=needs_mask,
         )
