@@ -110,6 +110,9 @@ def test_masks_are_copied_pixel_for_pixel_on_the_translated_grid(
     on_disk = pd.read_csv(out / "index.csv")
     assert list(on_disk.columns) == list(index.columns)
     assert len(on_disk) == 12
+    assert not Path(on_disk["image"][1]).is_absolute()  # the folder can be moved
+    sample = MixedSegmentationDataset(index, translated_ratio=1.0)[0]  # the returned frame
+    assert sample["translated"] and sample["mask"].shape == (40, 48)
 
 
 def test_misaligned_and_unpaired_files_fail_alone(

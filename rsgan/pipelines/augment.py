@@ -244,7 +244,8 @@ def augment_segmentation_dataset(
 
     Returns:
         The index (columns ``image``, ``mask``, ``source_image``, ``source_mask``,
-        ``translated``).
+        ``translated``), with absolute paths (``index.csv`` stores the translated pairs'
+        paths relative to ``out_dir``).
 
     Raises:
         OutputExistsError: outputs exist and ``overwrite`` is False (checked before any work).
@@ -266,10 +267,14 @@ def augment_segmentation_dataset(
         )
     for sub in ("images", "masks"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    if model is None:
+        from rsgan.pipelines.translate import default_model_path
+
+        model = default_model_path()
     if isinstance(model, (str, os.PathLike)):
         from rsgan.checkpoint import load_model
 
-        model = load_model(model)
+        model = load_model(model)  # once for all images
     rows: list[dict[str, Any]] = []
     for pair in tqdm(pairs, desc="translating pairs", unit="pair", disable=not progress):
         image_out, mask_out = _output_paths(out, pair.stem)
@@ -294,9 +299,9 @@ def augment_segmentation_dataset(
                 image_out.relative_to(out), mask_out.relative_to(out), pair.image, pair.mask, True
             )
         )
-    index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     with atomic_output(index_path, overwrite=overwrite, suffix=".csv") as tmp:
-        index.to_csv(tmp, index=False)
+        pd.DataFrame(rows, columns=list(INDEX_COLUMNS)).to_csv(tmp, index=False)
+    index = load_index(index_path)  # the returned paths are absolute
     if failures:
         lines = "\n".join(f"  {stem}: {msg}" for stem, msg in sorted(failures.items()))
         raise AugmentError(
