@@ -25,6 +25,9 @@ from rasterio.windows import Window
 
 from rsgan.errors import ConfigError, TileSpecError
 
+FINISH_ROWS = 64
+"""Rows normalised and converted at a time when a strip is finished."""
+
 Ramp = Callable[[int], np.ndarray]
 """``ramp(n)`` -> ``(n,)`` float64 weights rising from near 0 to near 1, all in (0, 1]."""
 
@@ -322,25 +325,26 @@ class MosaicWriter:
             self._top += n
 
     def _finish(self, n: int) -> None:
-        """Normalise the first ``n`` buffer rows, convert them and stage them."""
+        """Normalise the first ``n`` buffer rows, convert them and stage them (in chunks of
+        :data:`FINISH_ROWS` rows, so temporaries stay small)."""
         n = min(n, self.height - self._top)
-        if n <= 0:
-            return
-        weight = self._weight[:n]
-        valid = weight > 0
-        # in place: these buffer rows are dropped right after
-        values = np.divide(self._sum[:, :n], weight, out=self._sum[:, :n], where=valid)
-        out = np.asarray(self._denormalize(values), dtype=self.dtype)
-        if self.nodata is not None:
-            nodata = np.asarray(self.nodata).astype(self.dtype)
-            out = _avoid_value(out, nodata, valid)
-            out[:, ~valid] = nodata
-        else:
-            out[:, ~valid] = 0
-        s = self._staged
-        self._stage[:, s : s + n] = out
-        self._stage_valid[s : s + n] = valid
-        self._staged += n
+        for start in range(0, max(n, 0), FINISH_ROWS):
+            rows = slice(start, min(start + FINISH_ROWS, n))
+            weight = self._weight[rows]
+            valid = weight > 0
+            # in place: these buffer rows are dropped right after
+            values = np.divide(self._sum[:, rows], weight, out=self._sum[:, rows], where=valid)
+            out = np.asarray(self._denormalize(values), dtype=self.dtype)
+            if self.nodata is not None:
+                nodata = np.asarray(self.nodata).astype(self.dtype)
+                out = _avoid_value(out, nodata, valid)
+                out[:, ~valid] = nodata
+            else:
+                out[:, ~valid] = 0
+            s, m = self._staged, out.shape[1]
+            self._stage[:, s : s + m] = out
+            self._stage_valid[s : s + m] = valid
+            self._staged += m
         self._flush(final=False)
 
     def _flush(self, final: bool) -> None:
