@@ -288,12 +288,15 @@ def _check_safetensors_header(path: Path) -> None:
         raise _fail(path, "is truncated or corrupt (its header does not fit the file)")
 
 
-def _read_safetensors(path: Path, device: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _read_safetensors(
+    path: Path, device: str | None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Metadata and tensors (none when ``device`` is None) of a safetensors checkpoint."""
     _check_safetensors_header(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             raw = fh.metadata() or {}
-        tensors = load_file(str(path), device=device)
+        tensors = {} if device is None else load_file(str(path), device=device)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise _fail(path, f"is truncated or corrupt ({exc})") from None
     if METADATA_KEY not in raw:
@@ -329,6 +332,20 @@ def _split_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, dict[str, t
         net, _, param = key.partition(".")
         per_net.setdefault(net, {})[param] = value
     return per_net
+
+
+def read_metadata(path: PathLike) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint, without building nets or reading weights.
+
+    Raises:
+        CheckpointError: as :func:`load_model`.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise CheckpointError(f"checkpoint {src} does not exist (or is not a file)")
+    if src.suffix.lower() in LEGACY_SUFFIXES:
+        return _read_legacy(src, "cpu")[0]
+    return _read_safetensors(src, None)[0]
 
 
 def load_model(path_or_model: PathLike | LoadedModel, *, device: Any = "cpu") -> LoadedModel:
@@ -432,6 +449,7 @@ __all__ = [
     "LoadedModel",
     "load_model",
     "load_train_state",
+    "read_metadata",
     "save_checkpoint",
     "save_train_state",
     "unwrap",

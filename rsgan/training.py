@@ -549,12 +549,20 @@ def _chips(
     )
 
 
-def _check_config_matches(config: Any, stored: LoadedModel | None) -> Any:
-    if stored is None:
-        return config
-    if config is None:
-        return stored.config
-    if config != stored.config:
+def _resolve_config(
+    kind: str, config: Any, data_fields: Mapping[str, Any], stored: LoadedModel | None
+) -> Any:
+    """The run's config: a dataclass as given; a (partial) dict or None completed from the
+    checkpoint being resumed, else from the data (band counts) and the defaults.
+
+    Raises:
+        ConfigError: when resuming with a config that differs from the checkpoint's.
+    """
+    if config is None or isinstance(config, Mapping):
+        base = stored.config.to_dict() if stored else dict(data_fields)
+        config = {**base, **(config or {})}
+    config = make_config(kind, config)
+    if stored is not None and config != stored.config:
         raise ConfigError(
             f"resume: the given config {config} differs from the checkpoint's "
             f"{stored.config}; resume without a config (or with the same one)"
@@ -619,10 +627,8 @@ def prepare_cyclegan(
         seed=options.seed + 1,
     )
     info_a, info_b = _domain_info(ds_a, stored_a), _domain_info(ds_b, stored_b)
-    config = _check_config_matches(config, stored)
-    if config is None:
-        config = CycleGANConfig(in_channels_a=info_a.count, in_channels_b=info_b.count)
-    config = make_config("cyclegan", config)
+    counts = {"in_channels_a": info_a.count, "in_channels_b": info_b.count}
+    config = _resolve_config("cyclegan", config, counts, stored)
     for name, info, want in (
         ("A", info_a, config.in_channels_a),
         ("B", info_b, config.in_channels_b),
@@ -674,16 +680,18 @@ def prepare_dcgan(
         stored: the checkpoint being resumed.
     """
     options = options or TrainOptions()
-    config = _check_config_matches(config, stored)
-    size = make_config("dcgan", config).image_size if config is not None else 64
+    if isinstance(config, DCGANConfig):
+        size = config.image_size
+    else:
+        size = dict(config or {}).get("image_size") or (
+            stored.config.image_size if stored else DCGANConfig.image_size
+        )
     stored_info = stored.domains["data"] if stored else None
     ds = _chips(
         source, size=size, bands=bands, max_nodata=0.0, stored=stored_info, seed=options.seed
     )
     info = _domain_info(ds, stored_info)
-    if config is None:
-        config = DCGANConfig(channels=info.count, image_size=size)
-    config = make_config("dcgan", config)
+    config = _resolve_config("dcgan", config, {"channels": info.count, "image_size": size}, stored)
     if info.count != config.channels:
         raise BandError(
             f"the chips have {info.count} band(s) but the DCGAN config expects "
@@ -1041,7 +1049,10 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
         raise TrainingInterrupted(pos.step, out) from None
     finally:
         bar.close()
-    if ctx.world_size > 1:
+    if ctx.world_size > 1:  # batch-norm running stats are per rank until synchronised
+        for net in run.nets.values():
+            for buf in net.buffers():
+                dist.broadcast(buf, src=0)
         dist.barrier()
     return out / MODEL_FILE
 

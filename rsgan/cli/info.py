@@ -1,7 +1,93 @@
-"""`rsgan info`: (being written)."""
+"""`rsgan info`: print a checkpoint's metadata or a raster's description."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import click
 
-commands: list[click.Command] = []
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+def _checkpoint_lines(meta: dict[str, Any]) -> list[str]:
+    config = ", ".join(f"{k}={v}" for k, v in meta.get("config", {}).items())
+    lines = [
+        f"kind: {meta.get('kind')}",
+        f"config: {config}",
+        f"nets: {', '.join(meta.get('nets', []))}"
+        + (" (generators only)" if meta.get("generators_only") else ""),
+        f"steps: {meta.get('steps')}",
+    ]
+    for name, dom in meta.get("domains", {}).items():
+        bands = dom.get("bands")
+        lines.append(
+            f"domain {name}: {dom.get('count')} band(s) "
+            f"{'all' if bands is None else tuple(bands)}, dtype {dom.get('dtype')}"
+        )
+        norm = dom.get("normalizer")
+        if norm:
+            pairs = ", ".join(
+                f"{lo:g}..{hi:g}" for lo, hi in zip(norm["lo"], norm["hi"], strict=True)
+            )
+            lines.append(f"  normaliser (-1..1 <- source): {pairs}")
+        if dom.get("descriptions") and any(dom["descriptions"]):
+            lines.append(f"  descriptions: {dom['descriptions']}")
+    for name, summary in meta.get("data", {}).items():
+        if isinstance(summary, dict):
+            lines.append(
+                f"data {name}: {summary.get('chips')} chip(s) of {summary.get('chip_size')} px "
+                f"from {summary.get('scenes')} scene(s)"
+            )
+    lines.append(
+        f"created: {meta.get('created')} (rsgan {meta.get('rsgan_version')}, "
+        f"torch {meta.get('torch_version')})"
+    )
+    return lines
+
+
+def _raster_lines(path: Path) -> list[str]:
+    from rsgan.io import describe
+
+    info = describe(path)
+    lines = [
+        f"driver: {info.driver}",
+        f"size: {info.width} x {info.height} px (cols x rows), {info.count} band(s)",
+        f"dtypes: {', '.join(dict.fromkeys(info.dtypes))}",
+        f"crs: {info.crs.to_string() if info.crs else 'none (not georeferenced)'}",
+        f"resolution: {info.res[0]:g} x {info.res[1]:g}",
+        f"bounds: {tuple(round(v, 6) for v in info.bounds)}",
+        f"nodata: {info.nodata}",
+    ]
+    if any(info.descriptions):
+        lines.append(f"descriptions: {info.descriptions}")
+    return lines
+
+
+@click.command("info", short_help="Show a checkpoint's metadata or a raster's description.")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Checkpoints: print the raw JSON.")
+def info(path: Path, as_json: bool) -> None:
+    """Describe PATH: a checkpoint (.safetensors, .pt) or a raster.
+
+    \b
+    Example:
+      rsgan info runs/farm/model.safetensors
+    """
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        from rsgan.checkpoint import read_metadata
+
+        meta = read_metadata(path)
+        if as_json:
+            click.echo(json.dumps(meta, indent=2))
+            return
+        lines = _checkpoint_lines(meta)
+    else:
+        lines = _raster_lines(path)
+    click.echo(str(path))
+    for line in lines:
+        click.echo(f"  {line}")
+
+
+commands: list[click.Command] = [info]

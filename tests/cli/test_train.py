@@ -1,0 +1,94 @@
+"""`rsgan train dcgan|cyclegan` through click's CliRunner."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rsgan import training
+from rsgan.checkpoint import load_model
+from rsgan.cli.main import cli
+
+FAST = ["--sample-every", "1", "--log-every", "1", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> object:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(*args: str):
+    return CliRunner().invoke(cli, ["train", *args])
+
+
+def test_train_dcgan_writes_a_run(make_raster: Callable[..., Path], tmp_path: Path) -> None:
+    scene = make_raster("farm.tif", width=160, height=140, count=4, dtype="uint16")
+    out = tmp_path / "run"
+    args = [str(scene), "--out", str(out), "--steps", "2", "--batch-size", "2", "--nz", "4",
+            "--ngf", "2", "--ndf", "2", "--bands", "3,2,1", *FAST]  # fmt: skip
+    result = _run("dcgan", *args)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"checkpoint: {out / 'model.safetensors'}"
+    model = load_model(out / "model.safetensors")
+    assert model.config.nz == 4 and model.config.channels == 3
+    assert model.out_domain().bands == (3, 2, 1) and model.out_domain().dtype == "uint16"
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2
+    assert (out / "samples" / "step_000002.png").exists()
+
+    again = _run("dcgan", *args)  # an existing run is not overwritten silently
+    assert again.exit_code == 1 and "--resume" in again.output
+    assert len(again.output.strip().splitlines()) == 1
+    resumed = _run("dcgan", *[a if a != "2" else "3" for a in args[:5]], *args[5:], "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert load_model(out / "model.safetensors").steps == 3
+
+
+def test_train_cyclegan_and_ctrl_c(
+    make_raster: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pre = make_raster("pre.tif", width=72, height=64, count=3, seed=1)
+    post = make_raster("post.tif", width=72, height=64, count=4, dtype="uint16", seed=2)
+    out = tmp_path / "run"
+    args = ["--domain-a", str(pre), "--domain-b", str(post), "--out", str(out), "--tile", "32",
+            "--ngf", "4", "--ndf", "4", "--n-blocks", "1", "--steps", "3", *FAST]  # fmt: skip
+    trainer = training._TRAINERS["cyclegan"]
+    calls = {"n": 0}
+
+    def step(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return trainer.step(*a, **k)
+
+    monkeypatch.setitem(training._TRAINERS, "cyclegan", dataclasses.replace(trainer, step=step))
+    result = _run("cyclegan", *args)
+    assert result.exit_code == 130
+    assert "after step 1" in result.output and "--resume" in result.output
+    monkeypatch.undo()
+    result = _run("cyclegan", *args, "--resume")
+    assert result.exit_code == 0, result.output
+    model = load_model(out / "model.safetensors")
+    assert model.steps == 3 and model.config.in_channels_b == 4 and model.config.ngf == 4
+    steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
+def test_errors_are_one_line(make_raster: Callable[..., Path], tmp_path: Path) -> None:
+    pre = make_raster("pre.tif", width=72, height=64, count=3)
+    result = _run("cyclegan", "--domain-a", str(pre), "--domain-b", str(pre), "--out",
+                  str(tmp_path / "r"), "--tile", "30", "--quiet")  # fmt: skip
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "tile 30" in lines[0]
+    result = _run("dcgan", str(pre), "--out", str(tmp_path / "d"), "--bands", "5", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "5" in result.output

@@ -1,0 +1,111 @@
+"""DistributedDataParallel on CPU: 2 processes (gloo) launched by torchrun end identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from rsgan.checkpoint import load_model
+
+WORKER = textwrap.dedent(
+    """
+    import os, sys
+    import torch
+    from torch.utils.data import Dataset
+    from rsgan.models import CycleGANConfig, DCGANConfig
+    from rsgan.training import TrainOptions, fit, prepare_cyclegan, prepare_dcgan
+
+    torch.set_num_threads(1)
+    # one process group for both runs (fit joins it instead of making its own)
+    torch.distributed.init_process_group("gloo")
+
+    class Chips(Dataset):
+        def __init__(self, images):
+            self.images = images
+        def __len__(self):
+            return len(self.images)
+        def __getitem__(self, i):
+            mask = torch.ones(self.images.shape[-2:], dtype=torch.bool)
+            mask[: 4 * (i % 3)] = False  # some chips have a nodata strip
+            return {"image": self.images[i] * mask, "mask": mask}
+
+    out = sys.argv[1]
+    rank = int(os.environ["RANK"])
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(8, 2, 32, 32, generator=g) * 2 - 1
+    b = torch.rand(8, 3, 32, 32, generator=g) * 2 - 1
+    opts = TrainOptions(steps=3, batch_size=2, sample_every=2, checkpoint_every=0,
+                        log_every=1, progress=False)
+    config = CycleGANConfig(in_channels_a=2, ngf=4, ndf=4, n_blocks=1, pool_size=2)
+    runs = {
+        "cyclegan": prepare_cyclegan(Chips(a), Chips(b), config=config, options=opts),
+        "dcgan": prepare_dcgan(Chips(torch.rand(8, 3, 64, 64, generator=g) * 2 - 1),
+                               config=DCGANConfig(nz=4, ngf=2, ndf=2), options=opts),
+    }
+    for kind, run in runs.items():
+        fit(run, f"{out}/{kind}", opts)
+        state = {f"{n}.{k}": v for n, net in run.nets.items()
+                 for k, v in net.state_dict().items()}
+        torch.save(state, f"{out}/{kind}/weights_rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _loopback() -> str:
+    """Name of the loopback interface (gloo otherwise picks the host name's address)."""
+    names = [name for _, name in socket.if_nameindex()]
+    return "lo" if "lo" in names else names[0]
+
+
+@pytest.mark.timeout(300)
+def test_two_gloo_processes_end_with_identical_weights(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME=_loopback())
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(script),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for kind in ("cyclegan", "dcgan"):
+        out = tmp_path / kind
+        w0 = torch.load(out / "weights_rank0.pt", weights_only=True)
+        w1 = torch.load(out / "weights_rank1.pt", weights_only=True)
+        assert w0.keys() == w1.keys()
+        for key in w0:
+            torch.testing.assert_close(w0[key], w1[key], rtol=0, atol=0, msg=key)
+        # rank 0 saved what both hold, and only rank 0 wrote the run's files
+        saved = load_model(out / "model.safetensors")
+        name = next(iter(saved.nets))
+        first = next(iter(saved.nets[name].state_dict()))
+        torch.testing.assert_close(saved.nets[name].state_dict()[first], w0[f"{name}.{first}"])
+        records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records] == [1, 2, 3]
+        assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000002.png"]
