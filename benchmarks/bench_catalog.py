@@ -119,7 +119,7 @@ def main() -> None:
             from distributed import Client, LocalCluster
 
             with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                              dashboard_address=None) as cluster, Client(cluster):  # fmt: skip
+                              dashboard_address=":0") as cluster, Client(cluster):  # fmt: skip
                 pass
 
         methods: dict[str, Callable[[Path], object]] = {

@@ -806,7 +806,7 @@ def _dask_client(
             threads_per_worker=1,
             processes=True,
             memory_limit="auto",
-            dashboard_address=None,
+            dashboard_address=":0",
             resources={"GPU": 1} if gpus else None,
             silence_logs=logging.ERROR,  # no shutdown chatter; a scene's error is in the manifest
         )
