@@ -398,3 +398,19 @@ def test_model_none_uses_env_then_bundled(make_raster, tmp_path, monkeypatch):
     monkeypatch.setattr(translate_mod, "DEFAULT_MODEL_PATH", tmp_path / "missing.safetensors")
     with pytest.raises(ModelError, match="bundled default model"):
         translate_raster(src, tmp_path / "o.tif", None, progress=False)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_fast_denormalize_matches_the_normalizer(dtype):
+    norm = Normalizer(lo=(-3.0, 10.0), hi=(250.0, 9000.0), dtype=dtype)
+    rng = np.random.default_rng(0)
+    values = rng.uniform(-1.3, 1.3, size=(2, 40, 50)).astype(np.float32)
+    values[0, 0, 0] = np.nan
+    expected = norm.denormalize(values.copy())
+    got = translate_mod._fast_denormalize(norm, dtype)(values.copy())
+    assert got.dtype == expected.dtype
+    if dtype == "float32":
+        np.testing.assert_allclose(got, expected, rtol=1e-5, equal_nan=True)
+    else:
+        assert np.abs(got.astype(np.int64) - expected.astype(np.int64)).max() <= 1
+        assert (got == expected).mean() > 0.999
