@@ -25,6 +25,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -73,20 +75,33 @@ Nets = Mapping[str, nn.Module]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`fit`, after the checkpoint and state were saved.
+    """Ctrl-C during :func:`fit`.
+
+    The first Ctrl-C lets the running step finish, then checkpoint and state are saved;
+    a second one stops at once without saving (the last interval checkpoint remains).
 
     Attributes:
         step: the last completed step.
         out_dir: where the checkpoint and state are (resume with ``resume=True``).
+        saved: whether the checkpoint and state of ``step`` were saved.
     """
 
-    def __init__(self, step: int, out_dir: Path) -> None:
-        super().__init__(
-            f"training interrupted after step {step}; the checkpoint and training state are "
-            f"in {out_dir}: continue with resume=True (--resume)"
-        )
+    def __init__(self, step: int, out_dir: Path, saved: bool = True) -> None:
+        if saved:
+            text = (
+                f"training interrupted after step {step}; the checkpoint and training state "
+                f"are in {out_dir}: continue with resume=True (--resume)"
+            )
+        else:
+            text = (
+                f"training interrupted during step {step + 1} (Ctrl-C twice): nothing was "
+                f"saved for it; resume=True (--resume) continues from the last checkpoint "
+                f"in {out_dir}, if any"
+            )
+        super().__init__(text)
         self.step = step
         self.out_dir = out_dir
+        self.saved = saved
 
 
 @dataclass(frozen=True)
@@ -932,6 +947,95 @@ def fit(run: TrainRun, out_dir: PathLike, options: TrainOptions | None = None) -
             dist.destroy_process_group()
 
 
+class _StopRequest:
+    """Ctrl-C during training: the first one lets the current step finish, then the loop
+    saves and stops; a second one interrupts at once (nothing more is saved)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.immediate = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            self.immediate = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def agreed(self, ctx: _Dist) -> bool:
+        """Whether to stop now; under DDP every rank stops at the same step."""
+        if ctx.world_size == 1:
+            return self.requested
+        flag = torch.tensor([float(self.requested)], device=ctx.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[_StopRequest]:
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers only work in the main thread: Ctrl-C acts at once
+        return
+    previous = signal.signal(signal.SIGINT, stop.handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _make_loader(
+    run: TrainRun, options: TrainOptions, ctx: _Dist, batch_size: int
+) -> tuple[DataLoader, _ResumableSampler, torch.Generator]:
+    sampler = _ResumableSampler(
+        run.dataset,
+        num_replicas=ctx.world_size,
+        rank=ctx.rank,
+        shuffle=True,
+        seed=options.seed,
+        drop_last=True,
+    )
+    if len(sampler) // batch_size == 0:
+        raise ConfigError(
+            f"the data hold {len(run.dataset)} items, fewer than one batch of "  # type: ignore[arg-type]
+            f"{batch_size} per process ({ctx.world_size} process(es)); lower the batch size "
+            "or add data"
+        )
+    loader_rng = torch.Generator()  # its own: the loader never draws from the global RNG
+    loader = DataLoader(
+        run.dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=options.num_workers,
+        drop_last=True,
+        pin_memory=ctx.device.type == "cuda",
+        generator=loader_rng,
+    )
+    return loader, sampler, loader_rng
+
+
+class _Logger:
+    """Appends losses to ``log.jsonl`` and shows them on the progress bar (rank 0)."""
+
+    def __init__(self, out: Path, bar: Any, step: int) -> None:
+        self.out, self.bar = out, bar
+        self.started = self.last_time = time.perf_counter()
+        self.last_step = step
+
+    def __call__(self, pos: _Progress, lr: float, losses: Mapping[str, float]) -> None:
+        now = time.perf_counter()
+        record = {
+            "step": pos.step,
+            "epoch": pos.epoch,
+            "lr": lr,
+            "seconds": round(now - self.started, 3),
+            "step_seconds": round((now - self.last_time) / (pos.step - self.last_step), 4),
+            **losses,
+        }
+        _log(self.out, record)
+        self.last_time, self.last_step = now, pos.step
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+
+
 def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx: _Dist) -> Path:
     device = ctx.device
     precision = resolve_precision(options.precision, device)
@@ -948,39 +1052,18 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
     for k, pool in run.pools.items():
         if ctx.rank:
             pool.generator.manual_seed(options.seed + 1000 * ctx.rank + len(k))
-    pos = _Progress()
-    if options.resume:
-        pos = _restore(run, out, schedulers, ctx, options.seed)
+    pos = _restore(run, out, schedulers, ctx, options.seed) if options.resume else _Progress()
     nets: dict[str, nn.Module] = dict(run.nets)
     if ctx.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
         nets = {k: DistributedDataParallel(n, device_ids=ids) for k, n in nets.items()}
-
     batch_size = options.batch_size or trainer.default_batch
-    sampler = _ResumableSampler(
-        run.dataset,
-        num_replicas=ctx.world_size,
-        rank=ctx.rank,
-        shuffle=True,
-        seed=options.seed,
-        drop_last=True,
-    )
-    loader_rng = torch.Generator()
-    loader = DataLoader(
-        run.dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=options.num_workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        generator=loader_rng,
-    )
-    if len(sampler) // batch_size == 0:
-        raise ConfigError(
-            f"the data hold {len(run.dataset)} items, fewer than one batch of "  # type: ignore[arg-type]
-            f"{batch_size} per process ({ctx.world_size} process(es)); lower the batch size "
-            "or add data"
-        )
+    loader, sampler, loader_rng = _make_loader(run, options, ctx, batch_size)
+
+    def save() -> None:
+        if ctx.is_main:
+            _save_all(run, out, pos, schedulers, options, device)
+
     bar = tqdm(
         total=options.steps,
         initial=pos.step,
@@ -989,66 +1072,57 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
         disable=not (options.progress and ctx.is_main),
         dynamic_ncols=True,
     )
-    started = last_time = time.perf_counter()
-    last_step = pos.step
-    try:
-        while pos.step < options.steps:
-            sampler.set_epoch(pos.epoch)
-            sampler.start = pos.batch_in_epoch * batch_size
-            loader_rng.manual_seed(options.seed + pos.epoch)
-            run.dataset.set_epoch(pos.epoch)  # type: ignore[attr-defined]
-            for batch in loader:
-                lr = run.optimizers["G"].param_groups[0]["lr"]  # this step's
-                losses = trainer.step(
-                    nets,
-                    run.optimizers,
-                    batch,
-                    run.pools,
-                    run.config,
-                    device=device,
-                    precision=precision,
-                )
-                for sched in schedulers.values():
-                    sched.step()
-                pos.step += 1
-                pos.batch_in_epoch += 1
-                if ctx.is_main:
-                    if pos.step % options.log_every == 0 or pos.step == options.steps:
-                        now = time.perf_counter()
-                        _log(
-                            out,
-                            {
-                                "step": pos.step,
-                                "epoch": pos.epoch,
-                                "lr": lr,
-                                "seconds": round(now - started, 3),
-                                "step_seconds": round(
-                                    (now - last_time) / (pos.step - last_step), 4
-                                ),
-                                **losses,
-                            },
-                        )
-                        last_time, last_step = now, pos.step
-                        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-                    if options.sample_every and pos.step % options.sample_every == 0:
+    log = _Logger(out, bar, pos.step)
+    with _deferred_interrupt() as stop:
+        try:
+            while pos.step < options.steps:
+                sampler.set_epoch(pos.epoch)
+                sampler.start = pos.batch_in_epoch * batch_size
+                loader_rng.manual_seed(options.seed + pos.epoch)
+                run.dataset.set_epoch(pos.epoch)  # type: ignore[attr-defined]
+                for batch in loader:
+                    lr = run.optimizers["G"].param_groups[0]["lr"]  # this step's
+                    losses = trainer.step(
+                        nets,
+                        run.optimizers,
+                        batch,
+                        run.pools,
+                        run.config,
+                        device=device,
+                        precision=precision,
+                    )
+                    for sched in schedulers.values():
+                        sched.step()
+                    pos.step += 1
+                    pos.batch_in_epoch += 1
+                    bar.update(1)
+                    if ctx.is_main and (
+                        pos.step % options.log_every == 0 or pos.step == options.steps
+                    ):
+                        log(pos, lr, losses)
+                    if (
+                        ctx.is_main
+                        and options.sample_every
+                        and pos.step % options.sample_every == 0
+                    ):
                         path = out / SAMPLES_DIR / f"step_{pos.step:06d}.png"
                         trainer.samples(nets, sample_inputs, path, device, precision)
                     if options.checkpoint_every and pos.step % options.checkpoint_every == 0:
-                        _save_all(run, out, pos, schedulers, options, device)
-                bar.update(1)
-                if pos.step >= options.steps:
-                    break
-            else:
-                pos.epoch += 1
-                pos.batch_in_epoch = 0
-        if ctx.is_main:
-            _save_all(run, out, pos, schedulers, options, device)
-    except KeyboardInterrupt:
-        if ctx.is_main:
-            _save_all(run, out, pos, schedulers, options, device)
-        raise TrainingInterrupted(pos.step, out) from None
-    finally:
-        bar.close()
+                        save()
+                    if stop.agreed(ctx):
+                        raise KeyboardInterrupt
+                    if pos.step >= options.steps:
+                        break
+                else:
+                    pos.epoch += 1
+                    pos.batch_in_epoch = 0
+            save()
+        except KeyboardInterrupt:
+            if not stop.immediate:
+                save()
+            raise TrainingInterrupted(pos.step, out, saved=not stop.immediate) from None
+        finally:
+            bar.close()
     if ctx.world_size > 1:  # batch-norm running stats are per rank until synchronised
         for net in run.nets.values():
             for buf in net.buffers():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,15 +93,16 @@ def _masked_domains() -> tuple[Chips, Chips]:
     return Chips(a, masks), Chips(_textures(5, 3, 32, seed=2))
 
 
-def _interrupt_at(monkeypatch: pytest.MonkeyPatch, kind: str, call: int) -> None:
-    """Make the ``call``-th train step of ``kind`` raise KeyboardInterrupt (Ctrl-C)."""
+def _interrupt_at(monkeypatch: pytest.MonkeyPatch, kind: str, call: int, presses: int = 1) -> None:
+    """Press Ctrl-C (SIGINT to this process) ``presses`` times during the ``call``-th step."""
     trainer = training._TRAINERS[kind]
     calls = {"n": 0}
 
     def step(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls["n"] += 1
         if calls["n"] == call:
-            raise KeyboardInterrupt
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)
         return trainer.step(*args, **kwargs)
 
     monkeypatch.setitem(training._TRAINERS, kind, training.dataclasses.replace(trainer, step=step))
@@ -112,11 +115,11 @@ def test_cyclegan_ctrl_c_then_resume_matches_uninterrupted(
     opts = _options(steps=8)  # 3 batches per epoch: the stop falls mid-epoch
     full = train_cyclegan(a, b, tmp_path / "full", config=TINY, options=opts)
 
-    _interrupt_at(monkeypatch, "cyclegan", call=5)
-    with pytest.raises(TrainingInterrupted, match="after step 4"):
+    _interrupt_at(monkeypatch, "cyclegan", call=5)  # the step finishes, then it stops
+    with pytest.raises(TrainingInterrupted, match="after step 5"):
         train_cyclegan(a, b, tmp_path / "split", config=TINY, options=opts)
     monkeypatch.undo()
-    assert load_model(tmp_path / "split" / "model.safetensors").steps == 4
+    assert load_model(tmp_path / "split" / "model.safetensors").steps == 5
     resumed = train_cyclegan(
         a, b, tmp_path / "split", options=training.dataclasses.replace(opts, resume=True)
     )
@@ -126,6 +129,17 @@ def test_cyclegan_ctrl_c_then_resume_matches_uninterrupted(
     for name, net in ref.nets.items():
         for key, value in net.state_dict().items():
             torch.testing.assert_close(got.nets[name].state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_second_ctrl_c_stops_at_once_without_saving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = _masked_domains()
+    _interrupt_at(monkeypatch, "cyclegan", call=2, presses=2)
+    with pytest.raises(TrainingInterrupted, match="nothing was saved") as info:
+        train_cyclegan(a, b, tmp_path / "run", config=TINY, options=_options(steps=4))
+    assert not info.value.saved and info.value.step == 1
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 def test_dcgan_run_then_extend_matches_one_long_run(tmp_path: Path) -> None:
