@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import pickle
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -312,7 +311,7 @@ def _read_legacy(path: Path, device: str) -> tuple[dict[str, Any], dict[str, tor
     """A ``.pt``/``.pth`` file holding ``{"rsgan": <metadata dict or JSON>, "weights": {...}}``."""
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # any reader error (UnpicklingError, SafetensorError, EOF...)
         raise _fail(
             path,
             "could not be read without unpickling code (it is corrupt, truncated or holds "
@@ -434,7 +433,7 @@ def load_train_state(path: PathLike) -> dict[str, Any]:
         )
     try:
         state = torch.load(src, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # any reader error (UnpicklingError, SafetensorError, EOF...)
         raise CheckpointError(
             f"training state {src} is corrupt or truncated ({type(exc).__name__}); delete it "
             "and start without --resume"
