@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -272,8 +273,9 @@ class Tally:
         self.counts[(entry, scenario)] += n
 
 
-_RESULTS: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+_RESULTS: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: defaultdict(int))
 _TALLY_KEY = pytest.StashKey[Tally]()
+_FINDING = re.compile(r"finding (\d+)")
 
 
 @pytest.fixture
@@ -294,10 +296,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         ending = "xfailed" if report.skipped else "xpassed"
     else:
         ending = report.outcome
+    findings = sorted({int(n) for n in _FINDING.findall(getattr(report, "wasxfail", ""))})
     for key, n in record.counts.items():
-        _RESULTS[key]["tried"] += n
-        _RESULTS[key][ending] += n
-        _RESULTS[key]["tests"] += 1
+        row = _RESULTS[key]
+        row["tried"] += n
+        row[ending] += n
+        row["tests"] += 1
+        row["findings"] = sorted(set(row.get("findings", [])) | set(findings))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -47,6 +47,31 @@ def _wait_for(predicate, proc: subprocess.Popen, limit_s: float = 300) -> bool:
     raise AssertionError("the command neither reached the point to kill it nor ended")
 
 
+def _signal_while_writing(
+    args: list[str], ready, sig: int, reset, attempts: int = 3
+) -> tuple[subprocess.Popen, str]:
+    """Start ``args``, send ``sig`` once ``ready()`` holds, and return the process and its
+    stderr. The write phase lasts about a second here, so on a busy machine the signal can
+    land after the command finished (exit 0): then ``reset()`` and try again."""
+    for _ in range(attempts):
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        reached = _wait_for(ready, proc)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=300)
+        if reached and proc.returncode != 0:
+            return proc, stderr
+        reset()
+    raise AssertionError(f"the command finished before the signal {attempts} times")
+
+
+def _empty(folder: Path):
+    return lambda: [_remove(p) for p in folder.iterdir()]
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def _temporaries(folder: Path) -> list[str]:
     return sorted(name for name in files_under(folder) if ".rsgan-tmp-" in name)
 
@@ -61,6 +86,15 @@ def big_inputs(tmp_path_factory) -> tuple[Path, Path]:
 def _translate_args(src: Path, dst: Path, model: Path) -> list[str]:
     return [RSGAN, "translate", str(src), str(dst), "--model", str(model), "--tile", "128",
             "--overlap", "16", "--device", "cpu", "--precision", "fp32", "-q"]  # fmt: skip
+
+
+def _assert_same_scene(path: Path, reference: np.ndarray) -> None:
+    """Whole and right. Batch workers run torch with other thread settings than this
+    process, so float sums may round a pixel 1 DN apart; a partial file differs by far more
+    (or cannot be read at all)."""
+    pixels = _pixels(path)
+    assert pixels.shape == reference.shape
+    assert np.abs(pixels.astype(int) - reference).max() <= 1
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +116,13 @@ def test_kill_9_during_translate_leaves_no_output_and_rerun_matches(
     tally.add("rsgan translate", "kill -9 while writing")
     src, model = big_inputs
     dst = tmp_path / "out.tif"
-    proc = subprocess.Popen(_translate_args(src, dst, model))
-    reached = _wait_for(lambda: bool(_temporaries(tmp_path)), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert reached, "translate finished before its temporary file was seen"
+    args = _translate_args(src, dst, model)
+    ready = lambda: bool(_temporaries(tmp_path))  # noqa: E731
+    proc, _ = _signal_while_writing(args, ready, signal.SIGKILL, _empty(tmp_path))
+    assert proc.returncode == -signal.SIGKILL
     assert not dst.exists(), "a killed translate left a (partial) output under the final name"
     subprocess.run(_translate_args(src, dst, model), check=True, timeout=600)
-    np.testing.assert_array_equal(_pixels(dst), reference)
+    _assert_same_scene(dst, reference)
 
 
 @pytest.mark.xfail(
@@ -100,10 +133,9 @@ def test_rerun_after_kill_removes_the_killed_runs_temporary(big_inputs, tmp_path
     tally.add("rsgan translate", "kill -9 then rerun: stale temporary")
     src, model = big_inputs
     dst = tmp_path / "out.tif"
-    proc = subprocess.Popen(_translate_args(src, dst, model))
-    _wait_for(lambda: bool(_temporaries(tmp_path)), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    args = _translate_args(src, dst, model)
+    ready = lambda: bool(_temporaries(tmp_path))  # noqa: E731
+    _signal_while_writing(args, ready, signal.SIGKILL, _empty(tmp_path))
     subprocess.run(_translate_args(src, dst, model), check=True, timeout=600)
     assert _temporaries(tmp_path) == [], "the killed run's temporary file is still there"
 
@@ -113,11 +145,9 @@ def test_ctrl_c_during_translate_exits_130_and_leaves_nothing(big_inputs, tmp_pa
     tally.add("rsgan translate", "Ctrl-C (SIGINT) while writing")
     src, model = big_inputs
     dst = tmp_path / "out.tif"
-    proc = subprocess.Popen(_translate_args(src, dst, model), stderr=subprocess.PIPE, text=True)
-    reached = _wait_for(lambda: bool(_temporaries(tmp_path)), proc)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert reached
+    args = _translate_args(src, dst, model)
+    ready = lambda: bool(_temporaries(tmp_path))  # noqa: E731
+    proc, stderr = _signal_while_writing(args, ready, signal.SIGINT, _empty(tmp_path))
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("Interrupted"), stderr
@@ -135,16 +165,12 @@ def test_kill_9_during_batch_then_rerun_completes(big_inputs, reference, tmp_pat
     out = tmp_path / "out"
     args = [RSGAN, "batch", str(scenes), str(out), "--model", str(model), "--workers", "0",
             "--tile", "128", "--overlap", "16", "--device", "cpu", "--precision", "fp32", "-q"]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     # kill while the second scene is being written: one done, one partial, one pending
-    reached = _wait_for(
-        lambda: (out / "s0_translated.tif").exists() and bool(_temporaries(out)), proc
-    )
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert reached, "batch finished before the second scene was being written"
+    ready = lambda: (out / "s0_translated.tif").exists() and bool(_temporaries(out))  # noqa: E731
+    proc, _ = _signal_while_writing(args, ready, signal.SIGKILL, lambda: shutil.rmtree(out))
+    assert proc.returncode == -signal.SIGKILL
     for output in out.glob("*_translated.tif"):  # whatever is under a final name is whole
-        np.testing.assert_array_equal(_pixels(output), reference)
+        _assert_same_scene(output, reference)
     manifest = read_manifest(out)
     assert manifest is not None and len(manifest) == 3  # readable: written atomically
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
@@ -152,7 +178,7 @@ def test_kill_9_during_batch_then_rerun_completes(big_inputs, reference, tmp_pat
     manifest = read_manifest(out)
     assert sorted(manifest.status) == ["done", "done", "skipped"]
     for i in range(3):
-        np.testing.assert_array_equal(_pixels(out / f"s{i}_translated.tif"), reference)
+        _assert_same_scene(out / f"s{i}_translated.tif", reference)
     assert _temporaries(out) == []
 
 
@@ -212,9 +238,6 @@ def test_kill_9_during_training_then_resume_finishes(tmp_path, tally) -> None:
     assert _logged_steps(out)[-1] == final
 
 
-@pytest.mark.xfail(
-    strict=True, reason="finding 7: resume refuses the same config given as a mapping"
-)
 def test_resume_accepts_the_same_config_given_as_a_mapping(tmp_path, tally) -> None:
     from rsgan.training import TrainOptions, train_dcgan
 
@@ -334,6 +357,8 @@ def test_output_folder_removed_mid_run_is_a_clear_error(big_inputs, tmp_path, ta
     reached = _wait_for(lambda: bool(_temporaries(folder)), proc)
     shutil.rmtree(folder)
     _, stderr = proc.communicate(timeout=300)
+    if proc.returncode == 0:
+        pytest.skip("translate finished before its folder was removed (busy machine)")
     assert reached
     assert proc.returncode == 1, stderr
     assert "Traceback" not in stderr, stderr

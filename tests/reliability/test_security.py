@@ -54,8 +54,8 @@ def test_safetensors_checkpoints_load_without_any_unpickling(checkpoints, monkey
     assert model.kind == "cyclegan"
 
 
-FINDING_11 = pytest.mark.xfail(
-    strict=True, reason="finding 11: load_train_state lets SafetensorError escape"
+FINDING_10 = pytest.mark.xfail(
+    strict=True, reason="finding 10: load_train_state lets SafetensorError escape"
 )
 PICKLES = ["pickle_pt", "pickle_pth", "pickle_st", "torch_save_pickle"]
 
@@ -66,7 +66,7 @@ PICKLES = ["pickle_pt", "pickle_pth", "pickle_st", "torch_save_pickle"]
     + [
         (load_train_state, n)
         if n != "pickle_st"
-        else pytest.param(load_train_state, n, marks=FINDING_11)
+        else pytest.param(load_train_state, n, marks=FINDING_10)
         for n in PICKLES
     ],
     ids=lambda v: getattr(v, "__name__", v),
@@ -192,12 +192,12 @@ def test_cli_translate_never_writes_over_its_input(tmp_path, checkpoints, tally)
     assert src.read_bytes() == before
 
 
-FINDING_12 = pytest.mark.xfail(
-    strict=True, reason="finding 12: --quicklook may be the input or DST and replaces it"
+FINDING_11 = pytest.mark.xfail(
+    strict=True, reason="finding 11: --quicklook may be the input or DST and replaces it"
 )
 
 
-@FINDING_12
+@FINDING_11
 @pytest.mark.parametrize("target", ["input", "dst"])
 def test_quicklook_never_writes_over_the_input_or_the_output(
     tmp_path, checkpoints, target, tally
@@ -241,6 +241,39 @@ def test_chips_out_folder_above_the_scene_is_refused(tmp_path, tally) -> None:
     with pytest.raises(RsganError):
         export_chips([src], tmp_path / "project", TileSpec(16, 0), overwrite=True, progress=False)
     assert _digest(tmp_path / "project") == before
+
+
+@FINDING_9
+def test_generate_out_folder_holding_the_checkpoint_is_refused(tmp_path, tally) -> None:
+    """`rsgan generate run/model.safetensors --out run --overwrite` must not delete the run."""
+    from rsgan.models import DCGANConfig
+    from rsgan.training import generate
+
+    tally.add("generate", "output folder = the checkpoint's folder (overwrite)")
+    run = tmp_path / "run"
+    _tiny_dcgan(run / "model.safetensors", DCGANConfig(image_size=64, nz=8, ngf=4, ndf=4))
+    before = _digest(run)
+    with pytest.raises(RsganError):
+        generate(run / "model.safetensors", 2, run, overwrite=True, device="cpu")
+    assert _digest(run) == before
+
+
+def _tiny_dcgan(path: Path, config) -> Path:
+    from rsgan.checkpoint import DomainInfo, save_checkpoint
+    from rsgan.io import Normalizer
+    from rsgan.models import build_nets
+
+    path.parent.mkdir(parents=True)
+    domain = DomainInfo(
+        bands=None, count=3, dtype="uint8", normalizer=Normalizer.for_dtype("uint8", 3)
+    )
+    return save_checkpoint(
+        path,
+        kind="dcgan",
+        config=config,
+        nets=build_nets("dcgan", config),
+        domains={"data": domain},
+    )
 
 
 def test_augment_out_dir_over_its_inputs_never_overwrites_them(tmp_path, tally) -> None:
