@@ -1079,7 +1079,8 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
                 sampler.set_epoch(pos.epoch)
                 sampler.start = pos.batch_in_epoch * batch_size
                 loader_rng.manual_seed(options.seed + pos.epoch)
-                run.dataset.set_epoch(pos.epoch)  # type: ignore[attr-defined]
+                if hasattr(run.dataset, "set_epoch"):  # random chips / pairing of the epoch
+                    run.dataset.set_epoch(pos.epoch)
                 for batch in loader:
                     lr = run.optimizers["G"].param_groups[0]["lr"]  # this step's
                     losses = trainer.step(
