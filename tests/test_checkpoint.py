@@ -185,7 +185,16 @@ def test_missing_metadata_and_wrong_architecture(tmp_path: Path) -> None:
     with safe_open(str(path), "pt") as fh:
         meta = json.loads(fh.metadata()["rsgan"])
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
-    meta["config"]["ngf"] = 8  # metadata says a wider net than the weights hold
+    for field, value, bands in (("ngf", 8, None), ("in_channels_a", 3, (1, 2, 3))):
+        wrong_meta = json.loads(json.dumps(meta))
+        wrong_meta["config"][field] = value  # metadata and weights disagree
+        if bands:  # a band-count mismatch, consistent between config and domain
+            wrong_meta["domains"]["a"].update(bands=list(bands), count=3, normalizer=None)
+        wrong = tmp_path / f"wrong_{field}.safetensors"
+        save_file(tensors, str(wrong), metadata={"rsgan": json.dumps(wrong_meta)})
+        with pytest.raises(CheckpointError, match="do not fit the stored cyclegan architecture"):
+            load_model(wrong)
+    meta["config"]["ngf"] = 8
     wrong = tmp_path / "wrong.safetensors"
     save_file(tensors, str(wrong), metadata={"rsgan": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="do not fit the stored cyclegan architecture"):
