@@ -54,21 +54,12 @@ def test_safetensors_checkpoints_load_without_any_unpickling(checkpoints, monkey
     assert model.kind == "cyclegan"
 
 
-FINDING_10 = pytest.mark.xfail(
-    strict=True, reason="finding 10: load_train_state lets SafetensorError escape"
-)
 PICKLES = ["pickle_pt", "pickle_pth", "pickle_st", "torch_save_pickle"]
 
 
 @pytest.mark.parametrize(
     ("load", "name"),
-    [(load_model, n) for n in PICKLES]
-    + [
-        (load_train_state, n)
-        if n != "pickle_st"
-        else pytest.param(load_train_state, n, marks=FINDING_10)
-        for n in PICKLES
-    ],
+    [(load, n) for load in (load_model, load_train_state) for n in PICKLES],
     ids=lambda v: getattr(v, "__name__", v),
 )
 def test_code_carrying_pickles_never_run(checkpoints, load, name, tally) -> None:
