@@ -53,13 +53,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RSGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def make_scene(path: Path, size: int, seed: int = 0) -> Path:
-    """A size x size 3-band uint8 GeoTIFF with texture, written strip by strip."""
+def make_scene(path: Path, size: int, seed: int = 0, height: int | None = None) -> Path:
+    """A ``size`` px wide (``height`` or ``size`` px tall) 3-band uint8 GeoTIFF with
+    texture, written strip by strip."""
+    height = height or size
     rng = np.random.default_rng(seed)
     profile = dict(
         driver="GTiff",
         width=size,
-        height=size,
+        height=height,
         count=3,
         dtype="uint8",
         crs="EPSG:26915",
@@ -72,8 +74,8 @@ def make_scene(path: Path, size: int, seed: int = 0) -> Path:
     )
     cols = np.arange(size, dtype=np.float32)
     with rasterio.open(path, "w", **profile) as dst:
-        for top in range(0, size, 256):
-            rows = np.arange(top, min(top + 256, size), dtype=np.float32)[:, None]
+        for top in range(0, height, 256):
+            rows = np.arange(top, min(top + 256, height), dtype=np.float32)[:, None]
             base = 60 * np.sin(cols / 97.0) * np.cos(rows / 71.0) + 40 * np.sin(
                 (cols + rows) / 23.0
             )
@@ -178,13 +180,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(mode: str, scene: Path, out: Path) -> None:
+def child(mode: str, scene: Path, out: Path, model: str = "cheap") -> None:
     """Run one translation in this (fresh) process and print its peak RSS."""
     torch.set_num_threads(2)
-    net = _small_net()
+    net = _small_net() if model == "cheap" else load_model(T.DEFAULT_MODEL_PATH).generator("a2b")
     t0 = time.perf_counter()
     if mode == "streaming":
-        T.translate_raster(scene, out, net, progress=False, precision="fp32", overwrite=True)
+        precision = "fp32" if model == "cheap" else None
+        T.translate_raster(scene, out, net, progress=False, precision=precision, overwrite=True)
     else:
         naive_translate(scene, out, net)
     print(
@@ -232,7 +235,7 @@ def naive_translate(
         dst.write(result)
 
 
-def rss(scene: Path, mode: str, tmp: Path) -> dict:
+def rss(scene: Path, mode: str, tmp: Path, model: str = "cheap") -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -242,6 +245,8 @@ def rss(scene: Path, mode: str, tmp: Path) -> dict:
         str(scene),
         "--out",
         str(tmp / f"{mode}.tif"),
+        "--model",
+        model,
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -260,10 +265,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", choices=["streaming", "naive"])
+    parser.add_argument("--model", choices=["cheap", "default"], default="cheap")
     parser.add_argument("--scene", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument(
-        "--parts", default="waste,speed,memory", help="comma-separated: waste, speed, memory"
+        "--parts",
+        default="waste,speed,memory,width",
+        help="comma-separated: waste, speed, memory, width",
     )
     parser.add_argument("--sizes", default=None, help="memory scene sides, e.g. 4096,16384")
     parser.add_argument(
@@ -273,7 +281,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.scene, args.out)
+        child(args.child, args.scene, args.out, args.model)
         return
     torch.set_num_threads(2)
     small, large = (2048, 8192) if args.quick else (4096, 16384)
@@ -322,6 +330,14 @@ def main() -> None:
             )
         # 2. memory scaling
         mem: dict = {}
+        if "width" in parts:
+            # memory grows with the width only: wide, short scenes, both models
+            for w in (small, large):
+                wide = make_scene(tmp / f"wide_{w}.tif", w, height=1024)
+                for model in ("cheap", "default"):
+                    key = f"streaming_{model}_{w}x1024"
+                    mem[key] = rss(wide, "streaming", tmp, model)
+                    print(key, json.dumps(mem[key]), flush=True)
         for size, scene in scenes.items() if "memory" in parts else ():
             mem[f"streaming_{size}"] = rss(scene, "streaming", tmp)
             print(json.dumps(mem[f"streaming_{size}"]), flush=True)
@@ -329,7 +345,8 @@ def main() -> None:
                 continue
             mem[f"naive_{size}"] = rss(scene, "naive", tmp)
             print(json.dumps(mem[f"naive_{size}"]), flush=True)
-        if not mem:
+        if f"streaming_{small}" not in mem:
+            results["memory"] = mem
             print(json.dumps(results, indent=1))
             return
         mem["streaming_ratio"] = round(
