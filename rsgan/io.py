@@ -9,8 +9,12 @@ is valid. This module never imports torch.
 
 from __future__ import annotations
 
+import errno
+import glob
+import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import warnings
@@ -31,6 +35,13 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from rsgan._types import Bands, PathLike
+
+try:  # POSIX only: stale temporaries are told from live ones by a lock (fcntl.flock)
+    import fcntl
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+    resource = None  # type: ignore[assignment]
 from rsgan.errors import (
     BandError,
     ConfigError,
@@ -1032,11 +1043,269 @@ def _check_destination(dst: Path, *, overwrite: bool, inputs: Sequence[PathLike]
         raise OutputExistsError(f"{dst} exists; pass overwrite=True / --overwrite to replace it")
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies under it, as written or with links resolved."""
+    paths = {Path(os.path.abspath(path)), path.resolve()}
+    folders = {Path(os.path.abspath(folder)), folder.resolve()}
+    return any(p.is_relative_to(f) for p in paths for f in folders)
+
+
+def _check_folder_inputs(dst: Path, inputs: Sequence[PathLike]) -> None:
+    for src in inputs:
+        text = os.fspath(src)
+        if not _is_virtual(text) and _inside(Path(text), dst):
+            raise RasterWriteError(
+                f"output folder {dst} holds the input {src}; writing the folder would delete "
+                "it, choose another output folder"
+            )
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- temporaries
+#
+# Every temporary of ``dst`` is named ``.<dst name>.rsgan-tmp-<token>...``; while its
+# writer works it holds an flock on ``.<dst name>.rsgan-tmp-<token>.lock``. A temporary
+# whose lock file is missing or unlocked belongs to a writer that is gone (killed), and
+# the next writer of the same destination removes it.
+
+
+def _tmp_prefix(dst: Path) -> str:
+    return f".{dst.name}{_TMP_MARK}"
+
+
+def _lock_path(dst: Path, token: str) -> Path:
+    return dst.parent / f"{_tmp_prefix(dst)}{token}.lock"
+
+
+@contextmanager
+def _writer_lock(dst: Path) -> Iterator[str]:
+    """Yield a fresh temporary token whose lock file this process holds until the block
+    ends (then the lock file is removed). Without ``fcntl`` (Windows) no lock is taken."""
+    if fcntl is None:
+        yield secrets.token_hex(4)
+        return
+    while True:
+        token = secrets.token_hex(4)
+        lock = _lock_path(dst, token)
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _write_error(dst, exc) from exc
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:  # a sweeper may have removed the file between open and flock: start again
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield token
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _writer_gone(lock: Path) -> tuple[bool, int | None]:
+    """``(gone, fd)``: whether the writer of ``lock`` is gone, and the open, locked lock
+    file to release after removing its temporaries (None when there is none)."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return True, None
+    except OSError:
+        return False, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False, None
+    return True, fd
+
+
+def remove_stale_temporaries(dst: PathLike) -> list[Path]:
+    """Delete the temporaries of ``dst`` that a killed earlier writer left behind.
+
+    Only temporaries whose writer is gone are removed: a live :func:`atomic_output` or
+    :func:`atomic_output_dir` of the same destination (in any process) holds a lock on
+    its own and they are kept. Without ``fcntl`` (Windows) nothing is removed.
+
+    Args:
+        dst: The final path (file or folder) whose temporaries to remove.
+
+    Returns:
+        The removed paths.
+    """
+    if fcntl is None:
+        return []
+    dst = Path(dst)
+    prefix = _tmp_prefix(dst)
+    token_of = re.compile(re.escape(prefix) + r"([0-9a-f]+)")
+    groups: dict[str, list[Path]] = {}
+    for path in dst.parent.glob(glob.escape(prefix) + "*"):
+        match = token_of.match(path.name)
+        if match:
+            groups.setdefault(match.group(1), []).append(path)
+    removed: list[Path] = []
+    for token, paths in sorted(groups.items()):
+        lock = _lock_path(dst, token)
+        gone, fd = _writer_gone(lock)
+        if not gone:
+            continue
+        try:
+            for path in sorted(paths, key=lambda p: p == lock):
+                _remove(path)
+                removed.append(path)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed
+
+
+# --------------------------------------------------------------------------- write failures
+
+_WRITE_FAILURE = re.compile(r"writ|no space|too large|disk|quota", re.IGNORECASE)
+_GDAL_MSG = re.compile(r"msg=['\"](.*)['\"]$")
+_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_GDAL_LOGGERS = ("rasterio._env", "rasterio._err")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+class _GdalFailures(logging.Filter):
+    """Collects the GDAL failures rasterio logs (as INFO "GDAL signalled an error", or
+    ERROR) while installed, and lets through only what the logger let through before."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.levelno >= logging.ERROR or text.startswith("GDAL signalled an error"):
+            quoted = _GDAL_MSG.search(text)
+            self.messages.append(quoted.group(1) if quoted else text)
+        return record.levelno >= self.level
+
+    @property
+    def write_failures(self) -> list[str]:
+        return [m for m in self.messages if _WRITE_FAILURE.search(m)]
+
+
+@contextmanager
+def _gdal_failures() -> Iterator[_GdalFailures]:
+    """Collect GDAL failures logged by rasterio's error handlers while the block runs
+    (GDAL only prints write failures such as a full disk; nothing is raised)."""
+    loggers = [logging.getLogger(name) for name in _GDAL_LOGGERS]
+    saved = [(lg, lg.level, lg.getEffectiveLevel()) for lg in loggers]
+    collector = _GdalFailures(min(level for _, _, level in saved))
+    for lg in loggers:
+        lg.addFilter(collector)
+        lg.setLevel(min(lg.getEffectiveLevel(), logging.INFO))
+    try:
+        yield collector
+    finally:
+        for lg, level, _ in saved:
+            lg.removeFilter(collector)
+            lg.setLevel(level)
+
+
+def _disk_cause(dst: Path, written: int) -> str:
+    """What most likely stopped a write to ``dst``: a full disk, the file size limit or
+    an I/O error."""
+    try:
+        free = shutil.disk_usage(dst.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 2**20:
+        return f"no space left on device ({free / 1e6:.1f} MB free in {dst.parent})"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource is not None else -1
+    if limit not in (-1, getattr(resource, "RLIM_INFINITY", -1)) and written >= limit // 2:
+        return f"the file size limit (ulimit -f) of {limit / 1e6:.1f} MB was reached"
+    return "the write failed (disk full, file too large or an I/O error)"
+
+
+def _write_error(dst: Path, exc: BaseException | str, tmp: Path | None = None) -> RasterWriteError:
+    written = tmp.stat().st_size if tmp is not None and tmp.is_file() else 0
+    return RasterWriteError(
+        f"cannot write {dst}: {_disk_cause(dst, written)}; wrote {written / 1e6:.1f} MB "
+        f"({exc}); free space or choose another folder"
+    )
+
+
+def _is_disk_error(exc: BaseException, failures: _GdalFailures) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        return True
+    return isinstance(exc, RasterioError) and bool(failures.write_failures)
+
+
+def verify_raster(path: PathLike) -> str | None:
+    """Check that a GeoTIFF was written whole: it opens, every block of every band (and
+    of a per-dataset mask) was written, and every block decodes.
+
+    Args:
+        path: The file.
+
+    Returns:
+        None when the file is whole, else what is wrong.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                return _verify_dataset(src)
+    except RasterioError as exc:
+        return str(exc)
+
+
+def _verify_dataset(src: DatasetReader) -> str | None:
+    bands = [1] if src.interleave is not None and src.interleave.name == "PIXEL" else None
+    for band in bands or range(1, src.count + 1):
+        for (row, col), _ in src.block_windows(band):
+            offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
+            if not offset or int(offset) == 0:
+                return f"block ({row}, {col}) of band {band} was never written"
+    with_mask = any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums)
+    for _, window in src.block_windows(1):
+        src.read(window=window)
+        if with_mask:
+            src.read_masks(1, window=window)
+    return None
+
+
+def _is_tiff(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) in _TIFF_MAGIC
+    except OSError:
+        return False
+
+
+def _check_written(dst: Path, tmp: Path, failures: _GdalFailures, verify: bool) -> None:
+    if failures.write_failures:
+        raise _write_error(dst, "; ".join(dict.fromkeys(failures.write_failures)), tmp)
+    if verify and _is_tiff(tmp):
+        problem = verify_raster(tmp)
+        if problem is not None:
+            raise _write_error(dst, f"the written file does not read back: {problem}", tmp)
+
+
+def _check_free_space(dst: Path, needed_bytes: int | None) -> None:
+    if needed_bytes is None:
+        return
+    free = shutil.disk_usage(dst.parent).free
+    if free < needed_bytes:
+        raise RasterWriteError(
+            f"cannot write {dst}: it needs about {needed_bytes / 1e6:.1f} MB but "
+            f"{dst.parent} has {free / 1e6:.1f} MB free; free space or choose another folder"
+        )
 
 
 @contextmanager
@@ -1046,6 +1315,8 @@ def atomic_output(
     overwrite: bool = False,
     inputs: Sequence[PathLike] = (),
     suffix: str | None = None,
+    verify: bool = True,
+    needed_bytes: int | None = None,
 ) -> Iterator[Path]:
     """Write a file atomically: yield a hidden temporary path in ``dst``'s folder, and
     rename it onto ``dst`` when the block succeeds; delete it on any exception
@@ -1053,7 +1324,13 @@ def atomic_output(
 
     The checks run before any work: ``dst`` must not exist (unless ``overwrite``), must
     not be a folder, its folder must exist and be writable, and it must not be (or link
-    to) any of ``inputs``.
+    to) any of ``inputs``. Temporaries of ``dst`` that a killed earlier run left behind
+    are removed (see :func:`remove_stale_temporaries`).
+
+    Write failures never reach ``dst``: GDAL failures that rasterio only logs (a full
+    disk, the file size limit) and ``OSError`` ENOSPC / EFBIG / EDQUOT raised in the
+    block become :class:`RasterWriteError`; with ``verify`` a GeoTIFF temporary is read
+    back whole (every block present and decodable) before the rename.
 
     Args:
         dst: The final path.
@@ -1061,6 +1338,10 @@ def atomic_output(
         inputs: Paths the output must not replace.
         suffix: Ending of the temporary name (default ``dst``'s, so GDAL picks the same
             driver from it).
+        verify: Read a TIFF temporary (any name) back before the rename (about a
+            tenth of the writing time, see ``docs/benchmarks.md``).
+        needed_bytes: Bytes the output needs at least; refused up front when ``dst``'s
+            folder has less free space.
 
     Yields:
         The temporary path to write to (named ``.<dst name>.rsgan-tmp-XXXX<suffix>``).
@@ -1068,66 +1349,92 @@ def atomic_output(
     Raises:
         OutputExistsError: ``dst`` exists and ``overwrite`` is False.
         RasterWriteError: ``dst`` is a folder, its folder is missing or not writable, it is
-            an input, or nothing was written to the temporary path.
+            an input, too little space is free, nothing was written to the temporary path,
+            or the write failed.
     """
     dst = Path(dst)
     if dst.is_dir():
         raise RasterWriteError(f"output {dst} is a folder; pass a file path")
     _check_destination(dst, overwrite=overwrite, inputs=inputs)
+    _check_free_space(dst, needed_bytes)
+    remove_stale_temporaries(dst)
     ending = dst.suffix if suffix is None else suffix
-    tmp = dst.parent / f".{dst.name}{_TMP_MARK}{secrets.token_hex(4)}{ending}"
-    tmp_aux = tmp.with_name(tmp.name + ".aux.xml")
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise RasterWriteError(f"nothing was written for {dst}; the output was not created")
-        if dst.exists() and not overwrite:
-            raise OutputExistsError(
-                f"{dst} appeared while it was being written; pass overwrite=True to replace it"
-            )
-        os.replace(tmp, dst)
-        if tmp_aux.exists():
-            os.replace(tmp_aux, dst.with_name(dst.name + ".aux.xml"))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        tmp_aux.unlink(missing_ok=True)
-        raise
+    with _writer_lock(dst) as token, _gdal_failures() as failures:
+        tmp = dst.parent / f"{_tmp_prefix(dst)}{token}{ending}"
+        tmp_aux = tmp.with_name(tmp.name + ".aux.xml")
+        try:
+            try:
+                yield tmp
+            except (OSError, RasterioError) as exc:
+                if _is_disk_error(exc, failures):
+                    detail = "; ".join(dict.fromkeys(failures.write_failures)) or exc
+                    raise _write_error(dst, detail, tmp) from exc
+                raise
+            if not tmp.exists():
+                raise RasterWriteError(f"nothing was written for {dst}; the output was not created")
+            _check_written(dst, tmp, failures, verify)
+            if dst.exists() and not overwrite:
+                raise OutputExistsError(
+                    f"{dst} appeared while it was being written; pass overwrite=True to replace it"
+                )
+            os.replace(tmp, dst)
+            if tmp_aux.exists():
+                os.replace(tmp_aux, dst.with_name(dst.name + ".aux.xml"))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            tmp_aux.unlink(missing_ok=True)
+            raise
 
 
 @contextmanager
-def atomic_output_dir(dst_dir: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(
+    dst_dir: PathLike, *, overwrite: bool = False, inputs: Sequence[PathLike] = ()
+) -> Iterator[Path]:
     """Build a folder atomically: yield a hidden temporary sibling folder and rename it to
     ``dst_dir`` when the block succeeds (replacing an old ``dst_dir`` with ``overwrite``);
-    delete it on any exception.
+    delete it on any exception. Temporaries a killed earlier run left are removed first.
+
+    Args:
+        dst_dir: The final folder.
+        overwrite: Replace an existing ``dst_dir`` (and everything in it).
+        inputs: Paths the work reads; none may lie in ``dst_dir`` (replacing the folder
+            would delete them).
 
     Raises:
         OutputExistsError: ``dst_dir`` exists and ``overwrite`` is False.
-        RasterWriteError: ``dst_dir`` is a file, or its parent folder is missing or not
-            writable.
+        RasterWriteError: ``dst_dir`` is a file, holds one of ``inputs``, or its parent
+            folder is missing or not writable.
     """
     dst = Path(dst_dir)
     if dst.exists() and not dst.is_dir():
         raise RasterWriteError(f"output folder {dst} is a file; pass a folder path")
+    _check_folder_inputs(dst, inputs)
     _check_destination(dst, overwrite=overwrite, inputs=())
-    token = secrets.token_hex(4)
-    tmp = dst.parent / f".{dst.name}{_TMP_MARK}{token}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if dst.exists():
-            if not overwrite:
-                raise OutputExistsError(
-                    f"{dst} appeared while it was being written; pass overwrite=True"
-                )
-            old = dst.parent / f".{dst.name}.rsgan-old-{token}"
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            _remove(old)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        _remove(tmp)
-        raise
+    remove_stale_temporaries(dst)
+    with _writer_lock(dst) as token:
+        tmp = dst.parent / f"{_tmp_prefix(dst)}{token}"
+        tmp.mkdir()
+        try:
+            try:
+                yield tmp
+            except OSError as exc:
+                if exc.errno in _DISK_ERRNOS:
+                    raise _write_error(dst, exc) from exc
+                raise
+            if dst.exists():
+                if not overwrite:
+                    raise OutputExistsError(
+                        f"{dst} appeared while it was being written; pass overwrite=True"
+                    )
+                old = dst.parent / f".{dst.name}.rsgan-old-{token}"
+                os.replace(dst, old)
+                os.replace(tmp, dst)
+                _remove(old)
+            else:
+                os.replace(tmp, dst)
+        except BaseException:
+            _remove(tmp)
+            raise
 
 
 # --------------------------------------------------------------------------- quicklooks
@@ -1265,6 +1572,8 @@ __all__ = [
     "read_masked",
     "read_valid_mask",
     "read_window",
+    "remove_stale_temporaries",
+    "verify_raster",
     "warn_if_not_georeferenced",
     "write_png_grid",
     "write_quicklook_png",

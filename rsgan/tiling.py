@@ -35,6 +35,7 @@ from rsgan._types import Bands, EdgePolicy, PathLike
 from rsgan.errors import AOIError, BandError, ConfigError, RasterReadError, TileSpecError
 from rsgan.io import (
     RasterInfo,
+    _all_valid,
     atomic_output,
     atomic_output_dir,
     check_bands,
@@ -77,7 +78,7 @@ def _offsets_shift(length: int, size: int, stride: int) -> list[int]:
     """As :func:`_offsets_pad`, with the last tile moved back to end at the scene's edge."""
     if length < size:
         raise TileSpecError(
-            f"the scene ({length} px along one side) is smaller than the tile ({size} px) "
+            f"{length} px along one side is smaller than the tile ({size} px) "
             'and edge="shift" cannot fit a tile inside it; use edge="pad" (--edge pad) to pad '
             "it, or a smaller tile size"
         )
@@ -156,8 +157,9 @@ class TileSpec:
         pixels of ``transform``'s pixel size.
 
         Raises:
-            TileSpecError: for a rotated grid or non-square pixels (give pixels then), or a
-                size under one pixel.
+            TileSpecError: for a rotated grid or non-square pixels (give pixels then), a
+                size or overlap that is not a finite number of pixels, or a size under one
+                pixel.
         """
         if transform.b != 0 or transform.d != 0:
             raise TileSpecError(
@@ -169,33 +171,54 @@ class TileSpec:
                 f"pixels are not square ({xres} x {yres} CRS units), so a size in CRS units "
                 "is ambiguous; give the tile size and overlap in pixels"
             )
-        size_px = round(size / xres)
-        if size_px < 1:
+        pixels = {}
+        for name, value, example in (("tile size", size, 256), ("overlap", overlap, 32)):
+            if not math.isfinite(value / xres):
+                raise TileSpecError(
+                    f"{name} {value} CRS units is not a finite number of {xres}-unit pixels; "
+                    f"pass e.g. {example} (metres)"
+                )
+            pixels[name] = round(value / xres)
+        if pixels["tile size"] < 1:
             raise TileSpecError(
                 f"tile size {size} CRS units is under one pixel ({xres} units); pass a larger size"
             )
-        return cls(size=size_px, overlap=round(overlap / xres), edge=edge)
+        return cls(size=pixels["tile size"], overlap=pixels["overlap"], edge=edge)
 
 
-def tile_grid(width: int, height: int, spec: TileSpec) -> list[list[Window]]:
+def tile_grid(
+    width: int, height: int, spec: TileSpec, *, scene: PathLike | None = None
+) -> list[list[Window]]:
     """Tile windows of a ``width`` x ``height`` px scene, as rows of windows (top to
     bottom, each row left to right). Together they cover every pixel.
+
+    Args:
+        width: Scene columns, in pixels.
+        height: Scene rows, in pixels.
+        spec: Tile size, overlap and edge policy.
+        scene: The scene's file, named in errors.
 
     Raises:
         TileSpecError: with ``edge="shift"``, for a scene smaller than one tile.
     """
+    what = f"{scene} ({width} x {height} px)" if scene is not None else f"{width} x {height} px"
     if width < 1 or height < 1:
-        raise TileSpecError(f"scene size {width} x {height} px is empty")
+        raise TileSpecError(f"scene {what} is empty")
     offsets = EDGE_POLICIES[spec.edge]
-    cols = offsets(width, spec.size, spec.stride)
-    rows = offsets(height, spec.size, spec.stride)
+    try:
+        cols = offsets(width, spec.size, spec.stride)
+        rows = offsets(height, spec.size, spec.stride)
+    except TileSpecError as exc:
+        raise TileSpecError(f"scene {what}: {exc}") from None
     return [[Window(c, r, spec.size, spec.size) for c in cols] for r in rows]
 
 
-def tile_windows(width: int, height: int, spec: TileSpec) -> list[Window]:
+def tile_windows(
+    width: int, height: int, spec: TileSpec, *, scene: PathLike | None = None
+) -> list[Window]:
     """Tile windows of a ``width`` x ``height`` px scene in row-major order (see
     :func:`tile_grid`)."""
-    return [w for row in tile_grid(width, height, spec) for w in row]
+    return [w for row in tile_grid(width, height, spec, scene=scene) for w in row]
 
 
 def random_windows(
@@ -307,22 +330,64 @@ def _footprints(windows: Sequence[Window], transform: Affine) -> np.ndarray:
     return np.array(polys, dtype=object)
 
 
+_MASK_STRIP_PIXELS = 2**22
+"""Most pixels of one mask read in :func:`_valid_fractions` (a ``size``-row strip is read
+in column pieces of this many pixels, so memory stays flat with the scene's width)."""
+
+
+def _valid_by_definition(src: Any, bands: Bands) -> bool:
+    """True when every pixel of ``bands`` is valid without reading it: integer data with
+    no nodata value, mask or alpha band (floats may hold NaN)."""
+    integer = all(np.issubdtype(np.dtype(src.dtypes[b - 1]), np.integer) for b in bands)
+    return integer and _all_valid(src, bands)
+
+
+def _inside_fractions(grid: list[list[Window]], width: int, height: int, size: int) -> np.ndarray:
+    """Fraction of each window that lies inside a ``width`` x ``height`` scene."""
+    fractions = []
+    for row in grid:
+        r0 = int(row[0].row_off)
+        rows = min(r0 + size, height) - max(r0, 0)
+        for w in row:
+            c0 = int(w.col_off)
+            fractions.append(rows * (min(c0 + size, width) - max(c0, 0)) / (size * size))
+    return np.array(fractions, dtype=np.float64)
+
+
+def _column_counts(src: Any, row_off: int, size: int, bands: Bands) -> np.ndarray:
+    """Valid pixels per scene column of a ``size``-row strip, read in block-aligned column
+    pieces of at most :data:`_MASK_STRIP_PIXELS` pixels."""
+    block_cols = int(src.block_shapes[bands[0] - 1][1])
+    step = max(block_cols, _MASK_STRIP_PIXELS // size // block_cols * block_cols)
+    counts = np.zeros(src.width, dtype=np.int64)
+    for c0 in range(0, src.width, step):
+        piece = Window(c0, row_off, min(step, src.width - c0), size)
+        mask = read_valid_mask(src, piece, bands, boundless=True)
+        counts[c0 : c0 + int(piece.width)] = mask.sum(axis=0)
+    return counts
+
+
 def _valid_fractions(
     src: Any, grid: list[list[Window]], bands: Bands, size: int, needed: np.ndarray
 ) -> np.ndarray:
-    """Valid-pixel fraction of every window, reading the mask one strip of rows at a time
-    and skipping strips where no window is ``needed`` (their fractions stay 0)."""
+    """Valid-pixel fraction of every window (pixels outside the scene are invalid).
+
+    Scenes valid by definition (:func:`_valid_by_definition`) are not read. Others are
+    read one ``size``-row strip at a time, in column pieces, skipping strips where no
+    window is ``needed`` (their fractions stay 0).
+    """
+    if _valid_by_definition(src, bands):
+        return _inside_fractions(grid, src.width, src.height, size)
     fractions = np.zeros(len(needed))
     start = 0
     for row in grid:
         stop = start + len(row)
         if needed[start:stop].any():
-            strip = Window(0, int(row[0].row_off), src.width, size)
-            mask = read_valid_mask(src, strip, bands, boundless=True)
-            counts = np.concatenate([[0], np.cumsum(mask.sum(axis=0))])
+            columns = _column_counts(src, int(row[0].row_off), size, bands)
+            counts = np.concatenate([[0], np.cumsum(columns)])
             for k, w in enumerate(row):
-                c0 = int(w.col_off)
-                c1 = min(c0 + size, src.width)
+                c0 = max(int(w.col_off), 0)
+                c1 = min(int(w.col_off) + size, src.width)
                 fractions[start + k] = float(counts[c1] - counts[c0]) / (size * size)
         start = stop
     return fractions
@@ -440,7 +505,7 @@ def chip_index(
         unit="scene",
         disable=not progress,
     ):
-        grid = tile_grid(info.width, info.height, spec)
+        grid = tile_grid(info.width, info.height, spec, scene=path)
         windows = [w for row in grid for w in row]
         total += len(windows)
         footprints = _footprints(windows, info.transform)
@@ -622,6 +687,7 @@ def export_chips(
 
     Raises:
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is False (checked first).
+        RasterWriteError: ``out_dir`` holds a scene or the AOI file (checked first).
         ConfigError: two scenes share a file name stem.
         The errors of :func:`chip_index`.
     """
@@ -635,7 +701,8 @@ def export_chips(
                 "collide; rename one or export them into separate folders"
             )
     out = Path(out_dir)
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    inputs = [*paths, *([aoi] if isinstance(aoi, (str, os.PathLike)) else [])]
+    with atomic_output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
         index = chip_index(
             paths,
             spec,
