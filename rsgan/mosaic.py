@@ -352,10 +352,13 @@ class MosaicWriter:
         n = self._staged if final else (self._staged // self.block_rows) * self.block_rows
         if n <= 0:
             return
-        window = Window(0, self._written, self.width, n)
-        self.dst.write(self._stage[:, :n], window=window)
-        if self.write_mask:
-            self.dst.write_mask(self._stage_valid[:n].astype(np.uint8) * 255, window=window)
+        for start in range(0, n, self.block_rows):  # one block row at a time: small copies
+            stop = min(start + self.block_rows, n)
+            window = Window(0, self._written + start, self.width, stop - start)
+            self.dst.write(self._stage[:, start:stop], window=window)
+            if self.write_mask:
+                mask = self._stage_valid[start:stop].astype(np.uint8) * 255
+                self.dst.write_mask(mask, window=window)
         rest = self._staged - n
         self._stage[:, :rest] = self._stage[:, n : self._staged]
         self._stage_valid[:rest] = self._stage_valid[n : self._staged]

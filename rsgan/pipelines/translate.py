@@ -76,7 +76,7 @@ SAMPLE_PATCH = 512
 ZLEVEL = 1
 """DEFLATE level of the output: level 1 compresses ~3x faster than GDAL's default 6 for a
 few percent larger files; on a 2-core CPU the writer otherwise takes time from the model."""
-GDAL_CACHE_MB = 64
+GDAL_CACHE_MB = 32
 """GDAL block cache while translating, so memory does not grow with the scene."""
 
 
