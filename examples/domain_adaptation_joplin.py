@@ -35,6 +35,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import rasterio
 import torch
 from rasterio.enums import Resampling
@@ -110,18 +111,35 @@ def prepare(data: Path, work: Path) -> dict[str, list[Path]]:
     return out
 
 
-def read_pairs(images: list[Path], masks: list[Path]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def downscale(image: torch.Tensor, mask: torch.Tensor, factor: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Coarser pixels: the image averaged over ``factor`` x ``factor`` blocks, the mask
+    sampled at each block's corner (labels are not averaged)."""
+    if factor == 1:
+        return image, mask
+    h, w = (mask.shape[0] // factor) * factor, (mask.shape[1] // factor) * factor
+    image, mask = image[:, :h, :w], mask[:h, :w]
+    return F.avg_pool2d(image[None], factor)[0], mask[::factor, ::factor].contiguous()
+
+
+def read_pairs(images: list[Path], masks: list[Path], factor: int
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
     """Whole tiles as ``(image (3, H, W) in [-1, 1], mask (H, W) int64)``."""
     pairs = []
     for image, mask in zip(images, masks, strict=True):
         with rasterio.open(image) as a, rasterio.open(mask) as b:
-            pairs.append((torch.from_numpy(NORM.normalize(a.read())),
-                          torch.from_numpy(b.read(1).astype(np.int64))))  # fmt: skip
+            pair = (torch.from_numpy(NORM.normalize(a.read())),
+                    torch.from_numpy(b.read(1).astype(np.int64)))  # fmt: skip
+        pairs.append(downscale(*pair, factor))
     return pairs
 
 
-def dataset_tiles(dataset: MixedSegmentationDataset) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(s["image"], s["mask"]) for s in (dataset[i] for i in range(len(dataset)))]
+def dataset_tiles(dataset: MixedSegmentationDataset, factor: int
+                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """The samples of ``dataset`` (whole tiles), downscaled by ``factor``."""
+    return [
+        downscale(s["image"], s["mask"], factor) for s in (dataset[i] for i in range(len(dataset)))
+    ]
 
 
 def random_batch(tiles: list[tuple[torch.Tensor, torch.Tensor]], n: int, size: int,
@@ -186,17 +204,20 @@ def train(
     seed: int,
     lr: float,
     width: int,
+    building_weight: float,
 ) -> TinyUNet:
-    """Train a TinyUNet on random crops of ``tiles`` (cross-entropy, 255 ignored)."""
+    """Train a TinyUNet on random crops of ``tiles`` (class-weighted cross-entropy, 255
+    ignored; buildings are ~10 % of the pixels)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = TinyUNet(width)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    weights = torch.tensor([1.0, building_weight])
     net.train()
     for _ in range(steps):
         x, y = random_batch(tiles, batch, crop, rng)
-        loss = F.cross_entropy(net(x), y, ignore_index=IGNORE)
+        loss = F.cross_entropy(net(x), y, weight=weights, ignore_index=IGNORE)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -242,6 +263,11 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--width", type=int, default=8, help="U-Net width (first level)")
+    parser.add_argument("--scale", type=int, default=2, help="train and evaluate at 0.6 m x this")
+    parser.add_argument("--building-weight", type=float, default=4.0,
+                        help="cross-entropy weight of the building class")  # fmt: skip
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the translated tiles of an earlier run in --work")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
     if not args.data.is_dir():
@@ -251,17 +277,21 @@ def main() -> None:
 
     started = time.perf_counter()
     files = prepare(args.data, args.work)
-    index = augment_segmentation_dataset(files["train"], files["train_masks"], args.model,
-                                         args.work / "augmented", direction=args.direction,
-                                         overwrite=True, progress=False)  # fmt: skip
     index_path = args.work / "augmented" / "index.csv"
+    if args.reuse and index_path.exists():
+        index = pd.read_csv(index_path)
+    else:
+        index = augment_segmentation_dataset(files["train"], files["train_masks"], args.model,
+                                             args.work / "augmented", direction=args.direction,
+                                             overwrite=True, progress=False)  # fmt: skip
     print(f"translated {int(index['translated'].sum())} source tiles in "
           f"{time.perf_counter() - started:.0f} s")  # fmt: skip
-    originals = dataset_tiles(MixedSegmentationDataset(index_path, translated_ratio=0.0))
-    translated = dataset_tiles(MixedSegmentationDataset(index_path, translated_ratio=1.0))
+    f = args.scale
+    originals = dataset_tiles(MixedSegmentationDataset(index_path, translated_ratio=0.0), f)
+    translated = dataset_tiles(MixedSegmentationDataset(index_path, translated_ratio=1.0), f)
     evaluation = {
-        "target (6 post tiles)": read_pairs(files["target"], files["target_masks"]),
-        "source held-out pre tile": read_pairs(files["val"], files["val_masks"]),
+        "target (6 post tiles)": read_pairs(files["target"], files["target_masks"], f),
+        "source held-out pre tile": read_pairs(files["val"], files["val_masks"], f),
     }
     variants = {"source only": originals, "source + translated source": originals + translated}
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
@@ -269,7 +299,7 @@ def main() -> None:
         for name, tiles in variants.items():
             t0 = time.perf_counter()
             net = train(tiles, steps=args.steps, batch=args.batch, crop=args.crop, seed=seed,
-                        lr=args.lr, width=args.width)  # fmt: skip
+                        lr=args.lr, width=args.width, building_weight=args.building_weight)  # fmt: skip
             scores = {where: iou(net, pairs) for where, pairs in evaluation.items()}
             results["runs"].append({"seed": seed, "train": name, "scores": scores,
                                     "seconds": time.perf_counter() - t0})  # fmt: skip
