@@ -118,6 +118,22 @@ def peak_flops(iters: int) -> float:
     return best
 
 
+def conv3x3_flops(iters: int) -> float:
+    """FLOP/s of a 3x3 convolution 256 -> 256 channels on 2 x 64 x 64 (forward), counted as
+    direct convolution FLOPs: for context, since oneDNN's 3x3 kernels can beat its 1x1 ones."""
+    conv = nn.Conv2d(256, 256, 3, padding=1, bias=False)
+    x = torch.randn(2, 256, 64, 64)
+    flops = 2.0 * 2 * 256 * 256 * 9 * 64 * 64
+    best = 0.0
+    with torch.no_grad():
+        conv(x)
+        for _ in range(max(iters, 3)):
+            t = time.perf_counter()
+            conv(x)
+            best = max(best, flops / (time.perf_counter() - t))
+    return best
+
+
 # --------------------------------------------------------------------------- reference steps
 
 
@@ -317,6 +333,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     peak = peak_flops(5)
     print(f"fp32 peak (1x1 conv): {peak / 1e9:.1f} GFLOP/s", flush=True)
+    print(f"fp32 3x3 conv (context): {conv3x3_flops(5) / 1e9:.1f} GFLOP/s", flush=True)
     configs = [
         ("cyclegan ngf64 9blk b1 256px", "cyclegan", CycleGANConfig(), 1, 256),
         ("cyclegan ngf64 9blk b1 128px", "cyclegan", CycleGANConfig(), 1, 128),
