@@ -12,14 +12,15 @@ Set-up (see docs/domain_adaptation.md for the figures):
   ``--model``) translates the three labelled source tiles with
   :func:`rsgan.pipelines.augment.augment_segmentation_dataset`, which copies each mask
   onto its translated tile's grid.
-* Segmenter: a small U-Net (plain torch), trained from scratch with the same seed, steps
-  and batches (random 128 px crops, flips and quarter turns) on (A) the source tiles only
-  and (B) the source tiles plus their translations; evaluated by mIoU (background,
-  building) on the target tiles and on the held-out source tile.
+* Segmenter: a small U-Net (plain torch), trained from scratch at 1.2 m (``--scale 2``)
+  with the same seed, steps and batches (random 64 px crops, flips and quarter turns,
+  class-weighted cross-entropy) on (A) the source tiles only and (B) the source tiles plus
+  their translations; evaluated by mIoU (background, building) on the target tiles and on
+  the held-out source tile.
 
-Usage (about 15-25 minutes of a busy 2-core CPU with the defaults)::
+Usage (about 30 minutes of a busy 2-core CPU with the defaults)::
 
-    nice -n 10 python examples/domain_adaptation_joplin.py [--model ckpt] [--steps 400]
+    nice -n 10 python examples/domain_adaptation_joplin.py [--model ckpt] [--seeds 0 1]
 
 Needs the real data folder (``--data`` or ``RSGAN_SHARED_DATA``).
 """
@@ -258,9 +259,9 @@ def main() -> None:
     )
     parser.add_argument("--direction", default="a2b", help="pre->post direction of --model")
     parser.add_argument("--work", type=Path, default=Path("/tmp/rsgan-joplin-da"))
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--width", type=int, default=8, help="U-Net width (first level)")
     parser.add_argument("--scale", type=int, default=2, help="train and evaluate at 0.6 m x this")
