@@ -9,6 +9,7 @@ is valid. This module never imports torch.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import glob
 import logging
@@ -17,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,7 +31,7 @@ import rasterio
 from affine import Affine
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.enums import ColorInterp, Interleaving, MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
@@ -1199,6 +1201,59 @@ class _GdalFailures(logging.Filter):
         return [m for m in self.messages if _WRITE_FAILURE.search(m)]
 
 
+class _LibtiffPrints:
+    """Silences libtiff's default error handler while atomic outputs are written.
+
+    libtiff prints some write failures ("_tiffWriteProc: No space left on device.")
+    straight to stderr, once per failed block, besides reporting them to GDAL; rsgan
+    reports such a failure itself as one :class:`RasterWriteError`. GDAL's own handler
+    still receives every libtiff error. Only where the libtiff GDAL loaded can be found
+    (Linux, ``/proc/self/maps``); elsewhere a no-op.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: int | None = None
+        self._lib: Any = None
+
+    @staticmethod
+    def _find() -> Any:
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if "/libtiff" in line}
+        except OSError:
+            return None
+        for path in sorted(paths):
+            try:
+                lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+                lib.TIFFSetErrorHandler.restype = ctypes.c_void_p
+                lib.TIFFSetErrorHandler.argtypes = [ctypes.c_void_p]
+                return lib
+            except (OSError, AttributeError):
+                continue
+        return None
+
+    @contextmanager
+    def silenced(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._lib = self._lib or self._find()
+                if self._lib is not None:
+                    self._saved = self._lib.TIFFSetErrorHandler(None)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._lib is not None:
+                    self._lib.TIFFSetErrorHandler(self._saved)
+
+
+_LIBTIFF_PRINTS = _LibtiffPrints()
+
+
 @contextmanager
 def _gdal_failures() -> Iterator[_GdalFailures]:
     """Collect GDAL failures logged by rasterio's error handlers while the block runs
@@ -1210,7 +1265,8 @@ def _gdal_failures() -> Iterator[_GdalFailures]:
         lg.addFilter(collector)
         lg.setLevel(min(lg.getEffectiveLevel(), logging.INFO))
     try:
-        yield collector
+        with _LIBTIFF_PRINTS.silenced():
+            yield collector
     finally:
         for lg, level, _ in saved:
             lg.removeFilter(collector)
@@ -1266,7 +1322,7 @@ def verify_raster(path: PathLike) -> str | None:
 
 
 def _verify_dataset(src: DatasetReader) -> str | None:
-    bands = [1] if src.interleave is not None and src.interleave.name == "PIXEL" else None
+    bands = [1] if src.interleaving == Interleaving.pixel else None
     for band in bands or range(1, src.count + 1):
         for (row, col), _ in src.block_windows(band):
             offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)

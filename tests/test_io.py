@@ -40,6 +40,7 @@ from rsgan.io import (
     read_masked,
     read_valid_mask,
     read_window,
+    remove_stale_temporaries,
     warn_if_not_georeferenced,
     write_png_grid,
     write_quicklook_png,
@@ -600,3 +601,173 @@ def test_png_grid_layout(tmp_path: Path) -> None:
     assert grid[0, 0, 0] == 0
     with pytest.raises(ConfigError, match="differ in size"):
         write_png_grid([tiles[0], np.zeros((3, 2, 2), np.uint8)], tmp_path / "h.png", 2)
+
+
+# --------------------------------------------------------------------------- write failures
+# (reliability findings 6, 8 and 9)
+
+
+def test_atomic_output_removes_a_killed_writers_temporaries(tmp_path: Path) -> None:
+    dst = tmp_path / "out.tif"
+    stale = [
+        tmp_path / ".out.tif.rsgan-tmp-0badc0de.tif",
+        tmp_path / ".out.tif.rsgan-tmp-0badc0de.tif.aux.xml",
+    ]
+    unlocked = tmp_path / ".out.tif.rsgan-tmp-feedf00d.tif"
+    for path in [*stale, unlocked, unlocked.with_name(".out.tif.rsgan-tmp-feedf00d.lock")]:
+        path.write_bytes(b"partial")  # the lock file of a gone writer is not locked
+    other = tmp_path / ".other.tif.rsgan-tmp-0badc0de.tif"
+    other.write_bytes(b"another output's")
+    with atomic_output(dst) as tmp:
+        tmp.write_bytes(b"new")
+    assert dst.read_bytes() == b"new"
+    assert _hidden(tmp_path) == [other.name]
+
+
+def test_atomic_output_keeps_a_live_writers_temporary(tmp_path: Path) -> None:
+    dst = tmp_path / "out.tif"
+    with atomic_output(dst, overwrite=True) as live:
+        live.write_bytes(b"being written")
+        with atomic_output(dst, overwrite=True) as tmp:
+            tmp.write_bytes(b"second")
+        assert live.read_bytes() == b"being written"
+    assert dst.read_bytes() == b"being written" and _hidden(tmp_path) == []
+
+
+def test_remove_stale_temporaries_of_a_folder(tmp_path: Path) -> None:
+    stale = tmp_path / ".chips.rsgan-tmp-12345678"
+    stale.mkdir()
+    (stale / "a.tif").write_bytes(b"x")
+    assert remove_stale_temporaries(tmp_path / "chips") == [stale]
+    with atomic_output_dir(tmp_path / "chips") as live:
+        assert remove_stale_temporaries(tmp_path / "chips") == []
+        assert live.is_dir()
+
+
+_WRITE_UNDER_LIMIT = """
+import resource, signal, sys
+import numpy as np, rasterio
+from rsgan.errors import RasterWriteError
+from rsgan.io import atomic_output
+resource.setrlimit(resource.RLIMIT_FSIZE, (2**18, 2**18))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() returns EFBIG instead
+data = np.random.default_rng(0).random((2, 512, 512), dtype=np.float32)  # 2 MB
+try:
+    with atomic_output(sys.argv[1]) as tmp, rasterio.open(
+        tmp, "w", driver="GTiff", width=512, height=512, count=2, dtype="float32",
+        tiled=True, compress="deflate", NUM_THREADS=sys.argv[2],
+    ) as out:
+        out.write(data)
+except RasterWriteError as exc:
+    print("RasterWriteError", exc)
+"""
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_gdal_write_failure_becomes_a_raster_write_error(tmp_path: Path, threads) -> None:
+    """GDAL only prints libtiff's write failures (file size limit here, a full disk
+    alike); with one thread rasterio raises a vague RasterioIOError, with two nothing."""
+    import subprocess
+    import sys
+
+    dst = tmp_path / "out.tif"
+    done = subprocess.run(
+        [sys.executable, "-c", _WRITE_UNDER_LIMIT, str(dst), threads],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.startswith("RasterWriteError cannot write"), done.stdout + done.stderr
+    assert "out.tif: the file size limit (ulimit -f)" in done.stdout
+    assert "_tiffWriteProc" not in done.stderr  # libtiff's own prints are silenced
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("code", [28, 27])  # ENOSPC, EFBIG
+def test_disk_oserror_in_atomic_output_names_the_file(tmp_path: Path, code) -> None:
+    with pytest.raises(RasterWriteError, match=r"cannot write .*out\.json: .*free space"):
+        with atomic_output(tmp_path / "out.json") as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(code, os.strerror(code))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_logged_gdal_write_failure_stops_the_rename(tmp_path: Path) -> None:
+    import logging
+
+    env_logger = logging.getLogger("rasterio._env")
+    level = env_logger.level
+    with pytest.raises(RasterWriteError, match="Write error at scanline 7"):
+        with atomic_output(tmp_path / "out.tif") as tmp:
+            tmp.write_bytes(b"II*\x00")
+            env_logger.info(
+                "GDAL signalled an error: err_no=%r, msg=%r",
+                1,
+                "TIFFAppendToStrip:Write error at scanline 7",
+            )
+    assert list(tmp_path.iterdir()) == [] and env_logger.level == level
+
+
+def _tiled_tif(path: Path, *, sparse: bool = False) -> Path:
+    """A 64 x 64 px, 3-band GeoTIFF of 16 px tiles; ``sparse`` writes only the first tile."""
+    data = np.arange(3 * 64 * 64, dtype=np.uint16).reshape(3, 64, 64)
+    profile = dict(driver="GTiff", width=64, height=64, count=3, dtype="uint16", tiled=True)
+    profile.update(blockxsize=16, blockysize=16, compress="deflate", SPARSE_OK=sparse)
+    with rasterio.open(path, "w", **profile) as out:
+        if sparse:
+            out.write(data[:, :16, :16], window=Window(0, 0, 16, 16))
+        else:
+            out.write(data)
+    return path
+
+
+def test_truncated_geotiff_is_not_renamed_onto_dst(tmp_path: Path) -> None:
+    dst = tmp_path / "out.tif"
+    with pytest.raises(RasterWriteError, match="does not read back"):
+        with atomic_output(dst) as tmp:
+            _tiled_tif(tmp)
+            whole = tmp.read_bytes()
+            tmp.write_bytes(whole[:1000] + bytes(len(whole) - 1000))  # tiles zeroed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_geotiff_with_unwritten_blocks_is_not_renamed_onto_dst(tmp_path: Path) -> None:
+    dst = tmp_path / "out.tif"
+    with pytest.raises(RasterWriteError, match=r"block \(0, 1\) of band 1 was never written"):
+        with atomic_output(dst) as tmp:
+            _tiled_tif(tmp, sparse=True)
+    with atomic_output(dst, verify=False) as tmp:  # opt-out
+        _tiled_tif(tmp, sparse=True)
+    assert dst.exists()
+
+
+def test_atomic_output_checks_free_space_first(tmp_path: Path) -> None:
+    with pytest.raises(RasterWriteError, match="needs about .* MB free"):
+        with atomic_output(tmp_path / "out.tif", needed_bytes=2**62):
+            pytest.fail("the block ran")
+
+
+@pytest.mark.parametrize("where", ["in", "under", "is"])
+def test_atomic_output_dir_refuses_a_folder_holding_an_input(tmp_path: Path, where) -> None:
+    out = tmp_path / "data"
+    scene = {"in": out / "s.tif", "under": out / "a" / "s.tif", "is": out}[where]
+    scene.parent.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)
+    if where != "is":
+        scene.write_bytes(b"scene")
+    with pytest.raises(RasterWriteError, match=r"output folder .*data holds the input"):
+        with atomic_output_dir(out, overwrite=True, inputs=[scene]):
+            pytest.fail("the block ran")
+    assert scene.exists()
+    with atomic_output_dir(tmp_path / "elsewhere", inputs=[scene]) as tmp:  # allowed
+        (tmp / "x").write_bytes(b"")
+
+
+def test_atomic_output_dir_sees_an_input_through_a_link(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (real / "sub" / "s.tif").write_bytes(b"scene")
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(RasterWriteError, match="holds the input"):
+        with atomic_output_dir(tmp_path / "link", overwrite=True, inputs=[real / "sub" / "s.tif"]):
+            pytest.fail("the block ran")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -23,6 +24,7 @@ from rsgan.errors import (
     ConfigError,
     OutputExistsError,
     RasterReadError,
+    RasterWriteError,
     TileSpecError,
 )
 from rsgan.io import describe
@@ -431,3 +433,95 @@ def test_exported_chips_reassemble_the_scene(tmp_path_factory, case, count, dtyp
                 :, row.row_off : row.row_off + spec.size, row.col_off : row.col_off + spec.size
             ] = chip.read()
     np.testing.assert_array_equal(canvas[:, :height, :width], arr)
+
+
+# --------------------------------------------------------------------------- reliability
+# (findings 1, 4, 5 and 9)
+
+
+def test_scene_smaller_than_the_tile_is_named_in_the_error(make_raster, tmp_path: Path) -> None:
+    big = make_raster("big.tif", width=32, height=32)
+    small = make_raster("small_one.tif", width=20, height=40)
+    with pytest.raises(TileSpecError, match=r"small_one\.tif \(20 x 40 px\): 20 px along"):
+        chip_index([big, small], TileSpec(32, 0))
+    with pytest.raises(TileSpecError, match=r"small_one\.tif"):
+        export_chips([big, small], tmp_path / "chips", TileSpec(32, 0), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("size", "overlap", "named"),
+    [
+        (float("nan"), 0, "tile size nan"),
+        (float("inf"), 0, "tile size inf"),
+        (1e308, 0, "tile size 1e+308"),  # finite, but infinite pixels
+        (10, float("nan"), "overlap nan"),
+        (10, float("-inf"), "overlap -inf"),
+    ],
+)
+def test_from_crs_units_refuses_non_finite_sizes(size, overlap, named) -> None:
+    with pytest.raises(TileSpecError, match=re.escape(f"{named} CRS units is not a finite number")):
+        TileSpec.from_crs_units(size, overlap, Affine(0.5, 0, 0, 0, -0.5, 0))
+
+
+def test_chip_index_reads_no_pixel_of_a_raster_valid_by_definition(
+    make_raster, monkeypatch
+) -> None:
+    path = make_raster(width=40, height=20, dtype="uint16")  # no nodata, mask or alpha
+    expected = chip_index(path, TileSpec(16, 0, "pad"))
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("pixels read")
+
+    monkeypatch.setattr(tiling, "read_valid_mask", no_read)
+    index = chip_index(path, TileSpec(16, 0, "pad"))
+    assert index.valid_fraction.tolist() == expected.valid_fraction.tolist()
+    assert sorted(set(index.valid_fraction)) == [0.125, 0.25, 0.5, 1.0]  # 8 / 4 px inside
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])  # nodata; floats may hold NaN
+def test_chip_index_reads_masks_in_bounded_block_aligned_pieces(
+    make_raster, monkeypatch, dtype
+) -> None:
+    path = make_raster(
+        width=200, height=70, count=2, dtype=dtype, nodata=0, collar=5, tiled=True, blocksize=32
+    )
+    spec = TileSpec(24, 4, "pad")
+    expected = chip_index(path, spec)
+    reads = []
+    original = tiling.read_valid_mask
+
+    def recording(src, window, *args, **kwargs):
+        reads.append(window)
+        return original(src, window, *args, **kwargs)
+
+    monkeypatch.setattr(tiling, "read_valid_mask", recording)
+    monkeypatch.setattr(tiling, "_MASK_STRIP_PIXELS", 64 * 24)
+    index = chip_index(path, spec)
+    assert index.valid_fraction.tolist() == expected.valid_fraction.tolist()
+    assert 0 < index.valid_fraction.min() < 1
+    assert {int(w.width) * int(w.height) for w in reads} <= {64 * 24, 8 * 24}  # 200 = 3*64 + 8
+    assert {int(w.col_off) % 32 for w in reads} == {0}
+
+
+@pytest.mark.parametrize("out", ["scenes", "."])
+def test_export_refuses_an_out_folder_holding_a_scene(make_raster, tmp_path: Path, out) -> None:
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    path = make_raster(width=32, height=32, folder=folder)
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(RasterWriteError, match="holds the input"):
+        export_chips([path], tmp_path / out, TileSpec(16, 0), overwrite=True, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_export_refuses_an_out_folder_holding_the_aoi(make_raster, tmp_path: Path) -> None:
+    path = make_raster(width=32, height=32)
+    info = describe(path)
+    (tmp_path / "aoi").mkdir()
+    aoi = tmp_path / "aoi" / "aoi.gpkg"
+    gpd.GeoSeries([shapely.box(*info.bounds)], crs=info.crs).to_file(aoi)
+    with pytest.raises(RasterWriteError, match=r"holds the input .*aoi\.gpkg"):
+        export_chips(
+            [path], tmp_path / "aoi", TileSpec(16, 0), aoi=aoi, overwrite=True, progress=False
+        )
+    assert aoi.exists()
