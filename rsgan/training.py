@@ -192,6 +192,11 @@ def _sparse(mask: Tensor) -> Tensor | None:
     return None if bool(mask.min() >= 1) else mask
 
 
+def _zero_invalid(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``x`` with invalid pixels set to 0 (``mask`` None: all valid, ``x`` unchanged)."""
+    return x if mask is None else x * mask
+
+
 def _floats(losses: Mapping[str, Tensor]) -> dict[str, float]:
     values = torch.stack([v.detach().float() for v in losses.values()]).tolist()
     return dict(zip(losses, values, strict=True))
@@ -237,9 +242,9 @@ def cyclegan_train_step(
     _set_requires_grad((d_a, d_b), False)
     opts["G"].zero_grad(set_to_none=True)
     with autocast(device, precision):
-        fake_b = g_ab(a, mask=ma) * mask_a  # (N, C_b, H, W); invalid pixels zeroed
+        fake_b = _zero_invalid(g_ab(a, mask=ma), ma)  # (N, C_b, H, W)
         rec_a = g_ba(fake_b, mask=ma)
-        fake_a = g_ba(b, mask=mb) * mask_b
+        fake_a = _zero_invalid(g_ba(b, mask=mb), mb)
         rec_b = g_ab(fake_a, mask=mb)
         pred_b = unwrap(d_b)(fake_b, mask=ma)
         pred_a = unwrap(d_a)(fake_a, mask=mb)
