@@ -226,7 +226,6 @@ def test_one_pixel_raster_gets_a_clear_tiling_error_or_pads(corpus, tmp_path, ta
     assert len(index) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="finding 1: tiling errors do not name the scene")
 def test_scene_smaller_than_the_tile_error_names_the_scene(corpus, tally) -> None:
     tally.add("chip_index", "odd raster (error names the file)")
     path = corpus["one_pixel.tif"]
@@ -256,9 +255,6 @@ def test_huge_sparse_raster_is_described_and_sampled_without_reading_it(corpus, 
     assert stats.max == (0.0,)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="finding 4: chip_index reads every pixel to fill valid_fraction"
-)
 def test_chip_index_of_a_huge_raster_without_nodata_reads_no_pixels(
     corpus, monkeypatch, tally
 ) -> None:

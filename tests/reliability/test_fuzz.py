@@ -125,7 +125,6 @@ def test_tile_windows_cover_the_scene_or_explain_why_not(
     assert covered.all()
 
 
-@pytest.mark.xfail(strict=True, reason="finding 5: from_crs_units lets NaN/inf through")
 @FUZZ
 @given(
     size=st.floats(allow_nan=True, allow_infinity=True),
