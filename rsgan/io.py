@@ -1175,6 +1175,8 @@ def remove_stale_temporaries(dst: PathLike) -> list[Path]:
 
 _WRITE_FAILURE = re.compile(r"writ|no space|too large|disk|quota", re.IGNORECASE)
 _GDAL_MSG = re.compile(r"msg=['\"](.*)['\"]$")
+_FULL_DISK_BYTES = 2**20
+"""Free space under which a failed write is put down to a full disk."""
 _DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _GDAL_LOGGERS = ("rasterio._env", "rasterio._err")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -1207,48 +1209,49 @@ class _LibtiffPrints:
     libtiff prints some write failures ("_tiffWriteProc: No space left on device.")
     straight to stderr, once per failed block, besides reporting them to GDAL; rsgan
     reports such a failure itself as one :class:`RasterWriteError`. GDAL's own handler
-    still receives every libtiff error. Only where the libtiff GDAL loaded can be found
-    (Linux, ``/proc/self/maps``); elsewhere a no-op.
+    still receives every libtiff error. Applies to every libtiff loaded in the process
+    (rasterio's and pyproj's wheels each bring one) that ``/proc/self/maps`` lists
+    (Linux); elsewhere a no-op.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._depth = 0
-        self._saved: int | None = None
-        self._lib: Any = None
+        self._saved: list[tuple[Any, int | None]] = []
 
     @staticmethod
-    def _find() -> Any:
+    def _loaded() -> list[Any]:
         try:
             with open("/proc/self/maps") as maps:
                 paths = {line.split()[-1] for line in maps if "/libtiff" in line}
         except OSError:
-            return None
+            return []
+        libs = []
         for path in sorted(paths):
             try:
                 lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
                 lib.TIFFSetErrorHandler.restype = ctypes.c_void_p
                 lib.TIFFSetErrorHandler.argtypes = [ctypes.c_void_p]
-                return lib
             except (OSError, AttributeError):
                 continue
-        return None
+            libs.append(lib)
+        return libs
 
     @contextmanager
     def silenced(self) -> Iterator[None]:
         with self._lock:
             if self._depth == 0:
-                self._lib = self._lib or self._find()
-                if self._lib is not None:
-                    self._saved = self._lib.TIFFSetErrorHandler(None)
+                self._saved = [(lib, lib.TIFFSetErrorHandler(None)) for lib in self._loaded()]
             self._depth += 1
         try:
             yield
         finally:
             with self._lock:
                 self._depth -= 1
-                if self._depth == 0 and self._lib is not None:
-                    self._lib.TIFFSetErrorHandler(self._saved)
+                if self._depth == 0:
+                    for lib, handler in self._saved:
+                        lib.TIFFSetErrorHandler(handler)
+                    self._saved = []
 
 
 _LIBTIFF_PRINTS = _LibtiffPrints()
@@ -1273,6 +1276,10 @@ def _gdal_failures() -> Iterator[_GdalFailures]:
             lg.setLevel(level)
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 10**5 else f"{n / 1e3:.1f} kB"
+
+
 def _disk_cause(dst: Path, written: int) -> str:
     """What most likely stopped a write to ``dst``: a full disk, the file size limit or
     an I/O error."""
@@ -1280,26 +1287,60 @@ def _disk_cause(dst: Path, written: int) -> str:
         free = shutil.disk_usage(dst.parent).free
     except OSError:
         free = None
-    if free is not None and free < 2**20:
-        return f"no space left on device ({free / 1e6:.1f} MB free in {dst.parent})"
+    if free is not None and free < _FULL_DISK_BYTES:
+        return f"no space left on device ({_size(free)} free in {dst.parent})"
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource is not None else -1
     if limit not in (-1, getattr(resource, "RLIM_INFINITY", -1)) and written >= limit // 2:
-        return f"the file size limit (ulimit -f) of {limit / 1e6:.1f} MB was reached"
+        return f"the file size limit (ulimit -f) of {_size(limit)} was reached"
     return "the write failed (disk full, file too large or an I/O error)"
 
 
+def _written_bytes(tmp: Path | None) -> int:
+    """Bytes in a temporary file, or in the files of a temporary folder."""
+    if tmp is None or not tmp.exists():
+        return 0
+    if tmp.is_dir():
+        return sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+    return tmp.stat().st_size
+
+
 def _write_error(dst: Path, exc: BaseException | str, tmp: Path | None = None) -> RasterWriteError:
-    written = tmp.stat().st_size if tmp is not None and tmp.is_file() else 0
+    written = _written_bytes(tmp)
     return RasterWriteError(
-        f"cannot write {dst}: {_disk_cause(dst, written)}; wrote {written / 1e6:.1f} MB "
+        f"cannot write {dst}: {_disk_cause(dst, written)}; wrote {_size(written)} "
         f"({exc}); free space or choose another folder"
     )
 
 
-def _is_disk_error(exc: BaseException, failures: _GdalFailures) -> bool:
+def _is_disk_error(exc: BaseException, dst: Path, failures: _GdalFailures) -> bool:
+    """Whether ``exc`` (raised while writing ``dst``) comes from a failed write: an
+    ``OSError`` of a full disk or too large a file, or any error after GDAL logged a write
+    failure or with the disk full (GDAL's vector drivers raise their own errors)."""
     if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
         return True
-    return isinstance(exc, RasterioError) and bool(failures.write_failures)
+    if failures.write_failures:
+        return True
+    try:
+        return shutil.disk_usage(dst.parent).free < _FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+@contextmanager
+def _write_failures_raised(dst: Path, tmp: Path) -> Iterator[None]:
+    """Raise :class:`RasterWriteError` naming ``dst`` for a write failure in the block:
+    an ``OSError`` ENOSPC / EFBIG / EDQUOT, or a GDAL write failure rasterio only logged
+    (raised or not, as a vague ``RasterioIOError``)."""
+    with _gdal_failures() as failures:
+        try:
+            yield
+        except Exception as exc:
+            if _is_disk_error(exc, dst, failures):
+                detail = "; ".join(dict.fromkeys(failures.write_failures)) or exc
+                raise _write_error(dst, detail, tmp) from exc
+            raise
+        if failures.write_failures:
+            raise _write_error(dst, "; ".join(dict.fromkeys(failures.write_failures)), tmp)
 
 
 def verify_raster(path: PathLike) -> str | None:
@@ -1344,9 +1385,9 @@ def _is_tiff(path: Path) -> bool:
         return False
 
 
-def _check_written(dst: Path, tmp: Path, failures: _GdalFailures, verify: bool) -> None:
-    if failures.write_failures:
-        raise _write_error(dst, "; ".join(dict.fromkeys(failures.write_failures)), tmp)
+def _check_written(dst: Path, tmp: Path, verify: bool) -> None:
+    if not tmp.exists():
+        raise RasterWriteError(f"nothing was written for {dst}; the output was not created")
     if verify and _is_tiff(tmp):
         problem = verify_raster(tmp)
         if problem is not None:
@@ -1415,20 +1456,13 @@ def atomic_output(
     _check_free_space(dst, needed_bytes)
     remove_stale_temporaries(dst)
     ending = dst.suffix if suffix is None else suffix
-    with _writer_lock(dst) as token, _gdal_failures() as failures:
+    with _writer_lock(dst) as token:
         tmp = dst.parent / f"{_tmp_prefix(dst)}{token}{ending}"
         tmp_aux = tmp.with_name(tmp.name + ".aux.xml")
         try:
-            try:
+            with _write_failures_raised(dst, tmp):
                 yield tmp
-            except (OSError, RasterioError) as exc:
-                if _is_disk_error(exc, failures):
-                    detail = "; ".join(dict.fromkeys(failures.write_failures)) or exc
-                    raise _write_error(dst, detail, tmp) from exc
-                raise
-            if not tmp.exists():
-                raise RasterWriteError(f"nothing was written for {dst}; the output was not created")
-            _check_written(dst, tmp, failures, verify)
+            _check_written(dst, tmp, verify)
             if dst.exists() and not overwrite:
                 raise OutputExistsError(
                     f"{dst} appeared while it was being written; pass overwrite=True to replace it"
@@ -1449,6 +1483,9 @@ def atomic_output_dir(
     """Build a folder atomically: yield a hidden temporary sibling folder and rename it to
     ``dst_dir`` when the block succeeds (replacing an old ``dst_dir`` with ``overwrite``);
     delete it on any exception. Temporaries a killed earlier run left are removed first.
+    Write failures in the block (a full disk, the file size limit: ``OSError`` or GDAL
+    failures rasterio only logs) become :class:`RasterWriteError`, as in
+    :func:`atomic_output`; files in the folder are not read back.
 
     Args:
         dst_dir: The final folder.
@@ -1458,8 +1495,8 @@ def atomic_output_dir(
 
     Raises:
         OutputExistsError: ``dst_dir`` exists and ``overwrite`` is False.
-        RasterWriteError: ``dst_dir`` is a file, holds one of ``inputs``, or its parent
-            folder is missing or not writable.
+        RasterWriteError: ``dst_dir`` is a file, holds one of ``inputs``, its parent
+            folder is missing or not writable, or a write failed.
     """
     dst = Path(dst_dir)
     if dst.exists() and not dst.is_dir():
@@ -1471,12 +1508,8 @@ def atomic_output_dir(
         tmp = dst.parent / f"{_tmp_prefix(dst)}{token}"
         tmp.mkdir()
         try:
-            try:
+            with _write_failures_raised(dst, tmp):
                 yield tmp
-            except OSError as exc:
-                if exc.errno in _DISK_ERRNOS:
-                    raise _write_error(dst, exc) from exc
-                raise
             if dst.exists():
                 if not overwrite:
                     raise OutputExistsError(

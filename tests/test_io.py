@@ -167,9 +167,10 @@ def test_read_window_matches_numpy_slicing(tmp_path_factory, data, dtype, count)
     height, width = data.draw(st.integers(5, 40)), data.draw(st.integers(5, 40))
     arr = synthetic_scene(count, height, width, dtype, seed=height * width)
     path = tmp_path_factory.mktemp("rw") / "s.tif"
-    with rasterio.open(
-        path, "w", driver="GTiff", width=width, height=height, count=count, dtype=dtype
-    ) as dst:
+    with rasterio.open(  # MINISBLACK: a 4th uint8 band would otherwise be alpha
+        path, "w", driver="GTiff", width=width, height=height, count=count, dtype=dtype,
+        photometric="MINISBLACK",
+    ) as dst:  # fmt: skip
         dst.write(arr)
     row = data.draw(st.integers(-10, height - 1))
     col = data.draw(st.integers(-10, width - 1))

@@ -525,3 +525,36 @@ def test_export_refuses_an_out_folder_holding_the_aoi(make_raster, tmp_path: Pat
             [path], tmp_path / "aoi", TileSpec(16, 0), aoi=aoi, overwrite=True, progress=False
         )
     assert aoi.exists()
+
+
+_EXPORT_UNDER_LIMIT = """
+import resource, signal, sys
+from rsgan.errors import RasterWriteError
+from rsgan.tiling import TileSpec, export_chips
+resource.setrlimit(resource.RLIMIT_FSIZE, (2**14, 2**14))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() returns EFBIG instead
+try:
+    export_chips([sys.argv[1]], sys.argv[2], TileSpec(64, 0), progress=False)
+except RasterWriteError as exc:
+    print("RasterWriteError", exc)
+"""
+
+
+def test_export_write_failure_is_a_raster_write_error(make_raster, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    data = rng.random((3, 128, 128), dtype=np.float32)  # 64 px chips: 49 KB > 16 KiB
+    scene = make_raster(width=128, height=128, dtype="float32", data=data, compress=None)
+    out = tmp_path / "chips"
+    done = subprocess.run(
+        [sys.executable, "-c", _EXPORT_UNDER_LIMIT, str(scene), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.startswith(f"RasterWriteError cannot write {out}:"), (
+        done.stdout + done.stderr
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [scene.name]
