@@ -1077,6 +1077,10 @@ def _remove(path: Path) -> None:
 # the next writer of the same destination removes it.
 
 
+_TOKEN_BYTES = 4
+"""Random bytes in a temporary's name (written as twice as many hex digits)."""
+
+
 def _tmp_prefix(dst: Path) -> str:
     return f".{dst.name}{_TMP_MARK}"
 
@@ -1090,10 +1094,10 @@ def _writer_lock(dst: Path) -> Iterator[str]:
     """Yield a fresh temporary token whose lock file this process holds until the block
     ends (then the lock file is removed). Without ``fcntl`` (Windows) no lock is taken."""
     if fcntl is None:
-        yield secrets.token_hex(4)
+        yield secrets.token_hex(_TOKEN_BYTES)
         return
     while True:
-        token = secrets.token_hex(4)
+        token = secrets.token_hex(_TOKEN_BYTES)
         lock = _lock_path(dst, token)
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -1101,7 +1105,13 @@ def _writer_lock(dst: Path) -> Iterator[str]:
             continue
         except OSError as exc:
             raise _write_error(dst, exc) from exc
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks: write unlocked
+            os.close(fd)
+            lock.unlink(missing_ok=True)
+            yield token
+            return
         try:  # a sweeper may have removed the file between open and flock: start again
             if os.path.samestat(os.fstat(fd), os.stat(lock)):
                 break
@@ -1149,7 +1159,7 @@ def remove_stale_temporaries(dst: PathLike) -> list[Path]:
         return []
     dst = Path(dst)
     prefix = _tmp_prefix(dst)
-    token_of = re.compile(re.escape(prefix) + r"([0-9a-f]+)")
+    token_of = re.compile(re.escape(prefix) + f"([0-9a-f]{{{2 * _TOKEN_BYTES}}})")
     groups: dict[str, list[Path]] = {}
     for path in dst.parent.glob(glob.escape(prefix) + "*"):
         match = token_of.match(path.name)
@@ -1257,23 +1267,56 @@ class _LibtiffPrints:
 _LIBTIFF_PRINTS = _LibtiffPrints()
 
 
+class _RasterioLogLevels:
+    """Lowers rasterio's error loggers to INFO (rasterio logs GDAL's CE_Failure at INFO)
+    while any :func:`_gdal_failures` block runs, in any thread, and restores them after
+    the last one ends; :attr:`original` is the least level they let through before."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: list[tuple[logging.Logger, int]] = []
+        self.original = logging.WARNING
+
+    @contextmanager
+    def lowered(self, loggers: Sequence[logging.Logger]) -> Iterator[int]:
+        with self._lock:
+            if self._depth == 0:
+                self._saved = [(lg, lg.level) for lg in loggers]
+                self.original = min(lg.getEffectiveLevel() for lg in loggers)
+                for lg in loggers:
+                    lg.setLevel(min(lg.getEffectiveLevel(), logging.INFO))
+            self._depth += 1
+            original = self.original
+        try:
+            yield original
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    for lg, level in self._saved:
+                        lg.setLevel(level)
+
+
+_RASTERIO_LOG_LEVELS = _RasterioLogLevels()
+
+
 @contextmanager
 def _gdal_failures() -> Iterator[_GdalFailures]:
     """Collect GDAL failures logged by rasterio's error handlers while the block runs
-    (GDAL only prints write failures such as a full disk; nothing is raised)."""
+    (GDAL only prints write failures such as a full disk; nothing is raised), and keep
+    libtiff from printing them."""
     loggers = [logging.getLogger(name) for name in _GDAL_LOGGERS]
-    saved = [(lg, lg.level, lg.getEffectiveLevel()) for lg in loggers]
-    collector = _GdalFailures(min(level for _, _, level in saved))
-    for lg in loggers:
-        lg.addFilter(collector)
-        lg.setLevel(min(lg.getEffectiveLevel(), logging.INFO))
-    try:
-        with _LIBTIFF_PRINTS.silenced():
-            yield collector
-    finally:
-        for lg, level, _ in saved:
-            lg.removeFilter(collector)
-            lg.setLevel(level)
+    with _RASTERIO_LOG_LEVELS.lowered(loggers) as original:
+        collector = _GdalFailures(original)
+        for lg in loggers:
+            lg.addFilter(collector)
+        try:
+            with _LIBTIFF_PRINTS.silenced():
+                yield collector
+        finally:
+            for lg in loggers:
+                lg.removeFilter(collector)
 
 
 def _size(n: int) -> str:
@@ -1316,6 +1359,8 @@ def _is_disk_error(exc: BaseException, dst: Path, failures: _GdalFailures) -> bo
     """Whether ``exc`` (raised while writing ``dst``) comes from a failed write: an
     ``OSError`` of a full disk or too large a file, or any error after GDAL logged a write
     failure or with the disk full (GDAL's vector drivers raise their own errors)."""
+    if isinstance(exc, RasterWriteError):
+        return False  # already says which file failed (a nested atomic output)
     if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
         return True
     if failures.write_failures:

@@ -772,3 +772,24 @@ def test_atomic_output_dir_sees_an_input_through_a_link(tmp_path: Path) -> None:
     with pytest.raises(RasterWriteError, match="holds the input"):
         with atomic_output_dir(tmp_path / "link", overwrite=True, inputs=[real / "sub" / "s.tif"]):
             pytest.fail("the block ran")
+
+
+def test_sweep_keeps_a_live_temporary_whose_suffix_starts_with_hex(tmp_path: Path) -> None:
+    dst = tmp_path / "out"
+    with atomic_output(dst, suffix="abc") as live:  # ".out.rsgan-tmp-<8 hex>abc"
+        live.write_bytes(b"being written")
+        assert remove_stale_temporaries(dst) == []
+        assert live.exists()
+
+
+def test_nested_outputs_restore_rasterio_log_levels(tmp_path: Path) -> None:
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("rasterio._env", "rasterio._err")]
+    before = [lg.level for lg in loggers]
+    with atomic_output(tmp_path / "a.txt") as a, atomic_output(tmp_path / "b.txt") as b:
+        assert all(lg.getEffectiveLevel() <= logging.INFO for lg in loggers)
+        a.write_text("a")
+        b.write_text("b")
+    assert [lg.level for lg in loggers] == before
+    assert [lg.filters for lg in loggers] == [[], []]
