@@ -25,9 +25,6 @@ from rasterio.windows import Window
 
 from rsgan.errors import ConfigError, TileSpecError
 
-FINISH_ROWS = 64
-"""Rows normalised and converted at a time when a strip is finished."""
-
 Ramp = Callable[[int], np.ndarray]
 """``ramp(n)`` -> ``(n,)`` float64 weights rising from near 0 to near 1, all in (0, 1]."""
 
@@ -154,24 +151,52 @@ class MosaicStats:
         return self.tile_pixels / self.scene_pixels if self.scene_pixels else 0.0
 
 
-class MosaicWriter:
-    """Blend translated tiles into an open raster, one strip at a time.
+def _grid_offsets(offsets: list[int], size: int, length: int, axis: str) -> list[int]:
+    """Sorted distinct offsets of a grid axis, checked: no gap, scene covered, and each
+    pixel shared by at most two neighbouring tiles."""
+    grid = sorted(set(offsets))
+    if grid[0] > 0 or grid[-1] + size < length:
+        raise TileSpecError(
+            f"the tile {axis}s ({size} px from offsets {grid[0]}..{grid[-1]}) do not cover the "
+            f"scene's {length} px; use rsgan.mosaic.balanced_windows"
+        )
+    for a, b in zip(grid, grid[1:], strict=False):
+        if b > a + size:
+            raise TileSpecError(f"tile {axis}s at {a} and {b} leave a gap; tiles must overlap")
+    for a, c in zip(grid, grid[2:], strict=False):
+        if c < a + size:
+            raise TileSpecError(
+                f"tile {axis}s at {a} and {c} overlap although a tile lies between them; "
+                "use an overlap under half the tile"
+            )
+    return grid
 
-    Tiles must come in row-major order (by row offset, then column offset), as
-    :func:`rsgan.tiling.tile_windows` yields them. Rows above the current tile row can no
-    longer change; they are normalised by their accumulated weight, converted to the
-    output dtype and written once a whole row of output blocks is complete.
+
+class MosaicWriter:
+    """Blend translated tiles into an open raster, streaming.
+
+    The writer is given the tile grid (as :func:`balanced_windows` or
+    :func:`rsgan.tiling.tile_windows` yield it: tiles of one size, row-major). Each tile is
+    weighted by its blend window; the parts it shares with tiles still to come are kept
+    as float32 sums (a few overlap rows the width of the scene, and the overlap columns
+    with the next tile); the rest is final: it is normalised by its accumulated weight,
+    converted to the output dtype and staged until a whole row of output blocks is
+    complete, then written. Memory is about ``(bands + 1) x 2 x overlap x width`` floats plus
+    ``bands x (block rows + tile) x width`` output values: it does not depend on the
+    scene's height, and the float part not on the tile size.
 
     Args:
         dst: the output, a rasterio dataset opened for writing (``width``, ``height``,
-            ``count``, ``dtypes``, ``nodata`` and ``block_shapes`` are read from it), or
-            any object with ``write(arr, window=...)`` when ``width``, ``height``,
-            ``count`` and ``dtype`` are all given.
-        tile: tile rows (the tallest window that will be added), pixels.
+            ``count``, ``dtypes`` and ``block_shapes`` are read from it), or any object
+            with ``write(arr, window=...)`` (and ``write_mask``) when ``width``,
+            ``height``, ``count`` and ``dtype`` are all given.
+        windows: the tile windows, all of one size, covering the scene; tiles are added
+            in row-major order of these.
         overlap: pixels over which tile weights ramp where tiles meet.
         blend: a key of :data:`BLENDS`.
         denormalize: maps blended values ``(bands, rows, cols)`` float32 in the model's
-            range to the output dtype (e.g. ``Normalizer.denormalize``); None casts.
+            range to the output dtype (e.g. ``Normalizer.denormalize``); None casts. It
+            may work in place on its argument.
         nodata: value written where no valid pixel contributed; None writes 0 there and
             relies on the dataset mask (``write_mask``).
         write_mask: also write the dataset mask (255 valid, 0 invalid), e.g. when the
@@ -179,13 +204,16 @@ class MosaicWriter:
         block_rows: rows of one output block; None reads it from ``dst``.
         width, height, count, dtype: the output's size and dtype when ``dst`` is not a
             rasterio dataset.
+
+    Raises:
+        TileSpecError: windows of different sizes, with gaps, or not covering the scene.
     """
 
     def __init__(
         self,
         dst: Any,
+        windows: list[Window],
         *,
-        tile: int,
         overlap: int,
         blend: str = "hann",
         denormalize: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -199,8 +227,10 @@ class MosaicWriter:
     ) -> None:
         if blend not in BLENDS:
             raise ConfigError(f"unknown blend {blend!r}; use one of {', '.join(sorted(BLENDS))}")
-        if tile < 1 or overlap < 0:
-            raise TileSpecError(f"tile must be >= 1 and overlap >= 0; got {tile} and {overlap}")
+        if overlap < 0 or not windows:
+            raise TileSpecError(
+                f"need tile windows and overlap >= 0; got {len(windows)}, {overlap}"
+            )
         self.dst = dst
         self.width = int(width if width is not None else dst.width)
         self.height = int(height if height is not None else dst.height)
@@ -209,25 +239,42 @@ class MosaicWriter:
         if block_rows is None:
             block_rows = dst.block_shapes[0][0] if hasattr(dst, "block_shapes") else 256
         self.block_rows = max(1, min(int(block_rows), self.height))
-        self.tile = int(tile)
+        sizes = {(int(w.height), int(w.width)) for w in windows}
+        if len(sizes) != 1:
+            raise TileSpecError(f"tile windows have several sizes {sorted(sizes)}; use one size")
+        self.tile_h, self.tile_w = sizes.pop()
+        self.rows = _grid_offsets(
+            [int(w.row_off) for w in windows], self.tile_h, self.height, "row"
+        )
+        self.cols = _grid_offsets(
+            [int(w.col_off) for w in windows], self.tile_w, self.width, "column"
+        )
         self.overlap = int(overlap)
         self.blend = blend
         self.nodata = nodata
         self.write_mask = bool(write_mask)
         self._denormalize = denormalize or (lambda a: a.astype(self.dtype))
-        # float32 accumulators for the rows [self._top, self._top + tile)
-        self._sum = np.zeros((self.count, self.tile, self.width), np.float32)
-        self._weight = np.zeros((self.tile, self.width), np.float32)
-        self._top = 0
+        # rows shared by consecutive tile rows; columns shared by consecutive tiles
+        carry_h = max(
+            [a + self.tile_h - b for a, b in zip(self.rows, self.rows[1:], strict=False)] + [0]
+        )
+        carry_w = max(
+            [a + self.tile_w - b for a, b in zip(self.cols, self.cols[1:], strict=False)] + [0]
+        )
+        planes = self.count + 1  # weighted sums of each band, and the weight
+        self._carry = np.zeros((planes, carry_h, self.width), np.float32)
+        self._next_carry = np.zeros_like(self._carry)
+        self._col_carry = np.zeros((planes, self.tile_h, carry_w), np.float32)
         # finished rows in the output dtype, from row self._written, until a block row is full
-        stage_rows = self.block_rows + self.tile
+        stage_rows = self.block_rows + self.tile_h
         self._stage = np.zeros((self.count, stage_rows, self.width), self.dtype)
         self._stage_valid = np.zeros((stage_rows, self.width), bool)
         self._staged = 0
         self._written = 0
+        self._k = 0  # index of the current tile row
+        self._j = 0  # index of the next tile in it
         self._tiles = 0
         self._tile_pixels = 0
-        self._last = (-1, -1)
         self._weights_cache: dict[tuple[int, int, bool, bool, bool, bool], np.ndarray] = {}
         self._closed = False
 
@@ -236,8 +283,9 @@ class MosaicWriter:
     def buffer_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of the in-memory buffers (none depends on the scene's height)."""
         return {
-            "sum": self._sum.shape,
-            "weight": self._weight.shape,
+            "carry": self._carry.shape,
+            "next_carry": self._next_carry.shape,
+            "col_carry": self._col_carry.shape,
             "stage": self._stage.shape,
             "stage_valid": self._stage_valid.shape,
         }
@@ -245,7 +293,8 @@ class MosaicWriter:
     @property
     def buffer_nbytes(self) -> int:
         """Bytes held by the buffers."""
-        return sum(a.nbytes for a in (self._sum, self._weight, self._stage, self._stage_valid))
+        arrays = (self._carry, self._next_carry, self._col_carry, self._stage, self._stage_valid)
+        return sum(a.nbytes for a in arrays)
 
     @property
     def stats(self) -> MosaicStats:
@@ -262,7 +311,7 @@ class MosaicWriter:
         return weights
 
     def add(self, window: Window, tile: np.ndarray, valid: np.ndarray | None = None) -> None:
-        """Blend one translated tile into the mosaic.
+        """Blend the next tile (row-major order of the writer's windows) into the mosaic.
 
         Args:
             window: where the tile lies in the scene (pixels; may extend past the border,
@@ -272,79 +321,89 @@ class MosaicWriter:
                 invalid (those pixels get no weight); None: all valid.
 
         Raises:
-            TileSpecError: for a tile out of row-major order, taller than ``tile`` rows, or
-                whose shape does not match its window.
+            TileSpecError: for a tile out of row-major order or of the wrong shape.
         """
         if self._closed:
             raise TileSpecError("this MosaicWriter is closed; make a new one")
+        th, tw = self.tile_h, self.tile_w
+        if self._k >= len(self.rows):
+            raise TileSpecError("all tiles of the grid were already added")
+        r0, c0 = self.rows[self._k], self.cols[self._j]
         row, col = int(window.row_off), int(window.col_off)
-        h, w = int(window.height), int(window.width)
-        if tile.shape != (self.count, h, w):
+        if (row, col) != (r0, c0):
             raise TileSpecError(
-                f"tile of shape {tile.shape} does not match its window {h}x{w} with "
+                f"tile at row {row}, col {col} came where the tile at row {r0}, col {c0} was "
+                "expected; add tiles in row-major order"
+            )
+        if tile.shape != (self.count, th, tw) or (int(window.height), int(window.width)) != (
+            th,
+            tw,
+        ):
+            raise TileSpecError(
+                f"tile of shape {tile.shape} does not match its window {th}x{tw} with "
                 f"{self.count} band(s)"
             )
-        if h > self.tile:
-            raise TileSpecError(f"tile of {h} rows is taller than the writer's {self.tile} rows")
-        if (row, col) < self._last:
-            raise TileSpecError(
-                f"tile at row {row}, col {col} came after row {self._last[0]}, col "
-                f"{self._last[1]}; add tiles in row-major order"
-            )
-        self._last = (row, col)
         self._tiles += 1
-        self._tile_pixels += h * w
-        if row > self._top:
-            self._advance(row)
+        self._tile_pixels += th * tw
         weights = self._weights(window)
         if valid is not None:
             weights = weights * valid
-        # clip to the scene (pad-edge tiles reach past it)
-        r0, c0 = max(row, 0), max(col, 0)
-        r1, c1 = min(row + h, self.height), min(col + w, self.width)
-        if r1 <= r0 or c1 <= c0:
+        acc = np.empty((self.count + 1, th, tw), np.float32)
+        np.multiply(tile, weights, out=acc[: self.count])
+        acc[self.count] = weights
+        last_col = self._j + 1 == len(self.cols)
+        last_row = self._k + 1 == len(self.rows)
+        # what earlier tiles left on this one: the tile to the left, the tile row above
+        taken = 0
+        if self._j > 0:
+            taken = self.cols[self._j - 1] + tw - c0
+            acc[:, :, :taken] += self._col_carry[:, :, :taken]
+        if self._k > 0:
+            above = self.rows[self._k - 1] + th - r0
+            stop = min(tw, self.width - c0)
+            if above > 0 and stop > taken:
+                acc[:, :above, taken:stop] += self._carry[:, :above, c0 + taken : c0 + stop]
+        # what later tiles still add to: the next tile's columns, the next tile row's rows
+        col_end = tw if last_col else self.cols[self._j + 1] - c0
+        row_end = th if last_row else self.rows[self._k + 1] - r0
+        if not last_col:
+            self._col_carry[:, :, : tw - col_end] = acc[:, :, col_end:]
+        if not last_row:
+            stop = min(col_end, self.width - c0)
+            self._next_carry[:, : th - row_end, c0 : c0 + stop] = acc[:, row_end:, :stop]
+        self._finish(acc, row_end, col_end, c0)
+        self._j += 1
+        if last_col:
+            self._end_row(row_end)
+
+    def _finish(self, acc: np.ndarray, rows: int, cols: int, c0: int) -> None:
+        """Normalise the final part ``acc[:, :rows, :cols]`` of a tile into the stage."""
+        rows = min(rows, self.height - self.rows[self._k])
+        cols = min(cols, self.width - c0)
+        if rows <= 0 or cols <= 0:
             return
-        tr, tc = slice(r0 - row, r1 - row), slice(c0 - col, c1 - col)
-        br, bc = slice(r0 - self._top, r1 - self._top), slice(c0, c1)
-        wt = weights[tr, tc]
-        self._sum[:, br, bc] += tile[:, tr, tc].astype(np.float32, copy=False) * wt
-        self._weight[br, bc] += wt
+        part = acc[:, :rows, :cols]
+        weight = part[self.count]
+        valid = weight > 0
+        values = np.divide(part[: self.count], weight, out=part[: self.count], where=valid)
+        out = np.asarray(self._denormalize(values), dtype=self.dtype)
+        if self.nodata is not None:
+            nodata = np.asarray(self.nodata).astype(self.dtype)
+            out = _avoid_value(out, nodata, valid)
+            out[:, ~valid] = nodata
+        else:
+            out[:, ~valid] = 0
+        s = self._staged
+        self._stage[:, s : s + rows, c0 : c0 + cols] = out
+        self._stage_valid[s : s + rows, c0 : c0 + cols] = valid
 
-    def _advance(self, row: int) -> None:
-        """Finish rows [self._top, row): no later tile can reach them."""
-        row = min(row, self.height)
-        while self._top < row:
-            n = min(row - self._top, self.tile)
-            self._finish(n)
-            # shift the accumulators up by n rows
-            keep = self.tile - n
-            self._sum[:, :keep] = self._sum[:, n:]
-            self._sum[:, keep:] = 0
-            self._weight[:keep] = self._weight[n:]
-            self._weight[keep:] = 0
-            self._top += n
-
-    def _finish(self, n: int) -> None:
-        """Normalise the first ``n`` buffer rows, convert them and stage them (in chunks of
-        :data:`FINISH_ROWS` rows, so temporaries stay small)."""
-        n = min(n, self.height - self._top)
-        for start in range(0, max(n, 0), FINISH_ROWS):
-            rows = slice(start, min(start + FINISH_ROWS, n))
-            weight = self._weight[rows]
-            valid = weight > 0
-            # in place: these buffer rows are dropped right after
-            values = np.divide(self._sum[:, rows], weight, out=self._sum[:, rows], where=valid)
-            out = np.asarray(self._denormalize(values), dtype=self.dtype)
-            if self.nodata is not None:
-                nodata = np.asarray(self.nodata).astype(self.dtype)
-                out = _avoid_value(out, nodata, valid)
-                out[:, ~valid] = nodata
-            else:
-                out[:, ~valid] = 0
-            s, m = self._staged, out.shape[1]
-            self._stage[:, s : s + m] = out
-            self._stage_valid[s : s + m] = valid
-            self._staged += m
+    def _end_row(self, rows: int) -> None:
+        """The current tile row is complete: its final rows are staged; move on."""
+        self._staged += max(0, min(rows, self.height - self.rows[self._k]))
+        self._carry, self._next_carry = self._next_carry, self._carry
+        self._next_carry[:] = 0
+        self._k += 1
+        self._j = 0
         self._flush(final=False)
 
     def _flush(self, final: bool) -> None:
@@ -366,9 +425,17 @@ class MosaicWriter:
         self._written += n
 
     def close(self) -> MosaicStats:
-        """Finish and write every remaining row; returns the writer's :attr:`stats`."""
+        """Write every remaining row; returns the writer's :attr:`stats`.
+
+        Raises:
+            TileSpecError: if not every tile of the grid was added.
+        """
         if not self._closed:
-            self._advance(self.height)
+            if self._k < len(self.rows):
+                raise TileSpecError(
+                    f"{self._tiles} of {len(self.rows) * len(self.cols)} tiles were added; "
+                    "add them all before closing"
+                )
             self._flush(final=True)
             self._closed = True
         return self.stats
@@ -447,7 +514,9 @@ def balanced_windows(
 
     Raises:
         TileSpecError: for a tile that is not a multiple of ``multiple`` or under
-            ``min_size``, or an overlap outside ``0 <= overlap < tile``.
+            ``min_size``, an overlap outside ``0 <= overlap < tile``, or an overlap so
+            large that three tiles would share pixels (never when
+            ``3 * overlap + 6 * (multiple - 1) <= tile``).
     """
     if width < 1 or height < 1:
         raise TileSpecError(f"scene size {width} x {height} px is empty")
@@ -462,6 +531,14 @@ def balanced_windows(
         )
     th, rows = _axis_tiles(height, tile, overlap, multiple, min_size)
     tw, cols = _axis_tiles(width, tile, overlap, multiple, min_size)
+    for size, offsets in ((th, rows), (tw, cols)):
+        if any(c < a + size for a, c in zip(offsets, offsets[2:], strict=False)):
+            safe = max(0, (tile - 6 * (multiple - 1)) // 3)
+            raise TileSpecError(
+                f"overlap {overlap} px is too large for tile {tile} px here: three tiles would "
+                f"overlap; use an overlap of at most {safe} px (a third of the tile) or a "
+                "larger tile"
+            )
     return [Window(c, r, tw, th) for r in rows for c in cols]
 
 

@@ -72,7 +72,7 @@ def test_identity_reproduces_input_and_metadata(
         seed=count,
     )
     dst = tmp_path / "out.tif"
-    tile = 32 + 2 * overlap  # several tiles in each direction
+    tile = 32 + 3 * overlap  # several tiles in each direction
     out = translate_raster(
         src, dst, nn.Identity(), tile=tile, overlap=overlap, blend=blend, progress=False
     )

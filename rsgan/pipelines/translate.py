@@ -541,7 +541,7 @@ def _write_mosaic(
             ds.update_tags(**info.tags)
         writer = MosaicWriter(
             ds,
-            tile=int(first[0].height),
+            run.windows,
             overlap=run.overlap,
             blend=run.blend,
             denormalize=_fast_denormalize(out_norm, dtype),
