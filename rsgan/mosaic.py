@@ -7,11 +7,12 @@ full weight on the sides that lie on the scene border, so the outermost rows and
 of a scene are never left without weight. Every weight is strictly positive, so a pixel
 covered by one tile only keeps that tile's value.
 
-:class:`MosaicWriter` takes the tiles in row-major order and keeps only a strip of the
-output in memory: float32 sums and weights for the current tile row (``tile`` rows tall)
-and the finished rows, already in the output dtype, until a whole row of output blocks
-is complete; then it writes those rows to the open dataset. Its memory depends on the
-scene's width and the tile size, never on the scene's height.
+:class:`MosaicWriter` takes the tiles of a known grid in row-major order. It keeps as
+float32 sums only the parts of each tile that later tiles still add to (the rows shared with
+the next tile row, across the scene's width, and the columns shared with the next tile);
+everything else is final at once and is staged in the output dtype until a whole row of
+output blocks is complete, then written. Its memory depends on the scene's width, never on
+its height.
 """
 
 from __future__ import annotations
