@@ -1213,92 +1213,86 @@ class _GdalFailures(logging.Filter):
         return [m for m in self.messages if _WRITE_FAILURE.search(m)]
 
 
-class _LibtiffPrints:
-    """Silences libtiff's default error handler while atomic outputs are written.
+class _WhileAny:
+    """A process-wide setting held while any of several nested or concurrent blocks runs:
+    ``enter()`` runs when the first starts (its result is the state the blocks see) and
+    ``leave(state)`` after the last ends."""
 
-    libtiff prints some write failures ("_tiffWriteProc: No space left on device.")
-    straight to stderr, once per failed block, besides reporting them to GDAL; rsgan
-    reports such a failure itself as one :class:`RasterWriteError`. GDAL's own handler
-    still receives every libtiff error. Applies to every libtiff loaded in the process
-    (rasterio's and pyproj's wheels each bring one) that ``/proc/self/maps`` lists
-    (Linux); elsewhere a no-op.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, enter: Callable[[], Any], leave: Callable[[Any], None]) -> None:
+        self._enter, self._leave = enter, leave
         self._lock = threading.Lock()
         self._depth = 0
-        self._saved: list[tuple[Any, int | None]] = []
-
-    @staticmethod
-    def _loaded() -> list[Any]:
-        try:
-            with open("/proc/self/maps") as maps:
-                paths = {line.split()[-1] for line in maps if "/libtiff" in line}
-        except OSError:
-            return []
-        libs = []
-        for path in sorted(paths):
-            try:
-                lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-                lib.TIFFSetErrorHandler.restype = ctypes.c_void_p
-                lib.TIFFSetErrorHandler.argtypes = [ctypes.c_void_p]
-            except (OSError, AttributeError):
-                continue
-            libs.append(lib)
-        return libs
+        self._state: Any = None
 
     @contextmanager
-    def silenced(self) -> Iterator[None]:
+    def held(self) -> Iterator[Any]:
         with self._lock:
             if self._depth == 0:
-                self._saved = [(lib, lib.TIFFSetErrorHandler(None)) for lib in self._loaded()]
+                self._state = self._enter()
             self._depth += 1
+            state = self._state
         try:
-            yield
+            yield state
         finally:
             with self._lock:
                 self._depth -= 1
                 if self._depth == 0:
-                    for lib, handler in self._saved:
-                        lib.TIFFSetErrorHandler(handler)
-                    self._saved = []
+                    self._leave(self._state)
 
 
-_LIBTIFF_PRINTS = _LibtiffPrints()
-
-
-class _RasterioLogLevels:
-    """Lowers rasterio's error loggers to INFO (rasterio logs GDAL's CE_Failure at INFO)
-    while any :func:`_gdal_failures` block runs, in any thread, and restores them after
-    the last one ends; :attr:`original` is the least level they let through before."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._saved: list[tuple[logging.Logger, int]] = []
-        self.original = logging.WARNING
-
-    @contextmanager
-    def lowered(self, loggers: Sequence[logging.Logger]) -> Iterator[int]:
-        with self._lock:
-            if self._depth == 0:
-                self._saved = [(lg, lg.level) for lg in loggers]
-                self.original = min(lg.getEffectiveLevel() for lg in loggers)
-                for lg in loggers:
-                    lg.setLevel(min(lg.getEffectiveLevel(), logging.INFO))
-            self._depth += 1
-            original = self.original
+def _loaded_libtiffs() -> list[Any]:
+    """Every libtiff loaded in this process (rasterio's and pyproj's wheels each bring
+    one), from ``/proc/self/maps`` (Linux); none elsewhere."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libtiff" in line}
+    except OSError:
+        return []
+    libs = []
+    for path in sorted(paths):
         try:
-            yield original
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0:
-                    for lg, level in self._saved:
-                        lg.setLevel(level)
+            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+            lib.TIFFSetErrorHandler.restype = ctypes.c_void_p
+            lib.TIFFSetErrorHandler.argtypes = [ctypes.c_void_p]
+        except (OSError, AttributeError):
+            continue
+        libs.append(lib)
+    return libs
 
 
-_RASTERIO_LOG_LEVELS = _RasterioLogLevels()
+def _restore_libtiff_handlers(saved: list[tuple[Any, int | None]]) -> None:
+    for lib, handler in saved:
+        lib.TIFFSetErrorHandler(handler)
+
+
+_LIBTIFF_SILENT = _WhileAny(
+    lambda: [(lib, lib.TIFFSetErrorHandler(None)) for lib in _loaded_libtiffs()],
+    _restore_libtiff_handlers,
+)
+"""libtiff's default error handler is off while atomic outputs are written: it prints
+some write failures ("_tiffWriteProc: No space left on device.") straight to stderr, once
+per failed block, besides reporting them to GDAL; rsgan reports such a failure itself as
+one :class:`RasterWriteError`. GDAL's own handler still receives every libtiff error."""
+
+
+def _lower_rasterio_loggers() -> tuple[list[tuple[logging.Logger, int]], int]:
+    loggers = [logging.getLogger(name) for name in _GDAL_LOGGERS]
+    saved = [(lg, lg.level) for lg in loggers]
+    original = min(lg.getEffectiveLevel() for lg in loggers)
+    for lg in loggers:
+        lg.setLevel(min(lg.getEffectiveLevel(), logging.INFO))
+    return saved, original
+
+
+def _restore_rasterio_loggers(state: tuple[list[tuple[logging.Logger, int]], int]) -> None:
+    for lg, level in state[0]:
+        lg.setLevel(level)
+
+
+_RASTERIO_AT_INFO = _WhileAny(_lower_rasterio_loggers, _restore_rasterio_loggers)
+"""rasterio logs GDAL's CE_Failure at INFO: its error loggers are lowered to INFO while
+atomic outputs are written (state: the saved levels and the least level they let through
+before)."""
 
 
 @contextmanager
@@ -1307,13 +1301,12 @@ def _gdal_failures() -> Iterator[_GdalFailures]:
     (GDAL only prints write failures such as a full disk; nothing is raised), and keep
     libtiff from printing them."""
     loggers = [logging.getLogger(name) for name in _GDAL_LOGGERS]
-    with _RASTERIO_LOG_LEVELS.lowered(loggers) as original:
+    with _RASTERIO_AT_INFO.held() as (_, original), _LIBTIFF_SILENT.held():
         collector = _GdalFailures(original)
         for lg in loggers:
             lg.addFilter(collector)
         try:
-            with _LIBTIFF_PRINTS.silenced():
-                yield collector
+            yield collector
         finally:
             for lg in loggers:
                 lg.removeFilter(collector)
