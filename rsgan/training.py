@@ -1239,6 +1239,7 @@ def generate(
     Raises:
         ConfigError: not a DCGAN checkpoint, or n < 1.
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is False.
+        RasterWriteError: ``out_dir`` holds the checkpoint or the template.
     """
     import rasterio
     from affine import Affine
@@ -1272,7 +1273,11 @@ def generate(
     batch = torch.cat(images).numpy()  # (n, C, H, W) in [-1, 1]
     size = loaded.config.image_size
     paths = []
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp, warnings.catch_warnings():
+    inputs = [p for p in (loaded.path, template) if p is not None]
+    with (
+        atomic_output_dir(out_dir, overwrite=overwrite, inputs=inputs) as tmp,
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         for i, image in enumerate(batch):
             values = info.normalizer.denormalize(image) if info.normalizer else image

@@ -310,3 +310,16 @@ def test_options_validation() -> None:
     with pytest.raises(ConfigError, match="learning rate"):
         TrainOptions(lr=0)
     assert np.isfinite(TrainOptions().lr)
+
+
+def test_generate_refuses_an_out_folder_holding_its_inputs(tmp_path: Path) -> None:
+    from rsgan.errors import RasterWriteError
+
+    images = Chips(_textures(4, 2, 64, seed=3))
+    ckpt = train_dcgan(images, tmp_path / "run", config=TINY_DCGAN, options=_options(steps=1))
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(RasterWriteError, match="holds the input"):
+        generate(ckpt, 2, tmp_path / "run", overwrite=True)
+    with pytest.raises(RasterWriteError, match="holds the input"):
+        generate(ckpt, 2, tmp_path, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
