@@ -1341,6 +1341,19 @@ def _written_bytes(tmp: Path | None) -> int:
 
 
 def _write_error(dst: Path, exc: BaseException | str, tmp: Path | None = None) -> RasterWriteError:
+    """The error for a failed write of ``dst``: its folder gone or unwritable, else a full
+    disk, the file size limit or an I/O error (``exc``: what failed, for the message)."""
+    parent = dst.parent
+    if not parent.is_dir():
+        return RasterWriteError(
+            f"cannot write {dst}: its folder {parent} was removed while it was being "
+            f"written ({exc}); create the folder and run again"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return RasterWriteError(
+            f"cannot write {dst}: folder {parent} became unwritable while it was being "
+            f"written ({exc}); make it writable or choose another folder"
+        )
     written = _written_bytes(tmp)
     return RasterWriteError(
         f"cannot write {dst}: {_disk_cause(dst, written)}; wrote {_size(written)} "
@@ -1348,32 +1361,36 @@ def _write_error(dst: Path, exc: BaseException | str, tmp: Path | None = None) -
     )
 
 
-def _is_disk_error(exc: BaseException, dst: Path, failures: _GdalFailures) -> bool:
-    """Whether ``exc`` (raised while writing ``dst``) comes from a failed write: an
-    ``OSError`` of a full disk or too large a file, or any error after GDAL logged a write
-    failure or with the disk full (GDAL's vector drivers raise their own errors)."""
+def _is_write_failure(exc: BaseException, dst: Path, tmp: Path, failures: _GdalFailures) -> bool:
+    """Whether ``exc``, raised while ``tmp`` was written for ``dst``, comes from the write:
+    an ``OSError`` of a full disk or too large a file, an error that names ``tmp``, or any
+    error after GDAL logged a write failure, with the disk full, or with ``dst``'s folder
+    gone or unwritable (GDAL's vector drivers raise their own kinds of errors)."""
     if isinstance(exc, RasterWriteError):
         return False  # already says which file failed (a nested atomic output)
     if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
         return True
-    if failures.write_failures:
+    if failures.write_failures or tmp.name in str(exc):
+        return True
+    parent = dst.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         return True
     try:
-        return shutil.disk_usage(dst.parent).free < _FULL_DISK_BYTES
+        return shutil.disk_usage(parent).free < _FULL_DISK_BYTES
     except OSError:
         return False
 
 
 @contextmanager
 def _write_failures_raised(dst: Path, tmp: Path) -> Iterator[None]:
-    """Raise :class:`RasterWriteError` naming ``dst`` for a write failure in the block:
-    an ``OSError`` ENOSPC / EFBIG / EDQUOT, or a GDAL write failure rasterio only logged
-    (raised or not, as a vague ``RasterioIOError``)."""
+    """Raise :class:`RasterWriteError` naming ``dst`` for a write failure in the block
+    (see :func:`_is_write_failure`), including GDAL write failures rasterio only logged
+    (raised as a vague ``RasterioIOError``, or not at all)."""
     with _gdal_failures() as failures:
         try:
             yield
         except Exception as exc:
-            if _is_disk_error(exc, dst, failures):
+            if _is_write_failure(exc, dst, tmp, failures):
                 detail = "; ".join(dict.fromkeys(failures.write_failures)) or exc
                 raise _write_error(dst, detail, tmp) from exc
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -793,3 +794,16 @@ def test_nested_outputs_restore_rasterio_log_levels(tmp_path: Path) -> None:
         b.write_text("b")
     assert [lg.level for lg in loggers] == before
     assert [lg.filters for lg in loggers] == [[], []]
+
+
+@pytest.mark.parametrize("make", ["file", "folder"])
+def test_output_folder_removed_while_writing_is_a_raster_write_error(tmp_path: Path, make) -> None:
+    folder = tmp_path / "vanishing"
+    folder.mkdir()
+    output = atomic_output(folder / "o.tif") if make == "file" else atomic_output_dir(folder / "o")
+    with pytest.raises(RasterWriteError, match=r"its folder .*vanishing was removed while"):
+        with output as tmp:
+            shutil.rmtree(folder)
+            target = tmp if make == "file" else tmp / "chip.tif"
+            rasterio.open(target, "w", driver="GTiff", width=1, height=1, count=1, dtype="uint8")
+    assert list(tmp_path.iterdir()) == []
