@@ -339,9 +339,6 @@ def test_full_disk_gives_a_clear_error_and_no_output(big_inputs, small_tmpfs, ta
     assert shutil.disk_usage(small_tmpfs).used < 2**19, "space of the failed write not freed"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="finding 13: creating the output after its folder vanished is a traceback"
-)
 @pytest.mark.slow
 def test_output_folder_removed_mid_run_is_a_clear_error(big_inputs, tmp_path, tally) -> None:
     tally.add("rsgan translate", "output folder deleted while writing")

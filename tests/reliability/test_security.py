@@ -208,11 +208,6 @@ def test_quicklook_never_writes_over_the_input_or_the_output(
     assert result.exit_code == 1, result.output
 
 
-FINDING_9 = pytest.mark.xfail(
-    strict=True, reason="finding 9: generate replaces an output folder that holds its checkpoint"
-)
-
-
 def test_chips_out_folder_holding_the_scene_is_refused(tmp_path, tally) -> None:
     """`rsgan chips data/scene.tif --out data --overwrite` must not delete data/."""
     tally.add("export_chips", "output folder = the scene's folder (overwrite)")
@@ -232,7 +227,6 @@ def test_chips_out_folder_above_the_scene_is_refused(tmp_path, tally) -> None:
     assert _digest(tmp_path / "project") == before
 
 
-@FINDING_9
 def test_generate_out_folder_holding_the_checkpoint_is_refused(tmp_path, tally) -> None:
     """`rsgan generate run/model.safetensors --out run --overwrite` must not delete the run."""
     from rsgan.models import DCGANConfig
