@@ -24,11 +24,18 @@ which bounds what any translation can reach.
 
 Run::
 
-    python examples/disaster_cyclegan.py --out runs/joplin
-    python examples/disaster_cyclegan.py --dataset naip --out runs/naip --steps 1500
+    python examples/disaster_cyclegan.py --out runs/joplin      # 1500 steps on 128 px chips
+    python examples/disaster_cyclegan.py --dataset naip --out runs/naip --size 64 \
+        --steps 1200 --precision bf16                            # as in docs/quality.md
+    python examples/disaster_cyclegan.py --dataset oscd --out runs/oscd
 
-Everything lands in ``--out``: ``report.json`` (all figures), ``grid.png`` (A, A->B, A->B->A
-of held-out chips), translated GeoTIFFs in ``translated/`` and the training folder.
+``--dataset oscd`` trains t1 -> t2 on six OSCD Sentinel-2 cities and measures the two
+held-out cities on their unchanged pixels (change mask 0).
+
+Everything lands in ``--out``: ``report.json`` (all figures), ``heldout_a_a2b_b.png``
+(held-out crops: A, A->B and real B), the translated GeoTIFFs in ``translated/``, and the
+training folder ``train/`` (checkpoint, ``log.jsonl``, ``samples/step_*.png`` grids of
+A, A->B, A->B->A written during training; ``--resume`` continues an interrupted run).
 """
 
 from __future__ import annotations

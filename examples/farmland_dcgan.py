@@ -16,8 +16,9 @@ The first demonstration of the textbook chapter rsgan grew from, end to end on r
 
 Run::
 
-    python examples/farmland_dcgan.py --out runs/farmland            # defaults as in docs/quality.md
-    python examples/farmland_dcgan.py --out runs/quick --steps 200   # a quick look
+    python examples/farmland_dcgan.py --out runs/farmland    # 3000 steps, ngf 64 (the paper's width)
+    python examples/farmland_dcgan.py --out runs/farmland --steps 1500 --ngf 32 --ndf 32 \
+        --precision bf16                                      # the run in docs/quality.md
 
 Everything lands in ``--out``: ``report.json`` (all figures), ``samples_grid.png``,
 ``real_grid.png``, ``noise_grid.png``, ``samples/*.tif`` and the training folder.
