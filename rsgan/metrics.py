@@ -279,8 +279,8 @@ def sliced_wasserstein_distance(
     measured, not normalised away; normalising each set by its own statistics would hide
     it). The distance at a level is the sliced Wasserstein distance: the Wasserstein-1
     distance of the descriptors projected onto ``n_projections`` random unit directions,
-    averaged over the directions (the paper uses 4 x 128 directions; Karras et al. report
-    the value x 1e3, rsgan reports it unscaled).
+    averaged over the directions (the paper: 512 directions; its tables show the value
+    x 1e3, rsgan reports it unscaled).
 
     Inputs may be in any value range (typically the model range [-1, 1]); because of the
     per-level normalisation, an affine rescaling of both sets by the same factor per band
