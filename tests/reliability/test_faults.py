@@ -209,6 +209,10 @@ def _logged_steps(out: Path) -> list[int]:
     return [json.loads(line)["step"] for line in lines if line.strip()]
 
 
+@pytest.mark.xfail(
+    strict=False,  # the kill lands between the two files only on some runs
+    reason="finding 14: a kill between model.safetensors and train_state.pt blocks resume",
+)
 @pytest.mark.slow
 def test_kill_9_during_training_then_resume_finishes(tmp_path, tally) -> None:
     """Kill a run three times at random moments after a checkpoint (one is saved every
@@ -237,6 +241,47 @@ def test_kill_9_during_training_then_resume_finishes(tmp_path, tally) -> None:
     subprocess.run(_train(scene, out, final, resume=True), check=True, timeout=600)
     assert load_model(out / "model.safetensors").steps == final
     assert _logged_steps(out)[-1] == final
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing in rsgan catches it, no cleanup code runs after it."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 14: a kill between model.safetensors and train_state.pt blocks resume",
+)
+def test_kill_between_the_checkpoint_and_the_state_still_resumes(tmp_path, monkeypatch, tally):
+    """The moment the random kills above hit only sometimes: the checkpoint of step 2 is
+    written, the training state of step 2 is not (the state of step 1 is on disk)."""
+    import rsgan.training as training
+    from rsgan.training import TrainOptions, train_dcgan
+
+    tally.add("train_dcgan", "kill between checkpoint and state, then resume")
+    scene = valid_scene(tmp_path / "scene.tif", size=64)
+    config = {"image_size": 64, "ngf": 4, "ndf": 4, "nz": 8}
+    options = {"batch_size": 1, "device": "cpu", "precision": "fp32", "progress": False}
+    saved = training.save_train_state
+    calls = []
+
+    def save_then_die(path, state):
+        calls.append(state["step"])
+        if len(calls) == 2:
+            raise _Killed
+        return saved(path, state)
+
+    monkeypatch.setattr(training, "save_train_state", save_then_die)
+    with pytest.raises(_Killed):
+        train_dcgan(
+            [scene], tmp_path / "run", config=config,
+            options=TrainOptions(steps=5, checkpoint_every=1, sample_every=0, **options),
+        )  # fmt: skip
+    monkeypatch.setattr(training, "save_train_state", saved)
+    assert load_model(tmp_path / "run" / "model.safetensors").steps == 2
+    assert load_train_state(tmp_path / "run" / "train_state.pt")["step"] == 1
+    again = TrainOptions(steps=3, resume=True, checkpoint_every=1, sample_every=0, **options)
+    train_dcgan([scene], tmp_path / "run", config=config, options=again)
+    assert load_model(tmp_path / "run" / "model.safetensors").steps == 3
 
 
 def test_resume_accepts_the_same_config_given_as_a_mapping(tmp_path, tally) -> None:
