@@ -51,7 +51,7 @@ def _outcome(row: dict[str, Any]) -> str:
     if row.get("failed"):
         parts.append(f"**FAILED ({row['failed']} inputs)**")
     if row.get("xpassed"):
-        parts.append(f"fixed? finding {findings} passes")
+        parts.append(f"passed this run (finding {findings} is timing-dependent, or fixed)")
     return "; ".join(parts) or "not run"
 
 
