@@ -1184,6 +1184,9 @@ def remove_stale_temporaries(dst: PathLike) -> list[Path]:
 # --------------------------------------------------------------------------- write failures
 
 _WRITE_FAILURE = re.compile(r"writ|no space|too large|disk|quota", re.IGNORECASE)
+_NOT_A_FAILURE = re.compile(r"Cannot modify tag")
+"""libtiff's refusal to change a tag after pixels were written: GDAL falls back to its
+.aux.xml sidecar, the file itself is intact."""
 _GDAL_MSG = re.compile(r"msg=['\"](.*)['\"]$")
 _FULL_DISK_BYTES = 2**20
 """Free space under which a failed write is put down to a full disk."""
@@ -1210,7 +1213,9 @@ class _GdalFailures(logging.Filter):
 
     @property
     def write_failures(self) -> list[str]:
-        return [m for m in self.messages if _WRITE_FAILURE.search(m)]
+        return [
+            m for m in self.messages if _WRITE_FAILURE.search(m) and not _NOT_A_FAILURE.search(m)
+        ]
 
 
 class _WhileAny:
@@ -1398,6 +1403,15 @@ def _write_failures_raised(dst: Path, tmp: Path) -> Iterator[None]:
             raise _write_error(dst, "; ".join(dict.fromkeys(failures.write_failures)), tmp)
 
 
+def _first_broken_tiff(folder: Path) -> str | None:
+    """What is wrong with the first GeoTIFF under ``folder`` that was not written whole."""
+    for path in sorted(folder.rglob("*.tif")):
+        problem = verify_raster(path)
+        if problem:
+            return f"{path.name}: {problem}"
+    return None
+
+
 def verify_raster(path: PathLike) -> str | None:
     """Check that a GeoTIFF was written whole: it opens, every block of every band (and
     of a per-dataset mask) was written, and every block decodes.
@@ -1533,20 +1547,27 @@ def atomic_output(
 
 @contextmanager
 def atomic_output_dir(
-    dst_dir: PathLike, *, overwrite: bool = False, inputs: Sequence[PathLike] = ()
+    dst_dir: PathLike,
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[PathLike] = (),
+    verify: bool = True,
 ) -> Iterator[Path]:
     """Build a folder atomically: yield a hidden temporary sibling folder and rename it to
     ``dst_dir`` when the block succeeds (replacing an old ``dst_dir`` with ``overwrite``);
     delete it on any exception. Temporaries a killed earlier run left are removed first.
     Write failures in the block (a full disk, the file size limit: ``OSError`` or GDAL
     failures rasterio only logs) become :class:`RasterWriteError`, as in
-    :func:`atomic_output`; files in the folder are not read back.
+    :func:`atomic_output`. With ``verify`` the GeoTIFFs in the folder are read back
+    before the rename (and when the block fails, to tell a failed write from other errors):
+    libtiff does not always report a failed write to GDAL.
 
     Args:
         dst_dir: The final folder.
         overwrite: Replace an existing ``dst_dir`` (and everything in it).
         inputs: Paths the work reads; none may lie in ``dst_dir`` (replacing the folder
             would delete them).
+        verify: Read every GeoTIFF written into the folder back before the rename.
 
     Raises:
         OutputExistsError: ``dst_dir`` exists and ``overwrite`` is False.
@@ -1563,8 +1584,19 @@ def atomic_output_dir(
         tmp = dst.parent / f"{_tmp_prefix(dst)}{token}"
         tmp.mkdir()
         try:
-            with _write_failures_raised(dst, tmp):
-                yield tmp
+            try:
+                with _write_failures_raised(dst, tmp):
+                    yield tmp
+            except RasterWriteError:
+                raise
+            except Exception as exc:
+                problem = _first_broken_tiff(tmp) if verify else None
+                if problem:
+                    raise _write_error(dst, problem, tmp) from exc
+                raise
+            problem = _first_broken_tiff(tmp) if verify else None
+            if problem:
+                raise _write_error(dst, problem, tmp)
             if dst.exists():
                 if not overwrite:
                     raise OutputExistsError(

@@ -740,8 +740,10 @@ def _write_scene_chips(
             with rasterio.open(
                 folder / row.chip, "w", **_chip_profile(info, window, len(selected), dtype)
             ) as dst:
-                dst.write(data)
+                # colour interpretation must be set before pixels are written (libtiff
+                # cannot change PhotometricInterpretation afterwards)
                 copy_band_metadata(info, dst, selected)
+                dst.write(data)
                 if with_mask:
                     mask = read_valid_mask(src, window, selected, boundless=True, data=data)
                     dst.write_mask(np.where(mask, 255, 0).astype(np.uint8))
