@@ -941,15 +941,46 @@ def fit(run: TrainRun, out_dir: PathLike, options: TrainOptions | None = None) -
         OutputExistsError: ``out_dir`` holds a run and neither resume nor overwrite is set.
         CheckpointError: resume without (or with a mismatched) checkpoint/state.
         TrainingInterrupted: on Ctrl-C, after saving checkpoint and state.
+
+    A run that fails (or is stopped) before writing anything removes the folders it
+    created, ``out_dir`` included; a folder that holds a file is always kept.
     """
     options = options or TrainOptions()
     trainer = _TRAINERS[run.kind]
     ctx = _start_distributed(options)
+    out = Path(out_dir)
+    created = _missing_folders(out) if ctx.is_main else []
     try:
-        return _fit(run, Path(out_dir), options, trainer, ctx)
+        return _fit(run, out, options, trainer, ctx)
+    except BaseException:
+        _remove_empty_folders(created)
+        raise
     finally:
         if ctx.owns_group:
             dist.destroy_process_group()
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty_folders(created: Sequence[Path]) -> None:
+    """After a failed run, remove the folders it created (deepest first) while they are
+    still empty: a run that failed before writing anything leaves nothing behind. Only
+    ``os.rmdir``, so no file is ever deleted."""
+    if created:
+        with contextlib.suppress(OSError):
+            (created[0] / SAMPLES_DIR).rmdir()
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # holds a file (a log, a checkpoint): kept, and so are its parents
+            return
 
 
 class _StopRequest:

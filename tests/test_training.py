@@ -323,3 +323,46 @@ def test_generate_refuses_an_out_folder_holding_its_inputs(tmp_path: Path) -> No
     with pytest.raises(RasterWriteError, match="holds the input"):
         generate(ckpt, 2, tmp_path, overwrite=True)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
+class _Unreadable(Chips):
+    """Chips whose pixels fail to read after ``good`` items (a truncated GeoTIFF)."""
+
+    def __init__(self, images: torch.Tensor, good: int) -> None:
+        super().__init__(images)
+        self.good = good
+        self.reads = 0
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        self.reads += 1
+        if self.reads > self.good:
+            raise OSError("cannot decode the pixels")
+        return super().__getitem__(i)
+
+
+def test_a_run_failing_before_any_write_leaves_no_folder(tmp_path: Path) -> None:
+    """Reliability finding 12: the folders the failed run created are removed."""
+    images = _textures(4, 2, 64, seed=3)
+    with pytest.raises(OSError, match="decode"):
+        train_dcgan(
+            _Unreadable(images, 1), tmp_path / "a" / "b" / "run", config=TINY_DCGAN,
+            options=_options(steps=1),
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_run_keeps_folders_it_did_not_create_or_that_hold_files(tmp_path: Path) -> None:
+    images = _textures(4, 2, 64, seed=3)
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(OSError, match="decode"):
+        train_dcgan(
+            _Unreadable(images, 1), tmp_path / "mine", config=TINY_DCGAN,
+            options=_options(steps=1),
+        )  # fmt: skip
+    assert (tmp_path / "mine").is_dir()
+    with pytest.raises(OSError, match="decode"):  # 1 read to prepare, step 1 logged, step 2 fails
+        train_dcgan(
+            _Unreadable(images, 3), tmp_path / "new" / "run", config=TINY_DCGAN,
+            options=_options(steps=3, batch_size=2),
+        )  # fmt: skip
+    assert [r["step"] for r in _log(tmp_path / "new" / "run")] == [1]

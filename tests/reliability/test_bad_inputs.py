@@ -545,14 +545,7 @@ def test_real_subprocess_errors_are_one_line_without_traceback(
 TINY_DCGAN = ("--size", "64", "--ngf", "4", "--ndf", "4", "--nz", "8", "--steps", "1")
 
 
-FINDING_12 = pytest.mark.xfail(
-    strict=True, reason="finding 12: a training that fails on its first read leaves --out"
-)
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=FINDING_12) if n in HEADER_ONLY_OK else n for n in BAD_RASTERS]
-)
+@pytest.mark.parametrize("name", BAD_RASTERS)  # truncated.tif: finding 12, fixed
 def test_cli_info_and_train_refuse_bad_rasters(
     corpus, checkpoints, name, tmp_path, snapshot, tally
 ) -> None:
