@@ -15,9 +15,11 @@ So a checkpoint alone is enough to translate or generate with the training stati
 Loading never unpickles: safetensors holds only raw tensors, and a legacy ``.pt``/``.pth``
 file goes through ``torch.load(weights_only=True)``.
 
-The full training state (optimisers, schedulers, fake pools, RNG states, step) is a
-separate ``train_state.pt`` of plain tensors, numbers, strings, lists and dicts, written
-with :func:`save_train_state` and read back with ``weights_only=True``.
+The full training state (the nets' weights again, optimisers, schedulers, fake pools, RNG
+states, step) is a separate ``train_state.pt`` of plain tensors, numbers, strings, lists
+and dicts, written with :func:`save_train_state` and read back with ``weights_only=True``.
+It is complete on its own, so resuming never depends on the two files being of the same
+step (see ``docs/models-and-training.md``).
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ from rsgan.checkpoint import (
     unwrap,
 )
 from rsgan.errors import BandError, CheckpointError, ConfigError, OutputExistsError
+from rsgan.io import atomic_output
 from rsgan.losses import ImagePool, bce_loss, lsgan_loss, masked_l1, patch_weights
 from rsgan.models import (
     CycleGANConfig,
@@ -850,10 +851,12 @@ def _save_all(
         data=run.data_summary,
         extra={"train_options": dataclasses.asdict(options)},
     )
-    save_train_state(
+    save_train_state(  # second, and whole on its own: resume reads the weights from it
         out / STATE_FILE,
         {
             "kind": run.kind,
+            "config": run.config.to_dict(),
+            "nets": {k: unwrap(n).state_dict() for k, n in run.nets.items()},
             "step": pos.step,
             "epoch": pos.epoch,
             "batch_in_epoch": pos.batch_in_epoch,
@@ -872,26 +875,29 @@ def _restore(
     ctx: _Dist,
     seed: int,
 ) -> _Progress:
-    model = load_model(out / MODEL_FILE)
-    if model.kind != run.kind or model.config != run.config:
-        raise ConfigError(
-            f"resume: {out / MODEL_FILE} holds a {model.kind} {model.config}, not this "
-            f"{run.kind} {run.config}"
-        )
-    missing = sorted(set(run.nets) - set(model.nets))
-    if missing:
-        raise CheckpointError(
-            f"resume: {out / MODEL_FILE} lacks the nets {missing} (a generators-only file); "
-            "resume needs the full checkpoint written by training"
-        )
+    """Load nets, optimisers, schedulers, pools and RNGs from ``train_state.pt``.
+
+    The state holds the nets' weights of its step, so it is whole on its own: a kill
+    between writing ``model.safetensors`` and ``train_state.pt`` (the model one step
+    ahead) resumes from the state's step and redoes the rest exactly.
+    """
     state = load_train_state(out / STATE_FILE)
-    if state.get("step") != model.steps or state.get("kind") != run.kind:
+    if state.get("kind") != run.kind:
         raise CheckpointError(
-            f"resume: {out / MODEL_FILE} (step {model.steps}) and {out / STATE_FILE} (step "
-            f"{state.get('step')}) do not belong together; start over with overwrite=True"
+            f"resume: {out / STATE_FILE} is the state of a {state.get('kind')} run, not of "
+            f"this {run.kind} run; start over with overwrite=True"
         )
+    weights = state["nets"] if "nets" in state else _checkpoint_weights(run, out, state)
+    if "config" in state and make_config(run.kind, state["config"]) != run.config:
+        raise ConfigError(
+            f"resume: {out / STATE_FILE} holds a {run.kind} "
+            f"{make_config(run.kind, state['config'])}, not this {run.config}"
+        )
+    missing = sorted(set(run.nets) - set(weights))
+    if missing:
+        raise CheckpointError(f"resume: {out / STATE_FILE} lacks the nets {missing}")
     for name, net in run.nets.items():
-        net.load_state_dict(model.nets[name].state_dict())
+        net.load_state_dict(weights[name])
     for name, opt in run.optimizers.items():
         opt.load_state_dict(state["optimizers"][name])
     for name, sched in schedulers.items():
@@ -905,6 +911,56 @@ def _restore(
     return _Progress(int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"]))
 
 
+def _checkpoint_weights(
+    run: TrainRun, out: Path, state: Mapping[str, Any]
+) -> dict[str, Mapping[str, Tensor]]:
+    """The weights of a state written before states held them: ``model.safetensors``'s,
+    which must be of the same step."""
+    model = load_model(out / MODEL_FILE)
+    if model.kind != run.kind or model.config != run.config:
+        raise ConfigError(
+            f"resume: {out / MODEL_FILE} holds a {model.kind} {model.config}, not this "
+            f"{run.kind} {run.config}"
+        )
+    missing = sorted(set(run.nets) - set(model.nets))
+    if missing:
+        raise CheckpointError(
+            f"resume: {out / MODEL_FILE} lacks the nets {missing} (a generators-only file); "
+            "resume needs the full checkpoint written by training"
+        )
+    if state.get("step") != model.steps:
+        raise CheckpointError(
+            f"resume: {out / MODEL_FILE} (step {model.steps}) and {out / STATE_FILE} (step "
+            f"{state.get('step')}) do not belong together; start over with overwrite=True"
+        )
+    return {name: net.state_dict() for name, net in model.nets.items()}
+
+
+def _log_step(line: str) -> int | None:
+    """The step of one ``log.jsonl`` line; None for a line cut short by a kill."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _trim_log(out: Path, step: int) -> None:
+    """Drop the records of steps after ``step`` (logged before a kill, redone on resume)
+    and lines cut short by a kill."""
+    path = out / LOG_FILE
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [
+        line
+        for line in lines
+        if line.endswith("\n") and (logged := _log_step(line)) is not None and logged <= step
+    ]
+    if len(kept) != len(lines):
+        with atomic_output(path, overwrite=True) as tmp:
+            tmp.write_text("".join(kept), encoding="utf-8")
+
+
 def _prepare_out(out: Path, options: TrainOptions, ctx: _Dist) -> None:
     if not ctx.is_main:
         return
@@ -913,7 +969,9 @@ def _prepare_out(out: Path, options: TrainOptions, ctx: _Dist) -> None:
     if options.resume:
         if not (out / STATE_FILE).exists():
             raise CheckpointError(
-                f"cannot resume: {out / STATE_FILE} does not exist; start without --resume"
+                f"cannot resume: {out / STATE_FILE} does not exist (the run stopped before "
+                "its first checkpoint was complete); start over with overwrite=True "
+                "(--overwrite)"
             )
         return
     if earlier and not options.overwrite:
@@ -1089,6 +1147,8 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
         if ctx.rank:
             pool.generator.manual_seed(options.seed + 1000 * ctx.rank + len(k))
     pos = _restore(run, out, schedulers, ctx, options.seed) if options.resume else _Progress()
+    if options.resume and ctx.is_main:
+        _trim_log(out, pos.step)
     nets: dict[str, nn.Module] = dict(run.nets)
     if ctx.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None

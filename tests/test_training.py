@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from rsgan import training
 from rsgan.checkpoint import load_model
-from rsgan.errors import BandError, ConfigError, OutputExistsError
+from rsgan.errors import BandError, CheckpointError, ConfigError, OutputExistsError
 from rsgan.losses import ImagePool
 from rsgan.models import CycleGANConfig, DCGANConfig, build_nets
 from rsgan.training import (
@@ -108,6 +108,15 @@ def _interrupt_at(monkeypatch: pytest.MonkeyPatch, kind: str, call: int, presses
     monkeypatch.setitem(training._TRAINERS, kind, training.dataclasses.replace(trainer, step=step))
 
 
+def _assert_same_weights(a: Path, b: Path) -> None:
+    """Both checkpoints hold the same steps and bit-identical weights."""
+    ref, got = load_model(a), load_model(b)
+    assert ref.steps == got.steps
+    for name, net in ref.nets.items():
+        for key, value in net.state_dict().items():
+            torch.testing.assert_close(got.nets[name].state_dict()[key], value, rtol=0, atol=0)
+
+
 def test_cyclegan_ctrl_c_then_resume_matches_uninterrupted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,10 +134,7 @@ def test_cyclegan_ctrl_c_then_resume_matches_uninterrupted(
     )
     assert _losses(_log(tmp_path / "split")) == _losses(_log(tmp_path / "full"))
     assert len(_log(tmp_path / "full")) == 8
-    ref, got = load_model(full), load_model(resumed)
-    for name, net in ref.nets.items():
-        for key, value in net.state_dict().items():
-            torch.testing.assert_close(got.nets[name].state_dict()[key], value, rtol=0, atol=0)
+    _assert_same_weights(full, resumed)
 
 
 def test_second_ctrl_c_stops_at_once_without_saving(
@@ -366,3 +372,64 @@ def test_a_failed_run_keeps_folders_it_did_not_create_or_that_hold_files(tmp_pat
             options=_options(steps=3, batch_size=2),
         )  # fmt: skip
     assert [r["step"] for r in _log(tmp_path / "new" / "run")] == [1]
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing in rsgan catches it, no cleanup runs after it."""
+
+
+def _kill_at_state_save(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
+    """Die in the ``call``-th ``save_train_state``: that step's model.safetensors is on
+    disk, its train_state.pt is not (the moment of reliability finding 14)."""
+    saved, calls = training.save_train_state, []
+
+    def save_or_die(path, state):  # noqa: ANN001, ANN202
+        calls.append(state["step"])
+        if len(calls) == call:
+            raise _Killed
+        return saved(path, state)
+
+    monkeypatch.setattr(training, "save_train_state", save_or_die)
+
+
+def test_kill_between_checkpoint_and_state_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = Chips(_textures(10, 2, 64, seed=3))
+    opts = _options(steps=5, batch_size=4, checkpoint_every=1)
+    full = train_dcgan(images, tmp_path / "full", config=TINY_DCGAN, options=opts)
+
+    _kill_at_state_save(monkeypatch, call=3)
+    with pytest.raises(_Killed):
+        train_dcgan(images, tmp_path / "split", config=TINY_DCGAN, options=opts)
+    monkeypatch.undo()
+    split = tmp_path / "split"
+    assert load_model(split / "model.safetensors").steps == 3
+    assert training.load_train_state(split / "train_state.pt")["step"] == 2
+    with (split / "log.jsonl").open("a") as fh:
+        fh.write('{"step": 4, "epo')  # an append cut short by the kill
+    resumed = train_dcgan(
+        images, split, config=TINY_DCGAN, options=training.dataclasses.replace(opts, resume=True)
+    )
+    _assert_same_weights(full, resumed)
+    assert _losses(_log(split)) == _losses(_log(tmp_path / "full"))  # step 3 logged once
+
+
+def test_resume_from_a_state_without_weights_needs_a_checkpoint_of_its_step(
+    tmp_path: Path,
+) -> None:
+    """States written before they held the weights resume from model.safetensors."""
+    images = Chips(_textures(10, 2, 64, seed=3))
+    opts = _options(steps=3, batch_size=4)
+    full = train_dcgan(images, tmp_path / "full", config=TINY_DCGAN, options=opts)
+    out = tmp_path / "old"
+    train_dcgan(images, out, config=TINY_DCGAN, options=_options(steps=2, batch_size=4))
+    state = training.load_train_state(out / "train_state.pt")
+    del state["nets"], state["config"]
+    training.save_train_state(out / "train_state.pt", state)
+    again = training.dataclasses.replace(opts, resume=True)
+    _assert_same_weights(full, train_dcgan(images, out, config=TINY_DCGAN, options=again))
+    state["step"] = 1  # now the pair does not match
+    training.save_train_state(out / "train_state.pt", state)
+    with pytest.raises(CheckpointError, match="do not belong together"):
+        train_dcgan(images, out, config=TINY_DCGAN, options=again)
