@@ -304,7 +304,7 @@ def _sample_windows(width: int, height: int, count: int, size: int) -> list[Wind
 
 
 def _pooled_forward(
-    net: nn.Module, x: torch.Tensor, mask: torch.Tensor
+    net: nn.Module, x: torch.Tensor, mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, dict[str, Stats]]:
     """One forward in ``"pooled"`` mode; returns the outputs and each layer's statistics
     (the same as :func:`rsgan.models.layers.collect_norm_stats`, keeping the outputs)."""
@@ -348,7 +348,10 @@ def _to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tens
 def _forward(run: _Run, xs: list[np.ndarray], valids: list[np.ndarray]) -> np.ndarray:
     """Translate one batch ``(N, C, H, W)`` -> numpy float32 ``(N, C_out, H, W)``."""
     x = _to_tensor(xs, run.device)
-    mask = _to_tensor([v[None] for v in valids], run.device)
+    # an all-valid batch needs no mask (masked statistics cost extra passes)
+    mask = (
+        None if all(v.all() for v in valids) else _to_tensor([v[None] for v in valids], run.device)
+    )
     with torch.no_grad(), autocast(run.device, run.precision), norm_mask(run.translator.net, mask):
         y = run.translator.net(x)
     return _check_output(run, y, x)
@@ -381,7 +384,7 @@ def _scene_stats(
         window = run.windows[0]
         data, valid = _read_tile(src, window, run.bands)
         x = _to_tensor([_prepare(data, valid, run.in_norm)], run.device)
-        mask = _to_tensor([valid[None]], run.device)
+        mask = None if valid.all() else _to_tensor([valid[None]], run.device)
         with autocast(run.device, run.precision):
             y, stats = _pooled_forward(net, x, mask)
         return stats, {0: (_check_output(run, y, x)[0], valid)}
