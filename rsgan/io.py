@@ -1016,6 +1016,11 @@ def copy_band_metadata(info: RasterInfo, dst: Any, bands: Sequence[int] | None =
         dst.offsets = offsets
 
 
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """True when ``a`` and ``b`` name the same file (links and hard links resolved)."""
+    return _same_file(Path(a), Path(b))
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():

@@ -286,6 +286,33 @@ def test_existing_output_needs_overwrite(make_raster, tmp_path):
     assert rasterio.open(dst).count == 3
 
 
+def test_quicklook_is_checked_before_any_work_and_written_after(make_raster, tmp_path):
+    src = make_raster()
+    dst = tmp_path / "o.tif"
+    kwargs = {"tile": 64, "overlap": 16, "progress": False, "overwrite": True}
+    for bad in (src, dst):
+        with pytest.raises(RasterWriteError, match="quicklook"):
+            translate_raster(src, dst, nn.Identity(), quicklook=bad, **kwargs)
+        assert not dst.exists()
+    png = tmp_path / "o.png"
+    png.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError, match="quicklook"):
+        translate_raster(
+            src, dst, nn.Identity(), quicklook=png, tile=64, overlap=16, progress=False
+        )
+    assert png.read_bytes() == b"keep me" and not dst.exists()
+    translate_raster(src, dst, nn.Identity(), quicklook=png, **kwargs)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("dtype", ["complex1024", "foo", "complex64", "bool"])
+def test_unknown_output_dtype_is_refused_before_any_work(make_raster, tmp_path, dtype):
+    dst = tmp_path / "o.tif"
+    with pytest.raises(ConfigError, match=dtype):
+        translate_raster(make_raster(), dst, nn.Identity(), dtype=dtype, progress=False)
+    assert not dst.exists()
+
+
 def test_output_that_is_a_folder_or_the_input_or_unwritable(make_raster, tmp_path):
     src = make_raster()
     with pytest.raises(RasterWriteError, match="folder"):

@@ -9,7 +9,7 @@ import click
 
 from rsgan.cli._options import BANDS
 from rsgan.mosaic import BLENDS
-from rsgan.pipelines.translate import NORM_MODES, translate_raster, write_quicklook
+from rsgan.pipelines.translate import NORM_MODES, translate_raster
 
 
 @click.command("translate", short_help="Translate a whole scene with a generator.")
@@ -96,10 +96,9 @@ def translate(
         norm=norm,
         dtype=dtype,
         precision=precision,
+        quicklook=quicklook,
     )
     seconds = time.perf_counter() - started
-    if quicklook is not None:
-        write_quicklook(out, quicklook, overwrite=overwrite)
     if not quiet:
         click.echo(f"wrote {out} in {seconds:.1f} s")
         if quicklook is not None:

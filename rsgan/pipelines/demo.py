@@ -9,6 +9,7 @@ GeoTIFF and a before/after PNG.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,23 +141,30 @@ def run_demo(
         progress: show a progress bar.
     """
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    synthetic = False
-    if scene is None:
-        scene = find_real_scene()
+    created = not out.exists()
+    try:
+        synthetic = False
         if scene is None:
-            scene = synthesize_scene(out / "synthetic_scene.tif", overwrite=True)
-            synthetic = True
-    scene = Path(scene).resolve()
-    info = describe(scene)
-    output = out / "translated.tif"
-    quicklook = out / "before_after.png"
-    if quicklook.exists() and not overwrite:
-        raise OutputExistsError(f"{quicklook} exists; pass overwrite=True / --overwrite")
-    started = time.perf_counter()
-    translate_raster(scene, output, model, overwrite=overwrite, progress=progress)
-    seconds = time.perf_counter() - started
-    write_before_after(scene, output, quicklook, overwrite=overwrite)
+            scene = find_real_scene()
+            if scene is None:
+                out.mkdir(parents=True, exist_ok=True)
+                scene = synthesize_scene(out / "synthetic_scene.tif", overwrite=True)
+                synthetic = True
+        scene = Path(scene).resolve()
+        info = describe(scene)  # a bad scene fails here, before anything is written
+        output = out / "translated.tif"
+        quicklook = out / "before_after.png"
+        if quicklook.exists() and not overwrite:
+            raise OutputExistsError(f"{quicklook} exists; pass overwrite=True / --overwrite")
+        out.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        translate_raster(scene, output, model, overwrite=overwrite, progress=progress)
+        seconds = time.perf_counter() - started
+        write_before_after(scene, output, quicklook, overwrite=overwrite)
+    except BaseException:
+        if created:  # everything in a folder this call made is this call's
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return DemoResult(
         scene=scene,
         synthetic=synthetic,

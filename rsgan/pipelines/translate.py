@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from rsgan._device import autocast, resolve_device, resolve_precision
 from rsgan._types import PathLike
-from rsgan.errors import BandError, ConfigError, ModelError, RasterWriteError
+from rsgan.errors import BandError, ConfigError, ModelError, OutputExistsError, RasterWriteError
 from rsgan.io import (
     KEEP,
     Normalizer,
@@ -50,6 +50,7 @@ from rsgan.io import (
     open_raster,
     output_profile,
     read_masked,
+    same_file,
     warn_if_not_georeferenced,
 )
 from rsgan.models.layers import Stats, fixed_norm_stats, norm_layers, norm_mask, set_norm_mode
@@ -635,6 +636,7 @@ def translate_raster(
     norm: str = "scene",
     dtype: str | None = None,
     precision: str | None = None,
+    quicklook: PathLike | None = None,
 ) -> Path:
     """Translate a whole georeferenced scene with a generator, tile by tile, seam-free.
 
@@ -662,6 +664,8 @@ def translate_raster(
         dtype: output data type (default the source's; e.g. ``"float32"``).
         precision: ``"fp32"`` or ``"bf16"``; None: the model's preference (the bundled
             model: bf16), else bf16 on CUDA and fp32 on CPU.
+        quicklook: also write a PNG preview of the output here (checked before any work:
+            it may be neither ``src`` nor ``dst``).
 
     Returns:
         ``dst`` as a Path. The output has the source's size, CRS, transform, nodata, band
@@ -683,7 +687,11 @@ def translate_raster(
         raise ConfigError(f"unknown norm {norm!r}; use one of {', '.join(NORM_MODES)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if dtype is not None:
+        _check_dtype(dtype)
     info = describe(src_path)
+    if quicklook is not None:
+        _check_quicklook(Path(quicklook), src_path, dst_path, overwrite)
     if dst_path.is_dir():
         raise RasterWriteError(
             f"output {dst_path} is a folder; pass a file path such as {dst_path / 'out.tif'}"
@@ -726,7 +734,36 @@ def translate_raster(
             finally:
                 gtiff.unlink(missing_ok=True)
                 gtiff.with_name(gtiff.name + ".ovr").unlink(missing_ok=True)
+    if quicklook is not None:
+        write_quicklook(dst_path, quicklook, overwrite=overwrite)
     return dst_path
+
+
+_OUTPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+def _check_dtype(dtype: str) -> None:
+    """Refuse an output data type a GeoTIFF of rsgan cannot hold, before any work."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in _OUTPUT_DTYPES:
+        raise ConfigError(
+            f"dtype {dtype!r} is not a raster data type rsgan writes; use one of "
+            f"{', '.join(_OUTPUT_DTYPES)}"
+        )
+
+
+def _check_quicklook(png: Path, src: Path, dst: Path, overwrite: bool) -> None:
+    """The preview may replace neither the input nor the output."""
+    for other, what in ((src, "the input"), (dst, "the output")):
+        if same_file(png, other):
+            raise RasterWriteError(
+                f"quicklook {png} is {what} ({other}); choose another path for the PNG"
+            )
+    if png.exists() and not overwrite:
+        raise OutputExistsError(f"quicklook {png} exists; pass overwrite=True / --overwrite")
 
 
 # --------------------------------------------------------------------------- quicklooks

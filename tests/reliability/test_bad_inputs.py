@@ -420,15 +420,10 @@ def test_cli_translate_chips_and_demo_refuse_bad_rasters(
     assert new() == set(), "a failed command left files behind"
 
 
-FINDING_2 = pytest.mark.xfail(
-    strict=True, reason="finding 2: run_demo creates OUT before checking the scene"
-)
-
-
 @pytest.mark.parametrize(
     "name",
     # click refuses the folder before run_demo runs
-    [n if n == "folder.tif" else pytest.param(n, marks=FINDING_2) for n in BAD_RASTERS],
+    BAD_RASTERS,
 )
 def test_cli_demo_refuses_bad_scenes_and_leaves_nothing(
     corpus, checkpoints, name, tmp_path, tally
@@ -462,12 +457,8 @@ def test_cli_translate_refuses_bad_checkpoints(corpus, checkpoints, name, tmp_pa
         ("--bands", "9"),
         ("--bands", "a,b"),
         ("--batch-size", "0"),
-        pytest.param(
-            ("--dtype", "complex1024"),
-            marks=pytest.mark.xfail(
-                strict=True, reason="finding 3: translate_raster does not check dtype"
-            ),
-        ),
+        ("--dtype", "complex1024"),
+        ("--dtype", "foo"),
         ("--device", "tpu:7"),
     ],
     ids=lambda a: " ".join(a),
