@@ -17,6 +17,7 @@ from rsgan.pipelines.augment import (
     AugmentError,
     MixedSegmentationDataset,
     augment_segmentation_dataset,
+    load_index,
 )
 
 FAST = {"tile": 64, "overlap": 16, "progress": False}
@@ -179,6 +180,18 @@ def test_existing_outputs_need_overwrite(pairs: tuple[Path, Path], tmp_path: Pat
     np.testing.assert_array_equal(
         _read(tmp_path / "aug" / row["image"])[0], _read(row["source_image"])[0]
     )
+
+
+def test_index_written_from_relative_paths_loads_from_anywhere(
+    pairs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    augment_segmentation_dataset(Path("src/images"), Path("src/masks"), Negate(), "aug", **FAST)
+    monkeypatch.chdir(tmp_path / "src")  # elsewhere: the index alone must locate every file
+    table = load_index(tmp_path / "aug" / "index.csv")
+    assert len(table) == 12
+    for column in ("image", "mask", "source_image", "source_mask"):
+        assert all(Path(p).is_file() for p in table[column]), column
 
 
 @pytest.mark.parametrize(("ratio", "expected"), [(0.0, 0), (0.5, 3), (0.34, 2), (1.0, 6)])

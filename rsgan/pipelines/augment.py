@@ -293,7 +293,10 @@ def augment_segmentation_dataset(
         except RsganError as exc:
             failures[pair.stem] = str(exc)
             continue
-        rows.append(_index_row(pair.image, pair.mask, pair.image, pair.mask, False))
+        # originals stay where they are: absolute, since relative paths in the index
+        # resolve against its own folder, not the caller's working directory
+        original_image, original_mask = Path(pair.image).absolute(), Path(pair.mask).absolute()
+        rows.append(_index_row(original_image, original_mask, pair.image, pair.mask, False))
         rows.append(
             _index_row(
                 image_out.relative_to(out), mask_out.relative_to(out), pair.image, pair.mask, True
