@@ -185,14 +185,22 @@ def resolve_translator(model: Any, direction: str = "a2b") -> Translator:
     )
 
 
+def _bands_hint(bands: Sequence[int]) -> str:
+    """How to select ``bands`` from Python and from the CLI."""
+    return f"bands={tuple(bands)} (--bands {','.join(map(str, bands))})"
+
+
 def _check_fit(translator: Translator, info: RasterInfo, bands: tuple[int, ...], src: Path) -> None:
     """Refuse band counts and dtypes the model cannot take, naming the bands to pass."""
     want = translator.in_count
     if want is not None and len(bands) != want:
         if translator.in_bands and max(translator.in_bands) <= info.count:
-            hint = f"pass bands={translator.in_bands} (the bands it was trained on)"
+            hint = f"pass {_bands_hint(translator.in_bands)} (the bands it was trained on)"
         elif info.count >= want:
-            hint = f"pass bands={tuple(range(1, want + 1))} or the {want} bands that match its training data"
+            hint = (
+                f"pass {_bands_hint(tuple(range(1, want + 1)))} or the {want} bands that "
+                "match its training data"
+            )
         else:
             hint = f"use a model trained on {len(bands)} band(s)"
         raise BandError(
