@@ -438,3 +438,14 @@ def test_output_folder_inside_the_scanned_folder(scenes: list[Path]) -> None:
     assert list(again["scene"]) == [p.stem for p in scenes]
     assert list(again["status"]) == ["skipped"] * 3
     assert not list(folder.glob("*_translated_translated*"))
+
+
+def test_row_with_an_unknown_users_home_fails_alone(tmp_path: Path) -> None:
+    """`~nosuchuser/x.tif` cannot be expanded: a failed row naming it, not a RuntimeError."""
+    catalog = tmp_path / "cat.csv"
+    catalog.write_text("path\n~nosuchuser12345/x.tif\n")
+    manifest = translate_catalog(
+        catalog, tmp_path / "out", torch.nn.Identity(), workers=0, progress=False
+    )
+    assert list(manifest["status"]) == ["failed"]
+    assert "~nosuchuser12345" in manifest["error"].iloc[0]

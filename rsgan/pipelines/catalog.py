@@ -155,7 +155,7 @@ def read_catalog(
 
 def _catalog_kind(catalog: PathLike) -> tuple[str, Path]:
     text = os.fspath(catalog)
-    path = Path(text).expanduser()
+    path = _expand_user(Path(text))
     if path.is_dir():
         return "folder", path
     if not path.exists():
@@ -322,13 +322,22 @@ def _looks_like_raster(asset: Any) -> bool:
     return not media and Path(asset.href).suffix.lower() in RASTER_SUFFIXES
 
 
+def _expand_user(path: Path) -> Path:
+    """``~`` and ``~user`` expanded; a home that cannot be found leaves the path as it is
+    (it then fails as a missing file, with the row named, instead of a RuntimeError)."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
+
+
 def _resolve(value: str | Path, base: Path) -> Path:
-    path = Path(value).expanduser()
+    path = _expand_user(Path(value))
     return path if path.is_absolute() else (base / path)
 
 
 def _path_scene(path: Path, label: str) -> Scene:
-    path = path.expanduser().absolute()
+    path = _expand_user(path).absolute()
     return Scene(path.stem, os.fspath(path), label)
 
 
@@ -856,7 +865,7 @@ def _model_ref(model: Any) -> tuple[_ModelRef, Any]:
 
         model = default_model_path()
     if isinstance(model, (str, os.PathLike)):
-        path = Path(model).expanduser().absolute()
+        path = _expand_user(Path(model)).absolute()
         if not path.is_file():
             raise ConfigError(
                 f"model checkpoint {str(path)!r} does not exist; pass a "
@@ -965,7 +974,7 @@ def translate_catalog(
         )
         use_dask = False
 
-    out = Path(out_dir).expanduser().absolute()
+    out = _expand_user(Path(out_dir)).absolute()
     scenes = [  # a folder or glob that holds OUT_DIR would list our own outputs
         s
         for s in read_catalog(catalog, asset_key=asset_key, path_column=path_column)
