@@ -24,8 +24,13 @@ for _var in ("PROJ_DATA", "PROJ_LIB"):
 try:  # bounded property tests in CI; `HYPOTHESIS_PROFILE=thorough` for long runs
     from hypothesis import HealthCheck, settings
 
+    # CI: bounded and derandomized, so a run is reproducible; "thorough" explores at random
     settings.register_profile(
-        "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        "ci",
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
     )
     settings.register_profile("thorough", max_examples=1000, deadline=None)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
