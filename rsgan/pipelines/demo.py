@@ -110,12 +110,13 @@ def synthesize_scene(
             compress="deflate",
         ) as out,
     ):
-        out.write(data)
+        # colour interpretation before the pixels: libtiff cannot change it afterwards
         out.colorinterp = [
             rasterio.enums.ColorInterp.red,
             rasterio.enums.ColorInterp.green,
             rasterio.enums.ColorInterp.blue,
         ]
+        out.write(data)
         for band, name in enumerate(("red", "green", "blue"), start=1):
             out.set_band_description(band, name)
     return dst
