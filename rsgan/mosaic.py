@@ -17,7 +17,7 @@ its height.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +128,46 @@ def window_weights(window: Window, width: int, height: int, blend: str, overlap:
         at_left=left,
         at_right=right,
     )
+
+
+def owned_boxes(
+    windows: Sequence[Window], width: int, height: int, multiple: int = 1
+) -> list[tuple[int, int, int, int]]:
+    """The part of the scene each tile of a grid owns: every scene pixel in exactly one.
+
+    Neighbouring tiles split their overlap in the middle (rounded to ``multiple``, so the
+    split is exact at every resolution of a model that downsamples by ``multiple``); tiles
+    on the scene border own up to the border, and no box reaches past the scene.
+
+    Args:
+        windows: a grid of equal windows, as :func:`balanced_windows` returns.
+        width, height: scene size, pixels.
+        multiple: round the splits to multiples of this.
+
+    Returns:
+        ``(top, left, bottom, right)`` per window, in the window's own pixels.
+    """
+    rows = sorted({int(w.row_off) for w in windows})
+    cols = sorted({int(w.col_off) for w in windows})
+
+    def splits(offsets: list[int], size: int, length: int) -> dict[int, tuple[int, int]]:
+        cuts = [0]
+        for a, b in zip(offsets, offsets[1:], strict=False):
+            mid = (b + a + size) / 2  # the middle of the overlap [b, a + size)
+            cuts.append(min(max(int(round(mid / multiple)) * multiple, b), a + size))
+        cuts.append(length)
+        return {o: (cuts[i] - o, min(cuts[i + 1], length) - o) for i, o in enumerate(offsets)}
+
+    if not windows:
+        return []
+    th, tw = int(windows[0].height), int(windows[0].width)
+    by_row, by_col = splits(rows, th, height), splits(cols, tw, width)
+    boxes = []
+    for w in windows:
+        top, bottom = by_row[int(w.row_off)]
+        left, right = by_col[int(w.col_off)]
+        boxes.append((max(top, 0), max(left, 0), min(bottom, th), min(right, tw)))
+    return boxes
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,15 +513,26 @@ def _axis_tiles(
 ) -> tuple[int, list[int]]:
     """Tile size and offsets along one axis: as few tiles of at most ``tile`` px as cover
     ``length`` px with at least ``overlap`` px between neighbours, shrunk to share the
-    slack evenly (sizes rounded up to ``multiple``)."""
+    slack evenly. Sizes and offsets are multiples of ``multiple``: a model that downsamples
+    by ``multiple`` then sees every tile on the same sampling phase as the whole scene (an
+    offset off that grid shifts its strided convolutions and changes the output by several
+    DN). The last tile may reach past the end by less than ``multiple`` px."""
     if length <= tile:
         size = max(-(-length // multiple) * multiple, -(-min_size // multiple) * multiple)
         return size, [0]
     n = -(-(length - overlap) // (tile - overlap))
     size = -(-(length + (n - 1) * overlap) // n)
     size = min(-(-size // multiple) * multiple, tile)
-    slack = length - size
-    return size, [i * slack // (n - 1) for i in range(n)]
+    while True:
+        last = -(-(length - size) // multiple) * multiple
+        offsets = [round(i * last / (n - 1) / multiple) * multiple for i in range(n)]
+        shortest = min(size - (b - a) for a, b in zip(offsets, offsets[1:], strict=False))
+        if shortest >= overlap:
+            return size, offsets
+        if size + multiple <= tile:
+            size += multiple
+        else:
+            n += 1
 
 
 def balanced_windows(
@@ -549,5 +600,6 @@ __all__ = [
     "MosaicWriter",
     "balanced_windows",
     "blend_weights",
+    "owned_boxes",
     "window_weights",
 ]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from rasterio.windows import Window
 
 from rsgan.errors import ConfigError, TileSpecError
-from rsgan.mosaic import BLENDS, MosaicWriter, balanced_windows, blend_weights
+from rsgan.mosaic import BLENDS, MosaicWriter, balanced_windows, blend_weights, owned_boxes
 
 
 class ArraySink:
@@ -183,12 +183,12 @@ def test_writer_memory_does_not_depend_on_scene_height():
         )
         shapes.append(writer.buffer_shapes)
     # float sums only for the rows and columns shared with tiles still to come: a few
-    # rows over the overlap (the balanced grid shares rounding slack), whatever the height
+    # rows over the overlap (offsets on the model's 4 px grid add up to 4), whatever the height
     for shape in shapes:
-        assert shape["carry"][0] == 4 and 8 <= shape["carry"][1] <= 8 + 3
+        assert shape["carry"][0] == 4 and 8 <= shape["carry"][1] <= 8 + 4
         assert shape["stage"][0] == 3 and shape["stage"][1] <= 32 + 64
     assert shapes[2]["col_carry"][1:] == (64, shapes[2]["col_carry"][2])
-    assert shapes[2]["col_carry"][2] <= 8 + 3
+    assert shapes[2]["col_carry"][2] <= 8 + 4
     assert shapes[2]["stage"] == (3, 32 + 64, 500)
 
 
@@ -199,7 +199,7 @@ def test_writer_streams_a_tall_scene_in_bounded_memory():
     windows = balanced_windows(width, height, 48, 8, multiple=4)
     sink, writer, _ = _mosaic(image, windows, overlap=8, block_rows=16)
     np.testing.assert_allclose(sink.array, image, atol=2e-6)
-    assert writer.buffer_shapes["carry"][1] <= 8 + 3
+    assert writer.buffer_shapes["carry"][1] <= 8 + 4
 
 
 def test_writer_nodata_where_invalid_and_valid_pixels_moved_off_nodata():
@@ -241,3 +241,34 @@ def test_writer_refuses_grids_with_gaps():
         MosaicWriter(
             ArraySink(1, 16, 36), gap, overlap=0, width=36, height=16, count=1, dtype="uint8"
         )
+
+
+@pytest.mark.parametrize("width", [300, 1000, 2048, 3073, 5000])
+@pytest.mark.parametrize(("tile", "overlap"), [(768, 64), (256, 32), (512, 64)])
+def test_balanced_offsets_sit_on_the_model_stride(width, tile, overlap):
+    """Offsets and sizes on the model's 4 px grid (the sampling phase of its strided
+    convolutions), neighbours overlapping by at least ``overlap``, the scene covered and
+    nothing past it but less than 4 px."""
+    windows = balanced_windows(width, 700, tile, overlap, multiple=4, min_size=8)
+    for w in windows:
+        assert w.col_off % 4 == 0 and w.row_off % 4 == 0
+        assert w.width % 4 == 0 and w.height % 4 == 0
+    cols = sorted({int(w.col_off) for w in windows})
+    size = int(windows[0].width)
+    assert cols[0] == 0 and width <= cols[-1] + size < width + 4
+    for a, b in zip(cols, cols[1:], strict=False):
+        assert a + size - b >= overlap
+
+
+@pytest.mark.parametrize(("width", "height"), [(2048, 2048), (3072, 2048), (1000, 777), (300, 200)])
+def test_owned_boxes_partition_the_scene(width, height):
+    windows = balanced_windows(width, height, 768, 64, multiple=4, min_size=8)
+    cover = np.zeros((height, width), int)
+    boxes = owned_boxes(windows, width, height, 4)
+    for w, (top, left, bottom, right) in zip(windows, boxes, strict=True):
+        assert 0 <= top < bottom <= w.height and 0 <= left < right <= w.width
+        r, c = int(w.row_off), int(w.col_off)
+        cover[r + top : r + bottom, c + left : c + right] += 1
+        interior = [v for v, edge in ((top, r), (left, c)) if edge > 0]
+        assert all(v % 4 == 0 and v >= 16 for v in interior)  # the middle of the overlap
+    assert (cover == 1).all()
