@@ -90,7 +90,7 @@ def synthetic_scene(
     parcels = rng.uniform(-1, 1, size=(height // cell + 1, width // cell + 1))
     base += 1.5 * parcels[(yy // cell).astype(int), (xx // cell).astype(int)]
     bands = []
-    for b in range(count):
+    for _band in range(count):
         band = base * rng.uniform(0.6, 1.2) + rng.normal(0, 0.35, size=(height, width))
         band += rng.uniform(-0.5, 0.5)
         bands.append(band)
@@ -145,9 +145,9 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
             data = synthetic_scene(count, height, width, dtype, seed)
             if nodata is not None:
                 # keep real pixels off the nodata value so masks are unambiguous
-                data = np.where(data == np.asarray(nodata, dtype=data.dtype), data + 1, data).astype(
-                    data.dtype
-                )
+                data = np.where(
+                    data == np.asarray(nodata, dtype=data.dtype), data + 1, data
+                ).astype(data.dtype)
         else:
             count, height, width = data.shape
             dtype = str(data.dtype)

@@ -36,6 +36,8 @@ from rsgan.models.layers import (
     fixed_norm_stats,
     norm_layers,
     norm_mask,
+    norm_region,
+    pooled_forward,
     set_norm_mode,
 )
 
@@ -130,5 +132,7 @@ __all__ = [
     "model_kind",
     "norm_layers",
     "norm_mask",
+    "norm_region",
+    "pooled_forward",
     "set_norm_mode",
 ]

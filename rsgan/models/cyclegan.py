@@ -90,6 +90,11 @@ class _ResidualBlock(nn.Module):
             SceneInstanceNorm2d(channels),
         )
 
+    @property
+    def residual_body(self) -> nn.Module:
+        """The forward is ``x + residual_body(x)`` (for layer-by-layer pooled passes)."""
+        return self.body
+
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
 
@@ -158,6 +163,11 @@ class ResnetGenerator(nn.Module):
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         init_weights(self)
+
+    @property
+    def layer_sequence(self) -> nn.Module:
+        """The forward is this chain of layers (for layer-by-layer pooled passes)."""
+        return self.model
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Translate ``x`` ``(N, C_in, H, W)``; ``mask`` ``(N, 1, H, W)`` marks valid pixels

@@ -24,7 +24,9 @@ path); the output keeps the input's dtype. Every helper leaves a module without 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,12 @@ NORM_MODES = ("instance", "pooled", "fixed")
 
 Stats = tuple[Tensor, Tensor]
 """Per-channel ``(mean, var)``, each of shape ``(C,)``, float32."""
+
+Box = tuple[int, int, int, int]
+"""``(top, left, bottom, right)`` in input pixels, bottom and right exclusive."""
+Region = tuple[list[Box], tuple[int, int], list[float]]
+"""One box and one weight per sample and the input's ``(rows, cols)``; see
+:func:`norm_region`."""
 
 
 class SceneInstanceNorm2d(nn.Module):
@@ -63,6 +71,8 @@ class SceneInstanceNorm2d(nn.Module):
         self.eps = float(eps)
         self.mode = "instance"
         self.mask: Tensor | None = None
+        self.region: Region | None = None
+        self.lockstep: _Lockstep | None = None
         self.register_buffer("mean", torch.zeros(self.num_features), persistent=False)
         self.register_buffer("var", torch.ones(self.num_features), persistent=False)
         self.has_stats = False
@@ -81,31 +91,39 @@ class SceneInstanceNorm2d(nn.Module):
             # torch's kernel keeps bf16 inputs in bf16 but accumulates its statistics in
             # fp32; 4x faster than a round trip through fp32 here
             return F.instance_norm(x, eps=self.eps)
-        xf = x.float()
         if self.mode == "fixed":
             if not self.has_stats:
                 raise ModelError(
                     "a norm layer is in 'fixed' mode but has no statistics; collect them "
                     "with collect_norm_stats() and apply them with fixed_norm_stats()"
                 )
-            mean = self.mean.to(xf.device).view(1, -1, 1, 1)
-            var = self.var.to(xf.device).view(1, -1, 1, 1)
-        else:
-            weight = self._weight(xf)
-            pooled = self.mode == "pooled"
-            mean, var = _weighted_stats(xf, weight, pooled=pooled)
-            if pooled:
-                self.mean = mean.detach().view(-1).clone()
-                self.var = var.detach().view(-1).clone()
-                self.has_stats = True
-        out = (xf - mean) * torch.rsqrt(var + self.eps)
-        return out.to(x.dtype)
+            return _normalize(x, self.mean, self.var, self.eps)
+        if self.mode == "pooled":
+            lockstep = self.lockstep
+            if lockstep is None:
+                mean, var = _finish(*self._sums(x, self.mask, self.region))
+            else:  # one sample of a pooled batch run one sample per thread
+                i = lockstep.index
+                mean, var = lockstep.exchange(i, self._sums(x, *lockstep.sample(i)))
+            self.mean, self.var, self.has_stats = mean, var, True
+            return _normalize(x, mean, var, self.eps)
+        xf = x.float()
+        mean4, var4 = _weighted_stats(xf, self._weight(x, self.mask, None), pooled=False)
+        return ((xf - mean4) * torch.rsqrt(var4 + self.eps)).to(x.dtype)
 
-    def _weight(self, x: Tensor) -> Tensor | None:
-        """The mask resized to ``x``'s rows and cols, ``(N, 1, h, w)`` float32, or None."""
-        if self.mask is None:
+    def _sums(self, x: Tensor, mask: Tensor | None, region: Region | None) -> tuple[Sums, Sums]:
+        """Sums for pooled statistics over the valid cells of each sample's box, and over
+        all cells (the fallback when no box holds a valid cell)."""
+        if mask is None:
+            weights = None if region is None else region[2]
+            return _box_sums(x, _scale_boxes(x, region), weights)
+        return _weighted_sums(x, self._weight(x, mask, region))
+
+    def _weight(self, x: Tensor, mask: Tensor | None, region: Region | None) -> Tensor | None:
+        """``mask`` resized to ``x``'s rows and cols (and limited to the region's boxes,
+        scaled by their weights), ``(N, 1, h, w)`` float32; None without a mask."""
+        if mask is None:
             return None
-        mask = self.mask
         if mask.shape[0] != x.shape[0]:
             raise ModelError(
                 f"the valid mask has {mask.shape[0]} samples but the batch has {x.shape[0]}; "
@@ -113,10 +131,213 @@ class SceneInstanceNorm2d(nn.Module):
             )
         size = tuple(x.shape[-2:])
         mask = mask.to(device=x.device, dtype=torch.float32)
-        if tuple(mask.shape[-2:]) == size:
-            return mask
-        shrinks = mask.shape[-2] >= size[0] and mask.shape[-1] >= size[1]
-        return F.interpolate(mask, size=size, mode="area" if shrinks else "nearest")
+        if tuple(mask.shape[-2:]) != size:
+            shrinks = mask.shape[-2] >= size[0] and mask.shape[-1] >= size[1]
+            mask = F.interpolate(mask, size=size, mode="area" if shrinks else "nearest")
+        if region is not None:
+            inside = torch.zeros_like(mask)
+            weights = region[2]
+            for i, (top, left, bottom, right) in enumerate(_scale_boxes(x, region)):
+                inside[i, :, top:bottom, left:right] = weights[i]
+            mask = mask * inside
+        return mask
+
+
+Sums = tuple[float, Tensor, Tensor]
+"""``(count, sums, sums of squares)`` of cells per channel (float64 tensors ``(C,)``),
+weighted; what pooled statistics are combined from."""
+
+
+def _scale_boxes(x: Tensor, region: Region | None) -> list[Box]:
+    """The region's boxes on ``x``'s grid (whole samples without a region)."""
+    n, _, h, w = x.shape
+    if region is None:
+        return [(0, 0, h, w)] * n
+    boxes, (in_h, in_w), _ = region
+    if len(boxes) != n:
+        raise ModelError(
+            f"the norm region has {len(boxes)} boxes but the batch has {n} samples; "
+            "pass one box per sample"
+        )
+    sy, sx = h / in_h, w / in_w
+    return [
+        (round(top * sy), round(left * sx), round(bottom * sy), round(right * sx))
+        for top, left, bottom, right in boxes
+    ]
+
+
+def _finish(boxed: Sums, whole: Sums) -> Stats:
+    """Mean and biased variance (float32 ``(C,)``) from sums; the whole samples' when no
+    box holds a (valid) cell."""
+    count, sums, squares = boxed if boxed[0] > 0 else whole
+    count = max(count, 1e-12)
+    mean = sums / count
+    var = (squares / count - mean.square()).clamp_min(0.0)
+    return mean.float(), var.float()
+
+
+def _add(a: Sums, b: Sums) -> Sums:
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+
+
+class _Lockstep:
+    """Pooled statistics of a batch run one sample per thread, in turns.
+
+    Each thread runs the model on its own sample. At every norm layer it leaves its sums,
+    hands the turn on and waits for the others; the last to arrive pools the sums; all
+    then normalise with the pooled statistics and go on, one at a time. The result equals
+    a pooled forward of the whole batch, but every tensor is one sample's: on CPU a batch
+    of many large tiles otherwise spends most of its time page-faulting fresh memory.
+    """
+
+    def __init__(
+        self, n: int, masks: Sequence[Tensor | None] | None, region: Region | None
+    ) -> None:
+        self.turn = threading.Lock()
+        self._barrier = threading.Barrier(n, action=self._pool)
+        self._parts: list[tuple[Sums, Sums] | None] = [None] * n
+        self._result: Stats | None = None
+        self._local = threading.local()
+        self._masks = masks
+        self._region = region
+
+    @property
+    def index(self) -> int:
+        return int(self._local.index)
+
+    @index.setter
+    def index(self, value: int) -> None:
+        self._local.index = value
+
+    def sample(self, i: int) -> tuple[Tensor | None, Region | None]:
+        """Sample ``i``'s mask and one-box region."""
+        mask = None if self._masks is None else self._masks[i]
+        region = self._region
+        if region is not None:
+            region = ([region[0][i]], region[1], [region[2][i]])
+        return mask, region
+
+    def _pool(self) -> None:
+        parts = [p for p in self._parts if p is not None]
+        boxed, whole = parts[0]
+        for b, w in parts[1:]:
+            boxed, whole = _add(boxed, b), _add(whole, w)
+        self._result = _finish(boxed, whole)
+
+    def exchange(self, i: int, sums: tuple[Sums, Sums]) -> Stats:
+        """Leave sample ``i``'s sums, wait for every sample's, return the pooled stats."""
+        self._parts[i] = sums
+        self.turn.release()
+        try:
+            self._barrier.wait()
+        finally:
+            self.turn.acquire()
+        assert self._result is not None
+        return self._result
+
+    def abort(self) -> None:
+        self._barrier.abort()
+
+
+def _normalize(x: Tensor, mean: Tensor, var: Tensor, eps: float) -> Tensor:
+    """``(x - mean) / sqrt(var + eps)`` per channel in one fused kernel (batch norm in
+    inference form): float32 statistics, arithmetic in float32, output in ``x``'s dtype
+    (bf16 stays bf16 without a float32 copy of the activations)."""
+    mean = mean.to(device=x.device, dtype=torch.float32)
+    var = var.to(device=x.device, dtype=torch.float32)
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        x = x.float()
+    return F.batch_norm(x, mean, var, training=False, eps=eps)
+
+
+@torch.no_grad()
+def _box_sums(
+    x: Tensor, boxes: list[Box], weights: Sequence[float] | None = None
+) -> tuple[Sums, Sums]:
+    """Sums over the given box of every sample (its cells weighted by ``weights[i]``,
+    default 1), and over all cells.
+
+    Fast for large tiles in bf16: the statistics of each whole sample come from torch's
+    fused batch-norm kernel (float32 accumulation, no float32 copy of the activations),
+    then the frame outside the box (a thin border) is subtracted exactly, in float64.
+    """
+    n, c, h, w = x.shape
+    zeros = torch.zeros(c, dtype=torch.float64, device=x.device)
+    boxed: Sums = (0.0, zeros, zeros)
+    whole: Sums = (0.0, zeros, zeros)
+    for i, (top, left, bottom, right) in enumerate(boxes):
+        xi = x[i : i + 1]
+        if xi.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            xi = xi.float()
+        mean = torch.zeros(c, dtype=torch.float32, device=x.device)
+        var = torch.ones_like(mean)
+        F.batch_norm(xi, mean, var, training=True, momentum=1.0, eps=1.0)
+        cells = h * w
+        if cells > 1:
+            var = var * ((cells - 1) / cells)  # torch keeps the unbiased variance
+        part: Sums = (
+            float(cells),
+            mean.double() * cells,
+            (var.double() + mean.double().square()) * cells,
+        )
+        whole = _add(whole, part)
+        top, bottom = max(0, min(top, h)), max(0, min(bottom, h))
+        left, right = max(0, min(left, w)), max(0, min(right, w))
+        if bottom <= top or right <= left:
+            continue
+        frame = [
+            xi[0, :, :top],
+            xi[0, :, bottom:],
+            xi[0, :, top:bottom, :left],
+            xi[0, :, top:bottom, right:],
+        ]
+        for piece in frame:
+            if piece.numel():
+                flat = piece.reshape(c, -1).double()
+                part = (
+                    part[0] - flat.shape[1],
+                    part[1] - flat.sum(1),
+                    part[2] - flat.square().sum(1),
+                )
+        weight = 1.0 if weights is None else float(weights[i])
+        boxed = _add(boxed, (weight * part[0], weight * part[1], weight * part[2]))
+    return boxed, whole
+
+
+@torch.no_grad()
+def _weighted_sums(x: Tensor, weight: Tensor | None) -> tuple[Sums, Sums]:
+    """Weighted sums over every sample, and unweighted sums over all cells.
+
+    One sample at a time, its deviations from a pilot mean (taken from a strided
+    subsample, so no cancellation) formed in float32 straight from the input dtype.
+    """
+    n, c = x.shape[:2]
+    flat = x.reshape(n, c, -1)
+    pilot = flat[0, :, :: max(1, flat.shape[-1] // 4096)].float().mean(1, keepdim=True)
+    p64 = pilot.view(-1).double()
+    zeros = torch.zeros(c, dtype=torch.float64, device=x.device)
+    boxed: Sums = (0.0, zeros, zeros)
+    whole: Sums = (0.0, zeros, zeros)
+    for i in range(n):
+        dev = torch.sub(flat[i], pilot)  # float32 (type promotion), one pass
+        d1, cells = dev.sum(1).double(), dev.shape[1]
+        if weight is not None:
+            wi = weight[i].reshape(-1)
+            w1, total = (dev @ wi).double(), float(wi.sum())
+        dev.square_()
+        d2 = dev.sum(1).double()
+        if weight is not None:
+            w2 = (dev @ wi).double()
+        else:
+            w1, w2, total = d1, d2, float(cells)
+
+        def raw(count: float, s1: Tensor, s2: Tensor) -> Sums:
+            # back from deviations to sums of x and x**2
+            return count, s1 + p64 * count, s2 + 2 * p64 * s1 + p64.square() * count
+
+        whole = _add(whole, raw(float(cells), d1, d2))
+        boxed = _add(boxed, raw(total, w1, w2))
+    return boxed, whole
 
 
 def _weighted_stats(x: Tensor, weight: Tensor | None, *, pooled: bool) -> Stats:
@@ -197,6 +418,48 @@ def norm_mask(model: nn.Module, mask: Tensor | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def norm_region(
+    model: nn.Module,
+    boxes: Sequence[Box] | None,
+    size: tuple[int, int],
+    weights: Sequence[float] | None = None,
+) -> Iterator[None]:
+    """Within the block, ``"pooled"`` statistics count only a box of each sample.
+
+    Used to pool over overlapping tiles of a scene with each scene pixel counted once: each
+    tile contributes the part of the scene it owns. Each layer scales the boxes to its own
+    grid (give box edges as multiples of the model's size multiple to keep them exact).
+
+    Args:
+        model: any module; one without norm layers is left untouched.
+        boxes: ``(top, left, bottom, right)`` per sample in input pixels, or None (whole
+            samples).
+        size: the input's ``(rows, cols)``.
+        weights: how much each sample's box counts (e.g. how many tiles of a scene it
+            stands for); default 1 each.
+    """
+    layers = norm_layers(model)
+    region: Region | None = None
+    if boxes is not None:
+        listed = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in boxes]
+        given = [1.0] * len(listed) if weights is None else [float(v) for v in weights]
+        if len(given) != len(listed) or any(not v >= 0 for v in given):
+            raise ModelError(
+                f"norm_region needs one weight >= 0 per box; got {len(given)} for "
+                f"{len(listed)} boxes"
+            )
+        region = (listed, (int(size[0]), int(size[1])), given)
+    previous = {name: layer.region for name, layer in layers.items()}
+    try:
+        for layer in layers.values():
+            layer.region = region
+        yield
+    finally:
+        for name, layer in layers.items():
+            layer.region = previous[name]
+
+
+@contextlib.contextmanager
 def _modes(model: nn.Module, mode: str) -> Iterator[dict[str, SceneInstanceNorm2d]]:
     layers = norm_layers(model)
     previous = set_norm_mode(model, mode)
@@ -228,6 +491,171 @@ def collect_norm_stats(model: nn.Module, x: Tensor, mask: Tensor | None = None) 
     with _modes(model, "pooled"), norm_mask(model, mask), torch.no_grad():
         model(x)
     return {name: (layer.mean.clone(), layer.var.clone()) for name, layer in layers.items()}
+
+
+def pooled_forward(
+    model: nn.Module,
+    x: Tensor,
+    mask: Tensor | None = None,
+    *,
+    boxes: Sequence[Box] | None = None,
+    weights: Sequence[float] | None = None,
+    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> tuple[Tensor, dict[str, Stats]]:
+    """A forward in ``"pooled"`` mode over the batch ``x``: its outputs and statistics.
+
+    The outputs equal those of a forward with the returned statistics fixed, so a caller
+    that translates a scene can keep them. A batch of several samples runs one sample per
+    thread in turns (:class:`_Lockstep`): the same result as one batched forward, with
+    tensors of one sample each (several times faster on CPU for large tiles).
+
+    Args:
+        model: the network (its modes are restored afterwards).
+        x: the batch ``(N, C, H, W)`` in the model's input range.
+        mask: valid pixels ``(N, 1, H, W)`` (or ``(N, H, W)``), or None.
+        boxes, weights: as :func:`norm_region` (each scene pixel counted once).
+        context: a context entered around each forward (e.g. autocast, which is per thread).
+
+    Returns:
+        The outputs ``(N, C_out, H, W)`` and ``{layer name: (mean, var)}``.
+    """
+    layers = norm_layers(model)
+    n = int(x.shape[0])
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    prepared = None if mask is None else _as_mask(mask)
+    region: Region | None = None
+    if boxes is not None:
+        listed = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in boxes]
+        region = (listed, size, [1.0] * n if weights is None else [float(v) for v in weights])
+    previous = set_norm_mode(model, "pooled")
+    try:
+        if n == 1 or not layers:
+            with norm_mask(model, prepared), norm_region(model, boxes, size, weights):
+                with torch.no_grad(), context():
+                    out = model(x)
+        elif _supports_layer_major(model):
+            with torch.no_grad(), context():
+                out = _layer_major_forward(model, x, prepared, region)
+        else:
+            out = _lockstep_forward(model, x, prepared, region, context)
+    finally:
+        for name, layer in layers.items():
+            layer.mode = previous[name]
+    stats = {name: (layer.mean.clone(), layer.var.clone()) for name, layer in layers.items()}
+    return out, stats
+
+
+def _supports_layer_major(module: nn.Module) -> bool:
+    """Whether :func:`_layer_major` can run ``module``: its forward is a plain chain of
+    children (``nn.Sequential``, or a module naming its chain in ``layer_sequence``), a
+    residual ``x + body(x)`` (``residual_body``), a norm layer, or free of norm layers."""
+    if isinstance(module, SceneInstanceNorm2d) or not norm_layers(module):
+        return True
+    for attribute in ("residual_body", "layer_sequence"):
+        inner = getattr(module, attribute, None)
+        if isinstance(inner, nn.Module):
+            return _supports_layer_major(inner)
+    if type(module) is nn.Sequential:
+        return all(_supports_layer_major(child) for child in module)
+    return False
+
+
+def _layer_major(
+    module: nn.Module,
+    xs: list[Tensor],
+    pool: Callable[[SceneInstanceNorm2d, list[Tensor]], list[Tensor]],
+) -> list[Tensor]:
+    """Run ``module`` on every sample of ``xs``, one layer at a time over all samples."""
+    if isinstance(module, SceneInstanceNorm2d):
+        return pool(module, xs)
+    if not norm_layers(module):
+        return [module(x) for x in xs]
+    body = getattr(module, "residual_body", None)
+    if isinstance(body, nn.Module):
+        return [x + y for x, y in zip(xs, _layer_major(body, xs, pool), strict=True)]
+    chain = getattr(module, "layer_sequence", None)
+    if isinstance(chain, nn.Module):
+        return _layer_major(chain, xs, pool)
+    for child in module:  # a plain nn.Sequential
+        xs = _layer_major(child, xs, pool)
+    return xs
+
+
+def _layer_major_forward(
+    model: nn.Module, x: Tensor, mask: Tensor | None, region: Region | None
+) -> Tensor:
+    """A pooled forward of the batch ``x``, layer by layer over its samples, each sample a
+    tensor of its own (no threads): at each norm layer every sample's sums are pooled,
+    then every sample is normalised with the pooled statistics."""
+    n = int(x.shape[0])
+
+    def pool(layer: SceneInstanceNorm2d, xs: list[Tensor]) -> list[Tensor]:
+        parts = []
+        for i, xi in enumerate(xs):
+            sample_mask = None if mask is None else mask[i : i + 1]
+            sample_region = None
+            if region is not None:
+                sample_region = ([region[0][i]], region[1], [region[2][i]])
+            parts.append(layer._sums(xi, sample_mask, sample_region))
+        boxed, whole = parts[0]
+        for b, w in parts[1:]:
+            boxed, whole = _add(boxed, b), _add(whole, w)
+        mean, var = _finish(boxed, whole)
+        layer.mean, layer.var, layer.has_stats = mean, var, True
+        return [_normalize(xi, mean, var, layer.eps) for xi in xs]
+
+    outs = _layer_major(model, [x[i : i + 1] for i in range(n)], pool)
+    return torch.cat(outs)
+
+
+def _lockstep_forward(
+    model: nn.Module,
+    x: Tensor,
+    mask: Tensor | None,
+    region: Region | None,
+    context: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> Tensor:
+    n = int(x.shape[0])
+    masks = None if mask is None else [mask[i : i + 1] for i in range(n)]
+    lockstep = _Lockstep(n, masks, region)
+    layers = norm_layers(model)
+    outs: list[Tensor | None] = [None] * n
+    errors: list[BaseException | None] = [None] * n
+
+    def work(i: int) -> None:
+        try:
+            with lockstep.turn:
+                lockstep.index = i
+                with torch.no_grad(), context():
+                    outs[i] = model(x[i : i + 1])
+        except BaseException as exc:  # re-raised by the caller's thread
+            errors[i] = exc
+            lockstep.abort()
+
+    for layer in layers.values():
+        layer.lockstep = lockstep
+    threads = [
+        threading.Thread(target=work, args=(i,), name=f"rsgan-pool-{i}", daemon=True)
+        for i in range(n)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        lockstep.abort()
+        raise
+    finally:
+        for layer in layers.values():
+            layer.lockstep = None
+    raised = [e for e in errors if e is not None]
+    if raised:
+        first = next(
+            (e for e in raised if not isinstance(e, threading.BrokenBarrierError)), raised[0]
+        )
+        raise first
+    return torch.cat([o for o in outs if o is not None])
 
 
 @contextlib.contextmanager
@@ -275,5 +703,7 @@ __all__ = [
     "fixed_norm_stats",
     "norm_layers",
     "norm_mask",
+    "norm_region",
+    "pooled_forward",
     "set_norm_mode",
 ]

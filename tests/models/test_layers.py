@@ -14,6 +14,7 @@ from rsgan.models import (
     fixed_norm_stats,
     norm_layers,
     norm_mask,
+    pooled_forward,
     set_norm_mode,
 )
 
@@ -69,7 +70,7 @@ def test_mask_is_area_resized_inside_a_generator() -> None:
     seen = {}
 
     def hook(module, inputs, output):  # noqa: ANN001
-        seen[module] = module._weight(inputs[0].float())
+        seen[module] = module._weight(inputs[0].float(), module.mask, None)
 
     handles = [m.register_forward_hook(hook) for m in norm_layers(g).values()]
     with torch.no_grad():
@@ -157,3 +158,73 @@ def test_bf16_autocast_statistics_in_fp32() -> None:
     assert all(m.dtype == torch.float32 and v.dtype == torch.float32 for m, v in stats.values())
     assert torch.isfinite(out.float()).all()
     assert float((out.float() - ref).abs().mean()) < 0.05
+
+
+class _Opaque(nn.Module):
+    """A generator whose forward the layer-by-layer runner cannot see into (it is not a
+    plain chain): pooled passes over it run one sample per thread instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.g = _gen(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.g(x) * 1.0
+
+
+def _reference_pooled(g: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> tuple:
+    """A batched pooled forward with a dense weight map (the plain, slow path)."""
+    set_norm_mode(g, "pooled")
+    try:
+        with torch.no_grad(), norm_mask(g, weight):
+            out = g(x)
+    finally:
+        set_norm_mode(g, "instance")
+    return out, {n: (m.mean.clone(), m.var.clone()) for n, m in norm_layers(g).items()}
+
+
+@pytest.mark.parametrize("kind", ["layer-major", "threads"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_pooled_forward_equals_a_batched_pass_over_the_boxes(kind, masked) -> None:
+    torch.manual_seed(1)
+    g = _gen(3) if kind == "layer-major" else _Opaque()
+    x = torch.randn(3, 3, 32, 32)
+    boxes = [(0, 0, 24, 28), (4, 8, 32, 32), (8, 0, 20, 16)]
+    weights = [1.0, 2.5, 0.5]
+    mask = torch.ones(3, 1, 32, 32)
+    if masked:
+        mask[1, :, :10] = 0
+    dense = torch.zeros(3, 1, 32, 32)
+    for i, (top, left, bottom, right) in enumerate(boxes):
+        dense[i, :, top:bottom, left:right] = weights[i]
+    ref_out, ref_stats = _reference_pooled(g, x, dense * mask)
+    out, stats = pooled_forward(g, x, mask if masked else None, boxes=boxes, weights=weights)
+    torch.testing.assert_close(out, ref_out, atol=1e-4, rtol=1e-4)
+    assert stats.keys() == ref_stats.keys()
+    for name, (mean, var) in stats.items():
+        torch.testing.assert_close(mean, ref_stats[name][0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(var, ref_stats[name][1], atol=1e-4, rtol=1e-4)
+    # the outputs are those of the statistics fixed, and the modes are restored
+    with torch.no_grad(), fixed_norm_stats(g, stats):
+        torch.testing.assert_close(g(x), out, atol=1e-4, rtol=1e-4)
+    assert {layer.mode for layer in norm_layers(g).values()} == {"instance"}
+    assert all(layer.lockstep is None for layer in norm_layers(g).values())
+
+
+def test_pooled_forward_threads_re_raise_a_failure() -> None:
+    g = _Opaque()
+    with pytest.raises(ModelError, match="expects 3 band"):
+        pooled_forward(g, torch.randn(2, 4, 32, 32))
+    assert all(layer.lockstep is None for layer in norm_layers(g).values())
+    assert {layer.mode for layer in norm_layers(g).values()} == {"instance"}
+
+
+def test_pooled_forward_bf16_statistics_match_fp32() -> None:
+    g = _gen()
+    x = torch.randn(2, 3, 64, 64)
+    _, ref = pooled_forward(g, x)
+    out, stats = pooled_forward(g, x, context=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    for name, (mean, var) in stats.items():
+        assert mean.dtype == torch.float32
+        torch.testing.assert_close(var.sqrt(), ref[name][1].sqrt(), rtol=0.05, atol=0.02)
