@@ -3,9 +3,9 @@
 Takes a Joplin pre-tornado tile (or ``--scene``), translates it with rsgan's default model
 at two tile sizes in both normalisation modes, and prints how much the mosaics depend on
 the tile size (mean |difference|, DN). Writes the outputs, a COG, and before/after PNGs into
-``--out``. A scene of at most 2 Mpx (a Joplin tile is 1 Mpx) is translated in one pass in
-scene mode, so there the two tile sizes give identical outputs; per-tile statistics differ by
-~3.4 DN (measured with the bundled model).
+``--out``. A scene that fits the statistics budget (6.3 Mpx by default; a Joplin tile is
+1 Mpx) is translated in one pass in scene mode, so there the two tile sizes give identical
+outputs; per-tile statistics differ by ~3.4 DN (measured with the bundled model).
 
 Usage::
 

@@ -339,6 +339,9 @@ def test_tile_not_suited_to_the_model(make_raster, tmp_path):
         translate_raster(src, tmp_path / "o.tif", net, blend="cosine", progress=False)
     with pytest.raises(ConfigError, match="norm"):
         translate_raster(src, tmp_path / "o.tif", net, norm="batch", progress=False)
+    for bad in (0, -5, "1024", True):
+        with pytest.raises(ConfigError, match="stats_memory_mb"):
+            translate_raster(src, tmp_path / "o.tif", net, stats_memory_mb=bad, progress=False)
     assert not (tmp_path / "o.tif").exists()
 
 

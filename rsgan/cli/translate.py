@@ -25,7 +25,12 @@ from rsgan.pipelines.translate import NORM_MODES, translate_raster
 @click.option("--tile", default=768, show_default=True, type=int, help="Largest tile side, px.")
 @click.option("--overlap", default=64, show_default=True, type=int, help="Least tile overlap, px.")
 @click.option("--blend", type=click.Choice(list(BLENDS)), default="hann", show_default=True)
-@click.option("--batch-size", default=2, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--batch-size",
+    default=None,
+    type=click.IntRange(1),
+    help="Tiles per forward (default 1 on CPU, 4 on CUDA).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--bands", type=BANDS, default=None, help="1-based bands, e.g. 1,2,3 (default all).")
 @click.option(
@@ -52,6 +57,13 @@ from rsgan.pipelines.translate import NORM_MODES, translate_raster
     default=None,
     help="Also write a PNG preview of the output.",
 )
+@click.option(
+    "--stats-memory-mb",
+    default=None,
+    type=click.FloatRange(min=1),
+    help="Memory for the scene-statistics pass, MiB (default 1536): a scene that fits is "
+    "translated in one pass; a larger one pools statistics over as many tiles as fit.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def translate(
     src: Path,
@@ -61,7 +73,7 @@ def translate(
     tile: int,
     overlap: int,
     blend: str,
-    batch_size: int,
+    batch_size: int | None,
     device: str,
     bands: tuple[int, ...] | None,
     norm: str,
@@ -70,6 +82,7 @@ def translate(
     overwrite: bool,
     cog: bool,
     quicklook: Path | None,
+    stats_memory_mb: float | None,
     quiet: bool,
 ) -> None:
     """Translate SRC into DST (GeoTIFF on the same grid) with a CycleGAN generator.
@@ -97,6 +110,7 @@ def translate(
         dtype=dtype,
         precision=precision,
         quicklook=quicklook,
+        stats_memory_mb=stats_memory_mb,
     )
     seconds = time.perf_counter() - started
     if not quiet:

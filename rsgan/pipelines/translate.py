@@ -6,19 +6,23 @@ the tiles are read ahead in a thread, translated in batches, and blended back by
 writing hide behind the model. Memory does not depend on the scene's height.
 
 Seams: with ``norm="scene"`` (the default) the instance-norm layers of the generator use
-statistics of the whole scene, not of each tile: a first forward in ``"pooled"`` mode over
-a grid of sample patches of the scene (the same whatever the tile size; their edges, which
-padding disturbs, weighted down) records per-layer statistics with nodata left out, and every
-tile is then translated with those fixed statistics. A scene of at most
-:data:`SAMPLE_BUDGET_PX` pixels is translated in one pass: that is the whole-scene result. Tiles then agree where
-they overlap and the result does not depend on the tile size. ``norm="tile"`` is the
-reference behaviour (statistics per tile) for comparison.
+statistics of the whole scene, not of each tile. A scene that fits the statistics budget
+(:data:`STATS_MEMORY_MB`) is translated in one whole pass: that is the whole-scene result.
+A larger scene is cut into tiles, and a first forward in ``"pooled"`` mode over a set of
+its tiles gathers per-layer statistics, each scene pixel counted once (every tile
+contributes the part of the scene it owns, :func:`rsgan.mosaic.owned_boxes`) and nodata left
+out. As many tiles as the budget allows take part: all of them when they fit, else tiles
+chosen to represent the scene (k-means on their colour and texture in a decimated read),
+each weighted by the share of the scene it stands for. The outputs of that pass are final
+(pooled statistics are exactly the fixed statistics every other tile then uses), so it
+costs no model work beyond the tiles themselves. Tiles then agree where they overlap and
+the result does not depend on the tile size. ``norm="tile"`` is the reference behaviour
+(statistics per tile) for comparison.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import queue
 import threading
@@ -53,13 +57,19 @@ from rsgan.io import (
     same_file,
     warn_if_not_georeferenced,
 )
-from rsgan.models.layers import Stats, fixed_norm_stats, norm_layers, norm_mask, set_norm_mode
+from rsgan.models.layers import (
+    Stats,
+    fixed_norm_stats,
+    norm_layers,
+    norm_mask,
+    pooled_forward,
+)
 from rsgan.mosaic import (
     BLENDS,
     MosaicStats,
     MosaicWriter,
     balanced_windows,
-    blend_weights,
+    owned_boxes,
 )
 
 DEFAULT_MODEL_ENV = "RSGAN_MODEL"
@@ -68,12 +78,21 @@ DEFAULT_MODEL_PATH = (
     Path(__file__).resolve().parents[1] / "assets" / ("default_cyclegan_joplin.safetensors")
 )
 """The bundled default model (see docs/model-card.md)."""
-SAMPLE_BUDGET_PX = 2**21
-"""Pixels of the pooled statistics pass (one forward over this many pixels at once)."""
-SAMPLE_FRACTION = 0.25
-"""At most this fraction of a large scene's pixels is sampled for the statistics."""
-SAMPLE_PATCH = 512
-"""Side of the sample patches of a large scene, pixels (half that when fewer than 8 fit)."""
+STATS_MEMORY_MB = 1536
+"""Memory the scene-statistics pass may use by default (``stats_memory_mb``), MiB. It bounds
+the pixels translated together in that pass (see :func:`stats_budget_px`): a scene of up
+to that many pixels is translated in one whole pass; a larger scene pools its statistics
+over as many of its own tiles as fit."""
+STATS_TILE = 768
+"""Tile side of the grid the statistics are gathered on (the default ``tile``)."""
+STATS_OVERLAP = 64
+"""Overlap of that grid (the default ``overlap``). A run with the default tiling reuses the
+outputs of the statistics pass; another tiling translates those blocks on top of its tiles
+(at most the budget's pixels more model work)."""
+STATS_BYTES_PER_PX = 16
+"""Peak bytes per pixel of the pooled pass, per channel of the model's first norm layer
+(counted as at least 16; measured ~250 B/px for the bundled 16-channel model, in bf16 and
+in fp32)."""
 ZLEVEL = 1
 """DEFLATE level of the output: level 1 compresses ~3x faster than GDAL's default 6 for a
 few percent larger files; on a 2-core CPU the writer otherwise takes time from the model."""
@@ -302,31 +321,82 @@ class _Worker(threading.Thread):
 # --------------------------------------------------------------------------- statistics
 
 
-def _sample_windows(width: int, height: int, count: int, size: int) -> list[Window]:
-    """``count`` square patches of ``size`` px on a regular grid over the scene."""
-    size = min(size, width, height)
-    ny = max(1, round(math.sqrt(count * height / width)))
-    nx = max(1, count // ny)
-    rows = np.linspace(0, height - size, ny).round().astype(int)
-    cols = np.linspace(0, width - size, nx).round().astype(int)
-    return [Window(int(c), int(r), size, size) for r in rows for c in cols]
-
-
-def _pooled_forward(
-    net: nn.Module, x: torch.Tensor, mask: torch.Tensor | None
-) -> tuple[torch.Tensor, dict[str, Stats]]:
-    """One forward in ``"pooled"`` mode; returns the outputs and each layer's statistics
-    (the same as :func:`rsgan.models.layers.collect_norm_stats`, keeping the outputs)."""
+def stats_budget_px(net: nn.Module, memory_mb: float = STATS_MEMORY_MB) -> int:
+    """Pixels the scene-statistics pass of ``net`` may translate at once in ``memory_mb``
+    MiB (0 for a model without scene-aware norm layers, which needs no such pass)."""
     layers = norm_layers(net)
-    previous = set_norm_mode(net, "pooled")
-    try:
-        with norm_mask(net, mask), torch.no_grad():
-            out = net(x)
-        stats = {name: (layer.mean.clone(), layer.var.clone()) for name, layer in layers.items()}
-    finally:
-        for name, layer in layers.items():
-            layer.mode = previous[name]
-    return out, stats
+    if not layers:
+        return 0
+    channels = max(next(iter(layers.values())).num_features, 16)
+    return int(memory_mb * 2**20 // (STATS_BYTES_PER_PX * channels))
+
+
+def _kmeans(z: np.ndarray, k: int, *, iterations: int = 30) -> np.ndarray:
+    """Cluster labels of the rows of ``z`` (k-means++ seeding, fixed seed: reproducible)."""
+    rng = np.random.default_rng(0)
+    centres = [z[rng.integers(len(z))]]
+    for _ in range(1, k):
+        d2 = np.min(((z[:, None] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
+        centres.append(z[rng.choice(len(z), p=d2 / d2.sum())] if d2.sum() > 0 else z[0])
+    c = np.asarray(centres)
+    labels = np.zeros(len(z), int)
+    for _ in range(iterations):
+        labels = np.argmin(((z[:, None] - c[None]) ** 2).sum(-1), axis=1)
+        c = np.asarray([z[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(k)])
+    return labels
+
+
+def _representative_tiles(
+    src: Any, run: _Run, windows: list[Window], boxes: list[tuple[int, int, int, int]], k: int
+) -> tuple[list[int], list[float]]:
+    """``k`` tiles that stand for the scene and the weight of each: k-means over each
+    tile's owned part in a decimated read (band means and spreads, edge strength), the
+    tile nearest each centre, weighted by the valid pixels its cluster holds over its own."""
+    scale = max(1.0, max(src.width, src.height) / 512)
+    shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+    data = src.read(
+        list(run.bands), out_shape=(len(run.bands), *shape), resampling=Resampling.average
+    )
+    valid = src.read_masks(list(run.bands), out_shape=(len(run.bands), *shape)).min(0) > 0
+    data = run.in_norm.normalize(data)
+    fy, fx = shape[0] / src.height, shape[1] / src.width
+    features, pixels = [], []
+    for window, (top, left, bottom, right) in zip(windows, boxes, strict=True):
+        r0 = int(window.row_off)
+        c0 = int(window.col_off)
+        rows = slice(int((r0 + top) * fy), max(int((r0 + top) * fy) + 1, round((r0 + bottom) * fy)))
+        cols = slice(
+            int((c0 + left) * fx), max(int((c0 + left) * fx) + 1, round((c0 + right) * fx))
+        )
+        part, ok = data[:, rows, cols], valid[rows, cols]
+        share = float(ok.mean()) if ok.size else 0.0
+        pixels.append(share * (bottom - top) * (right - left))
+        if not ok.any():
+            features.append(np.zeros(3 * len(run.bands)))
+            continue
+        values = part[:, ok]
+        edges = (
+            np.abs(np.diff(part, axis=2)).mean((1, 2)) if part.shape[2] > 1 else 0 * values[:, 0]
+        )
+        features.append(np.concatenate([values.mean(1), values.std(1), edges]))
+    weight = np.asarray(pixels)
+    candidates = np.flatnonzero(weight > 0)
+    if len(candidates) == 0:
+        return [0], [1.0]
+    if len(candidates) <= k:
+        return [int(i) for i in candidates], [1.0] * len(candidates)
+    z = np.asarray(features)[candidates]
+    z = (z - z.mean(0)) / np.where(z.std(0) > 0, z.std(0), 1.0)
+    labels = _kmeans(z, k)
+    picks, weights = [], []
+    for j in np.unique(labels):
+        members = np.flatnonzero(labels == j)
+        centre = z[members].mean(0)
+        best = members[np.argmin(((z[members] - centre) ** 2).sum(-1))]
+        picks.append(int(candidates[best]))
+        weights.append(float(weight[candidates[members]].sum() / weight[candidates[best]]))
+    order = np.argsort(picks)
+    return [picks[i] for i in order], [weights[i] for i in order]
 
 
 # --------------------------------------------------------------------------- the run
@@ -348,6 +418,7 @@ class _Run:
     norm: str
     overlap: int
     blend: str
+    budget_px: int
 
 
 def _to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -381,48 +452,70 @@ def _check_output(run: _Run, y: Any, x: torch.Tensor) -> np.ndarray:
     return y.float().cpu().numpy()
 
 
+def stats_windows(info: RasterInfo, translator: Translator) -> list[Window]:
+    """The grid the scene statistics are gathered on: the default tile grid, whatever tile
+    size the run uses, so the statistics (and the output) do not depend on it."""
+    return balanced_windows(
+        info.width,
+        info.height,
+        STATS_TILE,
+        STATS_OVERLAP,
+        multiple=translator.size_multiple,
+        min_size=translator.min_size,
+    )
+
+
 def _scene_stats(
     run: _Run, src: Any
 ) -> tuple[dict[str, Stats] | None, dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """Scene-wide norm statistics and the outputs of tiles already translated on the way."""
+    """Scene-wide norm statistics, and the outputs of tiles of the run translated on the
+    way (final: the pooled statistics are the ones every other tile then gets)."""
     net = run.translator.net
     if run.norm != "scene" or not norm_layers(net):
         return None, {}
     if len(run.windows) == 1:
-        # the scene is one tile: its pooled statistics are the scene's, its output final
-        window = run.windows[0]
-        data, valid = _read_tile(src, window, run.bands)
-        x = _to_tensor([_prepare(data, valid, run.in_norm)], run.device)
-        mask = None if valid.all() else _to_tensor([valid[None]], run.device)
-        with autocast(run.device, run.precision):
-            y, stats = _pooled_forward(net, x, mask)
-        return stats, {0: (_check_output(run, y, x)[0], valid)}
-    # a grid of sample patches, the same whatever the tile size
-    scene_px = run.info.width * run.info.height
-    budget = min(SAMPLE_BUDGET_PX, max(SAMPLE_FRACTION * scene_px, SAMPLE_PATCH**2))
-    patch = SAMPLE_PATCH if budget // SAMPLE_PATCH**2 >= 8 else SAMPLE_PATCH // 2
-    multiple = run.translator.size_multiple
-    size = min(patch, run.info.width, run.info.height) // multiple * multiple
-    size = max(size, run.translator.min_size)
-    count = max(1, int(budget // (size * size)))
-    items = [
-        _read_tile(src, w, run.bands)
-        for w in _sample_windows(run.info.width, run.info.height, count, size)
-    ]
+        blocks = run.windows  # the whole scene in one pass
+    else:
+        blocks = stats_windows(run.info, run.translator)
+    reuse = blocks == run.windows
+    boxes = owned_boxes(blocks, run.info.width, run.info.height, run.translator.size_multiple)
+    block_px = int(blocks[0].height) * int(blocks[0].width)
+    # the same blocks whatever the run's tiling (tile-size invariance); a tiling other than
+    # the default cannot reuse their outputs and translates them on top of its tiles
+    k = max(1, run.budget_px // block_px)
+    if k >= len(blocks):
+        picks, weights = list(range(len(blocks))), [1.0] * len(blocks)
+    else:
+        picks, weights = _representative_tiles(src, run, blocks, boxes, k)
+    items = [_read_tile(src, blocks[i], run.bands) for i in picks]
     x = _to_tensor([_prepare(d, v, run.in_norm) for d, v in items], run.device)
-    # patch edges are disturbed by padding: weigh them down as the mosaic does tile edges
-    ramp = blend_weights("hann", size, size, overlap=min(max(run.overlap, 16), size // 4))
-    mask = _to_tensor([(v * ramp)[None] for _, v in items], run.device)
-    with autocast(run.device, run.precision):
-        _, stats = _pooled_forward(net, x, mask)
-    return stats, {}
+    valids = [v for _, v in items]
+    # the boxes leave out what lies past the scene: a mask only for nodata inside it
+    inside = [
+        v[: run.info.height - int(blocks[i].row_off), : run.info.width - int(blocks[i].col_off)]
+        for i, v in zip(picks, valids, strict=True)
+    ]
+    needs_mask = not all(v.all() for v in inside)
+    mask = _to_tensor([v[None] for v in valids], run.device) if needs_mask else None
+    y, stats = pooled_forward(
+        net,
+        x,
+        mask,
+        boxes=[boxes[i] for i in picks],
+        weights=weights,
+        context=lambda: autocast(run.device, run.precision),
+    )
+    if not reuse:
+        return stats, {}
+    outs = _check_output(run, y, x)
+    return stats, {i: (outs[j], valids[j]) for j, i in enumerate(picks)}
 
 
 def _plan_windows(
-    info: RasterInfo, translator: Translator, tile: int, overlap: int, norm: str
+    info: RasterInfo, translator: Translator, tile: int, overlap: int, norm: str, budget_px: int
 ) -> list[Window]:
-    """The tiles of a run. In scene mode a scene of at most :data:`SAMPLE_BUDGET_PX`
-    pixels is one tile: its single pass is exactly the whole-scene result."""
+    """The tiles of a run. In scene mode a scene of at most ``budget_px`` pixels (see
+    :func:`stats_budget_px`) is one tile: its single pass is exactly the whole-scene result."""
     multiple, min_size = translator.size_multiple, translator.min_size
     windows = balanced_windows(
         info.width, info.height, tile, overlap, multiple=multiple, min_size=min_size
@@ -431,7 +524,7 @@ def _plan_windows(
     whole = -(-whole // multiple) * multiple
     fits = (-(-info.width // multiple) * -(-info.height // multiple)) * multiple**2
     if len(windows) > 1 and norm == "scene" and norm_layers(translator.net):
-        if fits <= SAMPLE_BUDGET_PX:
+        if fits <= budget_px:
             return balanced_windows(
                 info.width, info.height, whole, 0, multiple=multiple, min_size=min_size
             )
@@ -632,10 +725,10 @@ def translate_raster(
     model: Any = None,
     *,
     direction: str = "a2b",
-    tile: int = 768,
-    overlap: int = 64,
+    tile: int = STATS_TILE,
+    overlap: int = STATS_OVERLAP,
     blend: str = "hann",
-    batch_size: int = 2,
+    batch_size: int | None = None,
     device: str | torch.device = "auto",
     bands: Sequence[int] | None = None,
     overwrite: bool = False,
@@ -645,6 +738,7 @@ def translate_raster(
     dtype: str | None = None,
     precision: str | None = None,
     quicklook: PathLike | None = None,
+    stats_memory_mb: float | None = None,
 ) -> Path:
     """Translate a whole georeferenced scene with a generator, tile by tile, seam-free.
 
@@ -662,7 +756,8 @@ def translate_raster(
             the ResNet generator); tiles are shrunk to share the scene evenly.
         overlap: least overlap between neighbouring tiles, pixels; blended over this width.
         blend: blend window, a key of :data:`rsgan.mosaic.BLENDS`.
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass; None: 1 on CPU (larger batches of large tiles
+            page-fault fresh memory and ran ~10 % slower here), 4 on CUDA.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
         bands: 1-based source bands to translate (default all).
         overwrite: replace an existing ``dst``.
@@ -674,6 +769,10 @@ def translate_raster(
             model: bf16), else bf16 on CUDA and fp32 on CPU.
         quicklook: also write a PNG preview of the output here (checked before any work:
             it may be neither ``src`` nor ``dst``).
+        stats_memory_mb: memory for the scene-statistics pass in ``norm="scene"`` mode, MiB
+            (default :data:`STATS_MEMORY_MB`). A scene of up to ``stats_budget_px(model)``
+            pixels is translated in one whole pass; a larger one pools its statistics over
+            as many of its tiles as fit. More memory: closer to a whole-scene pass.
 
     Returns:
         ``dst`` as a Path. The output has the source's size, CRS, transform, nodata, band
@@ -693,10 +792,20 @@ def translate_raster(
         raise ConfigError(f"unknown blend {blend!r}; use one of {', '.join(BLENDS)}")
     if norm not in NORM_MODES:
         raise ConfigError(f"unknown norm {norm!r}; use one of {', '.join(NORM_MODES)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
     if dtype is not None:
         _check_dtype(dtype)
+    if stats_memory_mb is not None and (
+        isinstance(stats_memory_mb, bool)
+        or not isinstance(stats_memory_mb, (int, float))
+        or not stats_memory_mb > 0
+    ):
+        raise ConfigError(
+            f"stats_memory_mb must be a positive number of MiB; got {stats_memory_mb!r}"
+        )
     info = describe(src_path)
     if quicklook is not None:
         _check_quicklook(Path(quicklook), src_path, dst_path, overwrite)
@@ -709,8 +818,11 @@ def translate_raster(
     _check_fit(translator, info, selected, src_path)
     src_dtype = info.dtypes[selected[0] - 1]
     in_norm = translator.in_normalizer or Normalizer.for_dtype(src_dtype, len(selected))
-    windows = _plan_windows(info, translator, tile, overlap, norm)
+    budget_px = stats_budget_px(translator.net, stats_memory_mb or STATS_MEMORY_MB)
+    windows = _plan_windows(info, translator, tile, overlap, norm, budget_px)
     torch_device = resolve_device(device)
+    if batch_size is None:
+        batch_size = 4 if torch_device.type == "cuda" else 1
     run = _Run(
         src=src_path,
         info=info,
@@ -724,6 +836,7 @@ def translate_raster(
         norm=norm,
         overlap=overlap,
         blend=blend,
+        budget_px=budget_px,
     )
     warn_if_not_georeferenced(info)
     translator.net.to(torch_device).eval()
@@ -838,9 +951,11 @@ __all__ = [
     "DEFAULT_MODEL_ENV",
     "DEFAULT_MODEL_PATH",
     "NORM_MODES",
+    "STATS_MEMORY_MB",
     "Translator",
     "default_model_path",
     "resolve_translator",
+    "stats_budget_px",
     "translate_raster",
     "write_before_after",
     "write_quicklook",
