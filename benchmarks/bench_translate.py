@@ -101,7 +101,7 @@ def bare_vs_end_to_end(
     overlap: int,
     tmp: Path,
     batch: int = 1,
-    rounds: int = 3,
+    rounds: int = 5,
 ) -> dict:
     """Translate ``scene`` end to end and run the bare model over the same tiles (read
     beforehand; the same batch size, translate_raster's CPU default 1, and the same fixed

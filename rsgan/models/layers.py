@@ -565,14 +565,25 @@ def _layer_major(
     xs: list[Tensor],
     pool: Callable[[SceneInstanceNorm2d, list[Tensor]], list[Tensor]],
 ) -> list[Tensor]:
-    """Run ``module`` on every sample of ``xs``, one layer at a time over all samples."""
+    """Run ``module`` on every sample of ``xs``, one layer at a time over all samples.
+
+    ``xs`` is consumed: each entry is replaced as soon as its successor exists, so only one
+    layer's activations (and a residual block's inputs) are held for all samples.
+    """
     if isinstance(module, SceneInstanceNorm2d):
         return pool(module, xs)
     if not norm_layers(module):
-        return [module(x) for x in xs]
+        for i in range(len(xs)):
+            xs[i] = module(xs[i])
+        return xs
     body = getattr(module, "residual_body", None)
     if isinstance(body, nn.Module):
-        return [x + y for x, y in zip(xs, _layer_major(body, xs, pool), strict=True)]
+        skips = list(xs)
+        ys = _layer_major(body, xs, pool)
+        for i in range(len(ys)):
+            ys[i] = ys[i] + skips[i]
+            skips[i] = None  # type: ignore[call-overload]
+        return ys
     chain = getattr(module, "layer_sequence", None)
     if isinstance(chain, nn.Module):
         return _layer_major(chain, xs, pool)
@@ -602,7 +613,9 @@ def _layer_major_forward(
             boxed, whole = _add(boxed, b), _add(whole, w)
         mean, var = _finish(boxed, whole)
         layer.mean, layer.var, layer.has_stats = mean, var, True
-        return [_normalize(xi, mean, var, layer.eps) for xi in xs]
+        for i in range(len(xs)):
+            xs[i] = _normalize(xs[i], mean, var, layer.eps)
+        return xs
 
     outs = _layer_major(model, [x[i : i + 1] for i in range(n)], pool)
     return torch.cat(outs)
