@@ -534,8 +534,20 @@ def _plan_windows(
 def _translated_tiles(run: _Run, progress: bool) -> Iterator[tuple[Window, np.ndarray, np.ndarray]]:
     """Translated tiles ``(window, (C_out, h, w) in [-1, 1], valid (h, w))`` in row-major
     order, with reading ahead in a thread."""
-    with open_raster(run.src) as src:
-        stats, done = _scene_stats(run, src)
+    # shown once the run has taken a second: a bad file fails before with one line only
+    bar = tqdm(
+        total=len(run.windows), unit="tile", desc="translate", disable=not progress, delay=1.0
+    )
+    try:
+        if run.norm == "scene" and len(run.windows) > 1 and norm_layers(run.translator.net):
+            bar.set_description("translate (scene statistics)")
+            bar.refresh()
+        with open_raster(run.src) as src:
+            stats, done = _scene_stats(run, src)
+        bar.set_description("translate")
+    except BaseException:
+        bar.close()
+        raise
     stop = threading.Event()
     tiles: queue.Queue[Any] = queue.Queue(maxsize=2 * run.batch_size + 2)
 
@@ -555,7 +567,6 @@ def _translated_tiles(run: _Run, progress: bool) -> Iterator[tuple[Window, np.nd
         if stats is not None
         else contextlib.nullcontext()
     )
-    bar = tqdm(total=len(run.windows), unit="tile", desc="translate", disable=not progress)
     reader.start()
     try:
         with fixed, bar:
