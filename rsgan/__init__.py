@@ -53,12 +53,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rsgan.checkpoint import load_model
-    from rsgan.errors import RsganError
-    from rsgan.io import BandStats, RasterInfo, compute_band_stats, describe
-    from rsgan.models import CycleGANConfig, DCGANConfig
-    from rsgan.pipelines.augment import augment_segmentation_dataset
-    from rsgan.pipelines.catalog import translate_catalog
-    from rsgan.pipelines.translate import translate_raster
-    from rsgan.tiling import TileSpec, chip_index, tile_windows
-    from rsgan.training import train_cyclegan, train_dcgan
+    from rsgan.checkpoint import load_model  # noqa: F401 (re-exported lazily, see _EXPORTS)
+    from rsgan.errors import RsganError  # noqa: F401 (re-exported lazily, see _EXPORTS)
+    from rsgan.io import BandStats, RasterInfo, compute_band_stats, describe  # noqa: F401 (re-exported lazily, see _EXPORTS)
+    from rsgan.models import CycleGANConfig, DCGANConfig  # noqa: F401 (re-exported lazily, see _EXPORTS)
+    from rsgan.pipelines.augment import augment_segmentation_dataset  # noqa: F401 (re-exported lazily, see _EXPORTS)
+    from rsgan.pipelines.catalog import translate_catalog  # noqa: F401 (re-exported lazily, see _EXPORTS)
+    from rsgan.pipelines.translate import translate_raster  # noqa: F401 (re-exported lazily, see _EXPORTS)
+    from rsgan.tiling import TileSpec, chip_index, tile_windows  # noqa: F401 (re-exported lazily, see _EXPORTS)
+    from rsgan.training import train_cyclegan, train_dcgan  # noqa: F401 (re-exported lazily, see _EXPORTS)

@@ -13,12 +13,14 @@
 * a **mode**: ``"instance"`` (per sample, the default), ``"pooled"`` (one set of statistics
   over every valid cell of the whole batch, recorded on the layer) or ``"fixed"`` (recorded
   or given per-channel statistics for every sample). Collect the statistics of a scene once
-  with :func:`collect_norm_stats`, then translate every tile with :func:`fixed_norm_stats`,
-  and all tiles are normalised alike.
+  with :func:`collect_norm_stats` (or :func:`pooled_forward`, which also keeps the
+  outputs and can count one weighted box per sample, :func:`norm_region`), then translate
+  every tile with :func:`fixed_norm_stats`, and all tiles are normalised alike.
 
-Statistics are always computed in float32, also under bf16 autocast (explicitly, or by
-torch's own instance-norm kernel, which accumulates in float32, on the unmasked per-sample
-path); the output keeps the input's dtype. Every helper leaves a module without these layers untouched.
+Statistics are accumulated in float32 or better (float64 sums when pooling), also under
+bf16 autocast; the output keeps the input's dtype. Pooled and fixed statistics are
+constants for autograd (inference only). Every helper leaves a module without these layers
+untouched.
 """
 
 from __future__ import annotations
@@ -505,9 +507,12 @@ def pooled_forward(
     """A forward in ``"pooled"`` mode over the batch ``x``: its outputs and statistics.
 
     The outputs equal those of a forward with the returned statistics fixed, so a caller
-    that translates a scene can keep them. A batch of several samples runs one sample per
-    thread in turns (:class:`_Lockstep`): the same result as one batched forward, with
-    tensors of one sample each (several times faster on CPU for large tiles).
+    that translates a scene can keep them. A batch of several samples runs layer by layer
+    over per-sample tensors when the model declares its chain of layers
+    (``layer_sequence``, ``residual_body``, or a plain ``nn.Sequential``), else one sample
+    per thread in turns (:class:`_Lockstep`): the same result as one batched forward, with
+    tensors of one sample each (several times faster on CPU for large tiles, which as one
+    batch spend most of their time page-faulting fresh memory).
 
     Args:
         model: the network (its modes are restored afterwards).

@@ -28,7 +28,9 @@ def pairs(make_raster: Callable[..., Path], tmp_path: Path) -> tuple[Path, Path]
 def _augment(images: Path, masks: Path, out: Path) -> Result:
     model = tiny_checkpoint(out.parent / "tiny.safetensors")
     args = ["--images", images, "--masks", masks, "--model", model, "--out", out]
-    return CliRunner().invoke(cli, ["augment", *map(str, args), "--tile", "32", "--overlap", "8", "-q"])
+    return CliRunner().invoke(
+        cli, ["augment", *map(str, args), "--tile", "32", "--overlap", "8", "-q"]
+    )
 
 
 def test_augment_writes_pairs(pairs: tuple[Path, Path], tmp_path: Path) -> None:
