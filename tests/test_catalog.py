@@ -449,3 +449,19 @@ def test_row_with_an_unknown_users_home_fails_alone(tmp_path: Path) -> None:
     )
     assert list(manifest["status"]) == ["failed"]
     assert "~nosuchuser12345" in manifest["error"].iloc[0]
+
+
+def test_statistics_pass_fits_a_small_worker_memory_limit():
+    from rsgan.pipelines.catalog import _fit_stats_memory
+    from rsgan.pipelines.translate import STATS_MEMORY_MB
+
+    options = {"tile": 768}
+    # a 1 GiB worker: the pass may take 40 % of it, not the default 1536 MiB
+    assert _fit_stats_memory(options, 2**30) == {"tile": 768, "stats_memory_mb": 409.6}
+    assert _fit_stats_memory(options, 2**24)["stats_memory_mb"] == 64.0  # floor
+    # a large worker, no worker, or the caller's own choice: unchanged
+    assert _fit_stats_memory(options, 64 * 2**30) == options
+    assert _fit_stats_memory(options, None) == options
+    chosen = {"stats_memory_mb": 3000}
+    assert _fit_stats_memory(chosen, 2**30) == chosen
+    assert STATS_MEMORY_MB > 409.6

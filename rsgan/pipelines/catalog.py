@@ -699,6 +699,37 @@ def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[s
     return item.to_dict(include_self_link=False)
 
 
+STATS_MEMORY_SHARE = 0.4
+"""Largest share of a Dask worker's memory limit that a scene's statistics pass may take
+when the caller did not set ``stats_memory_mb`` (Dask pauses a worker at 80 %)."""
+
+
+def _worker_memory_limit() -> int | None:
+    """The memory limit of the Dask worker this runs on, bytes (None: not on a worker, or
+    no limit)."""
+    try:
+        from distributed import get_worker
+
+        limit = get_worker().memory_manager.memory_limit
+    except (ImportError, ValueError, AttributeError):
+        return None
+    return int(limit) if limit else None
+
+
+def _fit_stats_memory(options: Mapping[str, Any], limit: int | None) -> Mapping[str, Any]:
+    """Keep the statistics pass within a share of the worker's memory limit, unless the
+    caller chose ``stats_memory_mb``: a pass sized for the whole machine would get a worker
+    of a many-core cluster paused or killed."""
+    from rsgan.pipelines.translate import STATS_MEMORY_MB
+
+    if limit is None or options.get("stats_memory_mb") is not None:
+        return options
+    share = max(64.0, STATS_MEMORY_SHARE * limit / 2**20)
+    if share >= STATS_MEMORY_MB:
+        return options
+    return {**options, "stats_memory_mb": share}
+
+
 def _pick_device(options: Mapping[str, Any]) -> Mapping[str, Any]:
     """On a worker of a multi-GPU machine, give each worker its own GPU (by worker name)."""
     device = str(options.get("device", "auto"))
@@ -731,7 +762,8 @@ class _Job:
 
 
 def _dask_task(job: _Job, model_ref: _ModelRef, options: Mapping[str, Any]) -> SceneResult:
-    return _run_scene(job.scene, job.output, model_ref, _pick_device(options), job.replace_existing)
+    options = _fit_stats_memory(_pick_device(options), _worker_memory_limit())
+    return _run_scene(job.scene, job.output, model_ref, options, job.replace_existing)
 
 
 def _run_in_process(
