@@ -110,7 +110,7 @@ class SceneInstanceNorm2d(nn.Module):
             self.mean, self.var, self.has_stats = mean, var, True
             return _normalize(x, mean, var, self.eps)
         xf = x.float()
-        mean4, var4 = _weighted_stats(xf, self._weight(x, self.mask, None), pooled=False)
+        mean4, var4 = _weighted_stats(xf, self._weight(x, self.mask, None))
         return ((xf - mean4) * torch.rsqrt(var4 + self.eps)).to(x.dtype)
 
     def _sums(self, x: Tensor, mask: Tensor | None, region: Region | None) -> tuple[Sums, Sums]:
@@ -182,6 +182,34 @@ def _add(a: Sums, b: Sums) -> Sums:
     return a[0] + b[0], a[1] + b[1], a[2] + b[2]
 
 
+def _pool_sums(parts: Sequence[tuple[Sums, Sums]]) -> Stats:
+    """Pooled statistics from every sample's ``(boxed, whole)`` sums."""
+    boxed, whole = parts[0]
+    for b, w in parts[1:]:
+        boxed, whole = _add(boxed, b), _add(whole, w)
+    return _finish(boxed, whole)
+
+
+def _make_region(
+    boxes: Sequence[Box] | None, size: Sequence[int], weights: Sequence[float] | None
+) -> Region | None:
+    """A checked :data:`Region` (one box and one weight >= 0 per sample), or None."""
+    if boxes is None:
+        return None
+    listed = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in boxes]
+    given = [1.0] * len(listed) if weights is None else [float(v) for v in weights]
+    if len(given) != len(listed) or any(not v >= 0 for v in given):
+        raise ModelError(
+            f"a norm region needs one weight >= 0 per box; got {len(given)} for {len(listed)} boxes"
+        )
+    return listed, (int(size[0]), int(size[1])), given
+
+
+def _sample_region(region: Region | None, i: int) -> Region | None:
+    """Sample ``i``'s box of ``region`` as a one-sample region."""
+    return None if region is None else ([region[0][i]], region[1], [region[2][i]])
+
+
 class _Lockstep:
     """Pooled statistics of a batch run one sample per thread, in turns.
 
@@ -214,17 +242,10 @@ class _Lockstep:
     def sample(self, i: int) -> tuple[Tensor | None, Region | None]:
         """Sample ``i``'s mask and one-box region."""
         mask = None if self._masks is None else self._masks[i]
-        region = self._region
-        if region is not None:
-            region = ([region[0][i]], region[1], [region[2][i]])
-        return mask, region
+        return mask, _sample_region(self._region, i)
 
     def _pool(self) -> None:
-        parts = [p for p in self._parts if p is not None]
-        boxed, whole = parts[0]
-        for b, w in parts[1:]:
-            boxed, whole = _add(boxed, b), _add(whole, w)
-        self._result = _finish(boxed, whole)
+        self._result = _pool_sums([p for p in self._parts if p is not None])
 
     def exchange(self, i: int, sums: tuple[Sums, Sums]) -> Stats:
         """Leave sample ``i``'s sums, wait for every sample's, return the pooled stats."""
@@ -342,14 +363,13 @@ def _weighted_sums(x: Tensor, weight: Tensor | None) -> tuple[Sums, Sums]:
     return boxed, whole
 
 
-def _weighted_stats(x: Tensor, weight: Tensor | None, *, pooled: bool) -> Stats:
-    """Mean and biased variance of ``x`` over rows/cols (and samples when ``pooled``).
+def _weighted_stats(x: Tensor, weight: Tensor | None) -> Stats:
+    """Mean and biased variance of each sample of ``x`` over its rows and cols.
 
-    ``weight`` ``(N, 1, H, W)`` in [0, 1] weighs each cell; where a sample (or the batch,
-    when pooled) has zero total weight, every cell counts equally instead.
-    Returns tensors broadcastable to ``x``: ``(N, C, 1, 1)``, or ``(1, C, 1, 1)`` pooled.
+    ``weight`` ``(N, 1, H, W)`` in [0, 1] weighs each cell; where a sample has zero total
+    weight, every cell counts equally instead. Returns ``(N, C, 1, 1)`` tensors.
     """
-    dims = (0, 2, 3) if pooled else (2, 3)
+    dims = (2, 3)
     if weight is None:
         mean = x.mean(dim=dims, keepdim=True)
         var = (x - mean).square().mean(dim=dims, keepdim=True)
@@ -441,16 +461,7 @@ def norm_region(
             stands for); default 1 each.
     """
     layers = norm_layers(model)
-    region: Region | None = None
-    if boxes is not None:
-        listed = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in boxes]
-        given = [1.0] * len(listed) if weights is None else [float(v) for v in weights]
-        if len(given) != len(listed) or any(not v >= 0 for v in given):
-            raise ModelError(
-                f"norm_region needs one weight >= 0 per box; got {len(given)} for "
-                f"{len(listed)} boxes"
-            )
-        region = (listed, (int(size[0]), int(size[1])), given)
+    region = _make_region(boxes, size, weights)
     previous = {name: layer.region for name, layer in layers.items()}
     try:
         for layer in layers.values():
@@ -528,10 +539,7 @@ def pooled_forward(
     n = int(x.shape[0])
     size = (int(x.shape[-2]), int(x.shape[-1]))
     prepared = None if mask is None else _as_mask(mask)
-    region: Region | None = None
-    if boxes is not None:
-        listed = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in boxes]
-        region = (listed, size, [1.0] * n if weights is None else [float(v) for v in weights])
+    region = _make_region(boxes, size, weights)
     previous = set_norm_mode(model, "pooled")
     try:
         if n == 1 or not layers:
@@ -606,17 +614,14 @@ def _layer_major_forward(
     n = int(x.shape[0])
 
     def pool(layer: SceneInstanceNorm2d, xs: list[Tensor]) -> list[Tensor]:
-        parts = []
-        for i, xi in enumerate(xs):
-            sample_mask = None if mask is None else mask[i : i + 1]
-            sample_region = None
-            if region is not None:
-                sample_region = ([region[0][i]], region[1], [region[2][i]])
-            parts.append(layer._sums(xi, sample_mask, sample_region))
-        boxed, whole = parts[0]
-        for b, w in parts[1:]:
-            boxed, whole = _add(boxed, b), _add(whole, w)
-        mean, var = _finish(boxed, whole)
+        mean, var = _pool_sums(
+            [
+                layer._sums(
+                    xi, None if mask is None else mask[i : i + 1], _sample_region(region, i)
+                )
+                for i, xi in enumerate(xs)
+            ]
+        )
         layer.mean, layer.var, layer.has_stats = mean, var, True
         for i in range(len(xs)):
             xs[i] = _normalize(xs[i], mean, var, layer.eps)
