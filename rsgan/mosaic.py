@@ -387,7 +387,7 @@ class MosaicWriter:
         self._tiles += 1
         self._tile_pixels += th * tw
         weights = self._weights(window)
-        if valid is not None:
+        if valid is not None and not valid.all():
             weights = weights * valid
         acc = np.empty((self.count + 1, th, tw), np.float32)
         np.multiply(tile, weights, out=acc[: self.count])
@@ -426,13 +426,18 @@ class MosaicWriter:
         part = acc[:, :rows, :cols]
         weight = part[self.count]
         valid = weight > 0
-        values = np.divide(part[: self.count], weight, out=part[: self.count], where=valid)
+        everywhere = bool(valid.all())  # the common case: skip the masked passes
+        if everywhere:
+            values = np.divide(part[: self.count], weight, out=part[: self.count])
+        else:
+            values = np.divide(part[: self.count], weight, out=part[: self.count], where=valid)
         out = np.asarray(self._denormalize(values), dtype=self.dtype)
         if self.nodata is not None:
             nodata = np.asarray(self.nodata).astype(self.dtype)
             out = _avoid_value(out, nodata, valid)
-            out[:, ~valid] = nodata
-        else:
+            if not everywhere:
+                out[:, ~valid] = nodata
+        elif not everywhere:
             out[:, ~valid] = 0
         s = self._staged
         self._stage[:, s : s + rows, c0 : c0 + cols] = out

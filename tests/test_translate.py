@@ -239,6 +239,34 @@ def test_cog_output_is_valid(make_raster, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.parametrize(
+    ("compress", "expected"),
+    [("zstd", "zstd"), ("deflate", "deflate"), ("lzw", "lzw"), ("none", None)],
+)
+@pytest.mark.parametrize("cog", [False, True])
+def test_output_compression(make_raster, tmp_path, compress, expected, cog):
+    src = make_raster(width=300, height=200, dtype="uint16")
+    dst = tmp_path / "o.tif"
+    translate_raster(
+        src, dst, nn.Identity(), tile=128, overlap=16, compress=compress, cog=cog, progress=False
+    )
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        np.testing.assert_array_equal(b.read(), a.read())
+        assert b.profile.get("compress") == expected
+        # a horizontal predictor with every compression (2: integer differences)
+        assert b.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == (None if expected is None else "2")
+
+
+def test_default_compression_is_zstd_and_a_bad_one_is_refused(make_raster, tmp_path):
+    src = make_raster()
+    dst = tmp_path / "o.tif"
+    translate_raster(src, dst, nn.Identity(), tile=64, overlap=16, progress=False)
+    assert rasterio.open(dst).profile["compress"] == "zstd"
+    with pytest.raises(ConfigError, match="'jpeg'.*zstd, deflate, lzw, none"):
+        translate_raster(src, tmp_path / "b.tif", nn.Identity(), compress="jpeg", progress=False)
+    assert not (tmp_path / "b.tif").exists()
+
+
 # --------------------------------------------------------------------------- failures
 
 

@@ -78,6 +78,12 @@ def given(**options: Any) -> dict[str, Any]:
 )
 @click.option("--cog", is_flag=True, help="Write Cloud Optimized GeoTIFFs.")
 @click.option(
+    "--compress",
+    type=click.Choice(["zstd", "deflate", "lzw", "none"]),
+    default=None,
+    help="Output compression (default zstd; deflate for readers without ZSTD).",
+)
+@click.option(
     "--retries",
     type=click.IntRange(min=0),
     default=2,
@@ -101,6 +107,7 @@ def batch(
     bands: tuple[int, ...] | None,
     precision: str | None,
     cog: bool,
+    compress: str | None,
     retries: int,
     overwrite: bool,
     quiet: bool,
@@ -120,7 +127,14 @@ def batch(
     """
     from rsgan.pipelines.catalog import MANIFEST_NAME, summary_table, translate_catalog
 
-    options = given(tile=tile, overlap=overlap, bands=bands, device=device, precision=precision)
+    options = given(
+        tile=tile,
+        overlap=overlap,
+        bands=bands,
+        device=device,
+        precision=precision,
+        compress=compress,
+    )
     manifest = translate_catalog(
         catalog,
         out_dir,

@@ -9,7 +9,7 @@ import click
 
 from rsgan.cli._options import BANDS
 from rsgan.mosaic import BLENDS
-from rsgan.pipelines.translate import NORM_MODES, translate_raster
+from rsgan.pipelines.translate import COMPRESSIONS, NORM_MODES, translate_raster
 
 
 @click.command("translate", short_help="Translate a whole scene with a generator.")
@@ -52,6 +52,13 @@ from rsgan.pipelines.translate import NORM_MODES, translate_raster
 @click.option("--overwrite", is_flag=True, help="Replace an existing DST.")
 @click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF with overviews.")
 @click.option(
+    "--compress",
+    type=click.Choice(list(COMPRESSIONS)),
+    default="zstd",
+    show_default=True,
+    help="Output compression (deflate for readers without ZSTD).",
+)
+@click.option(
     "--quicklook",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -81,6 +88,7 @@ def translate(
     dtype: str | None,
     overwrite: bool,
     cog: bool,
+    compress: str,
     quicklook: Path | None,
     stats_memory_mb: float | None,
     quiet: bool,
@@ -105,6 +113,7 @@ def translate(
         bands=bands,
         overwrite=overwrite,
         cog=cog,
+        compress=compress,
         progress=not quiet,
         norm=norm,
         dtype=dtype,

@@ -82,3 +82,18 @@ def test_batch_unreachable_scheduler_is_one_line(
     assert result.exit_code == 1
     assert "cannot reach the Dask scheduler" in result.output
     assert "Traceback" not in result.output
+
+
+def test_batch_compress_option_matches_translate(
+    folder: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    from rsgan.cli.batch import batch
+    from rsgan.pipelines.translate import COMPRESSIONS
+
+    choices = next(p for p in batch.params if p.name == "compress").type.choices
+    assert list(choices) == list(COMPRESSIONS)
+    out = tmp_path / "out"
+    result = _batch(folder, out, "--model", checkpoint, "--workers", 0, "--compress", "lzw")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out / "s0_translated.tif") as ds:
+        assert ds.profile["compress"] == "lzw"

@@ -77,3 +77,14 @@ def test_translate_errors_are_one_line(make_raster, tmp_path, checkpoint):
         cli, ["translate", str(src), str(dst), "--model", str(tmp_path / "none.safetensors")]
     )
     assert bad.exit_code == 1 and "does not exist" in bad.output
+
+
+def test_translate_compress_option(make_raster, tmp_path, checkpoint):
+    src = make_raster(width=64, height=48)
+    dst = tmp_path / "o.tif"
+    args = ["translate", str(src), str(dst), "--model", str(checkpoint), "-q"]
+    result = CliRunner().invoke(cli, [*args, "--compress", "deflate"])
+    assert result.exit_code == 0, result.output
+    assert rasterio.open(dst).profile["compress"] == "deflate"
+    bad = CliRunner().invoke(cli, [*args, "--compress", "jpeg", "--overwrite"])
+    assert bad.exit_code == 2 and "'jpeg' is not one of 'zstd', 'deflate'" in bad.output
