@@ -24,8 +24,9 @@ test: $(STAMP)  ## the test suite CI runs (slow fuzzing/training tests excluded)
 test-all: $(STAMP)  ## everything, slow tests included
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff over everything, mypy over the package
 	$(BIN)/ruff check rsgan tests benchmarks examples
+	$(BIN)/python -m mypy rsgan
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

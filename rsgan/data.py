@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import geopandas as gpd
 import numpy as np
@@ -172,6 +172,7 @@ class ChipDataset(Dataset):
                     f"pass size={min(sizes)} or re-index"
                 )
             scene_paths = [Path(s) for s in dict.fromkeys(given_index["scene"])]
+        assert scene_paths is not None  # _expand_sources gives scenes whenever no index
         infos = [describe(p) for p in scene_paths]
         _warn_plain(infos)
         self.bands: Bands = check_scenes_alike(infos, bands)
@@ -341,6 +342,16 @@ class ChipDataset(Dataset):
         return {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask)}
 
 
+class _DomainChips(Protocol):
+    """What :class:`UnpairedDataset` needs of a domain (a :class:`ChipDataset` or alike)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> Mapping[str, Any]: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
 class UnpairedDataset(Dataset):
     """Two domains without pixel pairing, for CycleGAN.
 
@@ -352,7 +363,7 @@ class UnpairedDataset(Dataset):
     Items: ``{"a": (C_a, H, W) float32, "a_mask": (H, W) bool, "b": ..., "b_mask": ...}``.
     """
 
-    def __init__(self, a: ChipDataset, b: ChipDataset, *, seed: int = 0) -> None:
+    def __init__(self, a: _DomainChips, b: _DomainChips, *, seed: int = 0) -> None:
         if len(a) == 0 or len(b) == 0:
             raise ConfigError(f"domains hold {len(a)} and {len(b)} chips; both need at least one")
         self.a = a

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -259,7 +259,7 @@ def cyclegan_train_step(
             weight = cfg.lambda_cycle * cfg.lambda_identity
             losses["idt_A"] = masked_l1(g_ba(a, mask=ma), a, ma) * weight
             losses["idt_B"] = masked_l1(g_ab(b, mask=mb), b, mb) * weight
-    loss_g = sum(losses.values())
+    loss_g = cast(Tensor, sum(losses.values()))  # losses is never empty
     loss_g.backward()
     opts["G"].step()
 
@@ -280,7 +280,7 @@ def cyclegan_train_step(
                 lsgan_loss(pred_real, True, patch_weights(m_real, pred_real))
                 + lsgan_loss(pred_fake, False, patch_weights(m_fake, pred_fake))
             )
-    sum(d_losses.values()).backward()
+    cast(Tensor, sum(d_losses.values())).backward()
     opts["D"].step()
     return _floats({"G": loss_g, **losses, **d_losses})
 
@@ -649,7 +649,7 @@ def prepare_cyclegan(
     )
     info_a, info_b = _domain_info(ds_a, stored_a), _domain_info(ds_b, stored_b)
     counts = {"in_channels_a": info_a.count, "in_channels_b": info_b.count}
-    config = _resolve_config("cyclegan", config, counts, stored)
+    config = cast(CycleGANConfig, _resolve_config("cyclegan", config, counts, stored))
     for name, info, want in (
         ("A", info_a, config.in_channels_a),
         ("B", info_b, config.in_channels_b),
@@ -712,7 +712,10 @@ def prepare_dcgan(
         source, size=size, bands=bands, max_nodata=0.0, stored=stored_info, seed=options.seed
     )
     info = _domain_info(ds, stored_info)
-    config = _resolve_config("dcgan", config, {"channels": info.count, "image_size": size}, stored)
+    config = cast(
+        DCGANConfig,
+        _resolve_config("dcgan", config, {"channels": info.count, "image_size": size}, stored),
+    )
     if info.count != config.channels:
         raise BandError(
             f"the chips have {info.count} band(s) but the DCGAN config expects "

@@ -57,7 +57,7 @@ class ModelKind:
     """
 
     name: str
-    config_cls: type
+    config_cls: type[Any]
     build: Callable[[Any], dict[str, nn.Module]]
     generators: tuple[str, ...]
     directions: Mapping[str, tuple[str, str | None, str]]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -600,7 +600,7 @@ def _layer_major(
     chain = getattr(module, "layer_sequence", None)
     if isinstance(chain, nn.Module):
         return _layer_major(chain, xs, pool)
-    for child in module:  # a plain nn.Sequential
+    for child in cast(nn.Sequential, module):  # a plain nn.Sequential
         xs = _layer_major(child, xs, pool)
     return xs
 

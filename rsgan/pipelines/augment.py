@@ -112,11 +112,11 @@ def pair_files(
             problems[image.stem] = f"two images share the stem {image.stem!r} (e.g. {image})"
             continue
         seen.add(image.stem)
-        mask = by_stem.get(image.stem)
-        if mask is None:
+        partner = by_stem.get(image.stem)
+        if partner is None:
             problems[image.stem] = f"image {image} has no mask named {image.stem}.*"
         elif image.stem not in problems:
-            pairs.append(Pair(image.stem, image, mask))
+            pairs.append(Pair(image.stem, image, partner))
     for stem, mask in by_stem.items():
         if stem not in seen:
             problems[stem] = f"mask {mask} has no image named {stem}.*"

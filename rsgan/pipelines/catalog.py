@@ -271,7 +271,9 @@ def _read_stac(path: Path, *, asset_key: str | None, **_: Any) -> list[Scene]:
             items = [pystac.Item.from_file(os.fspath(path))]
         else:
             root = pystac.read_file(os.fspath(path))
-            items = list(root.get_items(recursive=True))  # type: ignore[union-attr]
+            if not isinstance(root, pystac.Catalog):  # a Collection is a Catalog too
+                raise TypeError(f"it holds a {type(root).__name__}, not a catalog")
+            items = list(root.get_items(recursive=True))
     except Exception as exc:
         raise CatalogError(f"STAC catalog {str(path)!r} could not be read: {exc}") from None
     if asset_key is not None and items and not any(asset_key in it.assets for it in items):

@@ -26,11 +26,11 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -572,7 +572,9 @@ def _plan_windows(
     return windows
 
 
-def _translated_tiles(run: _Run, progress: bool) -> Iterator[tuple[Window, np.ndarray, np.ndarray]]:
+def _translated_tiles(
+    run: _Run, progress: bool
+) -> Generator[tuple[Window, np.ndarray, np.ndarray], None, None]:
     """Translated tiles ``(window, (C_out, h, w) in [-1, 1], valid (h, w))`` in row-major
     order, with reading ahead in a thread."""
     # shown once the run has taken a second: a bad file fails before with one line only
@@ -621,10 +623,14 @@ def _translated_tiles(run: _Run, progress: bool) -> Iterator[tuple[Window, np.nd
                     pending.append(item)
                 todo = [p for p in pending if p[2] is not None]
                 if pending and (finished or len(todo) >= run.batch_size or todo == []):
-                    outs = _forward(run, [p[2] for p in todo], [p[3] for p in todo]) if todo else []
+                    # a tile still to translate has its pixels and its mask
+                    xs = [cast(np.ndarray, p[2]) for p in todo]
+                    vs = [cast(np.ndarray, p[3]) for p in todo]
+                    outs: np.ndarray | list[np.ndarray] = _forward(run, xs, vs) if todo else []
                     translated = iter(outs)
                     for i, window, x, valid in pending:
                         y, valid = done.pop(i) if x is None else (next(translated), valid)
+                        assert valid is not None  # every pending tile has its mask
                         yield window, y, valid
                         bar.update(1)
                     pending = []
