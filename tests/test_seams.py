@@ -153,6 +153,65 @@ def _stats_for(src: Path, net: nn.Module, tile: int, overlap: int, budget_px: in
     return stats
 
 
+@pytest.mark.parametrize(("tiled", "factor"), [(False, 1), (False, 8), (True, 5), (True, 16)])
+def test_thumbnail_is_the_mean_of_valid_pixels_per_cell(make_raster, tiled, factor):
+    """The decimated view the representative blocks are chosen from: per factor x factor
+    cell the mean of its valid pixels (normalised), partial cells at the edges included;
+    a cell with no valid pixel is flagged, whatever the file layout."""
+    src = make_raster(width=203, height=150, nodata=0, collar=9, seed=3, tiled=tiled, blocksize=32)
+    run = _run_for(src, _generator(), 64, 16, 10**6)
+    data, valid = translate_mod._thumbnail(run, factor)
+    with rasterio.open(src) as ds:
+        pixels = run.in_norm.normalize(ds.read()).astype(np.float64)
+        ok = ds.read_masks(1) > 0
+    rows, cols = -(-150 // factor), -(-203 // factor)
+    assert data.shape == (3, rows, cols) and valid.shape == (rows, cols)
+    for r, c in [(0, 0), (rows // 2, cols // 2), (rows - 1, cols - 1), (1, cols - 2)]:
+        cell = (slice(r * factor, (r + 1) * factor), slice(c * factor, (c + 1) * factor))
+        inside = ok[cell]
+        assert valid[r, c] == inside.any()
+        if inside.any():
+            expected = pixels[:, cell[0], cell[1]][:, inside].mean(1)
+            np.testing.assert_allclose(data[:, r, c], expected, atol=1e-5)
+
+
+def test_thumbnail_reads_overviews_when_the_file_has_them(make_raster, monkeypatch):
+    """A COG-like input is described from its overviews, not decoded whole: the same
+    cell means (GDAL's average of the overview) without reading full-resolution strips."""
+    src = make_raster(width=256, height=192, seed=4, tiled=True, blocksize=64)
+    run = _run_for(src, _generator(), 64, 16, 10**6)
+    plain, _ = translate_mod._thumbnail(run, 8)
+    with rasterio.open(src, "r+") as ds:
+        ds.build_overviews([2, 4, 8], rasterio.enums.Resampling.average)
+    monkeypatch.setattr(translate_mod, "read_masked", None)  # no full-resolution read
+    from_overviews, valid = translate_mod._thumbnail(run, 8)
+    assert from_overviews.shape == plain.shape and valid.all()
+    # the overview averages rounded uint8 means: within a DN or two of the exact means
+    assert float(np.abs(from_overviews - plain).max()) < 2.5 * 2 / 255
+
+
+def test_representative_blocks_cover_each_kind_of_ground(make_raster, small_stats_grid):
+    """Two clearly different halves (dark water-like, bright texture): two blocks of
+    twelve stand for the scene, one from each half, each weighted by the valid pixels of
+    its half."""
+    rng = np.random.default_rng(0)
+    data = np.empty((3, 320, 384), np.uint8)
+    data[:, :, :192] = rng.integers(20, 30, (3, 320, 192))
+    data[:, :, 192:] = rng.integers(100, 250, (3, 320, 192))
+    src = make_raster(data=data)
+    run = _run_for(src, _generator(), 128, 32, 2 * 128 * 128)
+    blocks = translate_mod.balanced_windows(384, 320, 128, 32, multiple=4, min_size=8)
+    boxes = translate_mod.owned_boxes(blocks, 384, 320, 4)
+    picks, weights = translate_mod._representative_tiles(run, blocks, boxes, 2)
+    halves = sorted(int(blocks[i].col_off + blocks[i].width / 2 >= 192) for i in picks)
+    assert halves == [0, 1]
+    owned = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
+    for i, w in zip(picks, weights, strict=True):
+        side = [j for j, b in enumerate(blocks)
+                if (b.col_off + b.width / 2 >= 192) == (blocks[i].col_off + blocks[i].width / 2 >= 192)]  # fmt: skip
+        assert w == pytest.approx(sum(owned[j] for j in side) / owned[i])
+
+
 def test_scene_statistics_do_not_depend_on_the_tile_size(make_raster, small_stats_grid):
     src = make_raster(width=384, height=320, count=3, nodata=0, collar=10, seed=5)
     net = _generator()
