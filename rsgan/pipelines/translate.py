@@ -42,6 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rsgan._device import autocast, resolve_device, resolve_precision
+from rsgan._memory import reuse_large_blocks
 from rsgan._types import PathLike
 from rsgan.errors import BandError, ConfigError, ModelError, OutputExistsError, RasterWriteError
 from rsgan.io import (
@@ -568,14 +569,18 @@ def _scene_stats(
     ]
     needs_mask = not all(v.all() for v in inside)
     mask = _to_tensor([v[None] for v in valids], run.device) if needs_mask else None
-    y, stats = pooled_forward(
-        net,
-        x,
-        mask,
-        boxes=[boxes[i] for i in picks],
-        weights=weights,
-        context=lambda: autocast(run.device, run.precision),
-    )
+    # the pass holds a layer of every block's activations: on CPU, large ones are
+    # reused from the heap rather than faulted in afresh (rsgan._memory)
+    cpu = run.device.type == "cpu"
+    with reuse_large_blocks() if cpu else contextlib.nullcontext():
+        y, stats = pooled_forward(
+            net,
+            x,
+            mask,
+            boxes=[boxes[i] for i in picks],
+            weights=weights,
+            context=lambda: autocast(run.device, run.precision),
+        )
     if not reuse:
         return stats, {}
     outs = _check_output(run, y, x)
