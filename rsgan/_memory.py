@@ -31,6 +31,8 @@ STEADY_TRIM_THRESHOLD = 2 * STEADY_MMAP_THRESHOLD
 """The trim threshold glibc pairs with it."""
 LARGE = 2**30
 """Allocations up to this size come from the heap within :func:`reuse_large_blocks`."""
+KEEP = 2**30
+"""Free memory at the top of the heap kept (not trimmed) within the scope."""
 
 _lock = threading.Lock()
 _depth = 0
@@ -73,7 +75,7 @@ def reuse_large_blocks() -> Iterator[None]:
     with _lock:
         if _depth == 0:
             libc.mallopt(_M_MMAP_THRESHOLD, LARGE)
-            libc.mallopt(_M_TRIM_THRESHOLD, LARGE)
+            libc.mallopt(_M_TRIM_THRESHOLD, KEEP)
         _depth += 1
     try:
         yield

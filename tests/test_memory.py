@@ -52,7 +52,7 @@ class _Recorder:
         return 1
 
 
-SET = [("mallopt", -3, _memory.LARGE), ("mallopt", -1, _memory.LARGE)]
+SET = [("mallopt", -3, _memory.LARGE), ("mallopt", -1, _memory.KEEP)]
 UNDO = [
     ("mallopt", -3, _memory.STEADY_MMAP_THRESHOLD),
     ("mallopt", -1, _memory.STEADY_TRIM_THRESHOLD),

@@ -569,18 +569,14 @@ def _scene_stats(
     ]
     needs_mask = not all(v.all() for v in inside)
     mask = _to_tensor([v[None] for v in valids], run.device) if needs_mask else None
-    # the pass holds a layer of every block's activations: on CPU, large ones are
-    # reused from the heap rather than faulted in afresh (rsgan._memory)
-    cpu = run.device.type == "cpu"
-    with reuse_large_blocks() if cpu else contextlib.nullcontext():
-        y, stats = pooled_forward(
-            net,
-            x,
-            mask,
-            boxes=[boxes[i] for i in picks],
-            weights=weights,
-            context=lambda: autocast(run.device, run.precision),
-        )
+    y, stats = pooled_forward(
+        net,
+        x,
+        mask,
+        boxes=[boxes[i] for i in picks],
+        weights=weights,
+        context=lambda: autocast(run.device, run.precision),
+    )
     if not reuse:
         return stats, {}
     outs = _check_output(run, y, x)
@@ -645,9 +641,15 @@ def _translated_tiles(
         if stats is not None
         else contextlib.nullcontext()
     )
+    # tile by tile, on CPU, each tile's activations (17-34 MB) are reused from the heap
+    # instead of faulted in afresh: 15-20 % faster here (rsgan._memory). Not in the
+    # statistics pass, whose memory budget assumes glibc's default (with reuse it took
+    # ~40 % more memory, for ~2x speed on a scene translated in one pass)
+    cpu = run.device.type == "cpu"
+    heap = reuse_large_blocks() if cpu else contextlib.nullcontext()
     reader.start()
     try:
-        with fixed, bar:
+        with heap, fixed, bar:
             pending: list[tuple[int, Window, np.ndarray | None, np.ndarray | None]] = []
             finished = False
             while not finished:
