@@ -47,7 +47,6 @@ import torch
 from affine import Affine
 
 from rsgan._device import autocast
-from rsgan._memory import reuse_large_blocks
 from rsgan.checkpoint import load_model
 from rsgan.io import Normalizer, open_raster, read_masked
 from rsgan.models.cyclegan import ResnetGenerator
@@ -107,9 +106,7 @@ def bare_vs_end_to_end(
     """Translate ``scene`` end to end and run the bare model over the same tiles (read
     beforehand; the same batch size, translate_raster's CPU default 1, and the same fixed
     statistics), alternately ``rounds`` times; medians of the times and of the per-round
-    ratios (this machine's speed moves by up to 40 % between rounds). The bare model runs
-    as translate_raster runs it, large blocks reused from the heap (rsgan._memory), and
-    as plain torch runs it."""
+    ratios (this machine's speed moves by up to 40 % between rounds)."""
     translator = T.resolve_translator(net)
     info = T.describe(scene)
     budget = T.stats_budget_px(net)
@@ -155,7 +152,6 @@ def bare_vs_end_to_end(
         ]
     e2e_runs: list[float] = []
     bare_runs: list[float] = []
-    plain_runs: list[float] = []
     work_runs: list[float] = []
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -171,23 +167,11 @@ def bare_vs_end_to_end(
             batch_size=batch,
         )
         e2e_runs.append(time.perf_counter() - t0)
-        # the bare model as translate_raster runs it (large blocks reused from the heap,
-        # rsgan._memory) and as plain torch runs it
-        with reuse_large_blocks():
-            t0 = time.perf_counter()
-            with (
-                torch.no_grad(),
-                autocast(run.device, precision),
-                fixed_norm_stats(net, stats or {}),
-            ):
-                for i in range(0, len(tiles), batch):
-                    net(torch.stack(tiles[i : i + batch]))
-            bare_runs.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         with torch.no_grad(), autocast(run.device, precision), fixed_norm_stats(net, stats or {}):
             for i in range(0, len(tiles), batch):
                 net(torch.stack(tiles[i : i + batch]))
-        plain_runs.append(time.perf_counter() - t0)
+        bare_runs.append(time.perf_counter() - t0)
         # the model work of the run itself: the pooled pass, then the tiles it did not cover
         rest = [t for i, t in enumerate(tiles) if i not in reused]
         pooled_s.clear()
@@ -197,16 +181,11 @@ def bare_vs_end_to_end(
                 T._scene_stats(run, src)
             finally:
                 T.pooled_forward = original
-        with reuse_large_blocks():
-            t0 = time.perf_counter()
-            with (
-                torch.no_grad(),
-                autocast(run.device, precision),
-                fixed_norm_stats(net, stats or {}),
-            ):
-                for i in range(0, len(rest), batch):
-                    net(torch.stack(rest[i : i + batch]))
-            work_runs.append(sum(pooled_s) + time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with torch.no_grad(), autocast(run.device, precision), fixed_norm_stats(net, stats or {}):
+            for i in range(0, len(rest), batch):
+                net(torch.stack(rest[i : i + batch]))
+        work_runs.append(sum(pooled_s) + time.perf_counter() - t0)
     del tiles
     # the pipeline by itself (reading, blending, writing; nn.Identity has no norm layers,
     # so no statistics pass): its CPU time is what the model has to hide
@@ -231,9 +210,7 @@ def bare_vs_end_to_end(
         "tiles_in_stats_pass": len(reused),
         "end_to_end_s": [round(v, 2) for v in e2e_runs],
         "bare_model_s": [round(v, 2) for v in bare_runs],
-        "bare_plain_torch_s": [round(v, 2) for v in plain_runs],
         "efficiency": round(bare / e2e, 3),
-        "efficiency_vs_plain_torch": round(float(np.median(plain_runs)) / e2e, 3),
         "efficiency_per_round": [round(b / e, 3) for b, e in zip(bare_runs, e2e_runs, strict=True)],
         # each round's runs are seconds apart, so the machine's state (this VM's speed moves
         # by up to 40 % between rounds) cancels best in the median of per-round ratios

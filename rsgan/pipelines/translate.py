@@ -43,7 +43,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rsgan._device import autocast, resolve_device, resolve_precision
-from rsgan._memory import reuse_large_blocks
 from rsgan._types import PathLike
 from rsgan.errors import BandError, ConfigError, ModelError, OutputExistsError, RasterWriteError
 from rsgan.io import (
@@ -653,15 +652,9 @@ def _translated_tiles(
         if stats is not None
         else contextlib.nullcontext()
     )
-    # tile by tile, on CPU, each tile's activations (17-34 MB) are reused from the heap
-    # instead of faulted in afresh: 15-20 % faster here (rsgan._memory). Not in the
-    # statistics pass, whose memory budget assumes glibc's default (with reuse it took
-    # ~40 % more memory, for ~2x speed on a scene translated in one pass)
-    cpu = run.device.type == "cpu"
-    heap = reuse_large_blocks() if cpu else contextlib.nullcontext()
     reader.start()
     try:
-        with heap, fixed, bar:
+        with fixed, bar:
             pending: list[tuple[int, Window, np.ndarray | None, np.ndarray | None]] = []
             finished = False
             while not finished:
