@@ -427,16 +427,9 @@ def norm_mask(model: nn.Module, mask: Tensor | None) -> Iterator[None]:
         mask: valid pixels, ``(N, 1, H, W)`` or ``(N, H, W)``, bool or float in [0, 1], at
             the model's input resolution; None means every pixel is valid.
     """
-    layers = norm_layers(model)
-    prepared = None if mask is None or not layers else _as_mask(mask)
-    previous = {name: layer.mask for name, layer in layers.items()}
-    try:
-        for layer in layers.values():
-            layer.mask = prepared
+    prepared = None if mask is None or not norm_layers(model) else _as_mask(mask)
+    with _layer_attribute(model, "mask", prepared):
         yield
-    finally:
-        for name, layer in layers.items():
-            layer.mask = previous[name]
 
 
 @contextlib.contextmanager
@@ -460,16 +453,22 @@ def norm_region(
         weights: how much each sample's box counts (e.g. how many tiles of a scene it
             stands for); default 1 each.
     """
+    with _layer_attribute(model, "region", _make_region(boxes, size, weights)):
+        yield
+
+
+@contextlib.contextmanager
+def _layer_attribute(model: nn.Module, name: str, value: Any) -> Iterator[None]:
+    """Within the block, every norm layer's attribute ``name`` is ``value``."""
     layers = norm_layers(model)
-    region = _make_region(boxes, size, weights)
-    previous = {name: layer.region for name, layer in layers.items()}
+    previous = {key: getattr(layer, name) for key, layer in layers.items()}
     try:
         for layer in layers.values():
-            layer.region = region
+            setattr(layer, name, value)
         yield
     finally:
-        for name, layer in layers.items():
-            layer.region = previous[name]
+        for key, layer in layers.items():
+            setattr(layer, name, previous[key])
 
 
 @contextlib.contextmanager
@@ -540,10 +539,9 @@ def pooled_forward(
     size = (int(x.shape[-2]), int(x.shape[-1]))
     prepared = None if mask is None else _as_mask(mask)
     region = _make_region(boxes, size, weights)
-    previous = set_norm_mode(model, "pooled")
-    try:
+    with _modes(model, "pooled"):
         if n == 1 or not layers:
-            with norm_mask(model, prepared), norm_region(model, boxes, size, weights):
+            with norm_mask(model, prepared), _layer_attribute(model, "region", region):
                 with torch.no_grad(), context():
                     out = model(x)
         elif _supports_layer_major(model):
@@ -551,9 +549,6 @@ def pooled_forward(
                 out = _layer_major_forward(model, x, prepared, region)
         else:
             out = _lockstep_forward(model, x, prepared, region, context)
-    finally:
-        for name, layer in layers.items():
-            layer.mode = previous[name]
     stats = {name: (layer.mean.clone(), layer.var.clone()) for name, layer in layers.items()}
     return out, stats
 
