@@ -140,7 +140,7 @@ def bare_vs_end_to_end(
         T.pooled_forward = timed
         try:
             t0 = time.perf_counter()
-            stats, reused = T._scene_stats(run, src)
+            stats, reused = T._scene_stats(run)
             stats_s = time.perf_counter() - t0
         finally:
             T.pooled_forward = original
@@ -150,8 +150,10 @@ def bare_vs_end_to_end(
             )
             for w in windows
         ]
+    layout = translator.memory_format
     e2e_runs: list[float] = []
     bare_runs: list[float] = []
+    plain_runs: list[float] = []
     work_runs: list[float] = []
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -167,25 +169,18 @@ def bare_vs_end_to_end(
             batch_size=batch,
         )
         e2e_runs.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        with torch.no_grad(), autocast(run.device, precision), fixed_norm_stats(net, stats or {}):
-            for i in range(0, len(tiles), batch):
-                net(torch.stack(tiles[i : i + batch]))
-        bare_runs.append(time.perf_counter() - t0)
+        bare_runs.append(bare_pass(net, tiles, stats, precision, batch, layout))
+        # the same tiles as a plain torch loop would feed them (channels-first)
+        plain_runs.append(bare_pass(net, tiles, stats, precision, batch, torch.contiguous_format))
         # the model work of the run itself: the pooled pass, then the tiles it did not cover
         rest = [t for i, t in enumerate(tiles) if i not in reused]
         pooled_s.clear()
-        with open_raster(scene) as src:
-            T.pooled_forward = timed
-            try:
-                T._scene_stats(run, src)
-            finally:
-                T.pooled_forward = original
-        t0 = time.perf_counter()
-        with torch.no_grad(), autocast(run.device, precision), fixed_norm_stats(net, stats or {}):
-            for i in range(0, len(rest), batch):
-                net(torch.stack(rest[i : i + batch]))
-        work_runs.append(sum(pooled_s) + time.perf_counter() - t0)
+        T.pooled_forward = timed
+        try:
+            T._scene_stats(run)
+        finally:
+            T.pooled_forward = original
+        work_runs.append(sum(pooled_s) + bare_pass(net, rest, stats, precision, batch, layout))
     del tiles
     # the pipeline by itself (reading, blending, writing; nn.Identity has no norm layers,
     # so no statistics pass): its CPU time is what the model has to hide
@@ -200,6 +195,7 @@ def bare_vs_end_to_end(
         alone_wall.append(time.perf_counter() - t0)
         alone_cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
     e2e, bare = float(np.median(e2e_runs)), float(np.median(bare_runs))
+    plain = float(np.median(plain_runs))
     work = float(np.median(work_runs))
     scene_px = info.width * info.height
     tile_px = sum(int(w.width * w.height) for w in windows)
@@ -217,6 +213,14 @@ def bare_vs_end_to_end(
         "efficiency_median_of_rounds": round(
             float(np.median([b / e for b, e in zip(bare_runs, e2e_runs, strict=True)])), 3
         ),
+        # the bare model fed as translate_raster feeds it (channels-last for rsgan's
+        # generators) is the reference above; a plain channels-first loop for comparison
+        "layout": "channels_last" if layout == torch.channels_last else "channels_first",
+        "plain_channels_first_s": [round(v, 2) for v in plain_runs],
+        "efficiency_vs_plain_channels_first_median_of_rounds": round(
+            float(np.median([p / e for p, e in zip(plain_runs, e2e_runs, strict=True)])), 3
+        ),
+        "plain_vs_bare": round(plain / bare, 3),
         # against the model work the run does (the pooled pass over its blocks, then the
         # other tiles bare): how well reading, blending and writing hide behind the model
         "model_work_s": [round(v, 2) for v in work_runs],
@@ -236,6 +240,27 @@ def bare_vs_end_to_end(
         "bare_tile_mpx_s": round(tile_px / bare / 1e6, 3),
         "overlap_waste": round(tile_px / scene_px, 3),
     }
+
+
+def bare_pass(
+    net: torch.nn.Module,
+    tiles: list[torch.Tensor],
+    stats: dict | None,
+    precision: str,
+    batch: int,
+    layout: torch.memory_format,
+) -> float:
+    """Seconds for the bare model over ``tiles`` (fixed statistics, batches of ``batch``,
+    inputs in ``layout``): the model alone, not even its output's conversion to float32."""
+    t0 = time.perf_counter()
+    with (
+        torch.no_grad(),
+        autocast(torch.device("cpu"), precision),
+        fixed_norm_stats(net, stats or {}),
+    ):
+        for i in range(0, len(tiles), batch):
+            net(torch.stack(tiles[i : i + batch]).contiguous(memory_format=layout))
+    return time.perf_counter() - t0
 
 
 class _PixelCounter:
@@ -449,6 +474,10 @@ def waste(size: int, tile: int, overlap: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--precisions", default="bf16,fp32", help="speed part: comma-separated bf16, fp32"
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="speed part: interleaved rounds")
     parser.add_argument("--child", choices=["streaming", "naive"])
     parser.add_argument("--model", choices=["cheap", "default"], default="cheap")
     parser.add_argument("--scene", type=Path)
@@ -490,16 +519,18 @@ def main() -> None:
         else:
             torch.manual_seed(0)
             net, name = ResnetGenerator(3, 3, ngf=16, n_blocks=6).eval(), "ngf16/6-block random"
-        for precision in ("bf16", "fp32") if "speed" in parts else ():
+        for precision in args.precisions.split(",") if "speed" in parts else ():
             results[f"efficiency_{precision}"] = {
                 "model": name,
-                **bare_vs_end_to_end(scenes[small], net, precision, 768, 64, tmp),
+                **bare_vs_end_to_end(
+                    scenes[small], net, precision, 768, 64, tmp, rounds=args.rounds
+                ),
             }
             print(json.dumps(results[f"efficiency_{precision}"]), flush=True)
         # 4. default model on a real tile
         real = sorted((SHARED / "xview2_joplin_prepost" / "pre").glob("*.tif"))
         if real and "speed" in parts:
-            for precision in ("bf16", "fp32"):
+            for precision in args.precisions.split(","):
                 t0 = time.perf_counter()
                 T.translate_raster(
                     real[0],

@@ -148,8 +148,7 @@ def _run_for(src: Path, net: nn.Module, tile: int, overlap: int, budget_px: int)
 
 def _stats_for(src: Path, net: nn.Module, tile: int, overlap: int, budget_px: int) -> dict:
     run = _run_for(src, net, tile, overlap, budget_px)
-    with open_raster(src) as ds:
-        stats, _ = translate_mod._scene_stats(run, ds)
+    stats, _ = translate_mod._scene_stats(run)
     return stats
 
 
@@ -233,7 +232,7 @@ def test_all_blocks_pooled_give_the_whole_scene_statistics(make_raster, small_st
     blocks = translate_mod.balanced_windows(384, 320, 128, 32, multiple=4, min_size=8)
     run = translate_mod._Run(**{**run.__dict__, "windows": blocks, "budget_px": 10**6})
     with open_raster(src) as ds:
-        pooled, reused = translate_mod._scene_stats(run, ds)
+        pooled, reused = translate_mod._scene_stats(run)
         x = torch.from_numpy(run.in_norm.normalize(ds.read()))[None]
     assert sorted(reused) == list(range(len(blocks)))
     whole = collect_norm_stats(net, x)

@@ -148,6 +148,15 @@ class Translator:
     def min_size(self) -> int:
         return int(getattr(self.net, "min_size", 1))
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout inputs are given in: channels-last for a net that declares it runs
+        faster so (``prefers_channels_last``, as rsgan's ResNet generator), else
+        channels-first (any other module may e.g. ``view`` its input)."""
+        if getattr(self.net, "prefers_channels_last", False):
+            return torch.channels_last
+        return torch.contiguous_format
+
 
 def _from_loaded(loaded: Any, direction: str, name: str) -> Translator:
     """A Translator from a :class:`rsgan.checkpoint.LoadedModel`."""
@@ -505,13 +514,28 @@ class _Run:
     compress: str = "zstd"
 
 
-def _to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.stack(arrays)).to(device)
+def _to_tensor(
+    arrays: Sequence[np.ndarray],
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """One batch tensor of ``arrays`` in ``memory_format``, with one copy at most (a single
+    channels-first array is used as it is)."""
+    tensors = [torch.from_numpy(a)[None] for a in arrays]
+    if memory_format == torch.contiguous_format:
+        x = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+        return x.to(device)
+    x = torch.empty(
+        (len(arrays), *arrays[0].shape), dtype=tensors[0].dtype, device=device
+    ).contiguous(memory_format=memory_format)
+    for i, t in enumerate(tensors):
+        x[i : i + 1].copy_(t)  # the layout change and the host-to-device copy in one
+    return x
 
 
 def _forward(run: _Run, xs: list[np.ndarray], valids: list[np.ndarray]) -> np.ndarray:
     """Translate one batch ``(N, C, H, W)`` -> numpy float32 ``(N, C_out, H, W)``."""
-    x = _to_tensor(xs, run.device)
+    x = _to_tensor(xs, run.device, run.translator.memory_format)
     # an all-valid batch needs no mask (masked statistics cost extra passes)
     mask = (
         None if all(v.all() for v in valids) else _to_tensor([v[None] for v in valids], run.device)
@@ -533,7 +557,8 @@ def _check_output(run: _Run, y: Any, x: torch.Tensor) -> np.ndarray:
             f"{run.translator.name} returned {shape} for an input of shape {tuple(x.shape)}; "
             "a translation model must map (N, C, H, W) to (N, C_out, H, W)"
         )
-    return y.float().cpu().numpy()
+    # one copy to float32 channels-first (the writer reads rows of each band)
+    return y.to(dtype=torch.float32, memory_format=torch.contiguous_format).cpu().numpy()
 
 
 def stats_windows(info: RasterInfo, translator: Translator) -> list[Window]:
@@ -550,7 +575,7 @@ def stats_windows(info: RasterInfo, translator: Translator) -> list[Window]:
 
 
 def _scene_stats(
-    run: _Run, src: Any
+    run: _Run,
 ) -> tuple[dict[str, Stats] | None, dict[int, tuple[np.ndarray, np.ndarray]]]:
     """Scene-wide norm statistics, and the outputs of tiles of the run translated on the
     way (final: the pooled statistics are the ones every other tile then gets)."""
@@ -571,8 +596,8 @@ def _scene_stats(
         picks, weights = list(range(len(blocks))), [1.0] * len(blocks)
     else:
         picks, weights = _representative_tiles(run, blocks, boxes, k)
-    items = [_read_tile(src, blocks[i], run.bands) for i in picks]
-    x = _to_tensor([_prepare(d, v, run.in_norm) for d, v in items], run.device)
+    items = _read_blocks(run, [blocks[i] for i in picks])
+    x = _to_tensor([d for d, _ in items], run.device, run.translator.memory_format)
     valids = [v for _, v in items]
     # the boxes leave out what lies past the scene: a mask only for nodata inside it
     inside = [
@@ -593,6 +618,28 @@ def _scene_stats(
         return stats, {}
     outs = _check_output(run, y, x)
     return stats, {i: (outs[j], valids[j]) for j, i in enumerate(picks)}
+
+
+def _read_blocks(run: _Run, windows: list[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Model inputs and valid masks of the statistics pass's blocks, read and normalised
+    on every core (a handle per thread; nothing else runs yet)."""
+    threads = max(1, min(os.cpu_count() or 1, 4, len(windows)))
+
+    def read(share: list[int]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        out = []
+        with open_raster(run.src) as src:
+            for i in share:
+                data, valid = _read_tile(src, windows[i], run.bands)
+                out.append((i, _prepare(data, valid, run.in_norm), valid))
+        return out
+
+    shares = [list(range(t, len(windows), threads)) for t in range(threads)]
+    items: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(windows)
+    with ThreadPoolExecutor(threads, thread_name_prefix="rsgan-stats-read") as workers:
+        for part in workers.map(read, shares):
+            for i, x, valid in part:
+                items[i] = (x, valid)
+    return items
 
 
 def _plan_windows(
@@ -628,8 +675,7 @@ def _translated_tiles(
         if run.norm == "scene" and len(run.windows) > 1 and norm_layers(run.translator.net):
             bar.set_description("translate (scene statistics)")
             bar.refresh()
-        with open_raster(run.src) as src:
-            stats, done = _scene_stats(run, src)
+        stats, done = _scene_stats(run)
         bar.set_description("translate")
     except BaseException:
         bar.close()
