@@ -273,16 +273,55 @@ def _normalize(x: Tensor, mean: Tensor, var: Tensor, eps: float) -> Tensor:
     return F.batch_norm(x, mean, var, training=False, eps=eps)
 
 
+def _moment_sums(x: Tensor) -> Sums:
+    """``(count, sums, sums of squares)`` per channel over a one-sample ``(1, C, h, w)``
+    tensor, from torch's fused batch-norm kernel (float32 accumulation, no float32 copy of
+    bf16 activations; its mean and variance are exact to float32, no cancellation)."""
+    c, h, w = x.shape[1:]
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        x = x.float()
+    mean = torch.zeros(c, dtype=torch.float32, device=x.device)
+    var = torch.ones_like(mean)
+    F.batch_norm(x, mean, var, training=True, momentum=1.0, eps=1.0)
+    cells = h * w
+    if cells > 1:
+        var = var * ((cells - 1) / cells)  # torch keeps the unbiased variance
+    return (
+        float(cells),
+        mean.double() * cells,
+        (var.double() + mean.double().square()) * cells,
+    )
+
+
+def _minus(part: Sums, pieces: Sequence[Tensor]) -> Sums:
+    """``part`` less the cells of ``pieces`` (``(C, h, w)`` views), summed in float64."""
+    count, sums, squares = part
+    for piece in pieces:
+        if piece.numel():
+            count -= piece.shape[1] * piece.shape[2]
+            sums = sums - piece.sum(dim=(1, 2), dtype=torch.float64)
+            squares = (
+                squares - torch.linalg.vector_norm(piece, dim=(1, 2), dtype=torch.float64).square()
+            )
+    return count, sums, squares
+
+
+def _is_dense(x: Tensor) -> bool:
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def _box_sums(
     x: Tensor, boxes: list[Box], weights: Sequence[float] | None = None
 ) -> tuple[Sums, Sums]:
     """Sums over the given box of every sample (its cells weighted by ``weights[i]``,
-    default 1), and over all cells.
+    default 1), and over all cells of the samples whose box holds none (what the
+    statistics fall back to when no box does).
 
-    Fast for large tiles in bf16: the statistics of each whole sample come from torch's
-    fused batch-norm kernel (float32 accumulation, no float32 copy of the activations),
-    then the frame outside the box (a thin border) is subtracted exactly, in float64.
+    Fast for large tiles in bf16: the box's rows are summed by torch's fused batch-norm
+    kernel when they are one dense block of memory (channels-last activations, or a box
+    of whole rows), and the columns left and right of the box are taken off exactly, in
+    float64; otherwise the whole sample is summed and the frame around the box taken off.
     """
     n, c, h, w = x.shape
     zeros = torch.zeros(c, dtype=torch.float64, device=x.device)
@@ -290,39 +329,24 @@ def _box_sums(
     whole: Sums = (0.0, zeros, zeros)
     for i, (top, left, bottom, right) in enumerate(boxes):
         xi = x[i : i + 1]
-        if xi.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            xi = xi.float()
-        mean = torch.zeros(c, dtype=torch.float32, device=x.device)
-        var = torch.ones_like(mean)
-        F.batch_norm(xi, mean, var, training=True, momentum=1.0, eps=1.0)
-        cells = h * w
-        if cells > 1:
-            var = var * ((cells - 1) / cells)  # torch keeps the unbiased variance
-        part: Sums = (
-            float(cells),
-            mean.double() * cells,
-            (var.double() + mean.double().square()) * cells,
-        )
-        whole = _add(whole, part)
+        weight = 1.0 if weights is None else float(weights[i])
         top, bottom = max(0, min(top, h)), max(0, min(bottom, h))
         left, right = max(0, min(left, w)), max(0, min(right, w))
-        if bottom <= top or right <= left:
+        if bottom <= top or right <= left or weight == 0:
+            whole = _add(whole, _moment_sums(xi))
             continue
-        frame = [
-            xi[0, :, :top],
-            xi[0, :, bottom:],
-            xi[0, :, top:bottom, :left],
-            xi[0, :, top:bottom, right:],
-        ]
-        for piece in frame:
-            if piece.numel():
-                flat = piece.reshape(c, -1).double()
-                part = (
-                    part[0] - flat.shape[1],
-                    part[1] - flat.sum(1),
-                    part[2] - flat.square().sum(1),
-                )
-        weight = 1.0 if weights is None else float(weights[i])
+        band = xi[:, :, top:bottom]
+        if _is_dense(band):
+            sides = [band[0, :, :, :left], band[0, :, :, right:]]
+            part = _minus(_moment_sums(band), sides)
+        else:
+            frame = [
+                xi[0, :, :top],
+                xi[0, :, bottom:],
+                xi[0, :, top:bottom, :left],
+                xi[0, :, top:bottom, right:],
+            ]
+            part = _minus(_moment_sums(xi), frame)
         boxed = _add(boxed, (weight * part[0], weight * part[1], weight * part[2]))
     return boxed, whole
 

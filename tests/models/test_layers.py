@@ -185,10 +185,13 @@ def _reference_pooled(g: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> tu
 
 @pytest.mark.parametrize("kind", ["layer-major", "threads"])
 @pytest.mark.parametrize("masked", [False, True])
-def test_pooled_forward_equals_a_batched_pass_over_the_boxes(kind, masked) -> None:
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_pooled_forward_equals_a_batched_pass_over_the_boxes(kind, masked, layout) -> None:
     torch.manual_seed(1)
     g = _gen(3) if kind == "layer-major" else _Opaque()
     x = torch.randn(3, 3, 32, 32)
+    if layout == "channels_last":  # as translate_raster feeds rsgan's generators
+        x = x.contiguous(memory_format=torch.channels_last)
     boxes = [(0, 0, 24, 28), (4, 8, 32, 32), (8, 0, 20, 16)]
     weights = [1.0, 2.5, 0.5]
     mask = torch.ones(3, 1, 32, 32)
@@ -228,3 +231,41 @@ def test_pooled_forward_bf16_statistics_match_fp32() -> None:
     for name, (mean, var) in stats.items():
         assert mean.dtype == torch.float32
         torch.testing.assert_close(var.sqrt(), ref[name][1].sqrt(), rtol=0.05, atol=0.02)
+
+
+def _sums64(x: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+    flat = x.double().reshape(x.shape[0], -1)
+    return float(flat.shape[1]), flat.sum(1), flat.square().sum(1)
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_box_sums_count_each_box_once_in_any_layout(layout, dtype) -> None:
+    """Box sums (the rows of the box summed whole, the side columns taken off, or the
+    whole sample less its frame) equal float64 sums over the box; a far-off mean does not
+    cancel them away; whole-sample sums come only from samples whose box holds nothing."""
+    from rsgan.models.layers import _box_sums
+
+    torch.manual_seed(4)
+    x = (torch.randn(3, 5, 40, 36) * 0.1 + 30.0).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    boxes = [(4, 3, 33, 30), (0, 0, 40, 36), (10, 10, 10, 20)]  # the last one is empty
+    weights = [2.0, 0.5, 1.0]
+    boxed, whole = _box_sums(x, boxes, weights)
+    want = [0.0, torch.zeros(5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)]
+    for i, (top, left, bottom, right) in enumerate(boxes[:2]):
+        count, sums, squares = _sums64(x[i, :, top:bottom, left:right])
+        want = [want[0] + weights[i] * count, want[1] + weights[i] * sums,
+                want[2] + weights[i] * squares]  # fmt: skip
+    assert boxed[0] == pytest.approx(want[0])
+    torch.testing.assert_close(boxed[1], want[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(boxed[2], want[2], rtol=1e-5, atol=1e-6)
+    # the variance survives a mean 300x the spread
+    var = boxed[2] / boxed[0] - (boxed[1] / boxed[0]) ** 2
+    ref = want[2] / want[0] - (want[1] / want[0]) ** 2
+    torch.testing.assert_close(var, ref, rtol=0.02, atol=1e-6)
+    count, sums, squares = _sums64(x[2])
+    assert whole[0] == count
+    torch.testing.assert_close(whole[1], sums, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(whole[2], squares, rtol=1e-5, atol=1e-6)
