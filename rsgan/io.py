@@ -1467,14 +1467,13 @@ def _verify_offsets(src: DatasetReader) -> str | None:
 
 
 def _decode_blocks(path: PathLike, windows: Sequence[Window], with_mask: bool) -> None:
-    """Decode the given blocks of ``path`` (and of its mask): raises when one does not."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path) as src:
-            for window in windows:
-                src.read(window=window)
-                if with_mask:
-                    src.read_masks(1, window=window)
+    """Decode the given blocks of ``path`` (and of its mask): raises when one does not.
+    Runs in worker threads of :func:`verify_raster`, whose warning filter covers them."""
+    with rasterio.open(path) as src:
+        for window in windows:
+            src.read(window=window)
+            if with_mask:
+                src.read_masks(1, window=window)
 
 
 def _is_tiff(path: Path) -> bool:

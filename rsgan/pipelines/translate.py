@@ -526,8 +526,11 @@ def _to_tensor(
         x = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
         return x.to(device)
     x = torch.empty(
-        (len(arrays), *arrays[0].shape), dtype=tensors[0].dtype, device=device
-    ).contiguous(memory_format=memory_format)
+        (len(arrays), *arrays[0].shape),
+        dtype=tensors[0].dtype,
+        device=device,
+        memory_format=memory_format,
+    )
     for i, t in enumerate(tensors):
         x[i : i + 1].copy_(t)  # the layout change and the host-to-device copy in one
     return x
