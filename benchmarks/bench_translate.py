@@ -153,6 +153,7 @@ def bare_vs_end_to_end(
     layout = translator.memory_format
     e2e_runs: list[float] = []
     bare_runs: list[float] = []
+    one_runs: list[float] = []
     plain_runs: list[float] = []
     work_runs: list[float] = []
     for _ in range(rounds):
@@ -169,7 +170,10 @@ def bare_vs_end_to_end(
             batch_size=batch,
         )
         e2e_runs.append(time.perf_counter() - t0)
-        bare_runs.append(bare_pass(net, tiles, stats, precision, batch, layout))
+        # the model as translate_raster runs it (two tiles at once on CPU, one thread each)
+        bare_runs.append(engine_pass(run, tiles, stats))
+        # one tile at a time on both threads, fed channels-last
+        one_runs.append(bare_pass(net, tiles, stats, precision, batch, layout))
         # the same tiles as a plain torch loop would feed them (channels-first)
         plain_runs.append(bare_pass(net, tiles, stats, precision, batch, torch.contiguous_format))
         # the model work of the run itself: the pooled pass, then the tiles it did not cover
@@ -180,7 +184,7 @@ def bare_vs_end_to_end(
             T._scene_stats(run)
         finally:
             T.pooled_forward = original
-        work_runs.append(sum(pooled_s) + bare_pass(net, rest, stats, precision, batch, layout))
+        work_runs.append(sum(pooled_s) + engine_pass(run, rest, stats))
     del tiles
     # the pipeline by itself (reading, blending, writing; nn.Identity has no norm layers,
     # so no statistics pass): its CPU time is what the model has to hide
@@ -196,6 +200,7 @@ def bare_vs_end_to_end(
         alone_cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
     e2e, bare = float(np.median(e2e_runs)), float(np.median(bare_runs))
     plain = float(np.median(plain_runs))
+    one = float(np.median(one_runs))
     work = float(np.median(work_runs))
     scene_px = info.width * info.height
     tile_px = sum(int(w.width * w.height) for w in windows)
@@ -213,9 +218,16 @@ def bare_vs_end_to_end(
         "efficiency_median_of_rounds": round(
             float(np.median([b / e for b, e in zip(bare_runs, e2e_runs, strict=True)])), 3
         ),
-        # the bare model fed as translate_raster feeds it (channels-last for rsgan's
-        # generators) is the reference above; a plain channels-first loop for comparison
+        # the bare model run as translate_raster runs it (its tile workers, each fed
+        # channels-last for rsgan's generators) is the reference above; one tile at a time
+        # on all threads and a plain channels-first loop for comparison
+        "tile_workers": T._tile_workers(run.device),
         "layout": "channels_last" if layout == torch.channels_last else "channels_first",
+        "one_tile_at_a_time_s": [round(v, 2) for v in one_runs],
+        "efficiency_vs_one_tile_at_a_time_median_of_rounds": round(
+            float(np.median([o / e for o, e in zip(one_runs, e2e_runs, strict=True)])), 3
+        ),
+        "one_tile_at_a_time_vs_bare": round(one / bare, 3),
         "plain_channels_first_s": [round(v, 2) for v in plain_runs],
         "efficiency_vs_plain_channels_first_median_of_rounds": round(
             float(np.median([p / e for p, e in zip(plain_runs, e2e_runs, strict=True)])), 3
@@ -240,6 +252,29 @@ def bare_vs_end_to_end(
         "bare_tile_mpx_s": round(tile_px / bare / 1e6, 3),
         "overlap_waste": round(tile_px / scene_px, 3),
     }
+
+
+def engine_pass(run: T._Run, tiles: list[torch.Tensor], stats: dict | None) -> float:
+    """Seconds for the bare model over ``tiles`` as translate_raster runs it: its tile
+    workers (two tiles at once on CPU, one thread each, each with its own copy of the
+    model), inputs in the model's layout, the same fixed statistics; the model alone."""
+    layout = run.translator.memory_format
+
+    def forward(worker_run: T._Run, x: torch.Tensor) -> None:
+        with torch.no_grad(), autocast(worker_run.device, worker_run.precision):
+            worker_run.translator.net(x)
+
+    inputs = [t[None].contiguous(memory_format=layout) for t in tiles]
+    t0 = time.perf_counter()
+    with fixed_norm_stats(run.translator.net, stats or {}):
+        workers = T._Forwarders(run, T._tile_workers(run.device))
+        try:
+            futures = [workers.submit(forward, x) for x in inputs]
+            for future in futures:
+                future.result()
+        finally:
+            workers.close()
+    return time.perf_counter() - t0
 
 
 def bare_pass(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +268,77 @@ def test_default_compression_is_zstd_and_a_bad_one_is_refused(make_raster, tmp_p
     assert not (tmp_path / "b.tif").exists()
 
 
+# --------------------------------------------------------------------------- tile workers
+
+
+@pytest.fixture
+def two_threads():
+    """At least two torch threads, so translate_raster runs two tiles at once on CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(2, before))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("norm", ["scene", "tile"])
+def test_two_tiles_at_once_match_one_at_a_time(
+    make_raster, tmp_path, monkeypatch, two_threads, norm
+):
+    """Tiles translated two at a time, each thread with its own copy of the model, give
+    the output of one tile at a time: the same order, and in norm="tile" each tile's own
+    valid mask (the nodata collar makes the masks differ from tile to tile)."""
+    src = make_raster(width=200, height=180, nodata=0, collar=20, seed=5)
+    torch.manual_seed(0)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    outs = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(translate_mod, "CPU_TILE_WORKERS", workers)
+        dst = tmp_path / f"{workers}.tif"
+        translate_raster(
+            src, dst, net, tile=64, overlap=16, norm=norm, dtype="float32",
+            precision="fp32", stats_memory_mb=2, progress=False,
+        )  # fmt: skip
+        with rasterio.open(dst) as ds:
+            outs[workers] = ds.read(masked=True)
+    np.testing.assert_array_equal(outs[1].mask, outs[2].mask)
+    assert outs[1].mask.any() and not outs[1].mask.all()
+    # one thread per tile against two: float rounding only, on values of 0-255
+    np.testing.assert_allclose(outs[2].filled(0), outs[1].filled(0), atol=1e-3)
+    assert float(outs[1].std()) > 1.0  # a real translation, not a constant
+
+
+class _TileCounter:
+    def __init__(self) -> None:
+        self.seen: list[int] = []  # list.append is atomic: no lock (a lock cannot be copied)
+
+    def count(self, module, args) -> None:  # a bound method: copied models must share it
+        self.seen.append(int(args[0].shape[0]))
+
+
+def test_forward_hooks_see_every_tile_with_two_at_once(make_raster, tmp_path, two_threads):
+    src = make_raster(width=200, height=180)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    counter = _TileCounter()
+    net.register_forward_pre_hook(counter.count)
+    translate_raster(src, tmp_path / "o.tif", net, tile=64, overlap=16, norm="tile", progress=False)
+    windows = translate_mod.balanced_windows(200, 180, 64, 16, multiple=4, min_size=8)
+    assert sum(counter.seen) == len(windows) > 4
+
+
+def test_translation_gives_torch_its_thread_count_back(make_raster, tmp_path, two_threads):
+    src = make_raster(width=150, height=150)
+    before = torch.get_num_threads()
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    translate_raster(src, tmp_path / "o.tif", net, tile=64, overlap=16, norm="tile", progress=False)
+    assert torch.get_num_threads() == before
+    # the count a new thread starts with (torch.set_num_threads in a worker sets it too)
+    seen: list[int] = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert seen == [before]
+
+
 # --------------------------------------------------------------------------- failures
 
 
@@ -284,7 +356,7 @@ class _FailAfter(nn.Module):
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 @pytest.mark.parametrize("cog", [False, True])
-def test_failure_mid_run_leaves_no_output(make_raster, tmp_path, exc, cog):
+def test_failure_mid_run_leaves_no_output(make_raster, tmp_path, exc, cog, two_threads):
     src = make_raster(width=200, height=200)
     out_dir = tmp_path / "out"
     out_dir.mkdir()

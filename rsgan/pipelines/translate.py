@@ -1,9 +1,10 @@
 """Whole-scene translation: :func:`translate_raster`.
 
 A scene of any size is cut into overlapping tiles (:func:`rsgan.mosaic.balanced_windows`),
-the tiles are read ahead in a thread, translated in batches, and blended back by a
-:class:`rsgan.mosaic.MosaicWriter` in a write-behind thread, so reading, blending and
-writing hide behind the model. Memory does not depend on the scene's height.
+the tiles are read ahead in a thread, translated in batches (on CPU two tiles at once, each
+on its share of torch's threads), and blended back by a :class:`rsgan.mosaic.MosaicWriter`
+in a write-behind thread, so reading, blending and writing hide behind the model. Memory
+does not depend on the scene's height.
 
 Seams: with ``norm="scene"`` (the default) the instance-norm layers of the generator use
 statistics of the whole scene, not of each tile. A scene that fits the statistics budget
@@ -22,16 +23,19 @@ the result does not depend on the tile size. ``norm="tile"`` is the reference be
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import copy
+import dataclasses
 import math
 import os
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import rasterio
@@ -73,6 +77,8 @@ from rsgan.mosaic import (
     balanced_windows,
     owned_boxes,
 )
+
+_T = TypeVar("_T")
 
 DEFAULT_MODEL_ENV = "RSGAN_MODEL"
 """Environment variable naming the checkpoint used when ``model=None``."""
@@ -703,11 +709,34 @@ def _translated_tiles(
         else contextlib.nullcontext()
     )
     reader.start()
+    forwarders: _Forwarders | None = None
     try:
         with fixed, bar:
+            # made inside ``fixed``: the model's copies take its fixed statistics with them
+            forwarders = _Forwarders(run, _tile_workers(run.device))
+            # batches in flight, in row-major order: (tiles, their outputs to come or None)
+            inflight: collections.deque[tuple[list[Any], Future[np.ndarray] | None]]
+            inflight = collections.deque()
             pending: list[tuple[int, Window, np.ndarray | None, np.ndarray | None]] = []
             finished = False
-            while not finished:
+            while True:
+                # hand on the batches at the head that are done, in order; wait for the head
+                # once every worker has a batch and one more is queued (or all are read)
+                while inflight and (
+                    finished
+                    or len(inflight) > forwarders.count
+                    or inflight[0][1] is None
+                    or inflight[0][1].done()
+                ):
+                    items, future = inflight.popleft()
+                    translated = iter(future.result() if future is not None else [])
+                    for i, window, x, valid in items:
+                        y, valid = done.pop(i) if x is None else (next(translated), valid)
+                        assert valid is not None  # every pending tile has its mask
+                        yield window, y, valid
+                        bar.update(1)
+                if finished:
+                    break
                 item = _get(tiles, stop, reader)
                 if item is _DONE:
                     finished = True
@@ -718,18 +747,103 @@ def _translated_tiles(
                     # a tile still to translate has its pixels and its mask
                     xs = [cast(np.ndarray, p[2]) for p in todo]
                     vs = [cast(np.ndarray, p[3]) for p in todo]
-                    outs: np.ndarray | list[np.ndarray] = _forward(run, xs, vs) if todo else []
-                    translated = iter(outs)
-                    for i, window, x, valid in pending:
-                        y, valid = done.pop(i) if x is None else (next(translated), valid)
-                        assert valid is not None  # every pending tile has its mask
-                        yield window, y, valid
-                        bar.update(1)
+                    inflight.append(
+                        (pending, forwarders.submit(_forward, xs, vs) if todo else None)
+                    )
                     pending = []
         reader.check()
     finally:
         stop.set()
+        if forwarders is not None:
+            forwarders.close()
         reader.join(timeout=5)
+
+
+CPU_TILE_WORKERS = 2
+"""Tiles translated at once on a CPU with at least as many torch threads, each on its
+share of the threads (:class:`_Forwarders`). On the 2-core CPU two tiles on one thread each
+ran the bundled model 4-9 % faster than one tile on two threads (bf16 and fp32), and the
+main pass of a 4096 px scene ~2.5 % faster end to end: a reader or writer thread then
+holds up one tile, not a parallel region of both threads (docs/benchmarks.md)."""
+
+
+def _tile_workers(device: torch.device) -> int:
+    """How many tiles to translate at once: :data:`CPU_TILE_WORKERS` on a CPU with as many
+    torch threads, else 1 (a GPU runs batches instead)."""
+    if device.type != "cpu":
+        return 1
+    return max(1, min(CPU_TILE_WORKERS, torch.get_num_threads()))
+
+
+class _Forwarders:
+    """Translate batches on ``count`` threads, ``torch.get_num_threads() // count`` torch
+    threads each, in the order they are submitted (the caller keeps the order).
+
+    Each thread has its own copy of the model that shares its parameters and buffers: the
+    norm layers' valid mask is set per forward, so a model with norm layers cannot be
+    shared between threads. With ``count == 1`` (or a model that cannot be copied) batches
+    run in the caller's thread, which keeps a CUDA device the caller's current one.
+    """
+
+    def __init__(self, run: _Run, count: int) -> None:
+        self._threads = torch.get_num_threads()
+        runs = [run]
+        if count > 1:
+            copies = [_run_copy(run) for _ in range(count - 1)]
+            runs += [r for r in copies if r is not None]
+        self.count = len(runs)
+        self._runs = runs
+        self._next = iter(runs)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._pool = (
+            ThreadPoolExecutor(
+                self.count, thread_name_prefix="rsgan-model", initializer=self._start
+            )
+            if self.count > 1
+            else None
+        )
+
+    def _start(self) -> None:
+        with self._lock:
+            self._local.run = next(self._next)
+        torch.set_num_threads(max(1, self._threads // self.count))
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        """``fn(run, *args)`` with this thread's run (its own copy of the model), e.g.
+        :func:`_forward` on one batch; the result comes in the future."""
+        if self._pool is None:
+            future: Future[_T] = Future()
+            future.set_result(fn(self._runs[0], *args))
+            return future
+        return self._pool.submit(lambda: fn(self._local.run, *args))
+
+    def close(self) -> None:
+        """Cancel what has not started, wait for what has, and give torch back its thread
+        count (``torch.set_num_threads`` in a worker also set the count new threads start
+        with)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(self._threads)
+
+
+def _run_copy(run: _Run) -> _Run | None:
+    """``run`` with a copy of its model for another thread, sharing the parameters,
+    buffers and forward hooks; the run itself for a model without norm layers (nothing of it changes per
+    forward); None when the model cannot be copied."""
+    net = run.translator.net
+    if not norm_layers(net):
+        return run
+    shared: dict[int, Any] = {id(t): t for t in (*net.parameters(), *net.buffers())}
+    for module in net.modules():  # hooks stay the caller's: they see every tile
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):
+            shared.update((id(hook), hook) for hook in hooks.values())
+    try:
+        twin = copy.deepcopy(net, shared)
+    except Exception:  # a module holding something that cannot be copied: one thread
+        return None
+    translator = dataclasses.replace(run.translator, net=twin)
+    return dataclasses.replace(run, translator=translator)
 
 
 def _fast_denormalize(normalizer: Normalizer, dtype: str) -> Callable[[np.ndarray], np.ndarray]:
