@@ -156,7 +156,8 @@ def bare_vs_end_to_end(
     one_runs: list[float] = []
     plain_runs: list[float] = []
     work_runs: list[float] = []
-    for _ in range(rounds):
+    references = ["engine", "one", "plain"]
+    for r in range(rounds):
         t0 = time.perf_counter()
         T.translate_raster(
             scene,
@@ -170,12 +171,20 @@ def bare_vs_end_to_end(
             batch_size=batch,
         )
         e2e_runs.append(time.perf_counter() - t0)
-        # the model as translate_raster runs it (two tiles at once on CPU, one thread each)
-        bare_runs.append(engine_pass(run, tiles, stats))
-        # one tile at a time on both threads, fed channels-last
-        one_runs.append(bare_pass(net, tiles, stats, precision, batch, layout))
-        # the same tiles as a plain torch loop would feed them (channels-first)
-        plain_runs.append(bare_pass(net, tiles, stats, precision, batch, torch.contiguous_format))
+        # the references in turns (the first pass after a run measured up to 10 % slower
+        # than the same pass later: the heap's state), each round starting with another
+        for kind in references[r % 3 :] + references[: r % 3]:
+            if kind == "engine":
+                # the model as translate_raster runs it (its tile workers)
+                bare_runs.append(engine_pass(run, tiles, stats))
+            elif kind == "one":
+                # one tile at a time on all threads, fed channels-last
+                one_runs.append(bare_pass(net, tiles, stats, precision, batch, layout))
+            else:
+                # the same tiles as a plain torch loop would feed them (channels-first)
+                plain_runs.append(
+                    bare_pass(net, tiles, stats, precision, batch, torch.contiguous_format)
+                )
         # the model work of the run itself: the pooled pass, then the tiles it did not cover
         rest = [t for i, t in enumerate(tiles) if i not in reused]
         pooled_s.clear()
@@ -221,7 +230,7 @@ def bare_vs_end_to_end(
         # the bare model run as translate_raster runs it (its tile workers, each fed
         # channels-last for rsgan's generators) is the reference above; one tile at a time
         # on all threads and a plain channels-first loop for comparison
-        "tile_workers": T._tile_workers(run.device),
+        "tile_workers": T._tile_workers(run.device, run.precision),
         "layout": "channels_last" if layout == torch.channels_last else "channels_first",
         "one_tile_at_a_time_s": [round(v, 2) for v in one_runs],
         "efficiency_vs_one_tile_at_a_time_median_of_rounds": round(
@@ -256,20 +265,22 @@ def bare_vs_end_to_end(
 
 def engine_pass(run: T._Run, tiles: list[torch.Tensor], stats: dict | None) -> float:
     """Seconds for the bare model over ``tiles`` as translate_raster runs it: its tile
-    workers (two tiles at once on CPU, one thread each, each with its own copy of the
-    model), inputs in the model's layout, the same fixed statistics; the model alone."""
+    workers (two tiles at once on CPU in bf16, one thread each, each with its own copy of
+    the model; one tile on all threads in fp32), inputs in the model's layout, the same
+    fixed statistics; the model alone."""
     layout = run.translator.memory_format
 
-    def forward(worker_run: T._Run, x: torch.Tensor) -> None:
+    def forward(worker_run: T._Run, tile: torch.Tensor) -> None:
+        # the input made as bare_pass makes it, so one worker is exactly bare_pass
+        x = torch.stack([tile]).contiguous(memory_format=layout)
         with torch.no_grad(), autocast(worker_run.device, worker_run.precision):
             worker_run.translator.net(x)
 
-    inputs = [t[None].contiguous(memory_format=layout) for t in tiles]
     t0 = time.perf_counter()
     with fixed_norm_stats(run.translator.net, stats or {}):
-        workers = T._Forwarders(run, T._tile_workers(run.device))
+        workers = T._Forwarders(run, T._tile_workers(run.device, run.precision))
         try:
-            futures = [workers.submit(forward, x) for x in inputs]
+            futures = [workers.submit(forward, tile) for tile in tiles]
             for future in futures:
                 future.result()
         finally:

@@ -713,7 +713,7 @@ def _translated_tiles(
     try:
         with fixed, bar:
             # made inside ``fixed``: the model's copies take its fixed statistics with them
-            forwarders = _Forwarders(run, _tile_workers(run.device))
+            forwarders = _Forwarders(run, _tile_workers(run.device, run.precision))
             # batches in flight, in row-major order: (tiles, their outputs to come or None)
             inflight: collections.deque[tuple[list[Any], Future[np.ndarray] | None]]
             inflight = collections.deque()
@@ -760,17 +760,18 @@ def _translated_tiles(
 
 
 CPU_TILE_WORKERS = 2
-"""Tiles translated at once on a CPU with at least as many torch threads, each on its
-share of the threads (:class:`_Forwarders`). On the 2-core CPU two tiles on one thread each
-ran the bundled model 4-9 % faster than one tile on two threads (bf16 and fp32), and the
-main pass of a 4096 px scene ~2.5 % faster end to end: a reader or writer thread then
-holds up one tile, not a parallel region of both threads (docs/benchmarks.md)."""
+"""Tiles translated at once on a CPU in bf16, with at least as many torch threads, each on
+its share of the threads (:class:`_Forwarders`). Measured on the 2-core CPU, the bundled
+model on 736 px tiles, same process: in bf16 two tiles on one thread each ran 2-9 % faster
+than one tile on two threads, and a reader or writer thread then holds up one tile rather
+than a parallel region of both threads; in fp32 they ran 5-12 % slower, so fp32 runs one
+tile at a time (docs/benchmarks.md, fifth session)."""
 
 
-def _tile_workers(device: torch.device) -> int:
-    """How many tiles to translate at once: :data:`CPU_TILE_WORKERS` on a CPU with as many
-    torch threads, else 1 (a GPU runs batches instead)."""
-    if device.type != "cpu":
+def _tile_workers(device: torch.device, precision: str) -> int:
+    """How many tiles to translate at once: :data:`CPU_TILE_WORKERS` on a CPU in bf16 with
+    as many torch threads, else 1 (fp32 on CPU was slower so; a GPU runs batches)."""
+    if device.type != "cpu" or precision != "bf16":
         return 1
     return max(1, min(CPU_TILE_WORKERS, torch.get_num_threads()))
 
