@@ -762,10 +762,10 @@ def _translated_tiles(
 CPU_TILE_WORKERS = 2
 """Tiles translated at once on a CPU in bf16, with at least as many torch threads, each on
 its share of the threads (:class:`_Forwarders`). Measured on the 2-core CPU, the bundled
-model on 736 px tiles, same process: in bf16 two tiles on one thread each ran 2-9 % faster
-than one tile on two threads, and a reader or writer thread then holds up one tile rather
-than a parallel region of both threads; in fp32 they ran 5-12 % slower, so fp32 runs one
-tile at a time (docs/benchmarks.md, fifth session)."""
+model on 736 px tiles, same process: in bf16 the main pass of a 4096 px scene ran 2 %
+faster so (a reader or writer thread then holds up one tile rather than a parallel region
+of both threads; the bare model alone was within a few % either way); in fp32 two at once
+ran 5-12 % slower, so fp32 runs one tile at a time (docs/benchmarks.md, fifth session)."""
 
 
 def _tile_workers(device: torch.device, precision: str) -> int:
