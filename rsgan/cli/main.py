@@ -2,7 +2,8 @@
 
 Each command module in this package exposes ``commands``, a list of click commands; the
 group here collects them. Errors derived from :class:`rsgan.errors.RsganError` become one
-line on stderr and exit code 1 (no traceback); Ctrl-C exits 130.
+line on stderr and exit code 1 (no traceback); Ctrl-C exits 130, and SIGTERM where a command
+turns it into an interrupt (``rsgan translate``) exits 143.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import click
 
 from rsgan import __version__
+from rsgan.cli._signals import Terminated
 from rsgan.errors import RsganError
 
 # Modules whose ``commands`` list is registered, in help order.
@@ -37,6 +39,9 @@ class RsganGroup(click.Group):
             return super().invoke(ctx)
         except RsganError as exc:
             raise click.ClickException(str(exc)) from None
+        except Terminated:
+            click.echo("Terminated; no partial output was left behind.", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("Interrupted; no partial output was left behind.", err=True)
             sys.exit(130)

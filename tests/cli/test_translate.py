@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import rasterio
@@ -88,3 +93,35 @@ def test_translate_compress_option(make_raster, tmp_path, checkpoint):
     assert rasterio.open(dst).profile["compress"] == "deflate"
     bad = CliRunner().invoke(cli, [*args, "--compress", "jpeg", "--overwrite"])
     assert bad.exit_code == 2 and "'jpeg' is not one of 'zstd', 'deflate'" in bad.output
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("sig", "code", "word"), [("SIGTERM", 143, "Terminated"), ("SIGINT", 130, "Interrupted")]
+)
+def test_sigterm_and_ctrl_c_mid_run_leave_nothing(make_raster, tmp_path, sig, code, word):
+    """A scheduler's SIGTERM (or Ctrl-C) mid-run: exit 143 (130), one line, and neither
+    the output nor the hidden temporary file or its lock left in the output folder."""
+    src = make_raster(width=1536, height=1536, seed=4)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = ["translate", str(src), str(out_dir / "o.tif"), "--tile", "128", "--overlap", "16"]
+    args += ["--norm", "tile", "--precision", "fp32", "-q"]  # bundled model, ~150 tiles
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from rsgan.cli.main import cli; cli()", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell's background job ignores SIGINT, and the child would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while not any(out_dir.glob("*.tif")) and proc.poll() is None:  # the temporary: writing
+        assert time.monotonic() < deadline, "the run never started writing"
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the signal; make it longer"
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"{word}; no partial output was left behind."
+    assert "Traceback" not in err
+    assert list(out_dir.iterdir()) == []
