@@ -266,14 +266,14 @@ def bare_vs_end_to_end(
 
 def engine_pass(run: T._Run, tiles: list[torch.Tensor], stats: dict | None) -> float:
     """Seconds for the bare model over ``tiles`` as translate_raster runs it: its tile
-    workers (two tiles at once on CPU in bf16, one thread each, each with its own copy of
-    the model; one tile on all threads in fp32), inputs in the model's layout, the same
-    fixed statistics; the model alone."""
+    workers (two batches at once on CPU in bf16, one thread each, each with its own copy
+    of the model; one batch on all threads in fp32), batches of ``run.batch_size``, inputs
+    in the model's layout, the same fixed statistics; the model alone."""
     layout = run.translator.memory_format
 
-    def forward(worker_run: T._Run, tile: torch.Tensor) -> None:
+    def forward(worker_run: T._Run, batch: list[torch.Tensor]) -> None:
         # the input made as bare_pass makes it, so one worker is exactly bare_pass
-        x = torch.stack([tile]).contiguous(memory_format=layout)
+        x = torch.stack(batch).contiguous(memory_format=layout)
         with torch.no_grad(), autocast(worker_run.device, worker_run.precision):
             worker_run.translator.net(x)
 
@@ -281,7 +281,9 @@ def engine_pass(run: T._Run, tiles: list[torch.Tensor], stats: dict | None) -> f
     with fixed_norm_stats(run.translator.net, stats or {}):
         workers = T._Forwarders(run, T._tile_workers(run.device, run.precision))
         try:
-            futures = [workers.submit(forward, tile) for tile in tiles]
+            size = run.batch_size
+            batches = [tiles[i : i + size] for i in range(0, len(tiles), size)]
+            futures = [workers.submit(forward, batch) for batch in batches]
             for future in futures:
                 future.result()
         finally:

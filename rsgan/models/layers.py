@@ -599,30 +599,24 @@ _Step = tuple[str, Any]
 """``("op", _Op)`` or ``("pool", SceneInstanceNorm2d)``."""
 
 
-def _program(module: nn.Module, skips: dict[int, list[Tensor | None]]) -> list[_Step]:
+def _program(module: nn.Module, skips: dict[tuple[object, int], Tensor]) -> list[_Step]:
     """``module``'s forward as a flat list of per-sample steps and norm layers (a module
-    that :func:`_supports_layer_major`). A residual ``x + body(x)`` keeps its input in
-    ``skips`` (one entry per sample, freed once added)."""
+    that :func:`_supports_layer_major`). A residual ``x + body(x)`` keeps each sample's
+    input in ``skips`` until it is added."""
     if isinstance(module, SceneInstanceNorm2d):
         return [("pool", module)]
     if not norm_layers(module):
         return [("op", lambda i, x: module(x))]
     body = getattr(module, "residual_body", None)
     if isinstance(body, nn.Module):
-        slot = len(skips)
-        skips[slot] = []
+        slot = object()  # this residual's own key
 
         def keep(i: int, x: Tensor) -> Tensor:
-            kept = skips[slot]
-            kept.extend([None] * (i + 1 - len(kept)))
-            kept[i] = x
+            skips[slot, i] = x
             return x
 
         def add(i: int, x: Tensor) -> Tensor:
-            skip = skips[slot][i]
-            skips[slot][i] = None
-            assert skip is not None
-            return x + skip
+            return x + skips.pop((slot, i))
 
         return [("op", keep), *_program(body, skips), ("op", add)]
     chain = getattr(module, "layer_sequence", None)

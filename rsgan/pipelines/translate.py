@@ -830,8 +830,8 @@ class _Forwarders:
 
 def _run_copy(run: _Run) -> _Run | None:
     """``run`` with a copy of its model for another thread, sharing the parameters,
-    buffers and forward hooks; the run itself for a model without norm layers (nothing of it changes per
-    forward); None when the model cannot be copied."""
+    buffers and forward hooks; the run itself for a model without norm layers (nothing of
+    it changes per forward); None when the model cannot be copied."""
     net = run.translator.net
     if not norm_layers(net):
         return run
