@@ -1,11 +1,14 @@
-"""Helpers shared by the model modules: config validation and the papers' weight init."""
+"""Helpers shared by the model modules: config validation, the papers' weight init, and
+a reflection pad that keeps bf16 activations in bf16 under autocast."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from rsgan.errors import ConfigError
 
@@ -42,3 +45,27 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
+
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+class ReflectionPad2d(nn.ReflectionPad2d):
+    """:class:`torch.nn.ReflectionPad2d` that pads bf16/fp16 activations in their own dtype
+    under autocast.
+
+    CPU autocast lists ``reflection_pad2d`` among the ops it runs in float32, so a bf16
+    activation was copied to float32 (twice the bytes) and the convolution after it cast
+    it back: on the 2-core CPU those two copies took a quarter of the bundled generator's
+    bf16 forward (docs/benchmarks.md). Padding copies values, so padding in bf16 gives the
+    float32 result's values exactly and the convolution sees the same bf16 input: the
+    outputs are the same bit for bit. float32 inputs (and everything outside autocast) go
+    through torch's module unchanged.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        kind = x.device.type
+        if x.dtype in _LOW_PRECISION and torch.is_autocast_enabled(kind):
+            with torch.autocast(kind, enabled=False):
+                return F.pad(x, self.padding, mode="reflect")
+        return super().forward(x)

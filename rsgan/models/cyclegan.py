@@ -17,7 +17,12 @@ from typing import Any
 from torch import Tensor, nn
 
 from rsgan.errors import ConfigError, ModelError
-from rsgan.models._common import check_positive, config_from_dict, init_weights
+from rsgan.models._common import (
+    ReflectionPad2d,
+    check_positive,
+    config_from_dict,
+    init_weights,
+)
 from rsgan.models.layers import SceneInstanceNorm2d, norm_mask
 
 
@@ -81,11 +86,11 @@ class _ResidualBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1),
+            ReflectionPad2d(1),
             nn.Conv2d(channels, channels, 3),
             SceneInstanceNorm2d(channels),
             nn.ReLU(inplace=True),
-            nn.ReflectionPad2d(1),
+            ReflectionPad2d(1),
             nn.Conv2d(channels, channels, 3),
             SceneInstanceNorm2d(channels),
         )
@@ -145,7 +150,7 @@ class ResnetGenerator(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(3),
+            ReflectionPad2d(3),
             nn.Conv2d(in_channels, ngf, 7),
             SceneInstanceNorm2d(ngf),
             nn.ReLU(inplace=True),
@@ -165,7 +170,7 @@ class ResnetGenerator(nn.Module):
                 SceneInstanceNorm2d(ngf * mult // 2),
                 nn.ReLU(inplace=True),
             ]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+        layers += [ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         init_weights(self)
 

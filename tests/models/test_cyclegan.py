@@ -40,9 +40,9 @@ def test_reference_parameter_counts() -> None:
     d = PatchDiscriminator(3, ndf=64, n_layers=3)
     assert sum(p.numel() for p in g.parameters()) == 11_378_179
     assert sum(p.numel() for p in d.parameters()) == 2_764_737
+    assert any(isinstance(m, nn.ReflectionPad2d) for m in g.modules())
     kinds = [type(m) for m in g.modules()]
-    assert nn.ReflectionPad2d in kinds and nn.ConvTranspose2d in kinds
-    assert nn.BatchNorm2d not in kinds
+    assert nn.ConvTranspose2d in kinds and nn.BatchNorm2d not in kinds
 
 
 def test_patch_receptive_field_is_70() -> None:
@@ -91,3 +91,44 @@ def test_config_round_trip_and_validation() -> None:
     with pytest.raises(ConfigError, match="unknown model kind"):
         build_nets("stylegan")
     assert set(MODEL_KINDS) == {"cyclegan", "dcgan"}
+
+
+def test_reflection_pad_keeps_bf16_under_cpu_autocast() -> None:
+    # torch's CPU autocast runs reflection_pad2d in float32: a bf16 activation came out
+    # float32 (twice the bytes), and the next convolution cast it back
+    from rsgan.models._common import ReflectionPad2d
+
+    x = torch.randn(1, 8, 12, 10).bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        theirs = nn.ReflectionPad2d(2)(x)
+        ours = ReflectionPad2d(2)(x)
+        fp32_in = ReflectionPad2d(2)(x.float())
+    assert theirs.dtype == torch.float32  # why the class exists: fails if torch changes
+    assert ours.dtype == torch.bfloat16
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(ours.float(), theirs)  # padding copies values: the same numbers
+    assert fp32_in.dtype == torch.float32  # float32 input: torch's module, unchanged
+    assert torch.equal(fp32_in, theirs)
+    with torch.no_grad():  # outside autocast: torch's module
+        assert torch.equal(ReflectionPad2d(2)(x), nn.ReflectionPad2d(2)(x))
+
+
+def test_generator_output_is_unchanged_by_the_bf16_pad() -> None:
+    torch.manual_seed(0)
+    ours = ResnetGenerator(3, 3, ngf=8, n_blocks=2).eval()
+    theirs = ResnetGenerator(3, 3, ngf=8, n_blocks=2).eval()
+    theirs.load_state_dict(ours.state_dict())
+    pads = [name for name, m in theirs.named_modules() if isinstance(m, nn.ReflectionPad2d)]
+    assert len(pads) == 2 + 2 * 2
+    for name in pads:  # back to torch's own module
+        parent, _, child = name.rpartition(".")
+        setattr(
+            theirs.get_submodule(parent),
+            child,
+            nn.ReflectionPad2d(ours.get_submodule(name).padding),
+        )
+    x = (torch.rand(2, 3, 64, 64) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = ours(x), theirs(x)
+    assert a.dtype == torch.bfloat16
+    assert torch.equal(a, b)  # the same bf16 values reach every convolution
