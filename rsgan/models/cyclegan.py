@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from rsgan.errors import ConfigError, ModelError
 from rsgan.models._common import (
+    NarrowConv2d,
     ReflectionPad2d,
     check_positive,
     config_from_dict,
@@ -170,7 +171,7 @@ class ResnetGenerator(nn.Module):
                 SceneInstanceNorm2d(ngf * mult // 2),
                 nn.ReLU(inplace=True),
             ]
-        layers += [ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+        layers += [ReflectionPad2d(3), NarrowConv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         init_weights(self)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rsgan.errors import ConfigError, ModelError
@@ -132,3 +133,51 @@ def test_generator_output_is_unchanged_by_the_bf16_pad() -> None:
         a, b = ours(x), theirs(x)
     assert a.dtype == torch.bfloat16
     assert torch.equal(a, b)  # the same bf16 values reach every convolution
+
+
+@pytest.mark.parametrize("out_channels", [1, 3, 4])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_narrow_conv_by_phases_equals_torch_conv(out_channels: int, precision: str) -> None:
+    from rsgan.models._common import NarrowConv2d
+
+    torch.manual_seed(out_channels)
+    ours = NarrowConv2d(5, out_channels, 7)
+    theirs = nn.Conv2d(5, out_channels, 7)
+    theirs.load_state_dict(ours.state_dict())  # the same weights and keys
+    x = torch.randn(2, 5, 30, 42).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+        assert ours.phased(x)
+        a, b = ours(x), theirs(x)
+    assert a.shape == b.shape == (2, out_channels, 24, 36)
+    assert a.dtype == b.dtype
+    # the same sums in another order: float rounding (bf16: its output's resolution)
+    tol = 1e-5 if precision == "fp32" else 2e-2
+    torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol)
+    assert a.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_narrow_conv_keeps_torch_forward_where_phases_do_not_apply() -> None:
+    from rsgan.models._common import NarrowConv2d
+
+    x = torch.randn(1, 4, 20, 20)
+    with torch.no_grad():
+        narrow = NarrowConv2d(4, 3, 7)
+        assert not narrow.phased(x[..., :19])  # 13 output cols: odd
+        torch.testing.assert_close(
+            narrow(x[..., :19]), F.conv2d(x[..., :19], narrow.weight, narrow.bias)
+        )
+        assert not NarrowConv2d(4, 3, 6).phased(x)  # 15 x 15 output
+        assert not NarrowConv2d(4, 5, 7).phased(x)  # 5 x 4 channels: no longer narrow
+        assert not NarrowConv2d(4, 3, 7, padding=3).phased(x)
+        assert not NarrowConv2d(4, 3, 7, stride=2).phased(x)
+        assert NarrowConv2d(4, 3, 7).phased(x)
+    assert not NarrowConv2d(4, 3, 7).phased(x)  # gradients on: training keeps torch's
+
+
+def test_generator_uses_the_narrow_conv_last() -> None:
+    from rsgan.models._common import NarrowConv2d
+
+    g = ResnetGenerator(3, 3, ngf=8, n_blocks=1).eval()
+    last = [m for m in g.modules() if isinstance(m, nn.Conv2d)][-1]
+    assert isinstance(last, NarrowConv2d)
+    assert f"model.{len(g.model) - 2}.weight" in g.state_dict()  # checkpoint keys kept
