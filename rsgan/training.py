@@ -76,18 +76,22 @@ Nets = Mapping[str, nn.Module]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`fit`.
+    """Ctrl-C (or SIGTERM, a scheduler's request to stop) during :func:`fit`.
 
-    The first Ctrl-C lets the running step finish, then checkpoint and state are saved;
-    a second one stops at once without saving (the last interval checkpoint remains).
+    The first Ctrl-C or SIGTERM lets the running step finish, then checkpoint and state are
+    saved; a second one stops at once without saving (the last interval checkpoint
+    remains).
 
     Attributes:
         step: the last completed step.
         out_dir: where the checkpoint and state are (resume with ``resume=True``).
         saved: whether the checkpoint and state of ``step`` were saved.
+        signum: the signal that asked to stop (``signal.SIGINT`` or ``signal.SIGTERM``).
     """
 
-    def __init__(self, step: int, out_dir: Path, saved: bool = True) -> None:
+    def __init__(
+        self, step: int, out_dir: Path, saved: bool = True, signum: int = signal.SIGINT
+    ) -> None:
         if saved:
             text = (
                 f"training interrupted after step {step}; the checkpoint and training state "
@@ -95,7 +99,7 @@ class TrainingInterrupted(KeyboardInterrupt):
             )
         else:
             text = (
-                f"training interrupted during step {step + 1} (Ctrl-C twice): nothing was "
+                f"training interrupted during step {step + 1} (stopped twice): nothing was "
                 f"saved for it; resume=True (--resume) continues from the last checkpoint "
                 f"in {out_dir}, if any"
             )
@@ -103,6 +107,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step = step
         self.out_dir = out_dir
         self.saved = saved
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -1045,18 +1050,20 @@ def _remove_empty_folders(created: Sequence[Path]) -> None:
 
 
 class _StopRequest:
-    """Ctrl-C during training: the first one lets the current step finish, then the loop
-    saves and stops; a second one interrupts at once (nothing more is saved)."""
+    """Ctrl-C or SIGTERM during training: the first one lets the current step finish, then
+    the loop saves and stops; a second one interrupts at once (nothing more is saved)."""
 
     def __init__(self) -> None:
         self.requested = False
         self.immediate = False
+        self.signum: int = signal.SIGINT
 
     def handler(self, signum: int, frame: Any) -> None:
         if self.requested:
             self.immediate = True
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
 
     def agreed(self, ctx: _Dist) -> bool:
         """Whether to stop now; under DDP every rank stops at the same step."""
@@ -1073,11 +1080,14 @@ def _deferred_interrupt() -> Iterator[_StopRequest]:
     if threading.current_thread() is not threading.main_thread():
         yield stop  # signal handlers only work in the main thread: Ctrl-C acts at once
         return
-    previous = signal.signal(signal.SIGINT, stop.handler)
+    # SIGTERM too: a batch scheduler (Slurm, Kubernetes) asks to stop so, torchrun passes it
+    # to its workers, and the job then leaves a checkpoint to resume from
+    previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _make_loader(
@@ -1220,7 +1230,9 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
         except KeyboardInterrupt:
             if not stop.immediate:
                 save()
-            raise TrainingInterrupted(pos.step, out, saved=not stop.immediate) from None
+            raise TrainingInterrupted(
+                pos.step, out, saved=not stop.immediate, signum=stop.signum
+            ) from None
         finally:
             bar.close()
     if ctx.world_size > 1:  # batch-norm running stats are per rank until synchronised

@@ -93,8 +93,15 @@ def _masked_domains() -> tuple[Chips, Chips]:
     return Chips(a, masks), Chips(_textures(5, 3, 32, seed=2))
 
 
-def _interrupt_at(monkeypatch: pytest.MonkeyPatch, kind: str, call: int, presses: int = 1) -> None:
-    """Press Ctrl-C (SIGINT to this process) ``presses`` times during the ``call``-th step."""
+def _interrupt_at(
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    call: int,
+    presses: int = 1,
+    sig: int = signal.SIGINT,
+) -> None:
+    """Press Ctrl-C (SIGINT to this process; or send ``sig``) ``presses`` times during the
+    ``call``-th step."""
     trainer = training._TRAINERS[kind]
     calls = {"n": 0}
 
@@ -102,7 +109,7 @@ def _interrupt_at(monkeypatch: pytest.MonkeyPatch, kind: str, call: int, presses
         calls["n"] += 1
         if calls["n"] == call:
             for _ in range(presses):
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), sig)
         return trainer.step(*args, **kwargs)
 
     monkeypatch.setitem(training._TRAINERS, kind, training.dataclasses.replace(trainer, step=step))
@@ -135,6 +142,21 @@ def test_cyclegan_ctrl_c_then_resume_matches_uninterrupted(
     assert _losses(_log(tmp_path / "split")) == _losses(_log(tmp_path / "full"))
     assert len(_log(tmp_path / "full")) == 8
     _assert_same_weights(full, resumed)
+
+
+def test_sigterm_saves_and_stops_like_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler's SIGTERM: the step finishes, checkpoint and state are saved, and the
+    handler that was there before (here the default, which kills) is back afterwards."""
+    a, b = _masked_domains()
+    _interrupt_at(monkeypatch, "cyclegan", call=3, sig=signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match="after step 3") as info:
+        train_cyclegan(a, b, tmp_path / "run", config=TINY, options=_options(steps=6))
+    assert info.value.saved and info.value.signum == signal.SIGTERM
+    assert load_model(tmp_path / "run" / "model.safetensors").steps == 3
+    assert (tmp_path / "run" / "train_state.pt").is_file()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_second_ctrl_c_stops_at_once_without_saving(

@@ -2,8 +2,10 @@
 
 Each command module in this package exposes ``commands``, a list of click commands; the
 group here collects them. Errors derived from :class:`rsgan.errors.RsganError` become one
-line on stderr and exit code 1 (no traceback); Ctrl-C exits 130, and SIGTERM where a command
-turns it into an interrupt (``rsgan translate``) exits 143.
+line on stderr and exit code 1 (no traceback); Ctrl-C exits 130. SIGTERM (a scheduler's or
+``kill``'s request to stop) is raised as an interrupt in every command, so outputs are
+cleaned up as after Ctrl-C, and exits 143 (``rsgan train`` finishes its step and saves
+first, as on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import click
 
 from rsgan import __version__
-from rsgan.cli._signals import Terminated
+from rsgan.cli._signals import Terminated, terminate_as_interrupt
 from rsgan.errors import RsganError
 
 # Modules whose ``commands`` list is registered, in help order.
@@ -36,7 +38,8 @@ class RsganGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with terminate_as_interrupt():
+                return super().invoke(ctx)
         except RsganError as exc:
             raise click.ClickException(str(exc)) from None
         except Terminated:

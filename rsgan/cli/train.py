@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -114,7 +115,7 @@ def _call(train: Callable[..., Path], *args: Any, **kwargs: Any) -> None:
         path = train(*args, **kwargs)
     except TrainingInterrupted as exc:
         click.echo(f"\n{exc}", err=True)
-        sys.exit(130)
+        sys.exit(143 if exc.signum == signal.SIGTERM else 130)
     click.echo(f"checkpoint: {path}")
 
 
@@ -123,8 +124,8 @@ def train() -> None:
     """Train a model; see `rsgan train dcgan -h` and `rsgan train cyclegan -h`.
 
     A run folder gets model.safetensors (latest weights with metadata), train_state.pt (for
-    --resume), log.jsonl (losses) and samples/step_XXXXXX.png. Ctrl-C saves both files and
-    stops; the same command with --resume continues. Under torchrun the run is data
+    --resume), log.jsonl (losses) and samples/step_XXXXXX.png. Ctrl-C (or SIGTERM) saves both files
+    and stops; the same command with --resume continues. Under torchrun the run is data
     parallel (DDP).
     """
 

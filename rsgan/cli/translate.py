@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from rsgan.cli._options import BANDS
-from rsgan.cli._signals import terminate_as_interrupt
 from rsgan.mosaic import BLENDS
 from rsgan.pipelines.translate import COMPRESSIONS, NORM_MODES, translate_raster
 
@@ -103,28 +102,27 @@ def translate(
       rsgan translate pre.tif post_style.tif --model model.safetensors --cog
     """
     started = time.perf_counter()
-    with terminate_as_interrupt():  # a scheduler's SIGTERM cleans up like Ctrl-C
-        out = translate_raster(
-            src,
-            dst,
-            model,
-            direction=direction,
-            tile=tile,
-            overlap=overlap,
-            blend=blend,
-            batch_size=batch_size,
-            device=device,
-            bands=bands,
-            overwrite=overwrite,
-            cog=cog,
-            compress=compress,
-            progress=not quiet,
-            norm=norm,
-            dtype=dtype,
-            precision=precision,
-            quicklook=quicklook,
-            stats_memory_mb=stats_memory_mb,
-        )
+    out = translate_raster(
+        src,
+        dst,
+        model,
+        direction=direction,
+        tile=tile,
+        overlap=overlap,
+        blend=blend,
+        batch_size=batch_size,
+        device=device,
+        bands=bands,
+        overwrite=overwrite,
+        cog=cog,
+        compress=compress,
+        progress=not quiet,
+        norm=norm,
+        dtype=dtype,
+        precision=precision,
+        quicklook=quicklook,
+        stats_memory_mb=stats_memory_mb,
+    )
     seconds = time.perf_counter() - started
     if not quiet:
         click.echo(f"wrote {out} in {seconds:.1f} s")

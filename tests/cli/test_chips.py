@@ -109,3 +109,30 @@ def test_bad_input_gives_one_line_and_nonzero_exit(
 def test_bad_band_list_is_a_usage_error(make_raster, tmp_path: Path) -> None:
     result = _run(str(make_raster()), "--bands", "1,x", "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and "'x' is not an integer" in result.output
+
+
+def test_sigterm_mid_export_leaves_nothing(make_raster, tmp_path: Path, monkeypatch) -> None:
+    """SIGTERM (a scheduler's stop) in any command, not only translate: raised as an
+    interrupt, the half-written chip folder is removed, exit 143 with one line."""
+    import os
+    import signal
+
+    from rsgan import tiling
+
+    scene = make_raster(width=96, height=80)
+    out = tmp_path / "chips"
+    real = tiling._write_scene_chips
+    seen: list[str] = []
+
+    def write_then_stop(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        real(*args, **kwargs)  # chips are on disk in the hidden folder beside the output
+        seen.extend(p.name for p in tmp_path.iterdir() if p != scene)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(tiling, "_write_scene_chips", write_then_stop)
+    result = _run(str(scene), "--size", "32", "--out", str(out), "--quiet")
+    assert result.exit_code == 143, result.output
+    assert result.output.strip() == "Terminated; no partial output was left behind."
+    assert seen and all(name.startswith(".") for name in seen), seen  # it was writing
+    assert [p for p in tmp_path.iterdir() if p != scene] == []  # and nothing is left
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the default is back
