@@ -561,3 +561,48 @@ def test_fast_denormalize_matches_the_normalizer(dtype):
     else:
         assert np.abs(got.astype(np.int64) - expected.astype(np.int64)).max() <= 1
         assert (got == expected).mean() > 0.999
+
+
+def _bf16_hardware(monkeypatch: pytest.MonkeyPatch, present: bool) -> None:
+    """Make this CPU look as if it had (or lacked) AVX512-BF16 and AMX."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: present)
+
+
+def test_native_bf16_and_preferred_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rsgan._device import native_bf16, preferred_precision, resolve_precision
+
+    cpu = torch.device("cpu")
+    _bf16_hardware(monkeypatch, False)
+    assert not native_bf16(cpu)
+    assert preferred_precision("bf16", cpu) == "fp32"  # emulated bf16: 2.5-8.7x slower
+    assert preferred_precision(None, cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"  # asked for: kept
+    _bf16_hardware(monkeypatch, True)
+    assert native_bf16(cpu)
+    assert preferred_precision("bf16", cpu) == "bf16"
+    assert preferred_precision("fp32", cpu) == "fp32"
+    assert resolve_precision(None, cpu) == "fp32"  # no preference: fp32 on CPU
+
+
+def test_bundled_model_runs_in_fp32_on_a_cpu_without_native_bf16(
+    make_raster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundled model prefers bf16; without AVX512-BF16/AMX the default run is the fp32
+    run bit for bit, with them the bf16 run; an explicit precision is always kept."""
+    if not translate_mod.DEFAULT_MODEL_PATH.is_file():
+        pytest.skip("the bundled model is not in this checkout")
+    src = make_raster(width=96, height=80, seed=3)
+
+    def run(name: str, **kwargs: object) -> np.ndarray:
+        out = translate_raster(src, tmp_path / name, progress=False, **kwargs)
+        with rasterio.open(out) as ds:
+            return ds.read()
+
+    fp32, bf16 = run("fp32.tif", precision="fp32"), run("bf16.tif", precision="bf16")
+    assert not np.array_equal(fp32, bf16)  # the two precisions can be told apart
+    _bf16_hardware(monkeypatch, False)
+    np.testing.assert_array_equal(run("default_emulated.tif"), fp32)
+    np.testing.assert_array_equal(run("asked.tif", precision="bf16"), bf16)
+    _bf16_hardware(monkeypatch, True)
+    np.testing.assert_array_equal(run("default_native.tif"), bf16)

@@ -76,7 +76,7 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--precision",
             type=_PRECISIONS,
             default=None,
-            help="fp32 or bf16 autocast [default: bf16 on CUDA, fp32 on CPU].",
+            help="fp32 or bf16 autocast [default: bf16 on CUDA GPUs with native bf16, else fp32].",
         ),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
         click.option(

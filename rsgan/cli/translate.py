@@ -44,7 +44,10 @@ from rsgan.pipelines.translate import COMPRESSIONS, NORM_MODES, translate_raster
     "--precision",
     type=click.Choice(["fp32", "bf16"]),
     default=None,
-    help="Default: the model's preference, else bf16 on CUDA, fp32 on CPU.",
+    help=(
+        "Default: the model's preference where the device has native bf16 (else fp32); "
+        "without one, bf16 on CUDA, fp32 on CPU."
+    ),
 )
 @click.option(
     "--dtype", default=None, help="Output data type (default the source's), e.g. float32."
