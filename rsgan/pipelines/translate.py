@@ -765,7 +765,9 @@ its share of the threads (:class:`_Forwarders`). Measured on the 2-core CPU, the
 model on 736 px tiles, same process: in bf16 the main pass of a 4096 px scene ran 2 %
 faster so (a reader or writer thread then holds up one tile rather than a parallel region
 of both threads; the bare model alone was within a few % either way); in fp32 two at once
-ran 5-12 % slower, so fp32 runs one tile at a time (docs/benchmarks.md, fifth session)."""
+ran 5-12 % slower, so fp32 runs one tile at a time (docs/benchmarks.md, fifth session).
+With the sixth session's faster generator the two ways measured equal in bf16 (end to end
+1.002, bare 1.005, 6 rounds)."""
 
 
 def _tile_workers(device: torch.device, precision: str) -> int:
