@@ -17,7 +17,10 @@ Figures, each measured side by side in one run:
    rsgan's balanced grid and for a fixed-stride grid with the last tile shifted.
 4. The default model's end-to-end speed (Mpx/s) on a real Joplin tile and a larger
    synthetic scene, bf16 and fp32.
-5. (``--parts whole``) Distance of tiled scene-mode outputs to a whole-scene single pass
+5. (``--parts timeline``) Where one end-to-end run's time goes: the view that picks the
+   statistics blocks, reading them, the statistics pass, the main pass, reading the output
+   back, the run's CPU-seconds, and the pipeline's own CPU by thread and part.
+6. (``--parts whole``) Distance of tiled scene-mode outputs to a whole-scene single pass
    on real scenes (the Joplin pre and post tiles merged into 2048 x 2048 and 3072 x 2048
    px mosaics), with statistics budgets that cover 60 % and 30 % of the blocks and one
    block, beside per-tile mode; the tile-size invariance (512 vs 768) and the model work against
@@ -515,6 +518,116 @@ def rss(scene: Path, mode: str, tmp: Path, model: str = "cheap") -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def timeline(scene: Path, net: torch.nn.Module, precision: str, tmp: Path, rounds: int = 3) -> dict:
+    """Where one end-to-end run's time goes (medians of ``rounds`` runs): choosing the
+    statistics blocks (the ~512 px view), reading them, the statistics pass, the main pass
+    (first to last tile forward), reading the output back; the run's CPU-seconds; and the
+    pipeline's own CPU by part, measured per thread on a run with ``nn.Identity()``."""
+    import rsgan.io as rio_mod
+    import rsgan.mosaic as mosaic_mod
+
+    spans: dict[str, list[float]] = {}
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    patched: list[tuple[Any, str, Any]] = []
+
+    def wrap(owner: Any, name: str, key: str, clock: Any = time.perf_counter) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = clock()
+            starts.setdefault(key, t0)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                ends[key] = clock()
+                spans.setdefault(key, []).append(ends[key] - t0)
+
+        patched.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    forwards: list[tuple[float, float]] = []
+    original_forward = T._forward
+
+    def forward(*args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = original_forward(*args)
+        forwards.append((t0, time.perf_counter()))
+        return out
+
+    wrap(T, "_thumbnail", "view_of_scene_s")
+    wrap(T, "_read_blocks", "read_stats_blocks_s")
+    wrap(T, "pooled_forward", "statistics_pass_s")
+    wrap(rio_mod, "verify_raster", "read_back_s")
+    rows: list[dict[str, float]] = []
+    try:
+        T._forward = forward
+        for _ in range(rounds):
+            spans.clear()
+            starts.clear()
+            ends.clear()
+            forwards.clear()
+            r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            T.translate_raster(
+                scene, tmp / "timeline.tif", net, tile=768, overlap=64, progress=False,
+                precision=precision, overwrite=True,
+            )  # fmt: skip
+            t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+            row = {k: sum(v) for k, v in spans.items()}
+            # the rest: checks, planning and picking the blocks (k-means) before the
+            # pass; copying the model for the tile workers and the first read between;
+            # the writer's last rows, closing the file and the rename after
+            row["before_statistics_pass_s"] = starts["statistics_pass_s"] - t0
+            row["statistics_pass_to_first_tile_s"] = forwards[0][0] - ends["statistics_pass_s"]
+            row["main_pass_s"] = forwards[-1][1] - forwards[0][0]
+            row["main_pass_tiles"] = len(forwards)
+            row["after_last_tile_s"] = t1 - forwards[-1][1]
+            row["total_s"] = t1 - t0
+            row["cpu_s"] = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+            rows.append(row)
+    finally:
+        T._forward = original_forward
+        for owner, name, original in reversed(patched):
+            setattr(owner, name, original)
+    result = {k: round(float(np.median([r[k] for r in rows])), 3) for k in rows[0]}
+    # the pipeline's CPU by part: the reader and writer threads' own CPU time, and within
+    # them decoding, normalising, and compressing + writing rows (the writer's last rows
+    # are written by the main thread when the writer closes)
+    patched.clear()
+    spans.clear()
+    original_run = T._Worker.run
+
+    def run_timed(worker: Any) -> None:
+        t0 = time.thread_time()
+        try:
+            original_run(worker)
+        finally:
+            spans.setdefault(f"{worker.name}_thread", []).append(time.thread_time() - t0)
+
+    for owner, name, key in (
+        (T, "_read_tile", "decode_input"),
+        (T, "_prepare", "normalise_input"),
+        (mosaic_mod.MosaicWriter, "_flush", "compress_and_write"),
+    ):
+        wrap(owner, name, key, clock=time.thread_time)
+    try:
+        T._Worker.run = run_timed  # type: ignore[method-assign]
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        T.translate_raster(
+            scene, tmp / "timeline.tif", torch.nn.Identity(), tile=768, overlap=64,
+            progress=False, overwrite=True,
+        )  # fmt: skip
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        T._Worker.run = original_run  # type: ignore[method-assign]
+        for owner, name, original in reversed(patched):
+            setattr(owner, name, original)
+    parts = {f"{k}_cpu_s": round(sum(v), 3) for k, v in spans.items()}
+    parts["all_cpu_s"] = round(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, 3)
+    result["pipeline_alone"] = parts
+    return result
+
+
 def waste(size: int, tile: int, overlap: int) -> dict:
     balanced = balanced_windows(size, size, tile, overlap, multiple=4)
     shifted = tile_windows(size, size, TileSpec(tile, overlap))
@@ -538,7 +651,7 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         default="waste,speed,memory,width",
-        help="comma-separated: waste, speed, memory, width, whole",
+        help="comma-separated: waste, speed, timeline, memory, width, whole",
     )
     parser.add_argument("--sizes", default=None, help="memory scene sides, e.g. 4096,16384")
     parser.add_argument(
@@ -558,7 +671,10 @@ def main() -> None:
     results: dict = {"machine": "2-core AMD EPYC (avx512_bf16), torch " + torch.__version__}
     with tempfile.TemporaryDirectory(prefix="rsgan-bench-") as td:
         tmp = Path(td)
-        needed = {small: "speed" in parts or "memory" in parts, large: "memory" in parts}
+        needed = {
+            small: bool(parts & {"speed", "timeline", "memory"}),
+            large: "memory" in parts,
+        }
         scenes = {s: make_scene(tmp / f"scene_{s}.tif", s) for s, need in needed.items() if need}
         # 3. overlap waste
         results["overlap_waste_768_64"] = {s: waste(s, 768, 64) for s in (4096, 16384)}
@@ -580,6 +696,9 @@ def main() -> None:
                 ),
             }
             print(json.dumps(results[f"efficiency_{precision}"]), flush=True)
+        for precision in args.precisions.split(",") if "timeline" in parts else ():
+            results[f"timeline_{precision}"] = timeline(scenes[small], net, precision, tmp)
+            print(json.dumps({f"timeline_{precision}": results[f"timeline_{precision}"]}))
         # 4. default model on a real tile
         real = sorted((SHARED / "xview2_joplin_prepost" / "pre").glob("*.tif"))
         if real and "speed" in parts:
