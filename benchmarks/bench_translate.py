@@ -271,7 +271,8 @@ def engine_pass(run: T._Run, tiles: list[torch.Tensor], stats: dict | None) -> f
     """Seconds for the bare model over ``tiles`` as translate_raster runs it: its tile
     workers (two batches at once on CPU in bf16, one thread each, each with its own copy
     of the model; one batch on all threads in fp32), batches of ``run.batch_size``, inputs
-    in the model's layout, the same fixed statistics; the model alone."""
+    in the model's layout, the same fixed statistics (folded into the convolutions in
+    fp32, as translate_raster does); the model alone."""
     layout = run.translator.memory_format
 
     def forward(worker_run: T._Run, batch: list[torch.Tensor]) -> None:
@@ -282,7 +283,9 @@ def engine_pass(run: T._Run, tiles: list[torch.Tensor], stats: dict | None) -> f
 
     t0 = time.perf_counter()
     with fixed_norm_stats(run.translator.net, stats or {}):
-        workers = T._Forwarders(run, T._tile_workers(run.device, run.precision))
+        # with the statistics folded into the convolutions where translate_raster does so
+        main = T._folded(run, stats)
+        workers = T._Forwarders(main, T._tile_workers(run.device, run.precision))
         try:
             size = run.batch_size
             batches = [tiles[i : i + size] for i in range(0, len(tiles), size)]

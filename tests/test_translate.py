@@ -606,3 +606,44 @@ def test_bundled_model_runs_in_fp32_on_a_cpu_without_native_bf16(
     np.testing.assert_array_equal(run("asked.tif", precision="bf16"), bf16)
     _bf16_hardware(monkeypatch, True)
     np.testing.assert_array_equal(run("default_native.tif"), bf16)
+
+
+def test_fp32_scene_mode_folds_the_statistics_into_the_convolutions(
+    make_raster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In fp32 the main pass runs the model with the scene statistics folded into its
+    convolutions: the same output as the norm layers give (float rounding), with a nodata
+    collar; bf16 keeps the norm layers (folded bf16 weights round differently)."""
+    from rsgan.models import layers as layers_mod
+
+    src = make_raster(width=200, height=180, nodata=0, collar=20, seed=5)
+    torch.manual_seed(0)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    folds: list[bool] = []
+    real = layers_mod.fold_norm_stats
+
+    def spy(model: nn.Module, stats: dict) -> nn.Module | None:
+        folded = real(model, stats)
+        folds.append(folded is not None)
+        return folded
+
+    def run(name: str, precision: str) -> np.ma.MaskedArray:
+        translate_raster(
+            src, tmp_path / name, net, tile=64, overlap=16, dtype="float32",
+            precision=precision, stats_memory_mb=2, progress=False,
+        )  # fmt: skip
+        with rasterio.open(tmp_path / name) as ds:
+            return ds.read(masked=True)
+
+    monkeypatch.setattr(translate_mod, "fold_norm_stats", spy)
+    folded = run("folded.tif", "fp32")
+    assert folds == [True]
+    run("bf16.tif", "bf16")
+    assert folds == [True]  # not asked for in bf16
+    monkeypatch.setattr(translate_mod, "fold_norm_stats", lambda model, stats: None)
+    plain = run("plain.tif", "fp32")
+    np.testing.assert_array_equal(folded.mask, plain.mask)
+    assert folded.mask.any() and not folded.mask.all()
+    np.testing.assert_allclose(folded.filled(0), plain.filled(0), rtol=0, atol=1e-3)  # DN
+    assert not np.array_equal(folded.filled(0), plain.filled(0))  # computed another way
+    assert float(plain.std()) > 1.0

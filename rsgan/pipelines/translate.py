@@ -66,6 +66,7 @@ from rsgan.io import (
 from rsgan.models.layers import (
     Stats,
     fixed_norm_stats,
+    fold_norm_stats,
     norm_layers,
     norm_mask,
     pooled_forward,
@@ -713,7 +714,8 @@ def _translated_tiles(
     try:
         with fixed, bar:
             # made inside ``fixed``: the model's copies take its fixed statistics with them
-            forwarders = _Forwarders(run, _tile_workers(run.device, run.precision))
+            main = _folded(run, stats) if len(done) < len(run.windows) else run
+            forwarders = _Forwarders(main, _tile_workers(run.device, run.precision))
             # batches in flight, in row-major order: (tiles, their outputs to come or None)
             inflight: collections.deque[tuple[list[Any], Future[np.ndarray] | None]]
             inflight = collections.deque()
@@ -757,6 +759,19 @@ def _translated_tiles(
         if forwarders is not None:
             forwarders.close()
         reader.join(timeout=5)
+
+
+def _folded(run: _Run, stats: dict[str, Stats] | None) -> _Run:
+    """``run`` with the scene statistics folded into its model's convolutions
+    (:func:`fold_norm_stats`) in fp32, where that equals the fixed-statistics forward to
+    float rounding; the run itself otherwise (bf16: the folded weights round to other bf16
+    values, which would set the statistics pass's tiles apart by ~0.15 DN)."""
+    if stats is None or run.precision != "fp32":
+        return run
+    net = fold_norm_stats(run.translator.net, stats)
+    if net is None:
+        return run
+    return dataclasses.replace(run, translator=dataclasses.replace(run.translator, net=net))
 
 
 CPU_TILE_WORKERS = 2

@@ -269,3 +269,56 @@ def test_box_sums_count_each_box_once_in_any_layout(layout, dtype) -> None:
     assert whole[0] == count
     torch.testing.assert_close(whole[1], sums, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(whole[2], squares, rtol=1e-5, atol=1e-6)
+
+
+def _scene_stats_of(net: nn.Module) -> dict:
+    torch.manual_seed(1)
+    scene = torch.rand(1, 3, 48, 64) * 2 - 1
+    with torch.no_grad():
+        return collect_norm_stats(net, scene)
+
+
+def test_folded_statistics_equal_the_fixed_forward_in_fp32() -> None:
+    from rsgan.models.layers import fold_norm_stats
+
+    torch.manual_seed(0)
+    net = ResnetGenerator(3, 3, ngf=8, n_blocks=2).eval()
+    stats = _scene_stats_of(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    folded = fold_norm_stats(net, stats)
+    assert folded is not None
+    assert norm_layers(folded) == {}  # every norm layer became part of its convolution
+    assert len(norm_layers(net)) == 5 + 2 * 2  # the model itself is unchanged
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    x = (torch.rand(2, 3, 40, 56) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        with fixed_norm_stats(net, stats):
+            expected = net(x)
+        got = folded(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # the convolutions before norm layers have new weights; the last one is shared
+    last = [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
+    last_folded = [m for m in folded.modules() if isinstance(m, nn.Conv2d)][-1]
+    assert last_folded.weight is last.weight
+    first, first_folded = net.model[1], folded.model[1]
+    assert not torch.equal(first_folded.weight, first.weight)
+
+
+def test_fold_norm_stats_refuses_what_it_cannot_fold() -> None:
+    from rsgan.models.layers import fold_norm_stats
+
+    torch.manual_seed(0)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    stats = _scene_stats_of(net)
+    handle = net.model[2].register_forward_hook(lambda m, a, o: None)
+    assert fold_norm_stats(net, stats) is None  # a hook on a norm layer would go unseen
+    handle.remove()
+    assert fold_norm_stats(net, stats) is not None
+    missing = {k: v for k, v in stats.items() if k != "model.2"}
+    assert fold_norm_stats(net, missing) is None
+    after_relu = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), SceneInstanceNorm2d(4))
+    assert fold_norm_stats(after_relu, _scene_stats_of(after_relu)) is None
+    no_bias = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), SceneInstanceNorm2d(4))
+    assert fold_norm_stats(no_bias, _scene_stats_of(no_bias)) is None
+    assert fold_norm_stats(nn.Sequential(nn.Conv2d(3, 4, 3)), {}) is None  # nothing to fold
