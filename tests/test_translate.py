@@ -647,3 +647,15 @@ def test_fp32_scene_mode_folds_the_statistics_into_the_convolutions(
     np.testing.assert_allclose(folded.filled(0), plain.filled(0), rtol=0, atol=1e-3)  # DN
     assert not np.array_equal(folded.filled(0), plain.filled(0))  # computed another way
     assert float(plain.std()) > 1.0
+
+
+def test_a_quick_run_prints_no_stale_progress_line(make_raster, tmp_path: Path, capsys) -> None:
+    """A scene translated in one quick pass shows no progress bar (it appears after a
+    second): before, the bar's description change printed a "0/1" line that was never
+    completed, and the next output ran into it in logs."""
+    src = make_raster(width=96, height=80)
+    torch.manual_seed(0)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    translate_raster(src, tmp_path / "o.tif", net, precision="fp32", progress=True)
+    err = capsys.readouterr().err
+    assert "0/1" not in err and "tile/s" not in err, err

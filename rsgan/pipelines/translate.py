@@ -682,11 +682,14 @@ def _translated_tiles(
         total=len(run.windows), unit="tile", desc="translate", disable=not progress, delay=1.0
     )
     try:
-        if run.norm == "scene" and len(run.windows) > 1 and norm_layers(run.translator.net):
+        # a tiled scene's statistics pass takes a while: say so at once; a scene in one
+        # pass shows nothing unless it takes over a second (no stale "0/1" line in logs)
+        tiled = run.norm == "scene" and len(run.windows) > 1 and norm_layers(run.translator.net)
+        if tiled:
             bar.set_description("translate (scene statistics)")
             bar.refresh()
         stats, done = _scene_stats(run)
-        bar.set_description("translate")
+        bar.set_description("translate", refresh=bool(tiled))
     except BaseException:
         bar.close()
         raise
