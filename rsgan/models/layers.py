@@ -760,6 +760,20 @@ def fixed_norm_stats(model: nn.Module, stats: Mapping[str, Stats]) -> Iterator[N
             layer.mean, layer.var, layer.has_stats = saved[name]
 
 
+def shared_copy(model: nn.Module) -> nn.Module | None:
+    """A copy of ``model``'s modules that shares its parameters, buffers and forward hooks
+    (a hook still sees every call), e.g. for another thread, whose per-forward state (the
+    norm layers' valid mask) is then its own; None when the model cannot be copied."""
+    shared: dict[int, Any] = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    for module in model.modules():
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):
+            shared.update((id(hook), hook) for hook in hooks.values())
+    try:
+        return copy.deepcopy(model, shared)
+    except Exception:  # a module holding something that cannot be copied
+        return None
+
+
 _FOLDABLE = (nn.Conv2d, nn.ConvTranspose2d)
 
 
@@ -806,13 +820,8 @@ def fold_norm_stats(model: nn.Module, stats: Mapping[str, Stats]) -> nn.Module |
             pairs.append((names[id(conv)], name, norm))
     if len(pairs) != len(layers):
         return None
-    shared: dict[int, Any] = {id(t): t for t in (*model.parameters(), *model.buffers())}
-    for module in model.modules():
-        for hooks in (module._forward_pre_hooks, module._forward_hooks):
-            shared.update((id(hook), hook) for hook in hooks.values())
-    try:
-        twin = copy.deepcopy(model, shared)
-    except Exception:  # a module holding something that cannot be copied
+    twin = shared_copy(model)
+    if twin is None:
         return None
     with torch.no_grad():
         for conv_name, norm_name, norm in pairs:
@@ -842,4 +851,5 @@ __all__ = [
     "norm_region",
     "pooled_forward",
     "set_norm_mode",
+    "shared_copy",
 ]

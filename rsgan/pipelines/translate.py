@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import copy
 import dataclasses
 import math
 import os
@@ -70,6 +69,7 @@ from rsgan.models.layers import (
     norm_layers,
     norm_mask,
     pooled_forward,
+    shared_copy,
 )
 from rsgan.mosaic import (
     BLENDS,
@@ -855,13 +855,8 @@ def _run_copy(run: _Run) -> _Run | None:
     net = run.translator.net
     if not norm_layers(net):
         return run
-    shared: dict[int, Any] = {id(t): t for t in (*net.parameters(), *net.buffers())}
-    for module in net.modules():  # hooks stay the caller's: they see every tile
-        for hooks in (module._forward_pre_hooks, module._forward_hooks):
-            shared.update((id(hook), hook) for hook in hooks.values())
-    try:
-        twin = copy.deepcopy(net, shared)
-    except Exception:  # a module holding something that cannot be copied: one thread
+    twin = shared_copy(net)
+    if twin is None:  # a module holding something that cannot be copied: one thread
         return None
     translator = dataclasses.replace(run.translator, net=twin)
     return dataclasses.replace(run, translator=translator)
