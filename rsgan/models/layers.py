@@ -295,15 +295,24 @@ def _moment_sums(x: Tensor) -> Sums:
 
 
 def _minus(part: Sums, pieces: Sequence[Tensor]) -> Sums:
-    """``part`` less the cells of ``pieces`` (``(C, h, w)`` views), summed in float64."""
+    """``part`` less the cells of ``pieces`` (``(C, h, w)`` views).
+
+    Each piece is copied into a dense tensor of its own and summed by
+    :func:`_moment_sums`: the pieces are thin strips beside a box (a few % of its cells),
+    and float64 reductions over them as strided views took as long as summing the box
+    itself (3.1 ms for the 32 px strips of a 16 x 736 x 736 bf16 layer; 0.39 ms so)."""
     count, sums, squares = part
     for piece in pieces:
         if piece.numel():
-            count -= piece.shape[1] * piece.shape[2]
-            sums = sums - piece.sum(dim=(1, 2), dtype=torch.float64)
-            squares = (
-                squares - torch.linalg.vector_norm(piece, dim=(1, 2), dtype=torch.float64).square()
+            layout = (
+                torch.channels_last if piece.stride(0) == 1 else torch.contiguous_format
             )
+            cells, piece_sums, piece_squares = _moment_sums(
+                piece[None].contiguous(memory_format=layout)
+            )
+            count -= cells
+            sums = sums - piece_sums
+            squares = squares - piece_squares
     return count, sums, squares
 
 
