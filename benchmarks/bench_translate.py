@@ -106,11 +106,14 @@ def bare_vs_end_to_end(
     tmp: Path,
     batch: int = 1,
     rounds: int = 7,
+    engine_only: bool = False,
 ) -> dict:
     """Translate ``scene`` end to end and run the bare model over the same tiles (read
     beforehand; the same batch size, translate_raster's CPU default 1, and the same fixed
     statistics), alternately ``rounds`` times; medians of the times and of the per-round
-    ratios (this machine's speed moves by up to 40 % between rounds)."""
+    ratios (this machine's speed moves by up to 40 % between rounds). ``engine_only``
+    leaves out the other references (one tile at a time, a plain channels-first loop, the
+    model work of the run), which triple a large scene's time."""
     translator = T.resolve_translator(net)
     info = T.describe(scene)
     budget = T.stats_budget_px(net)
@@ -160,8 +163,11 @@ def bare_vs_end_to_end(
     one_runs: list[float] = []
     plain_runs: list[float] = []
     work_runs: list[float] = []
-    references = ["engine", "one", "plain"]
+    references = ["engine"] if engine_only else ["engine", "one", "plain"]
     for r in range(rounds):
+        if engine_only and r % 2:
+            # with one reference, it and the end-to-end run take turns going first
+            bare_runs.append(engine_pass(run, tiles, stats))
         t0 = time.perf_counter()
         T.translate_raster(
             scene,
@@ -177,7 +183,8 @@ def bare_vs_end_to_end(
         e2e_runs.append(time.perf_counter() - t0)
         # the references in turns (the first pass after a run measured up to 10 % slower
         # than the same pass later: the heap's state), each round starting with another
-        for kind in references[r % 3 :] + references[: r % 3]:
+        turn = r % len(references)
+        for kind in [] if engine_only and r % 2 else references[turn:] + references[:turn]:
             if kind == "engine":
                 # the model as translate_raster runs it (its tile workers)
                 bare_runs.append(engine_pass(run, tiles, stats))
@@ -189,6 +196,8 @@ def bare_vs_end_to_end(
                 plain_runs.append(
                     bare_pass(net, tiles, stats, precision, batch, torch.contiguous_format)
                 )
+        if engine_only:
+            continue
         # the model work of the run itself: the pooled pass, then the tiles it did not cover
         rest = [t for i, t in enumerate(tiles) if i not in reused]
         pooled_s.clear()
@@ -212,13 +221,15 @@ def bare_vs_end_to_end(
         alone_wall.append(time.perf_counter() - t0)
         alone_cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
     e2e, bare = float(np.median(e2e_runs)), float(np.median(bare_runs))
-    plain = float(np.median(plain_runs))
-    one = float(np.median(one_runs))
-    work = float(np.median(work_runs))
     scene_px = info.width * info.height
     tile_px = sum(int(w.width * w.height) for w in windows)
     reused_px = len(reused) * int(windows[0].width * windows[0].height)
-    return {
+
+    def against(runs: list[float]) -> float:
+        """Median over the rounds of reference time / end-to-end time."""
+        return round(float(np.median([v / e for v, e in zip(runs, e2e_runs, strict=True)])), 3)
+
+    result = {
         "scene_px": scene_px,
         "tiles": len(windows),
         "tiles_in_stats_pass": len(reused),
@@ -228,43 +239,48 @@ def bare_vs_end_to_end(
         "efficiency_per_round": [round(b / e, 3) for b, e in zip(bare_runs, e2e_runs, strict=True)],
         # each round's runs are seconds apart, so the machine's state (this VM's speed moves
         # by up to 40 % between rounds) cancels best in the median of per-round ratios
-        "efficiency_median_of_rounds": round(
-            float(np.median([b / e for b, e in zip(bare_runs, e2e_runs, strict=True)])), 3
-        ),
+        "efficiency_median_of_rounds": against(bare_runs),
         # the bare model run as translate_raster runs it (its tile workers, each fed
         # channels-last for rsgan's generators) is the reference above; one tile at a time
         # on all threads and a plain channels-first loop for comparison
         "tile_workers": T._tile_workers(run.device, run.precision),
         "layout": "channels_last" if layout == torch.channels_last else "channels_first",
-        "one_tile_at_a_time_s": [round(v, 2) for v in one_runs],
-        "efficiency_vs_one_tile_at_a_time_median_of_rounds": round(
-            float(np.median([o / e for o, e in zip(one_runs, e2e_runs, strict=True)])), 3
-        ),
-        "one_tile_at_a_time_vs_bare": round(one / bare, 3),
-        "plain_channels_first_s": [round(v, 2) for v in plain_runs],
-        "efficiency_vs_plain_channels_first_median_of_rounds": round(
-            float(np.median([p / e for p, e in zip(plain_runs, e2e_runs, strict=True)])), 3
-        ),
-        "plain_vs_bare": round(plain / bare, 3),
-        # against the model work the run does (the pooled pass over its blocks, then the
-        # other tiles bare): how well reading, blending and writing hide behind the model
-        "model_work_s": [round(v, 2) for v in work_runs],
-        "efficiency_vs_model_work": round(work / e2e, 3),
-        "efficiency_vs_model_work_median_of_rounds": round(
-            float(np.median([w / e for w, e in zip(work_runs, e2e_runs, strict=True)])), 3
-        ),
-        # the statistics pass translates tiles whose outputs are final: its cost against
-        # the same tiles through the bare model shows what pooling the statistics costs
-        "stats_pass_s": round(stats_s, 2),
-        "stats_pass_vs_bare_same_tiles": round(stats_s / (bare * reused_px / tile_px), 3)
-        if reused_px
-        else None,
-        "pipeline_alone_wall_s": round(float(np.median(alone_wall)), 3),
-        "pipeline_alone_cpu_s": round(float(np.median(alone_cpu)), 3),
-        "end_to_end_mpx_s": round(scene_px / e2e / 1e6, 3),
-        "bare_tile_mpx_s": round(tile_px / bare / 1e6, 3),
-        "overlap_waste": round(tile_px / scene_px, 3),
     }
+    if not engine_only:
+        one, plain = float(np.median(one_runs)), float(np.median(plain_runs))
+        work = float(np.median(work_runs))
+        result.update(
+            {
+                "one_tile_at_a_time_s": [round(v, 2) for v in one_runs],
+                "efficiency_vs_one_tile_at_a_time_median_of_rounds": against(one_runs),
+                "one_tile_at_a_time_vs_bare": round(one / bare, 3),
+                "plain_channels_first_s": [round(v, 2) for v in plain_runs],
+                "efficiency_vs_plain_channels_first_median_of_rounds": against(plain_runs),
+                "plain_vs_bare": round(plain / bare, 3),
+                # against the model work the run does (the pooled pass over its blocks, then
+                # the other tiles bare): how well reading, blending and writing hide behind
+                # the model
+                "model_work_s": [round(v, 2) for v in work_runs],
+                "efficiency_vs_model_work": round(work / e2e, 3),
+                "efficiency_vs_model_work_median_of_rounds": against(work_runs),
+            }
+        )
+    result.update(
+        {
+            # the statistics pass translates tiles whose outputs are final: its cost against
+            # the same tiles through the bare model shows what pooling the statistics costs
+            "stats_pass_s": round(stats_s, 2),
+            "stats_pass_vs_bare_same_tiles": round(stats_s / (bare * reused_px / tile_px), 3)
+            if reused_px
+            else None,
+            "pipeline_alone_wall_s": round(float(np.median(alone_wall)), 3),
+            "pipeline_alone_cpu_s": round(float(np.median(alone_cpu)), 3),
+            "end_to_end_mpx_s": round(scene_px / e2e / 1e6, 3),
+            "bare_tile_mpx_s": round(tile_px / bare / 1e6, 3),
+            "overlap_waste": round(tile_px / scene_px, 3),
+        }
+    )
+    return result
 
 
 def engine_pass(run: T._Run, tiles: list[torch.Tensor], stats: dict | None) -> float:
@@ -647,6 +663,11 @@ def main() -> None:
         "--precisions", default="bf16,fp32", help="speed part: comma-separated bf16, fp32"
     )
     parser.add_argument("--rounds", type=int, default=7, help="speed part: interleaved rounds")
+    parser.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="speed part: the bare reference only (for large scenes)",
+    )
     parser.add_argument("--child", choices=["streaming", "naive"])
     parser.add_argument("--model", choices=["cheap", "default"], default="cheap")
     parser.add_argument("--scene", type=Path)
@@ -695,7 +716,14 @@ def main() -> None:
             results[f"efficiency_{precision}"] = {
                 "model": name,
                 **bare_vs_end_to_end(
-                    scenes[small], net, precision, 768, 64, tmp, rounds=args.rounds
+                    scenes[small],
+                    net,
+                    precision,
+                    768,
+                    64,
+                    tmp,
+                    rounds=args.rounds,
+                    engine_only=args.engine_only,
                 ),
             }
             print(json.dumps(results[f"efficiency_{precision}"]), flush=True)
