@@ -62,6 +62,7 @@ class Options:
     save_every: int = 500
     seed: int = 0
     wall_minutes_before: float = 0.0
+    upsample: str = "deconv"
 
 
 def load_tiles(data: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -222,13 +223,24 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=Options.save_every)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--upsample",
+        choices=["deconv", "resize"],
+        default=Options.upsample,
+        help="generator upsampling: transposed convolutions or nearest 2x + 3x3 convolution",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         default=None,
         help="start the generators from this checkpoint (e.g. to continue a run)",
     )
     args = parser.parse_args()
-    opts = Options(minutes=args.minutes, max_steps=args.max_steps, save_every=args.save_every)
+    opts = Options(
+        minutes=args.minutes,
+        max_steps=args.max_steps,
+        save_every=args.save_every,
+        upsample=args.upsample,
+    )
     data = (
         args.data
         or Path(os.environ.get("RSGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -244,7 +256,12 @@ def main() -> None:
     posts = list(tiles["post"].values())
     norm = Normalizer.for_dtype("uint8", 3)
     config = CycleGANConfig(
-        in_channels_a=3, in_channels_b=3, ngf=opts.ngf, ndf=opts.ndf, n_blocks=opts.n_blocks
+        in_channels_a=3,
+        in_channels_b=3,
+        ngf=opts.ngf,
+        ndf=opts.ndf,
+        n_blocks=opts.n_blocks,
+        upsample=opts.upsample,
     )
     nets = build_nets("cyclegan", config)
     steps_before = 0

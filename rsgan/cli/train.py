@@ -212,6 +212,13 @@ def dcgan(
     help="Identity loss weight as a fraction of the cycle weight [0.5].",
 )
 @click.option("--pool-size", type=click.IntRange(0), default=None, help="Pool of past fakes [50].")
+@click.option(
+    "--upsample",
+    type=click.Choice(["deconv", "resize"]),
+    default=None,
+    help="Generator upsampling: transposed convs (the paper) or nearest 2x + conv "
+    "(no checkerboard texture) [deconv].",
+)
 @_run_options
 def cyclegan(
     domain_a: tuple[Path, ...],
@@ -226,6 +233,7 @@ def cyclegan(
     lambda_cycle: float | None,
     lambda_identity: float | None,
     pool_size: int | None,
+    upsample: str | None,
     out_dir: Path,
     **kwargs: Any,
 ) -> None:
@@ -244,6 +252,7 @@ def cyclegan(
         lambda_cycle=lambda_cycle,
         lambda_identity=lambda_identity,
         pool_size=pool_size,
+        upsample=upsample,
     )
 
     def one_or_list(paths: tuple[Path, ...]) -> Any:

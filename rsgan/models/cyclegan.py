@@ -26,6 +26,9 @@ from rsgan.models._common import (
 )
 from rsgan.models.layers import SceneInstanceNorm2d, norm_mask
 
+UPSAMPLE_MODES = ("deconv", "resize")
+"""How a :class:`ResnetGenerator` upsamples (see :class:`CycleGANConfig`)."""
+
 
 @dataclass(frozen=True)
 class CycleGANConfig:
@@ -42,6 +45,10 @@ class CycleGANConfig:
         lambda_identity: identity loss weight as a fraction of ``lambda_cycle`` (paper:
             0.5); used only when A and B have the same band count.
         pool_size: size of each pool of past fakes shown to the discriminators (paper: 50).
+        upsample: how the generators upsample: ``"deconv"`` (stride-2 transposed
+            convolutions, as the paper) or ``"resize"`` (nearest-neighbour 2x, then a 3x3
+            convolution: no checkerboard pattern, Odena et al. 2016, at ~1.2x the
+            generator's compute).
     """
 
     in_channels_a: int = 3
@@ -53,6 +60,7 @@ class CycleGANConfig:
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5
     pool_size: int = 50
+    upsample: str = "deconv"
 
     def __post_init__(self) -> None:
         check_positive(
@@ -65,6 +73,10 @@ class CycleGANConfig:
             )
         if not isinstance(self.pool_size, int) or self.pool_size < 0:
             raise ConfigError(f"pool_size must be an integer >= 0; got {self.pool_size!r}")
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ConfigError(
+                f"unknown upsample {self.upsample!r}; use one of {', '.join(UPSAMPLE_MODES)}"
+            )
 
     @property
     def uses_identity(self) -> bool:
@@ -130,6 +142,8 @@ class ResnetGenerator(nn.Module):
         out_channels: bands of the output.
         ngf: filters of the first conv (doubled at each downsample).
         n_blocks: residual blocks at 1/4 resolution.
+        upsample: ``"deconv"`` (transposed convolutions) or ``"resize"`` (nearest 2x and
+            a 3x3 convolution; see :class:`CycleGANConfig`).
 
     Input ``(N, in_channels, H, W)`` in [-1, 1] with H and W multiples of
     :attr:`size_multiple` and at least :attr:`min_size`; output
@@ -146,8 +160,19 @@ class ResnetGenerator(nn.Module):
     less time in bf16, ~20 % in fp32; docs/benchmarks.md). Outputs agree with a
     channels-first run to float rounding."""
 
-    def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        upsample: str = "deconv",
+    ):
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ConfigError(
+                f"unknown upsample {upsample!r}; use one of {', '.join(UPSAMPLE_MODES)}"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         layers: list[nn.Module] = [
@@ -164,13 +189,19 @@ class ResnetGenerator(nn.Module):
             ]
         layers += [_ResidualBlock(ngf * 4) for _ in range(n_blocks)]
         for mult in (4, 2):  # upsample: 4 ngf -> 2 ngf -> ngf, H/4 -> H
-            layers += [
-                nn.ConvTranspose2d(
-                    ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1
-                ),
-                SceneInstanceNorm2d(ngf * mult // 2),
-                nn.ReLU(inplace=True),
-            ]
+            if upsample == "deconv":
+                layers.append(
+                    nn.ConvTranspose2d(
+                        ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1
+                    )
+                )
+            else:  # every output pixel sees the same kernel: no uneven-overlap pattern
+                layers += [
+                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    ReflectionPad2d(1),
+                    nn.Conv2d(ngf * mult, ngf * mult // 2, 3),
+                ]
+            layers += [SceneInstanceNorm2d(ngf * mult // 2), nn.ReLU(inplace=True)]
         layers += [ReflectionPad2d(3), NarrowConv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         init_weights(self)
@@ -240,8 +271,8 @@ def build_cyclegan(config: CycleGANConfig) -> dict[str, nn.Module]:
     """The four nets: ``G_AB`` (A -> B), ``G_BA`` (B -> A), ``D_A`` and ``D_B``."""
     a, b = config.in_channels_a, config.in_channels_b
     return {
-        "G_AB": ResnetGenerator(a, b, config.ngf, config.n_blocks),
-        "G_BA": ResnetGenerator(b, a, config.ngf, config.n_blocks),
+        "G_AB": ResnetGenerator(a, b, config.ngf, config.n_blocks, config.upsample),
+        "G_BA": ResnetGenerator(b, a, config.ngf, config.n_blocks, config.upsample),
         "D_A": PatchDiscriminator(a, config.ndf, config.n_layers_d),
         "D_B": PatchDiscriminator(b, config.ndf, config.n_layers_d),
     }

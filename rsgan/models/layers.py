@@ -304,9 +304,7 @@ def _minus(part: Sums, pieces: Sequence[Tensor]) -> Sums:
     count, sums, squares = part
     for piece in pieces:
         if piece.numel():
-            layout = (
-                torch.channels_last if piece.stride(0) == 1 else torch.contiguous_format
-            )
+            layout = torch.channels_last if piece.stride(0) == 1 else torch.contiguous_format
             cells, piece_sums, piece_squares = _moment_sums(
                 piece[None].contiguous(memory_format=layout)
             )

@@ -61,7 +61,8 @@ def test_train_cyclegan_and_ctrl_c(
     post = make_raster("post.tif", width=72, height=64, count=4, dtype="uint16", seed=2)
     out = tmp_path / "run"
     args = ["--domain-a", str(pre), "--domain-b", str(post), "--out", str(out), "--tile", "32",
-            "--ngf", "4", "--ndf", "4", "--n-blocks", "1", "--steps", "3", *FAST]  # fmt: skip
+            "--ngf", "4", "--ndf", "4", "--n-blocks", "1", "--upsample", "resize",
+            "--steps", "3", *FAST]  # fmt: skip
     trainer = training._TRAINERS["cyclegan"]
     calls = {"n": 0}
 
@@ -80,6 +81,8 @@ def test_train_cyclegan_and_ctrl_c(
     assert result.exit_code == 0, result.output
     model = load_model(out / "model.safetensors")
     assert model.steps == 3 and model.config.in_channels_b == 4 and model.config.ngf == 4
+    assert model.config.upsample == "resize"
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.generator().modules())
     steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
 

@@ -181,3 +181,61 @@ def test_generator_uses_the_narrow_conv_last() -> None:
     last = [m for m in g.modules() if isinstance(m, nn.Conv2d)][-1]
     assert isinstance(last, NarrowConv2d)
     assert f"model.{len(g.model) - 2}.weight" in g.state_dict()  # checkpoint keys kept
+
+
+def _first_upsampling(g: ResnetGenerator) -> nn.Sequential:
+    """The layers of ``g``'s first upsampling step, up to its norm layer."""
+    layers = list(g.model)
+    start = next(
+        i for i, m in enumerate(layers) if isinstance(m, (nn.ConvTranspose2d, nn.Upsample))
+    )
+    stop = next(i for i in range(start, len(layers)) if isinstance(layers[i], SceneInstanceNorm2d))
+    return nn.Sequential(*layers[start:stop])
+
+
+def test_resize_upsampling_has_no_checkerboard() -> None:
+    """A flat feature map stays flat through nearest 2x + 3x3 conv (every output pixel sees
+    the same kernel), while a stride-2 transposed 3x3 conv stamps a period-2 pattern on it
+    (Odena et al. 2016): the texture the bundled deconv model shows on flat roofs."""
+    torch.manual_seed(0)
+    flat = torch.ones(1, 16, 12, 12)
+    for upsample, patterned in (("deconv", True), ("resize", False)):
+        g = ResnetGenerator(3, 3, ngf=4, n_blocks=1, upsample=upsample).eval()
+        with torch.no_grad():
+            out = _first_upsampling(g)(flat)
+        assert out.shape == (1, 8, 24, 24)
+        inner = out[..., 2:-2, 2:-2]  # away from the borders' padding
+        spread = float((inner - inner.mean(dim=(-2, -1), keepdim=True)).abs().max())
+        assert (spread > 1e-3) == patterned, (upsample, spread)
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
+
+
+def test_upsample_mode_is_checked_and_kept_in_checkpoints(tmp_path) -> None:
+    from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
+    from rsgan.io import Normalizer
+
+    with pytest.raises(ConfigError, match="'bilinear'"):
+        CycleGANConfig(upsample="bilinear")
+    with pytest.raises(ConfigError, match="'pixelshuffle'"):
+        ResnetGenerator(3, 3, upsample="pixelshuffle")
+    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1, upsample="resize")
+    nets = build_nets("cyclegan", config)
+    rgb = DomainInfo(
+        bands=None, count=3, dtype="uint8", normalizer=Normalizer.for_dtype("uint8", 3)
+    )
+    path = save_checkpoint(
+        tmp_path / "m.safetensors",
+        kind="cyclegan",
+        config=config,
+        nets=nets,
+        domains={"a": rgb, "b": rgb},
+    )
+    loaded = load_model(path)
+    assert loaded.config.upsample == "resize"
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    g = loaded.generator("a2b").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(g(x), nets["G_AB"].eval()(x))
+    # a checkpoint written before the option existed loads as the paper's deconv
+    old = {k: v for k, v in config.to_dict().items() if k != "upsample"}
+    assert make_config("cyclegan", old).upsample == "deconv"

@@ -183,12 +183,16 @@ def _reference_pooled(g: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> tu
     return out, {n: (m.mean.clone(), m.var.clone()) for n, m in norm_layers(g).items()}
 
 
-@pytest.mark.parametrize("kind", ["layer-major", "threads"])
+@pytest.mark.parametrize("kind", ["layer-major", "layer-major-resize", "threads"])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
 def test_pooled_forward_equals_a_batched_pass_over_the_boxes(kind, masked, layout) -> None:
     torch.manual_seed(1)
-    g = _gen(3) if kind == "layer-major" else _Opaque()
+    if kind == "layer-major-resize":  # upsampling by nearest 2x + conv
+        torch.manual_seed(3)
+        g = ResnetGenerator(3, 3, ngf=4, n_blocks=1, upsample="resize").eval()
+    else:
+        g = _gen(3) if kind == "layer-major" else _Opaque()
     x = torch.randn(3, 3, 32, 32)
     if layout == "channels_last":  # as translate_raster feeds rsgan's generators
         x = x.contiguous(memory_format=torch.channels_last)
@@ -278,11 +282,12 @@ def _scene_stats_of(net: nn.Module) -> dict:
         return collect_norm_stats(net, scene)
 
 
-def test_folded_statistics_equal_the_fixed_forward_in_fp32() -> None:
+@pytest.mark.parametrize("upsample", ["deconv", "resize"])
+def test_folded_statistics_equal_the_fixed_forward_in_fp32(upsample) -> None:
     from rsgan.models.layers import fold_norm_stats
 
     torch.manual_seed(0)
-    net = ResnetGenerator(3, 3, ngf=8, n_blocks=2).eval()
+    net = ResnetGenerator(3, 3, ngf=8, n_blocks=2, upsample=upsample).eval()
     stats = _scene_stats_of(net)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     folded = fold_norm_stats(net, stats)
