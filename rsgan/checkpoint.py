@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import struct
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,10 +310,19 @@ def _read_safetensors(
     return meta, tensors
 
 
+def _torch_load(path: Path, device: str) -> Any:
+    """``torch.load(weights_only=True)`` without torch's remarks on the pickle protocol
+    (e.g. "Detected pickle protocol 4 ..."): a file it cannot read is reported by the
+    caller, in one line that says what to do."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location=device, weights_only=True)
+
+
 def _read_legacy(path: Path, device: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """A ``.pt``/``.pth`` file holding ``{"rsgan": <metadata dict or JSON>, "weights": {...}}``."""
     try:
-        obj = torch.load(path, map_location=device, weights_only=True)
+        obj = _torch_load(path, device)
     except Exception as exc:  # any reader error (UnpicklingError, SafetensorError, EOF...)
         raise _fail(
             path,
@@ -434,7 +444,7 @@ def load_train_state(path: PathLike) -> dict[str, Any]:
             "earlier run in the same output folder (or start without --resume)"
         )
     try:
-        state = torch.load(src, map_location="cpu", weights_only=True)
+        state = _torch_load(src, "cpu")
     except Exception as exc:  # any reader error (UnpicklingError, SafetensorError, EOF...)
         raise CheckpointError(
             f"training state {src} is corrupt or truncated ({type(exc).__name__}); delete it "

@@ -1197,6 +1197,8 @@ _GDAL_MSG = re.compile(r"msg=['\"](.*)['\"]$")
 _FULL_DISK_BYTES = 2**20
 """Free space under which a failed write is put down to a full disk."""
 _DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_REFUSED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR}
+"""Errors of creating a file in an existing folder that mean the folder refuses it."""
 _GDAL_LOGGERS = ("rasterio._env", "rasterio._err")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -1364,6 +1366,13 @@ def _write_error(dst: Path, exc: BaseException | str, tmp: Path | None = None) -
         return RasterWriteError(
             f"cannot write {dst}: folder {parent} became unwritable while it was being "
             f"written ({exc}); make it writable or choose another folder"
+        )
+    if isinstance(exc, OSError) and exc.errno in _REFUSED_ERRNOS:
+        # the folder refuses new files although its permissions allow them (root on a
+        # read-only mount or a pseudo file system such as /proc): not a full disk
+        return RasterWriteError(
+            f"cannot write {dst}: folder {parent} does not accept new files "
+            f"({exc.strerror}); choose another folder"
         )
     written = _written_bytes(tmp)
     return RasterWriteError(

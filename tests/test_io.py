@@ -540,6 +540,20 @@ def test_atomic_output_unwritable_folder(tmp_path: Path) -> None:
         tmp_path.chmod(0o700)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_atomic_output_in_a_folder_that_refuses_files_is_not_called_a_full_disk() -> None:
+    """/proc takes no new files even from root (for whom its permissions look writable)
+    and reports 0 bytes free: the error says the folder refuses files, not that the disk
+    is full."""
+    with pytest.raises(RasterWriteError) as info:
+        with atomic_output(Path("/proc/rsgan-test.tif")):
+            pass
+    message = str(info.value)
+    assert "/proc" in message and "choose another folder" in message
+    assert "no space" not in message and "free space" not in message
+    assert "\n" not in message
+
+
 def test_atomic_output_dir(tmp_path: Path) -> None:
     dst = tmp_path / "chips"
     with pytest.raises(KeyboardInterrupt), atomic_output_dir(dst) as tmp:

@@ -5,13 +5,16 @@ group here collects them. Errors derived from :class:`rsgan.errors.RsganError` b
 line on stderr and exit code 1 (no traceback); Ctrl-C exits 130. SIGTERM (a scheduler's or
 ``kill``'s request to stop) is raised as an interrupt in every command, so outputs are
 cleaned up as after Ctrl-C, and exits 143 (``rsgan train`` finishes its step and saves
-first, as on Ctrl-C).
+first, as on Ctrl-C). Warnings are one line each on stderr (``Warning: ...``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -33,12 +36,38 @@ _COMMAND_MODULES = (
 )
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` for the command line: ``Warning: <message>`` on stderr,
+    without the file name and source line Python prints. rasterio's own
+    NotGeoreferencedWarning (GDAL's remarks on a missing geotransform, at every open) is
+    left out: rsgan warns once, in its own words, about a source without a CRS."""
+    if category.__name__ == "NotGeoreferencedWarning" and category.__module__.startswith(
+        "rasterio"
+    ):
+        return
+    click.echo(f"Warning: {message}", err=True)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    with warnings.catch_warnings():  # restores the caller's filters and showwarning
+        warnings.showwarning = _show_warning
+        yield
+
+
 class RsganGroup(click.Group):
     """A click group that turns rsgan errors into one readable line."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            with terminate_as_interrupt():
+            with terminate_as_interrupt(), _one_line_warnings():
                 return super().invoke(ctx)
         except RsganError as exc:
             raise click.ClickException(str(exc)) from None

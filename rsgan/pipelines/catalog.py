@@ -205,18 +205,38 @@ def _read_glob(path: Path, **_: Any) -> list[Scene]:
     return [_path_scene(p, p.name) for p in files if _is_raster_file(p)]
 
 
+@contextlib.contextmanager
+def _warnings_if_read() -> Iterator[None]:
+    """Hold back the warnings a reader gives while it reads and show them only when it
+    succeeds: a file it cannot read is one error line, not GDAL's remark on it (e.g.
+    "GPKG: bad application_id") followed by that line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def _read_table(path: Path, *, path_column: str, **_: Any) -> list[Scene]:
     try:
-        if path.suffix.lower() == ".csv":
-            table: pd.DataFrame = pd.read_csv(path)
-        elif path.suffix.lower() in (".parquet", ".geoparquet"):
-            table = _read_parquet(path)
-        else:
-            table = gpd.read_file(path)
+        with _warnings_if_read():
+            table = _table(path)
     except CatalogError:
         raise
     except Exception as exc:
         raise CatalogError(f"catalog {str(path)!r} could not be read: {exc}") from None
+    return _table_scenes(path, table, path_column)
+
+
+def _table(path: Path) -> pd.DataFrame:
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path)
+    if path.suffix.lower() in (".parquet", ".geoparquet"):
+        return _read_parquet(path)
+    return gpd.read_file(path)
+
+
+def _table_scenes(path: Path, table: pd.DataFrame, path_column: str) -> list[Scene]:
     if path_column not in table.columns:
         columns = ", ".join(map(str, table.columns))
         raise CatalogError(
@@ -260,20 +280,24 @@ def _footprints_4326(table: pd.DataFrame) -> list[Any]:
         return [None] * len(table)
 
 
+def _stac_items(pystac: Any, path: Path) -> list[Any]:
+    doc = json.loads(path.read_text())
+    if doc.get("type") == "FeatureCollection":
+        return list(pystac.ItemCollection.from_file(os.fspath(path)))
+    if doc.get("type") == "Feature":
+        return [pystac.Item.from_file(os.fspath(path))]
+    root = pystac.read_file(os.fspath(path))
+    if not isinstance(root, pystac.Catalog):  # a Collection is a Catalog too
+        raise TypeError(f"it holds a {type(root).__name__}, not a catalog")
+    return list(root.get_items(recursive=True))
+
+
 def _read_stac(path: Path, *, asset_key: str | None, **_: Any) -> list[Scene]:
     import pystac
 
     try:
-        doc = json.loads(path.read_text())
-        if doc.get("type") == "FeatureCollection":
-            items = list(pystac.ItemCollection.from_file(os.fspath(path)))
-        elif doc.get("type") == "Feature":
-            items = [pystac.Item.from_file(os.fspath(path))]
-        else:
-            root = pystac.read_file(os.fspath(path))
-            if not isinstance(root, pystac.Catalog):  # a Collection is a Catalog too
-                raise TypeError(f"it holds a {type(root).__name__}, not a catalog")
-            items = list(root.get_items(recursive=True))
+        with _warnings_if_read():
+            items = _stac_items(pystac, path)
     except Exception as exc:
         raise CatalogError(f"STAC catalog {str(path)!r} could not be read: {exc}") from None
     if asset_key is not None and items and not any(asset_key in it.assets for it in items):

@@ -51,6 +51,22 @@ def test_translate_writes_output_and_quicklook(make_raster, tmp_path, checkpoint
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_source_without_crs_gives_one_warning_line(make_raster, tmp_path, checkpoint):
+    """The issue: a source with no CRS warns, and the output keeps its pixel grid. On the
+    command line that is one readable line, not Python's file/line dump, and not GDAL's
+    own remarks on the missing geotransform at every open."""
+    src = make_raster(crs=None)
+    dst = tmp_path / "o.tif"
+    args = ["translate", str(src), str(dst), "--model", str(checkpoint), "--tile", "32"]
+    result = CliRunner().invoke(cli, [*args, "--overlap", "8", "-q"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Warning: ") and "has no CRS" in lines[0]
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        assert b.crs is None and b.transform == a.transform and b.shape == a.shape
+
+
 def test_translate_norm_tile_differs_from_scene(make_raster, tmp_path, checkpoint):
     src = make_raster(width=96, height=80)
     outs = []
