@@ -52,7 +52,7 @@ def _show_warning(
         "rasterio"
     ):
         return
-    click.echo(f"Warning: {message}", err=True)
+    click.echo("Warning: " + " ".join(str(message).split()), err=True)  # one line
 
 
 @contextlib.contextmanager
