@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 from rasterio.windows import Window
 
 from rsgan.errors import ConfigError, TileSpecError
-from rsgan.mosaic import BLENDS, MosaicWriter, balanced_windows, blend_weights, owned_boxes
+from rsgan.mosaic import (
+    BLENDS,
+    MosaicWriter,
+    balanced_windows,
+    blend_weights,
+    owned_boxes,
+    window_weights,
+)
 
 
 class ArraySink:
@@ -165,6 +172,58 @@ def test_writer_reproduces_the_image(width, height, tile, overlap, blend, block_
     for w in sink.windows[:-1]:
         assert w.row_off % min(block_rows, height) == 0
         assert w.height % min(block_rows, height) == 0
+
+
+def _reference_blend(tiles, windows, width, height, blend, overlap):
+    """A whole-scene accumulator: weighted sums and weights of every tile, then divided."""
+    count = tiles[0][0].shape[0]
+    sums = np.zeros((count, height, width), np.float64)
+    total = np.zeros((height, width), np.float64)
+    for w, (tile, valid) in zip(windows, tiles, strict=True):
+        r, c, h, wd = int(w.row_off), int(w.col_off), int(w.height), int(w.width)
+        weights = window_weights(w, width, height, blend, overlap).astype(np.float64)
+        if valid is not None:
+            weights = weights * valid
+        rows, cols = min(h, height - r), min(wd, width - c)
+        sums[:, r : r + rows, c : c + cols] += (tile * weights)[:, :rows, :cols]
+        total[r : r + rows, c : c + cols] += weights[:rows, :cols]
+    seen = total > 0
+    return np.where(seen, sums / np.where(seen, total, 1), np.nan), seen
+
+
+@given(
+    width=st.integers(5, 140),
+    height=st.integers(5, 140),
+    tile=st.sampled_from([32, 48, 64]),
+    overlap=st.sampled_from([0, 4, 8, 12]),
+    blend=st.sampled_from(sorted(BLENDS)),
+    holes=st.sampled_from([0.0, 0.3]),
+    seed=st.integers(0, 2**16),
+)
+def test_writer_matches_a_whole_scene_accumulator(width, height, tile, overlap, blend, holes, seed):
+    # tiles that disagree where they overlap (as translated tiles do), some with invalid
+    # pixels: the streaming writer (whose tile interiors skip the weighting) gives the
+    # weighted mean a whole-scene accumulator gives, nodata where no valid pixel fell
+    rng = np.random.default_rng(seed)
+    windows = balanced_windows(width, height, tile, overlap, multiple=4)
+    tiles = []
+    for _ in windows:
+        h, wd = int(windows[0].height), int(windows[0].width)
+        valid = rng.random((h, wd)) >= holes if holes and rng.random() < 0.5 else None
+        tiles.append((rng.uniform(-1, 1, (2, h, wd)).astype(np.float32), valid))
+    expected, seen = _reference_blend(tiles, windows, width, height, blend, overlap)
+    sink = ArraySink(2, height, width)
+    writer = MosaicWriter(
+        sink, windows, overlap=overlap, blend=blend, block_rows=16, nodata=-9.0,
+        width=width, height=height, count=2, dtype="float32",
+    )  # fmt: skip
+    for w, (t, valid) in zip(windows, tiles, strict=True):
+        before = t.copy()
+        writer.add(w, t, valid)
+        assert np.array_equal(t, before)  # the tile is read, not modified
+    writer.close()
+    np.testing.assert_allclose(sink.array[:, seen], expected[:, seen], atol=3e-6)
+    assert (sink.array[:, ~seen] == -9.0).all()
 
 
 def test_writer_memory_does_not_depend_on_scene_height():
