@@ -625,7 +625,7 @@ def timeline(scene: Path, net: torch.nn.Module, precision: str, tmp: Path, round
 
     for owner, name, key in (
         (T, "_read_tile", "decode_input"),
-        (T, "_prepare", "normalise_input"),
+        (T, "_model_input", "normalise_input_to_layout"),
         (mosaic_mod.MosaicWriter, "_flush", "compress_and_write"),
     ):
         wrap(owner, name, key, clock=time.thread_time)

@@ -292,6 +292,54 @@ def _prepare(data: np.ndarray, valid: np.ndarray, normalizer: Normalizer) -> np.
     return x
 
 
+def _in_one_pass(dtype: np.dtype) -> bool:
+    """Whether source values of ``dtype`` are normalised on their way into the model's
+    input tensor (:func:`_model_input`): 8- and 16-bit integers, which float32 holds
+    exactly; wider types go through :meth:`Normalizer.normalize` in float64."""
+    return dtype.kind in "ui" and dtype.itemsize <= 2
+
+
+def _source(data: np.ndarray, valid: np.ndarray, normalizer: Normalizer) -> np.ndarray:
+    """What a reader hands on for :func:`_model_input`: 8- and 16-bit integers as read,
+    other dtypes normalised (:func:`_prepare`)."""
+    return data if _in_one_pass(data.dtype) else _prepare(data, valid, normalizer)
+
+
+def _model_input(
+    arrays: Sequence[np.ndarray],
+    valids: Sequence[np.ndarray],
+    normalizer: Normalizer,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """The float32 batch ``(N, C, H, W)`` in ``memory_format`` for sources from
+    :func:`_source`, invalid pixels 0. Integers are scaled and shifted straight into the
+    batch (one pass that also changes the layout: ``x * 2 / (hi - lo) - (2 lo / (hi - lo)
+    + 1)``, :meth:`Normalizer.normalize` to float rounding) instead of normalising in numpy
+    (five passes) and copying into the layout."""
+    first = arrays[0]
+    x = torch.empty(
+        (len(arrays), *first.shape), dtype=torch.float32, device=device, memory_format=memory_format
+    )
+    scale = offset = None
+    if _in_one_pass(first.dtype):
+        lo = np.asarray(normalizer.lo, np.float64)
+        span = np.asarray(normalizer.hi, np.float64) - lo
+        shape = (len(lo), 1, 1)
+        scale = torch.tensor(2.0 / span, dtype=torch.float32, device=device).view(shape)
+        offset = torch.tensor(-2.0 * lo / span - 1.0, dtype=torch.float32, device=device)
+        offset = offset.view(shape)
+    for i, (a, valid) in enumerate(zip(arrays, valids, strict=True)):
+        source = torch.from_numpy(a).to(device)
+        if scale is None or offset is None:
+            x[i].copy_(source)  # normalised by _source, invalid pixels zeroed
+            continue
+        torch.addcmul(offset, source, scale, out=x[i])
+        if not valid.all():
+            x[i].masked_fill_(~torch.from_numpy(valid).to(device), 0.0)
+    return x
+
+
 class _Stop(Exception):
     """Internal: a worker thread was asked to stop."""
 
@@ -544,8 +592,9 @@ def _to_tensor(
 
 
 def _forward(run: _Run, xs: list[np.ndarray], valids: list[np.ndarray]) -> np.ndarray:
-    """Translate one batch ``(N, C, H, W)`` -> numpy float32 ``(N, C_out, H, W)``."""
-    x = _to_tensor(xs, run.device, run.translator.memory_format)
+    """Translate one batch of sources (:func:`_source`) -> numpy float32
+    ``(N, C_out, H, W)``."""
+    x = _model_input(xs, valids, run.in_norm, run.device, run.translator.memory_format)
     # an all-valid batch needs no mask (masked statistics cost extra passes)
     mask = (
         None if all(v.all() for v in valids) else _to_tensor([v[None] for v in valids], run.device)
@@ -607,8 +656,10 @@ def _scene_stats(
     else:
         picks, weights = _representative_tiles(run, blocks, boxes, k)
     items = _read_blocks(run, [blocks[i] for i in picks])
-    x = _to_tensor([d for d, _ in items], run.device, run.translator.memory_format)
     valids = [v for _, v in items]
+    x = _model_input(
+        [d for d, _ in items], valids, run.in_norm, run.device, run.translator.memory_format
+    )
     # the boxes leave out what lies past the scene: a mask only for nodata inside it
     inside = [
         v[: run.info.height - int(blocks[i].row_off), : run.info.width - int(blocks[i].col_off)]
@@ -631,8 +682,8 @@ def _scene_stats(
 
 
 def _read_blocks(run: _Run, windows: list[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Model inputs and valid masks of the statistics pass's blocks, read and normalised
-    on every core (a handle per thread; nothing else runs yet)."""
+    """Sources (:func:`_source`) and valid masks of the statistics pass's blocks, read on
+    every core (a handle per thread; nothing else runs yet)."""
     threads = max(1, min(os.cpu_count() or 1, 4, len(windows)))
 
     def read(share: list[int]) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -640,7 +691,7 @@ def _read_blocks(run: _Run, windows: list[Window]) -> list[tuple[np.ndarray, np.
         with open_raster(run.src) as src:
             for i in share:
                 data, valid = _read_tile(src, windows[i], run.bands)
-                out.append((i, _prepare(data, valid, run.in_norm), valid))
+                out.append((i, _source(data, valid, run.in_norm), valid))
         return out
 
     shares = [list(range(t, len(windows), threads)) for t in range(threads)]
@@ -703,7 +754,7 @@ def _translated_tiles(
                     _put(tiles, (i, window, None, None), stop)
                     continue
                 data, valid = _read_tile(src, window, run.bands)
-                _put(tiles, (i, window, _prepare(data, valid, run.in_norm), valid), stop)
+                _put(tiles, (i, window, _source(data, valid, run.in_norm), valid), stop)
         _put(tiles, _DONE, stop)
 
     reader = _Worker(read, "rsgan-read")
