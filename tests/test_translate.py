@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import threading
@@ -679,3 +680,15 @@ def test_model_input_normalises_on_the_way_into_the_batch(dtype, layout):
     )
     np.testing.assert_allclose(x.numpy(), expected, rtol=0, atol=3e-7)
     assert (x.numpy()[1][:, ~valids[1]] == 0).all()
+
+
+def test_gdal_cache_holds_a_tile_row_of_input_blocks_up_to_a_cap(make_raster):
+    info = translate_mod.describe(make_raster(tiled=True, blocksize=32))
+    base = translate_mod.GDAL_CACHE_MB * 2**20
+    assert translate_mod.gdal_cache_bytes(info, 736) == base  # small scenes: the floor
+    wide = dataclasses.replace(info, width=16384, count=3, dtypes=("uint8",) * 3)
+    block_rows = info.block_shapes[0][0]
+    row_blocks = (736 + block_rows) * 16384 * 3  # one tile row's input blocks, all bands
+    assert row_blocks < translate_mod.gdal_cache_bytes(wide, 736) <= 2 * row_blocks
+    huge = dataclasses.replace(wide, width=60000, count=13, dtypes=("float32",) * 13)
+    assert translate_mod.gdal_cache_bytes(huge, 736) == translate_mod.GDAL_CACHE_MAX_MB * 2**20
