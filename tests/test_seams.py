@@ -189,6 +189,63 @@ def test_thumbnail_reads_overviews_when_the_file_has_them(make_raster, monkeypat
     assert float(np.abs(from_overviews - plain).max()) < 2.5 * 2 / 255
 
 
+def test_sparse_view_decodes_every_other_block_row_and_column(make_raster, monkeypatch):
+    """For a view looked at in parts of at least two block periods, a file without
+    overviews is decoded in every other block row and column: the cells read are the full
+    view's to the bit, the others NaN and not valid, and a quarter of the pixels is read."""
+    src = make_raster(width=520, height=390, nodata=0, collar=9, seed=6, tiled=True, blocksize=32)
+    run = _run_for(src, _generator(), 64, 16, 10**6)
+    full, full_valid = translate_mod._thumbnail(run, 8)
+    read_px = []
+    read = translate_mod.read_masked
+
+    def counted(ds, window, *args, **kwargs):
+        read_px.append(int(window.width) * int(window.height))
+        return read(ds, window, *args, **kwargs)
+
+    monkeypatch.setattr(translate_mod, "read_masked", counted)
+    data, valid = translate_mod._thumbnail(run, 8, sample=(64, 70))
+    cell_rows = (np.arange(full.shape[1]) * 8 // 32) % 2 == 0
+    cell_cols = (np.arange(full.shape[2]) * 8 // 32) % 2 == 0
+    seen = cell_rows[:, None] & cell_cols[None, :]
+    assert np.array_equal(~np.isnan(data[0]), seen)
+    assert np.array_equal(data[:, seen], full[:, seen])
+    assert np.array_equal(valid, full_valid & seen)
+    assert 0.2 < sum(read_px) / (520 * 390) < 0.3
+    # parts smaller than two block periods: everything is read
+    dense, _ = translate_mod._thumbnail(run, 8, sample=(63, 63))
+    assert np.array_equal(dense, full)
+
+
+def test_sparse_view_still_finds_each_kind_of_ground(make_raster):
+    """A scene wide enough for the sparse view (16 px cells): two halves of different
+    ground, a nodata collar; of the blocks of the default statistics grid two are picked,
+    one per half, weighted by the valid pixels of their halves as a full decode gives."""
+    rng = np.random.default_rng(1)
+    width, height = 8192, 256
+    data = np.empty((3, height, width), np.uint8)
+    data[:, :, : width // 2] = rng.integers(20, 30, (3, height, width // 2))
+    data[:, :, width // 2 :] = rng.integers(100, 250, (3, height, width // 2))
+    data[:, :, :200] = 0  # nodata collar
+    src = make_raster(data=data, nodata=0, tiled=True, blocksize=256)
+    run = _run_for(src, _generator(), 768, 64, 2 * 768 * 768)
+    blocks = translate_mod.stats_windows(run.info, run.translator)
+    boxes = translate_mod.owned_boxes(blocks, width, height, 4)
+    assert translate_mod.SPARSE_VIEW_FACTOR <= round(width / 512)
+    picks, weights = translate_mod._representative_tiles(run, blocks, boxes, 2)
+    sides = [int(blocks[i].col_off + blocks[i].width / 2 >= width / 2) for i in picks]
+    assert sorted(sides) == [0, 1]
+    valid_px = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
+    for i, box in enumerate(boxes):  # the collar's share of the first blocks
+        c0 = int(blocks[i].col_off)
+        valid_px[i] = (box[2] - box[0]) * max(0, c0 + box[3] - max(200, c0 + box[1]))
+    half = [int(b.col_off + b.width / 2 >= width / 2) for b in blocks]
+    for i, w in zip(picks, weights, strict=True):
+        total = sum(v for v, h in zip(valid_px, half, strict=True) if h == half[i])
+        # estimated from every other block column: within a few % of the true weight
+        assert w == pytest.approx(total / valid_px[i], rel=0.05)
+
+
 def test_representative_blocks_cover_each_kind_of_ground(make_raster, small_stats_grid):
     """Two clearly different halves (dark water-like, bright texture): two blocks of
     twelve stand for the scene, one from each half, each weighted by the valid pixels of
