@@ -329,7 +329,7 @@ def _box_sums(
     default 1), and over all cells of the samples whose box holds none (what the
     statistics fall back to when no box does).
 
-    Fast for large tiles in bf16: the box's rows are summed by torch's fused batch-norm
+    Fast for large tiles in bf16: the box's rows are summed by torch's batch-norm statistics
     kernel when they are one dense block of memory (channels-last activations, or a box
     of whole rows), and the columns left and right of the box are taken off exactly, in
     float64; otherwise the whole sample is summed and the frame around the box taken off.
