@@ -115,9 +115,9 @@ same size (35.3 vs 34.9 MB; docs/benchmarks.md); on a 2-core CPU every CPU-secon
 spends is taken from the model. Any GDAL >= 2.3 built with ZSTD reads it (rasterio's
 wheels, conda-forge, QGIS); choose ``"deflate"`` for readers without ZSTD."""
 GDAL_CACHE_MB = 32
-"""GDAL's block cache while translating, in MiB, for scenes up to ~8000 px wide; wider
-ones get room for the input blocks of one tile row (:func:`gdal_cache_bytes`). Memory
-grows with the scene's width, never with its height."""
+"""GDAL's block cache while translating, in MiB, for scenes up to ~7500 px wide (3-band
+uint8); wider ones get room for the input blocks of one tile row (:func:`gdal_cache_bytes`).
+Memory grows with the scene's width, never with its height."""
 GDAL_CACHE_MAX_MB = 512
 """The most :func:`gdal_cache_bytes` gives."""
 
