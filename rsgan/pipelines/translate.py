@@ -568,15 +568,13 @@ def _representative_tiles(
             features.append(np.zeros(3 * len(run.bands)))
             continue
         values = part[:, ok]
-        if part.shape[2] < 2:
+        steps = np.abs(np.diff(part, axis=2))
+        if steps.shape[2] == 0 or np.isnan(steps[0]).all():
             edges = 0 * values[:, 0]
-        elif sparse:  # neighbours both read
-            steps = np.abs(np.diff(part, axis=2))
-            edges = (
-                np.nanmean(steps, axis=(1, 2)) if (~np.isnan(steps[0])).any() else 0 * values[:, 0]
-            )
+        elif sparse:  # between neighbours both read
+            edges = np.nanmean(steps, axis=(1, 2))
         else:
-            edges = np.abs(np.diff(part, axis=2)).mean((1, 2))
+            edges = steps.mean((1, 2))
         features.append(np.concatenate([values.mean(1), values.std(1), edges]))
     weight = np.asarray(pixels)
     candidates = np.flatnonzero(weight > 0)
@@ -621,26 +619,12 @@ class _Run:
     compress: str = "zstd"
 
 
-def _to_tensor(
-    arrays: Sequence[np.ndarray],
-    device: torch.device,
-    memory_format: torch.memory_format = torch.contiguous_format,
-) -> torch.Tensor:
-    """One batch tensor of ``arrays`` in ``memory_format``, with one copy at most (a single
-    channels-first array is used as it is)."""
+def _to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """One channels-first batch tensor of ``arrays`` (the valid masks), with one copy at
+    most (a single array is used as it is)."""
     tensors = [torch.from_numpy(a)[None] for a in arrays]
-    if memory_format == torch.contiguous_format:
-        x = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
-        return x.to(device)
-    x = torch.empty(
-        (len(arrays), *arrays[0].shape),
-        dtype=tensors[0].dtype,
-        device=device,
-        memory_format=memory_format,
-    )
-    for i, t in enumerate(tensors):
-        x[i : i + 1].copy_(t)  # the layout change and the host-to-device copy in one
-    return x
+    x = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+    return x.to(device)
 
 
 def _forward(run: _Run, xs: list[np.ndarray], valids: list[np.ndarray]) -> np.ndarray:
