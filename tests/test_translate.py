@@ -339,6 +339,66 @@ def test_forward_hooks_see_every_tile_with_two_at_once(make_raster, tmp_path, tw
     assert sum(counter.seen) == len(windows) > 4
 
 
+class _Gate(nn.Module):
+    """The identity, once ``release`` is set: holds every forward until then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.release.wait(timeout=60), "the test never released the model"
+        return x
+
+
+def test_each_tile_worker_has_a_batch_queued_behind_its_own(
+    make_raster, tmp_path, monkeypatch, two_threads
+):
+    """While the first batch is held up, the dispatcher hands the workers two batches
+    each and one more, then waits for the first: enough that a worker whose tiles run
+    faster than the head's does not stand idle until the head is done (outputs go on in
+    order), and no more (the tiles in flight stay bounded)."""
+    src = make_raster(width=200, height=180)
+    windows = translate_mod.balanced_windows(200, 180, 64, 16, multiple=4, min_size=8)
+    assert len(windows) > 8
+    submitted: list[int] = []
+    original = translate_mod._Forwarders.submit
+
+    def counted(self, fn, *args):
+        submitted.append(len(args[0]))
+        return original(self, fn, *args)
+
+    monkeypatch.setattr(translate_mod._Forwarders, "submit", counted)
+    gate = _Gate()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            translate_raster(
+                src, tmp_path / "o.tif", gate, tile=64, overlap=16, norm="tile",
+                precision="bf16", progress=False,
+            )  # fmt: skip
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        for _ in range(200):  # until the dispatcher waits (at most 10 s)
+            if len(submitted) >= 5:
+                break
+            threading.Event().wait(0.05)
+        threading.Event().wait(0.3)  # and it goes no further
+        assert len(submitted) == 2 * 2 + 1
+    finally:
+        gate.release.set()
+        thread.join(timeout=60)
+    assert not errors
+    assert sum(submitted) == len(windows)
+    with rasterio.open(src) as a, rasterio.open(tmp_path / "o.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
 def test_translation_gives_torch_its_thread_count_back(make_raster, tmp_path, two_threads):
     src = make_raster(width=150, height=150)
     before = torch.get_num_threads()

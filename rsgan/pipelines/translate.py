@@ -813,10 +813,15 @@ def _translated_tiles(
             finished = False
             while True:
                 # hand on the batches at the head that are done, in order; wait for the head
-                # once every worker has a batch and one more is queued (or all are read)
+                # once there are two batches per worker in flight (or all are read). With one
+                # batch per worker and one more, a worker whose tiles ran faster than the
+                # head's finished its batch and the queued one and then stood idle until
+                # the head was done (nothing new is submitted while this thread waits): in
+                # bf16 the two workers were idle 3-6 % of the main pass, and a 4096 px scene
+                # took 4 % longer end to end (2 % at 8192 px)
                 while inflight and (
                     finished
-                    or len(inflight) > forwarders.count
+                    or len(inflight) > 2 * forwarders.count
                     or inflight[0][1] is None
                     or inflight[0][1].done()
                 ):
