@@ -20,7 +20,10 @@ Figures, each measured side by side in one run:
 5. (``--parts timeline``) Where one end-to-end run's time goes: the view that picks the
    statistics blocks, reading them, the statistics pass, the main pass, reading the output
    back, the run's CPU-seconds, and the pipeline's own CPU by thread and part.
-6. (``--parts whole``) Distance of tiled scene-mode outputs to a whole-scene single pass
+6. (``--parts workers``) How busy the tile workers are in the main pass: per worker, its
+   forwards' wall and CPU time and the gaps between them (waiting for a batch), and the
+   run's idle core-seconds by phase (sampled process CPU time against the wall clock).
+7. (``--parts whole``) Distance of tiled scene-mode outputs to a whole-scene single pass
    on real scenes (the Joplin pre and post tiles merged into 2048 x 2048 and 3072 x 2048
    px mosaics), with statistics budgets that cover 60 % and 30 % of the blocks and one
    block, beside per-tile mode; the tile-size invariance (512 vs 768) and the model work against
@@ -35,12 +38,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -647,6 +653,93 @@ def timeline(scene: Path, net: torch.nn.Module, precision: str, tmp: Path, round
     return result
 
 
+class _CpuClock:
+    """Within the block, the process's CPU time against the wall clock, every 2 ms."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.samples.append((time.perf_counter(), time.process_time()))
+            self._done.wait(0.002)
+
+    def __enter__(self) -> _CpuClock:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def idle_core_s(self, cores: int, a: float, b: float) -> float:
+        """Core-seconds no thread of the process ran between the wall-clock times a, b."""
+        clock = np.array(self.samples)
+        i, j = np.searchsorted(clock[:, 0], [a, b])
+        wall, cpu = clock[min(j, len(clock) - 1)] - clock[i]
+        return float(cores * wall - cpu)
+
+
+def worker_use(
+    scene: Path, net: torch.nn.Module, precision: str, tmp: Path, rounds: int = 3
+) -> dict:
+    """How busy the model's tile workers are in the main pass (medians of ``rounds`` runs):
+    per worker thread the wall and CPU time of its forwards and the gaps between them, in
+    which it waited for a batch; and the run's idle core-seconds (cores x wall - process CPU
+    time, sampled every 2 ms) before, during and after the main pass."""
+    cores = torch.get_num_threads()
+    calls: list[tuple[str, float, float, float]] = []
+    original = T._forward
+
+    def forward(*args: Any) -> Any:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        out = original(*args)
+        calls.append(
+            (threading.current_thread().name, t0, time.perf_counter(), time.thread_time() - c0)
+        )
+        return out
+
+    rows = []
+    T._forward = forward
+    try:
+        for _ in range(rounds):
+            calls.clear()
+            sampler = _CpuClock()
+            t0 = time.perf_counter()
+            with sampler:
+                T.translate_raster(
+                    scene, tmp / "workers.tif", net, tile=768, overlap=64, progress=False,
+                    precision=precision, overwrite=True,
+                )  # fmt: skip
+            t1 = time.perf_counter()
+            idle = functools.partial(sampler.idle_core_s, cores)
+            first = min(c[1] for c in calls)
+            last = max(c[2] for c in calls)
+            row: dict[str, float] = {
+                "total_s": t1 - t0,
+                "main_pass_s": last - first,
+                "idle_core_s_before_main_pass": idle(t0, first),
+                "idle_core_s_main_pass": idle(first, last),
+                "idle_core_s_after_main_pass": idle(last, t1),
+            }
+            names = sorted({c[0] for c in calls})
+            for k, name in enumerate(names):
+                mine = sorted(c for c in calls if c[0] == name)
+                gaps = [b[1] - a[2] for a, b in itertools.pairwise(mine)]
+                row[f"worker{k}_forwards"] = len(mine)
+                row[f"worker{k}_forward_wall_s"] = sum(c[2] - c[1] for c in mine)
+                row[f"worker{k}_forward_cpu_s"] = sum(c[3] for c in mine)
+                row[f"worker{k}_gaps_s"] = sum(gaps)
+                row[f"worker{k}_longest_gap_s"] = max(gaps, default=0.0)
+            rows.append(row)
+    finally:
+        T._forward = original
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    return {k: round(float(np.median([r[k] for r in rows])), 3) for k in keys}
+
+
 def waste(size: int, tile: int, overlap: int) -> dict:
     balanced = balanced_windows(size, size, tile, overlap, multiple=4)
     shifted = tile_windows(size, size, TileSpec(tile, overlap))
@@ -675,7 +768,7 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         default="waste,speed,memory,width",
-        help="comma-separated: waste, speed, timeline, memory, width, whole",
+        help="comma-separated: waste, speed, timeline, workers, memory, width, whole",
     )
     parser.add_argument("--sizes", default=None, help="memory scene sides, e.g. 4096,16384")
     parser.add_argument(
@@ -696,7 +789,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rsgan-bench-") as td:
         tmp = Path(td)
         needed = {
-            small: bool(parts & {"speed", "timeline", "memory"}),
+            small: bool(parts & {"speed", "timeline", "workers", "memory"}),
             large: "memory" in parts,
         }
         scenes = {s: make_scene(tmp / f"scene_{s}.tif", s) for s, need in needed.items() if need}
@@ -730,6 +823,9 @@ def main() -> None:
         for precision in args.precisions.split(",") if "timeline" in parts else ():
             results[f"timeline_{precision}"] = timeline(scenes[small], net, precision, tmp)
             print(json.dumps({f"timeline_{precision}": results[f"timeline_{precision}"]}))
+        for precision in args.precisions.split(",") if "workers" in parts else ():
+            results[f"workers_{precision}"] = worker_use(scenes[small], net, precision, tmp)
+            print(json.dumps({f"workers_{precision}": results[f"workers_{precision}"]}))
         # 4. default model on a real tile
         real = sorted((SHARED / "xview2_joplin_prepost" / "pre").glob("*.tif"))
         if real and "speed" in parts:
