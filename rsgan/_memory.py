@@ -15,6 +15,9 @@ On exit the thresholds go to glibc's steady state for large-tensor work (32 MiB 
 threshold, trimming above 64 MiB; mallopt has no getter, and setting a value turns off
 glibc's own adaptation for good) and the free heap is handed back (``malloc_trim``).
 Elsewhere than Linux with glibc this does nothing.
+
+:func:`trim` hands the free heap back on its own; translate_raster calls it after the
+statistics pass, whose freed activations the tile workers' threads would not reuse.
 """
 
 from __future__ import annotations
@@ -89,3 +92,11 @@ def reuse_large_blocks() -> Iterator[None]:
                 libc.mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD)
                 libc.mallopt(_M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD)
                 libc.malloc_trim(0)
+
+
+def trim() -> None:
+    """Hand the C library's free heap back to the system (``malloc_trim(0)``, every
+    arena); nothing elsewhere than Linux with glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

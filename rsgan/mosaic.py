@@ -222,8 +222,9 @@ class MosaicWriter:
     as float32 sums (a few overlap rows the width of the scene, and the overlap columns
     with the next tile); the rest is final: it is normalised by its accumulated weight,
     converted to the output dtype and staged until a whole row of output blocks is
-    complete, then written. Memory is about ``(bands + 1) x 2 x overlap x width`` floats plus
-    ``bands x (block rows + tile) x width`` output values: it does not depend on the
+    complete, then written. Memory is about ``(bands + 1) x overlap x width`` floats plus
+    ``bands x (block rows + tile) x width`` output values (and as many valid flags when
+    a mask is written): it does not depend on the
     scene's height, and the float part not on the tile size.
 
     Args:
@@ -303,15 +304,20 @@ class MosaicWriter:
             [a + self.tile_w - b for a, b in zip(self.cols, self.cols[1:], strict=False)] + [0]
         )
         planes = self.count + 1  # weighted sums of each band, and the weight
+        # one buffer for the rows shared with the tile row above and those shared with the
+        # next: a tile reads its columns' sums from it before it writes the next tile row's
+        # (columns the tiles after it no longer read; every column is written again before
+        # the next tile row reads it)
         self._carry = np.zeros((planes, carry_h, self.width), np.float32)
-        self._next_carry = np.zeros_like(self._carry)
         self._col_carry = np.zeros((planes, self.tile_h, carry_w), np.float32)
         self._acc = np.empty((planes, self.tile_h, self.tile_w), np.float32)
         self._scratch = np.empty(self.count * self.tile_h * self.tile_w, np.float32)
         # finished rows in the output dtype, from row self._written, until a block row is full
         stage_rows = self.block_rows + self.tile_h
         self._stage = np.zeros((self.count, stage_rows, self.width), self.dtype)
-        self._stage_valid = np.zeros((stage_rows, self.width), bool)
+        # which staged pixels are valid, for the mask (invalid pixels are otherwise
+        # written as nodata in the stage itself)
+        self._stage_valid = np.zeros((stage_rows if self.write_mask else 0, self.width), bool)
         self._staged = 0
         self._written = 0
         self._k = 0  # index of the current tile row
@@ -330,7 +336,6 @@ class MosaicWriter:
         """Shapes of the in-memory buffers (none depends on the scene's height)."""
         return {
             "carry": self._carry.shape,
-            "next_carry": self._next_carry.shape,
             "col_carry": self._col_carry.shape,
             "acc": self._acc.shape,
             "scratch": self._scratch.shape,
@@ -343,7 +348,6 @@ class MosaicWriter:
         """Bytes held by the buffers."""
         arrays = (
             self._carry,
-            self._next_carry,
             self._col_carry,
             self._acc,
             self._scratch,
@@ -451,11 +455,12 @@ class MosaicWriter:
             self._col_carry[:, :, : tw - col_end] = acc[:, :, col_end:]
         if not last_row:
             stop = min(col_end, self.width - c0)
-            self._next_carry[:, : th - row_end, c0 : c0 + stop] = acc[:, row_end:, :stop]
+            self._carry[:, : th - row_end, c0 : c0 + stop] = acc[:, row_end:, :stop]
         if final_rows > 0 and final_cols > 0:
             # valid unless a part finds pixels without weight
             final = (0, 0, final_rows, final_cols)
-            self._stage_valid[self._rows_of(final), c0 : c0 + final_cols] = True
+            if self.write_mask:
+                self._stage_valid[self._rows_of(final), c0 : c0 + final_cols] = True
             for box in _around(inner, final_rows, final_cols):
                 self._finish(acc, box, c0)
             if inner[2] > inner[0]:
@@ -502,14 +507,12 @@ class MosaicWriter:
             out[:, ~valid] = 0
         stage_rows = self._rows_of(box)
         self._stage[:, stage_rows, c0 + left : c0 + right] = out
-        if valid is not None:
+        if valid is not None and self.write_mask:
             self._stage_valid[stage_rows, c0 + left : c0 + right] = valid
 
     def _end_row(self, rows: int) -> None:
         """The current tile row is complete: its final rows are staged; move on."""
         self._staged += max(0, min(rows, self.height - self.rows[self._k]))
-        self._carry, self._next_carry = self._next_carry, self._carry
-        self._next_carry[:] = 0
         self._k += 1
         self._j = 0
         self._flush(final=False)
@@ -528,7 +531,8 @@ class MosaicWriter:
                 self.dst.write_mask(mask, window=window)
         rest = self._staged - n
         self._stage[:, :rest] = self._stage[:, n : self._staged]
-        self._stage_valid[:rest] = self._stage_valid[n : self._staged]
+        if self.write_mask:
+            self._stage_valid[:rest] = self._stage_valid[n : self._staged]
         self._staged = rest
         self._written += n
 

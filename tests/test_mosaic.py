@@ -249,6 +249,10 @@ def test_writer_memory_does_not_depend_on_scene_height():
     assert shapes[2]["col_carry"][1:] == (64, shapes[2]["col_carry"][2])
     assert shapes[2]["col_carry"][2] <= 8 + 4
     assert shapes[2]["stage"] == (3, 32 + 64, 500)
+    # one buffer of row sums (shared by the tile rows above and below), and no valid flags
+    # for the stage when no mask is written (nodata goes into the stage itself)
+    assert set(shapes[2]) == {"carry", "col_carry", "acc", "scratch", "stage", "stage_valid"}
+    assert shapes[2]["stage_valid"] == (0, 500)
 
 
 def test_writer_streams_a_tall_scene_in_bounded_memory():

@@ -45,6 +45,7 @@ from rasterio.windows import Window
 from torch import nn
 from tqdm.auto import tqdm
 
+from rsgan import _memory
 from rsgan._device import autocast, preferred_precision, resolve_device, resolve_precision
 from rsgan._types import PathLike
 from rsgan.errors import BandError, ConfigError, ModelError, OutputExistsError, RasterWriteError
@@ -776,6 +777,11 @@ def _translated_tiles(
             bar.set_description("translate (scene statistics)")
             bar.refresh()
         stats, done = _scene_stats(run)
+        # the statistics pass's activations were freed into this thread's heap, which the
+        # tile workers (threads of their own, with glibc arenas of their own) do not reuse:
+        # hand them back, or they stay in the run's peak memory (docs/benchmarks.md, ninth
+        # session)
+        _memory.trim()
         bar.set_description("translate", refresh=bool(tiled))
     except BaseException:
         bar.close()
