@@ -399,6 +399,94 @@ def test_each_tile_worker_has_a_batch_queued_behind_its_own(
         np.testing.assert_array_equal(a.read(), b.read())
 
 
+def test_tiles_done_beforehand_wait_until_every_worker_has_a_batch(
+    make_raster, tmp_path, monkeypatch, two_threads
+):
+    """A tile the statistics pass translated is handed to the writer (which opens the
+    output on the first tile) only once both tile workers have a batch, so they do not
+    stand idle meanwhile; the tile's output is the one the pass gave."""
+    src = make_raster(width=200, height=180)
+    windows = translate_mod.balanced_windows(200, 180, 64, 16)  # the gate's grid
+    h, w = int(windows[0].height), int(windows[0].width)
+    # the first tile comes translated from the statistics pass: all -1 (0 DN)
+    done = {0: (np.full((3, h, w), -1.0, np.float32), np.ones((h, w), bool))}
+    plan = translate_mod._StatsPlan(windows, [0], [1.0], [], reuse=True)
+    monkeypatch.setattr(translate_mod, "_stats_plan", lambda run: plan)
+
+    def stats_pass(run, plan, read):
+        read()
+        return None, dict(done)
+
+    monkeypatch.setattr(translate_mod, "_stats_pass", stats_pass)
+    submitted: list[int] = []
+    original_submit = translate_mod._Forwarders.submit
+
+    def counted(self, fn, *args):
+        submitted.append(len(args[0]))
+        return original_submit(self, fn, *args)
+
+    monkeypatch.setattr(translate_mod._Forwarders, "submit", counted)
+    at_first_tile: list[int] = []
+    original_write = translate_mod._write_mosaic
+
+    def write(run, dst, tiles, out_dtype):
+        def watched():
+            for k, item in enumerate(tiles):
+                if k == 0:
+                    at_first_tile.append(len(submitted))
+                    gate.release.set()
+                yield item
+
+        return original_write(run, dst, watched(), out_dtype)
+
+    monkeypatch.setattr(translate_mod, "_write_mosaic", write)
+    gate = _Gate()
+    translate_raster(
+        src, tmp_path / "o.tif", gate, tile=64, overlap=16, norm="tile",
+        precision="bf16", progress=False,
+    )  # fmt: skip
+    assert at_first_tile == [2]
+    assert sum(submitted) == len(windows) - 1
+    with rasterio.open(src) as a, rasterio.open(tmp_path / "o.tif") as b:
+        expected = a.read()
+        got = b.read()
+    # where only the first tile lies, the output is the pass's; below it, the input
+    second_row = min(int(v.row_off) for v in windows if v.row_off > 0)
+    second_col = min(int(v.col_off) for v in windows if v.col_off > 0)
+    assert (got[:, :second_row, :second_col] == 0).all()
+    np.testing.assert_array_equal(got[:, h:], expected[:, h:])
+
+
+def test_tiles_are_read_while_the_statistics_pass_runs(make_raster, tmp_path, monkeypatch):
+    """The reader starts on the run's tiles before the statistics pass, so the tile
+    workers find tiles waiting when it ends."""
+    src = make_raster(width=200, height=180)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    read_one = threading.Event()
+    original_read = translate_mod._read_tile
+
+    def read_tile(*args):
+        if threading.current_thread().name == "rsgan-read":
+            read_one.set()
+        return original_read(*args)
+
+    monkeypatch.setattr(translate_mod, "_read_tile", read_tile)
+    original_pooled = translate_mod.pooled_forward
+    seen: list[bool] = []
+
+    def pooled(*args, **kwargs):
+        # the statistics pass's model waits here for the reader: in vain if the reader
+        # starts after it
+        seen.append(read_one.wait(timeout=10))
+        return original_pooled(*args, **kwargs)
+
+    monkeypatch.setattr(translate_mod, "pooled_forward", pooled)
+    translate_raster(
+        src, tmp_path / "o.tif", net, tile=64, overlap=16, stats_memory_mb=2, progress=False
+    )
+    assert seen == [True]
+
+
 def test_translation_gives_torch_its_thread_count_back(make_raster, tmp_path, two_threads):
     src = make_raster(width=150, height=150)
     before = torch.get_num_threads()

@@ -638,10 +638,11 @@ def _forward(run: _Run, xs: list[np.ndarray], valids: list[np.ndarray]) -> np.nd
     )
     with torch.no_grad(), autocast(run.device, run.precision), norm_mask(run.translator.net, mask):
         y = run.translator.net(x)
-    return _check_output(run, y, x)
+    _check_output(run, y, x)
+    return _output_array(y)
 
 
-def _check_output(run: _Run, y: Any, x: torch.Tensor) -> np.ndarray:
+def _check_output(run: _Run, y: Any, x: torch.Tensor) -> None:
     if (
         not isinstance(y, torch.Tensor)
         or y.ndim != 4
@@ -653,7 +654,11 @@ def _check_output(run: _Run, y: Any, x: torch.Tensor) -> np.ndarray:
             f"{run.translator.name} returned {shape} for an input of shape {tuple(x.shape)}; "
             "a translation model must map (N, C, H, W) to (N, C_out, H, W)"
         )
-    # one copy to float32 channels-first (the writer reads rows of each band)
+
+
+def _output_array(y: torch.Tensor) -> np.ndarray:
+    """Model outputs (a batch, or one of its samples) as numpy float32 in channels-first
+    order (the writer reads rows of each band), in one copy."""
     return y.to(dtype=torch.float32, memory_format=torch.contiguous_format).cpu().numpy()
 
 
@@ -670,19 +675,33 @@ def stats_windows(info: RasterInfo, translator: Translator) -> list[Window]:
     )
 
 
-def _scene_stats(
-    run: _Run,
-) -> tuple[dict[str, Stats] | None, dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """Scene-wide norm statistics, and the outputs of tiles of the run translated on the
-    way (final: the pooled statistics are the ones every other tile then gets)."""
+@dataclass(frozen=True)
+class _StatsPlan:
+    """What the statistics pass translates: ``blocks`` (the statistics grid), the
+    ``picks`` among them with their ``weights``, each block's owned ``boxes``, and whether
+    the run's tiles are those blocks (``reuse``: their outputs are kept)."""
+
+    blocks: list[Window]
+    picks: list[int]
+    weights: list[float]
+    boxes: list[tuple[int, int, int, int]]
+    reuse: bool
+
+    @property
+    def reused(self) -> set[int]:
+        """The run's tiles whose outputs the pass gives."""
+        return set(self.picks) if self.reuse else set()
+
+
+def _stats_plan(run: _Run) -> _StatsPlan | None:
+    """The blocks of the statistics pass (None: the run needs none)."""
     net = run.translator.net
     if run.norm != "scene" or not norm_layers(net):
-        return None, {}
+        return None
     if len(run.windows) == 1:
         blocks = run.windows  # the whole scene in one pass
     else:
         blocks = stats_windows(run.info, run.translator)
-    reuse = blocks == run.windows
     boxes = owned_boxes(blocks, run.info.width, run.info.height, run.translator.size_multiple)
     block_px = int(blocks[0].height) * int(blocks[0].width)
     # the same blocks whatever the run's tiling (tile-size invariance); a tiling other than
@@ -692,6 +711,17 @@ def _scene_stats(
         picks, weights = list(range(len(blocks))), [1.0] * len(blocks)
     else:
         picks, weights = _representative_tiles(run, blocks, boxes, k)
+    return _StatsPlan(blocks, picks, weights, boxes, reuse=blocks == run.windows)
+
+
+def _stats_pass(
+    run: _Run, plan: _StatsPlan, read: Callable[[], None] | None = None
+) -> tuple[dict[str, Stats], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Scene-wide norm statistics, and the outputs of the run's tiles translated on the way
+    (those of ``plan.reused``; final: the pooled statistics are the ones every other tile
+    then gets). ``read`` is called once the blocks are read and in the batch, before the
+    model runs."""
+    blocks, picks = plan.blocks, plan.picks
     items = _read_blocks(run, [blocks[i] for i in picks])
     valids = [v for _, v in items]
     x = _model_input(
@@ -704,18 +734,30 @@ def _scene_stats(
     ]
     needs_mask = not all(v.all() for v in inside)
     mask = _to_tensor([v[None] for v in valids], run.device) if needs_mask else None
+    if read is not None:
+        read()
     y, stats = pooled_forward(
-        net,
+        run.translator.net,
         x,
         mask,
-        boxes=[boxes[i] for i in picks],
-        weights=weights,
+        boxes=[plan.boxes[i] for i in picks],
+        weights=plan.weights,
         context=lambda: autocast(run.device, run.precision),
     )
-    if not reuse:
+    if not plan.reuse:
         return stats, {}
-    outs = _check_output(run, y, x)
+    _check_output(run, y, x)
+    outs = _output_array(y)
     return stats, {i: (outs[j], valids[j]) for j, i in enumerate(picks)}
+
+
+def _scene_stats(
+    run: _Run,
+) -> tuple[dict[str, Stats] | None, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """:func:`_stats_plan`, then :func:`_stats_pass` (None and no outputs for a run that
+    needs no statistics)."""
+    plan = _stats_plan(run)
+    return (None, {}) if plan is None else _stats_pass(run, plan)
 
 
 def _read_blocks(run: _Run, windows: list[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -769,6 +811,10 @@ def _translated_tiles(
     bar = tqdm(
         total=len(run.windows), unit="tile", desc="translate", disable=not progress, delay=1.0
     )
+    stop = threading.Event()
+    tiles: queue.Queue[Any] = queue.Queue(maxsize=2 * run.batch_size + 2)
+    reader: _Worker | None = None
+    forwarders: _Forwarders | None = None
     try:
         # a tiled scene's statistics pass takes a while: say so at once; a scene in one
         # pass shows nothing unless it takes over a second (no stale "0/1" line in logs)
@@ -776,39 +822,42 @@ def _translated_tiles(
         if tiled:
             bar.set_description("translate (scene statistics)")
             bar.refresh()
-        stats, done = _scene_stats(run)
+        plan = _stats_plan(run)
+        reused = plan.reused if plan is not None else set()
+
+        def read() -> None:
+            with open_raster(run.src) as src:
+                for i, window in enumerate(run.windows):
+                    if i in reused:
+                        _put(tiles, (i, window, None, None), stop)
+                        continue
+                    data, valid = _read_tile(src, window, run.bands)
+                    _put(tiles, (i, window, _source(data, valid, run.in_norm), valid), stop)
+            _put(tiles, _DONE, stop)
+
+        # the first tiles are read while the statistics pass's model runs (after it, the
+        # workers waited ~0.02 s for the file to open and the first tile to be read; from
+        # the start, it slowed the reading of the pass's blocks as much)
+        reader = _Worker(read, "rsgan-read")
+        stats: dict[str, Stats] | None = None
+        done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if plan is None:
+            reader.start()
+        else:
+            stats, done = _stats_pass(run, plan, reader.start)
         # the statistics pass's activations were freed into this thread's heap, which the
         # tile workers (threads of their own, with glibc arenas of their own) do not reuse:
         # hand them back, or they stay in the run's peak memory (docs/benchmarks.md, ninth
-        # session)
+        # session; run beside the first tiles instead, it saved 0.02 s at 4096 px and
+        # raised the peak by ~20 MB)
         _memory.trim()
         bar.set_description("translate", refresh=bool(tiled))
-    except BaseException:
-        bar.close()
-        raise
-    stop = threading.Event()
-    tiles: queue.Queue[Any] = queue.Queue(maxsize=2 * run.batch_size + 2)
-
-    def read() -> None:
-        with open_raster(run.src) as src:
-            for i, window in enumerate(run.windows):
-                if i in done:
-                    _put(tiles, (i, window, None, None), stop)
-                    continue
-                data, valid = _read_tile(src, window, run.bands)
-                _put(tiles, (i, window, _source(data, valid, run.in_norm), valid), stop)
-        _put(tiles, _DONE, stop)
-
-    reader = _Worker(read, "rsgan-read")
-    fixed = (
-        fixed_norm_stats(run.translator.net, stats)
-        if stats is not None
-        else contextlib.nullcontext()
-    )
-    reader.start()
-    forwarders: _Forwarders | None = None
-    try:
-        with fixed, bar:
+        fixed = (
+            fixed_norm_stats(run.translator.net, stats)
+            if stats is not None
+            else contextlib.nullcontext()
+        )
+        with fixed:
             # made inside ``fixed``: the model's copies take its fixed statistics with them
             main = _folded(run, stats) if len(done) < len(run.windows) else run
             forwarders = _Forwarders(main, _tile_workers(run.device, run.precision))
@@ -824,12 +873,17 @@ def _translated_tiles(
                 # head's finished its batch and the queued one and then stood idle until
                 # the head was done (nothing new is submitted while this thread waits): in
                 # bf16 the two workers were idle 3-6 % of the main pass, and a 4096 px scene
-                # took 4 % longer end to end (2 % at 8192 px)
+                # took 4 % longer end to end (2 % at 8192 px). A head that is ready waits
+                # until every worker has a batch: the first tiles handed on (the
+                # statistics pass's) let the writer open the output while the workers had
+                # nothing to do, ~0.02 s at each run's start
                 while inflight and (
                     finished
                     or len(inflight) > 2 * forwarders.count
-                    or inflight[0][1] is None
-                    or inflight[0][1].done()
+                    or (
+                        (inflight[0][1] is None or inflight[0][1].done())
+                        and _running(inflight) >= forwarders.count
+                    )
                 ):
                     items, future = inflight.popleft()
                     translated = iter(future.result() if future is not None else [])
@@ -856,10 +910,17 @@ def _translated_tiles(
                     pending = []
         reader.check()
     finally:
+        bar.close()
         stop.set()
         if forwarders is not None:
             forwarders.close()
-        reader.join(timeout=5)
+        if reader is not None and reader.ident is not None:  # started
+            reader.join(timeout=5)
+
+
+def _running(inflight: collections.deque[tuple[list[Any], Future[Any] | None]]) -> int:
+    """Batches in flight that are not done yet (running or queued for a worker)."""
+    return sum(future is not None and not future.done() for _, future in inflight)
 
 
 def _folded(run: _Run, stats: dict[str, Stats] | None) -> _Run:
