@@ -364,9 +364,9 @@ def test_each_tile_worker_has_a_batch_queued_behind_its_own(
     submitted: list[int] = []
     original = translate_mod._Forwarders.submit
 
-    def counted(self, fn, *args):
+    def counted(self, fn, *args, **kwargs):
         submitted.append(len(args[0]))
-        return original(self, fn, *args)
+        return original(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(translate_mod._Forwarders, "submit", counted)
     gate = _Gate()
@@ -421,9 +421,9 @@ def test_tiles_done_beforehand_wait_until_every_worker_has_a_batch(
     submitted: list[int] = []
     original_submit = translate_mod._Forwarders.submit
 
-    def counted(self, fn, *args):
+    def counted(self, fn, *args, **kwargs):
         submitted.append(len(args[0]))
-        return original_submit(self, fn, *args)
+        return original_submit(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(translate_mod._Forwarders, "submit", counted)
     at_first_tile: list[int] = []
@@ -485,6 +485,38 @@ def test_tiles_are_read_while_the_statistics_pass_runs(make_raster, tmp_path, mo
         src, tmp_path / "o.tif", net, tile=64, overlap=16, stats_memory_mb=2, progress=False
     )
     assert seen == [True]
+
+
+class _ThreadCounts(nn.Module):
+    """The identity; notes torch's thread count at the start of each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[float, int]] = []  # (the tile's mean, threads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((float(x.mean()), torch.get_num_threads()))
+        return x
+
+
+def test_the_last_tile_runs_on_all_threads(make_raster, tmp_path, two_threads):
+    """Two tiles at once, one thread each; the last tile of the run gets all of torch's
+    threads (its worker's partner has nothing left to do) and the output is unchanged."""
+    rows, cols = np.mgrid[:180, :200]
+    ramp = ((rows + cols) // 2).astype(np.uint8)  # the last (bottom-right) tile is brightest
+    src = make_raster(width=200, height=180, data=np.stack([ramp] * 3))
+    net = _ThreadCounts()
+    translate_raster(
+        src, tmp_path / "o.tif", net, tile=64, overlap=16, precision="bf16", progress=False
+    )
+    windows = translate_mod.balanced_windows(200, 180, 64, 16)
+    threads = torch.get_num_threads()
+    assert len(net.seen) == len(windows)
+    by_mean = [t for _, t in sorted(net.seen)]  # forwards may start out of order
+    assert by_mean == [threads // 2] * (len(windows) - 1) + [threads]
+    assert torch.get_num_threads() == threads
+    with rasterio.open(src) as a, rasterio.open(tmp_path / "o.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
 
 
 def test_translation_gives_torch_its_thread_count_back(make_raster, tmp_path, two_threads):
