@@ -351,6 +351,19 @@ class _Gate(nn.Module):
         return x
 
 
+def _count_submissions(monkeypatch) -> list[int]:
+    """The sizes of the batches handed to the tile workers, in the order submitted."""
+    submitted: list[int] = []
+    original = translate_mod._Forwarders.submit
+
+    def counted(self, fn, *args, **kwargs):
+        submitted.append(len(args[0]))
+        return original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(translate_mod._Forwarders, "submit", counted)
+    return submitted
+
+
 def test_each_tile_worker_has_a_batch_queued_behind_its_own(
     make_raster, tmp_path, monkeypatch, two_threads
 ):
@@ -361,14 +374,7 @@ def test_each_tile_worker_has_a_batch_queued_behind_its_own(
     src = make_raster(width=200, height=180)
     windows = translate_mod.balanced_windows(200, 180, 64, 16, multiple=4, min_size=8)
     assert len(windows) > 8
-    submitted: list[int] = []
-    original = translate_mod._Forwarders.submit
-
-    def counted(self, fn, *args, **kwargs):
-        submitted.append(len(args[0]))
-        return original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(translate_mod._Forwarders, "submit", counted)
+    submitted = _count_submissions(monkeypatch)
     gate = _Gate()
     errors: list[BaseException] = []
 
@@ -418,14 +424,7 @@ def test_tiles_done_beforehand_wait_until_every_worker_has_a_batch(
         return None, dict(done)
 
     monkeypatch.setattr(translate_mod, "_stats_pass", stats_pass)
-    submitted: list[int] = []
-    original_submit = translate_mod._Forwarders.submit
-
-    def counted(self, fn, *args, **kwargs):
-        submitted.append(len(args[0]))
-        return original_submit(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(translate_mod._Forwarders, "submit", counted)
+    submitted = _count_submissions(monkeypatch)
     at_first_tile: list[int] = []
     original_write = translate_mod._write_mosaic
 
