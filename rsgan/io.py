@@ -179,6 +179,22 @@ def _is_virtual(path: str) -> bool:
     return path.startswith("/vsi") or "://" in path
 
 
+def is_virtual(path: PathLike) -> bool:
+    """Whether ``path`` names a dataset GDAL opens without a local file of that name: a
+    ``/vsi...`` path (``/vsizip/``, ``/vsicurl/``, ``/vsis3/``, ``/vsimem/``...) or a URL
+    (``https://``, ``s3://``, ``zip+https://``...)."""
+    return _is_virtual(os.fspath(path))
+
+
+def source_path(path: PathLike) -> Path | str:
+    """A raster source as rasterio should open it: a local path as a :class:`Path`, a
+    virtual name (:func:`is_virtual`) as the string given, since ``Path`` folds the ``//``
+    of ``https://host/...`` or ``/vsizip//abs/path.zip`` into ``/`` and GDAL then looks
+    for another file."""
+    text = os.fspath(path)
+    return text if _is_virtual(text) else Path(text)
+
+
 def open_dataset(path: PathLike) -> DatasetReader:
     """Open a raster for reading and return the dataset (the caller closes it); see
     :func:`open_raster` for the checks and errors."""
@@ -1042,7 +1058,7 @@ def _check_destination(dst: Path, *, overwrite: bool, inputs: Sequence[PathLike]
             f"cannot write {dst}: folder {parent} is not writable; choose another output path"
         )
     for src in inputs:
-        if _same_file(dst, Path(src)):
+        if not _is_virtual(os.fspath(src)) and _same_file(dst, Path(src)):
             raise RasterWriteError(
                 f"output {dst} is the input {src}; inputs are never modified, "
                 "choose another output path"
@@ -1780,6 +1796,7 @@ __all__ = [
     "compute_band_stats",
     "copy_band_metadata",
     "describe",
+    "is_virtual",
     "list_image_files",
     "open_dataset",
     "open_raster",
@@ -1788,6 +1805,7 @@ __all__ = [
     "read_valid_mask",
     "read_window",
     "remove_stale_temporaries",
+    "source_path",
     "verify_raster",
     "warn_if_not_georeferenced",
     "write_png_grid",

@@ -13,7 +13,8 @@ from rsgan.pipelines.translate import COMPRESSIONS, NORM_MODES, translate_raster
 
 
 @click.command("translate", short_help="Translate a whole scene with a generator.")
-@click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
+# SRC as given: a URL or /vsi path would lose the "//" of its scheme to pathlib
+@click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option(
     "--model",
@@ -76,7 +77,7 @@ from rsgan.pipelines.translate import COMPRESSIONS, NORM_MODES, translate_raster
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def translate(
-    src: Path,
+    src: str,
     dst: Path,
     model: Path | None,
     direction: str,
@@ -98,7 +99,8 @@ def translate(
 ) -> None:
     """Translate SRC into DST (GeoTIFF on the same grid) with a CycleGAN generator.
 
-    Ctrl-C or SIGTERM stops it and leaves nothing at DST (exit 130 / 143).
+    SRC is a local raster, or a URL (https://, s3://...) or GDAL /vsi path; DST is a
+    local file. Ctrl-C or SIGTERM stops it and leaves nothing at DST (exit 130 / 143).
 
     \b
     Example:

@@ -41,8 +41,9 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import geopandas as gpd
 import pandas as pd
@@ -50,7 +51,7 @@ from shapely.geometry import box, mapping, shape
 
 from rsgan._types import PathLike
 from rsgan.errors import CatalogError, ConfigError, MissingDependencyError, RsganError
-from rsgan.io import atomic_output, describe
+from rsgan.io import atomic_output, describe, is_virtual
 
 try:  # Dask is an optional extra: `pip install rsgan[dask]`
     from distributed import WorkerPlugin as _WorkerPluginBase
@@ -144,7 +145,7 @@ def read_catalog(
             an asset key that no item has.
     """
     if not isinstance(catalog, (str, os.PathLike)):
-        return _name_scenes([_path_scene(Path(p), f"item {i}") for i, p in enumerate(catalog)])
+        return _name_scenes([_source_scene(p, f"item {i}") for i, p in enumerate(catalog)])
     kind, path = _catalog_kind(catalog)
     reader = _READERS[kind]
     scenes = reader(path, asset_key=asset_key, path_column=path_column)
@@ -258,9 +259,7 @@ def _table_scenes(path: Path, table: pd.DataFrame, path_column: str) -> list[Sce
                 )
             )
             continue
-        scenes.append(
-            replace(_path_scene(_resolve(value, path.parent), label), footprint=footprints[i])
-        )
+        scenes.append(replace(_source_scene(value, label, path.parent), footprint=footprints[i]))
     return scenes
 
 
@@ -336,7 +335,7 @@ def _stac_scene(item: Any, asset_key: str | None, catalog: Path) -> Scene:
             ),
         )
     href = asset.get_absolute_href() or asset.href
-    if "://" not in href:
+    if not is_virtual(href):
         href = os.fspath(_resolve(href, catalog.parent))
     return replace(scene, source=href)
 
@@ -360,6 +359,16 @@ def _expand_user(path: Path) -> Path:
 def _resolve(value: str | Path, base: Path) -> Path:
     path = _expand_user(Path(value))
     return path if path.is_absolute() else (base / path)
+
+
+def _source_scene(value: str | os.PathLike[str], label: str, base: Path | None = None) -> Scene:
+    """The scene of a raster path or URL: a local path made absolute (against ``base``
+    when relative), a URL or ``/vsi`` path kept as given (pathlib would fold the ``//`` of
+    ``https://host/...`` and GDAL then look for another file), named by its file stem."""
+    text = os.fspath(value)
+    if is_virtual(text):
+        return Scene(PurePosixPath(urlsplit(text).path).stem, text, label)
+    return _path_scene(_resolve(text, base) if base is not None else Path(text), label)
 
 
 def _path_scene(path: Path, label: str) -> Scene:

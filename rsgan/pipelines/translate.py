@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -57,10 +57,12 @@ from rsgan.io import (
     check_bands,
     copy_band_metadata,
     describe,
+    is_virtual,
     open_raster,
     output_profile,
     read_masked,
     same_file,
+    source_path,
     warn_if_not_georeferenced,
 )
 from rsgan.models.layers import (
@@ -255,8 +257,11 @@ def _bands_hint(bands: Sequence[int]) -> str:
     return f"bands={tuple(bands)} (--bands {','.join(map(str, bands))})"
 
 
-def _check_fit(translator: Translator, info: RasterInfo, bands: tuple[int, ...], src: Path) -> None:
+def _check_fit(
+    translator: Translator, info: RasterInfo, bands: tuple[int, ...], src: Path | str
+) -> None:
     """Refuse band counts and dtypes the model cannot take, naming the bands to pass."""
+    name = PurePosixPath(os.fspath(src)).name  # a URL's too
     want = translator.in_count
     if want is not None and len(bands) != want:
         if translator.in_bands and max(translator.in_bands) <= info.count:
@@ -269,18 +274,18 @@ def _check_fit(translator: Translator, info: RasterInfo, bands: tuple[int, ...],
         else:
             hint = f"use a model trained on {len(bands)} band(s)"
         raise BandError(
-            f"{translator.name} expects {want} band(s); {src.name} gives {len(bands)} "
+            f"{translator.name} expects {want} band(s); {name} gives {len(bands)} "
             f"(bands {bands}); {hint}"
         )
     dtype = info.dtypes[bands[0] - 1]
     if any(info.dtypes[b - 1] != dtype for b in bands):
         raise BandError(
-            f"{src.name}: the selected bands {bands} have different data types "
+            f"{name}: the selected bands {bands} have different data types "
             f"{tuple(info.dtypes[b - 1] for b in bands)}; select bands of one type"
         )
     if translator.in_dtype is not None and np.dtype(translator.in_dtype) != np.dtype(dtype):
         raise ModelError(
-            f"{translator.name} was trained on {translator.in_dtype} data but {src.name} is "
+            f"{translator.name} was trained on {translator.in_dtype} data but {name} is "
             f"{dtype}; convert the scene to {translator.in_dtype} (e.g. gdal_translate "
             f"-ot {translator.in_dtype} -scale) or use a model trained on {dtype} data"
         )
@@ -604,7 +609,7 @@ def _representative_tiles(
 class _Run:
     """Everything a translation needs, resolved and checked."""
 
-    src: Path
+    src: Path | str  # a local file, or a URL or /vsi path as given (io.source_path)
     info: RasterInfo
     bands: tuple[int, ...]
     translator: Translator
@@ -1204,7 +1209,10 @@ def translate_raster(
     """Translate a whole georeferenced scene with a generator, tile by tile, seam-free.
 
     Args:
-        src: the input raster.
+        src: the input raster: a local file, or a URL (``https://``, ``s3://``,
+            ``zip+https://``...) or GDAL ``/vsi...`` path, kept as given (GDAL reads it
+            through its virtual file systems; a Cloud Optimized GeoTIFF is read fastest,
+            the statistics view then coming from its overviews).
         dst: the output GeoTIFF (written atomically; never left half-written).
         model: a checkpoint path, a :class:`rsgan.checkpoint.LoadedModel`, any
             ``torch.nn.Module`` mapping ``(N, C, H, W)`` in [-1, 1] to ``(N, C_out, H, W)``,
@@ -1248,12 +1256,18 @@ def translate_raster(
     Raises:
         RasterReadError: ``src`` is missing or not a raster.
         OutputExistsError: ``dst`` exists and ``overwrite`` is False.
-        RasterWriteError: ``dst`` is a folder, unwritable, or the input itself.
+        RasterWriteError: ``dst`` is a folder, unwritable, a URL or ``/vsi`` path, or the
+            input itself.
         CheckpointError: a missing or corrupt checkpoint.
         BandError, ModelError: bands or dtype the model cannot take.
         TileSpecError, ConfigError: bad tile, overlap, blend, norm or batch size.
     """
-    src_path, dst_path = Path(src), Path(dst)
+    src_path, dst_path = source_path(src), Path(dst)
+    if is_virtual(dst):
+        raise RasterWriteError(
+            f"output {os.fspath(dst)} is a URL or GDAL virtual path; rsgan writes a local file "
+            "and renames it into place: pass a local path and copy the result up afterwards"
+        )
     if blend not in BLENDS:
         raise ConfigError(f"unknown blend {blend!r}; use one of {', '.join(BLENDS)}")
     if norm not in NORM_MODES:
@@ -1348,10 +1362,10 @@ def _check_dtype(dtype: str) -> None:
         )
 
 
-def _check_quicklook(png: Path, src: Path, dst: Path, overwrite: bool) -> None:
+def _check_quicklook(png: Path, src: Path | str, dst: Path, overwrite: bool) -> None:
     """The preview may replace neither the input nor the output."""
     for other, what in ((src, "the input"), (dst, "the output")):
-        if same_file(png, other):
+        if not is_virtual(other) and same_file(png, other):
             raise RasterWriteError(
                 f"quicklook {png} is {what} ({other}); choose another path for the PNG"
             )

@@ -1,0 +1,84 @@
+"""A static HTTP server with byte ranges, for tests of remote sources.
+
+``python tests/range_server.py FOLDER`` serves FOLDER on 127.0.0.1 at a free port, prints
+the port on one line, and runs until killed. GDAL's ``/vsicurl/`` asks for byte ranges
+(``Range: bytes=a-b``), which Python's own ``http.server`` ignores. It must run in a process
+of its own: rasterio holds the GIL while GDAL opens a URL, so a server thread in the test's
+process could not answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import sys
+from typing import Any, BinaryIO
+
+
+class _Slice:
+    """``length`` bytes of an open file from its current offset, as a readable."""
+
+    def __init__(self, f: BinaryIO, length: int) -> None:
+        self._f, self._left = f, length
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._left if size < 0 else min(size, self._left)
+        data = self._f.read(size) if size > 0 else b""
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def send_head(self) -> Any:
+        path = self.translate_path(self.path)
+        if not os.path.isfile(path):
+            self.send_error(404, "not found")
+            return None
+        size = os.path.getsize(path)
+        f = open(path, "rb")  # noqa: SIM115  (closed by the caller, as http.server does)
+        wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if wanted is None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            return f
+        first = int(wanted.group(1))
+        last = min(int(wanted.group(2)) if wanted.group(2) else size - 1, size - 1)
+        if first > last:
+            f.close()
+            self.send_error(416, "range not satisfiable")
+            return None
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+        self.send_header("Content-Length", str(last - first + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        f.seek(first)
+        return _Slice(f, last - first + 1)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that closes early (GDAL does) is not an error here
+
+
+def main() -> None:
+    handler = functools.partial(RangeHandler, directory=sys.argv[1])
+    with _Server(("127.0.0.1", 0), handler) as server:
+        print(server.server_address[1], flush=True)
+        server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Sources that are not local files: URLs read over real HTTP (GDAL's ``/vsicurl/``
+against a server on the loopback interface, tests/range_server.py) and ``/vsizip/`` paths.
+Their names must reach GDAL as given: ``pathlib`` folds the ``//`` of ``http://host/`` and
+of ``/vsizip//abs/path.zip``, and GDAL then looks for another file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+
+from rsgan.cli.main import cli
+from rsgan.errors import RasterWriteError
+from rsgan.models.cyclegan import ResnetGenerator
+from rsgan.pipelines.catalog import read_catalog, translate_catalog
+from rsgan.pipelines.translate import translate_raster
+
+SERVER = Path(__file__).with_name("range_server.py")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP, and its base URL."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER), str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield folder, f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _read(path: Path | str) -> tuple[np.ndarray, dict]:
+    with rasterio.open(path) as ds:
+        meta = {
+            "crs": ds.crs,
+            "transform": ds.transform,
+            "nodata": ds.nodata,
+            "descriptions": ds.descriptions,
+            "shape": (ds.count, ds.height, ds.width),
+        }
+        return ds.read(), meta
+
+
+def _scene(make_raster: Callable[..., Path], folder: Path) -> Path:
+    return make_raster(
+        "scene.tif", width=200, height=180, nodata=0, collar=12, seed=3, folder=folder,
+        descriptions=("red", "green", "blue"), tiled=True, blocksize=64,
+    )  # fmt: skip
+
+
+def test_a_url_source_translates_as_the_local_file_does(
+    make_raster: Callable[..., Path], served: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Tiled, scene statistics pooled over part of the blocks (the view of the scene, the
+    statistics blocks and the tiles all read over HTTP): the same output as from the file."""
+    folder, base = served
+    local = _scene(make_raster, folder)
+    torch.manual_seed(0)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    options = {"tile": 64, "overlap": 16, "stats_memory_mb": 2, "progress": False}
+    from_url = translate_raster(f"{base}/scene.tif", tmp_path / "url.tif", net, **options)
+    from_file = translate_raster(local, tmp_path / "file.tif", net, **options)
+    (url_pixels, url_meta), (file_pixels, file_meta) = _read(from_url), _read(from_file)
+    np.testing.assert_array_equal(url_pixels, file_pixels)
+    assert url_meta == file_meta
+    assert url_meta["descriptions"] == ("red", "green", "blue") and url_meta["nodata"] == 0
+    source, _ = _read(local)
+    assert np.abs(url_pixels.astype(int) - source).mean() > 5  # translated, not copied
+
+
+def test_a_vsizip_source_is_read_from_the_archive(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    local = _scene(make_raster, tmp_path / "in")
+    archive = tmp_path / "scenes.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(local, "inner/scene.tif")
+    src = f"/vsizip/{archive}/inner/scene.tif"  # /vsizip//tmp/...: an absolute path
+    assert src.startswith("/vsizip//")
+    dst = translate_raster(src, tmp_path / "out.tif", torch.nn.Identity(), tile=64, overlap=16,
+                           progress=False)  # fmt: skip
+    (out, out_meta), (source, source_meta) = _read(dst), _read(local)
+    np.testing.assert_array_equal(out, source)
+    assert out_meta == source_meta
+
+
+@pytest.mark.parametrize("dst", ["https://example.com/out.tif", "/vsimem/out.tif"])
+def test_a_url_output_is_refused_before_any_work(
+    make_raster: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dst: str
+) -> None:
+    src = make_raster(folder=tmp_path / "in")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RasterWriteError, match=r"is a URL or GDAL virtual path.*local path"):
+        translate_raster(src, dst, torch.nn.Identity(), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no "https:" folder
+
+
+def test_cli_translates_a_url(
+    make_raster: Callable[..., Path], served: tuple[Path, str], tmp_path: Path
+) -> None:
+    folder, base = served
+    local = make_raster("small.tif", width=90, height=70, folder=folder)
+    runner = CliRunner()
+    outs = []
+    for name, src in (("url.tif", f"{base}/small.tif"), ("file.tif", str(local))):
+        dst = tmp_path / name
+        args = ["translate", src, str(dst), "--tile", "32", "--overlap", "8", "--quiet"]
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        outs.append(_read(dst))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    assert outs[0][1] == outs[1][1]
+    missing = runner.invoke(cli, ["translate", f"{base}/none.tif", str(tmp_path / "n.tif")])
+    assert missing.exit_code == 1
+    assert f"{base}/none.tif" in missing.output and "Traceback" not in missing.output
+    assert not (tmp_path / "n.tif").exists()
+
+
+def test_catalogs_keep_url_and_vsi_sources(
+    make_raster: Callable[..., Path], served: tuple[Path, str], tmp_path: Path
+) -> None:
+    folder, base = served
+    for i in range(2):
+        make_raster(f"s{i}.tif", width=48, height=40, seed=i, folder=folder)
+    urls = [f"{base}/s0.tif", f"{base}/s1.tif?token=abc"]  # a query string, as signed URLs
+    archive = tmp_path / "more.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(folder / "s0.tif", "z/zipped.tif")
+    zipped = f"/vsizip/{archive}/z/zipped.tif"
+    scenes = read_catalog([*urls, zipped])
+    assert [(s.name, s.source) for s in scenes] == [
+        ("s0", urls[0]), ("s1", urls[1]), ("zipped", zipped)
+    ]  # fmt: skip
+    # a CSV table and a STAC item name them the same way
+    table = tmp_path / "scenes.csv"
+    pd.DataFrame({"path": [urls[0], zipped]}).to_csv(table, index=False)
+    assert [s.source for s in read_catalog(table)] == [urls[0], zipped]
+    item = {
+        "type": "Feature", "stac_version": "1.0.0", "id": "remote", "geometry": None,
+        "properties": {"datetime": "2020-01-01T00:00:00Z"}, "links": [],
+        "assets": {"image": {"href": urls[1], "type": "image/tiff; application=geotiff"}},
+    }  # fmt: skip
+    stac = tmp_path / "item.json"
+    stac.write_text(json.dumps(item))
+    assert [s.source for s in read_catalog(stac)] == [urls[1]]
+    # and the runner translates them (in-process: the same path a Dask worker takes)
+    manifest = translate_catalog(
+        [*urls, zipped], tmp_path / "out", torch.nn.Identity(), workers=0,
+        tile=32, overlap=8, progress=False,
+    )  # fmt: skip
+    assert list(manifest["status"]) == ["done"] * 3, list(manifest["error"])
+    for row, local in zip(manifest.itertuples(), ["s0.tif", "s1.tif", "s0.tif"], strict=True):
+        np.testing.assert_array_equal(_read(row.output)[0], _read(folder / local)[0])
