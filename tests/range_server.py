@@ -1,7 +1,9 @@
 """A static HTTP server with byte ranges, for tests of remote sources.
 
-``python tests/range_server.py FOLDER`` serves FOLDER on 127.0.0.1 at a free port, prints
-the port on one line, and runs until killed. GDAL's ``/vsicurl/`` asks for byte ranges
+``python tests/range_server.py FOLDER [LOG [DELAY]]`` serves FOLDER on 127.0.0.1 at a free
+port, prints the port on one line, and runs until killed; with LOG it appends a line per
+request (``METHOD PATH RANGE``) to that file, with DELAY it answers each request after
+DELAY seconds (a remote store's latency). GDAL's ``/vsicurl/`` asks for byte ranges
 (``Range: bytes=a-b``), which Python's own ``http.server`` ignores. It must run in a process
 of its own: rasterio holds the GIL while GDAL opens a URL, so a server thread in the test's
 process could not answer.
@@ -14,7 +16,13 @@ import http.server
 import os
 import re
 import sys
+import threading
+import time
 from typing import Any, BinaryIO
+
+LOG = sys.argv[2] if len(sys.argv) > 2 else None
+DELAY = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+_log_lock = threading.Lock()
 
 
 class _Slice:
@@ -38,6 +46,10 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def send_head(self) -> Any:
+        if LOG is not None:
+            with _log_lock, open(LOG, "a") as log:
+                log.write(f"{self.command} {self.path} {self.headers.get('Range', '-')}\n")
+        time.sleep(DELAY)
         path = self.translate_path(self.path)
         if not os.path.isfile(path):
             self.send_error(404, "not found")

@@ -28,18 +28,29 @@ from rsgan.pipelines.translate import translate_raster
 SERVER = Path(__file__).with_name("range_server.py")
 
 
+class Served:
+    """A folder served over HTTP: its base URL and the requests it answered."""
+
+    def __init__(self, folder: Path, base: str, log: Path) -> None:
+        self.folder, self.base, self.log = folder, base, log
+
+    def requests(self) -> list[str]:
+        """The paths asked for so far (a line each)."""
+        return [line.split()[1] for line in self.log.read_text().splitlines()]
+
+
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A folder served over HTTP, and its base URL."""
-    folder = tmp_path / "served"
+def served(tmp_path: Path) -> Iterator[Served]:
+    folder, log = tmp_path / "served", tmp_path / "requests.log"
     folder.mkdir()
+    log.touch()
     proc = subprocess.Popen(
-        [sys.executable, str(SERVER), str(folder)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(SERVER), str(folder), str(log)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
-        yield folder, f"http://127.0.0.1:{port}"
+        yield Served(folder, f"http://127.0.0.1:{port}", log)
     finally:
         proc.kill()
         proc.wait()
@@ -65,11 +76,11 @@ def _scene(make_raster: Callable[..., Path], folder: Path) -> Path:
 
 
 def test_a_url_source_translates_as_the_local_file_does(
-    make_raster: Callable[..., Path], served: tuple[Path, str], tmp_path: Path
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
 ) -> None:
     """Tiled, scene statistics pooled over part of the blocks (the view of the scene, the
     statistics blocks and the tiles all read over HTTP): the same output as from the file."""
-    folder, base = served
+    folder, base = served.folder, served.base
     local = _scene(make_raster, folder)
     torch.manual_seed(0)
     net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
@@ -112,9 +123,9 @@ def test_a_url_output_is_refused_before_any_work(
 
 
 def test_cli_translates_a_url(
-    make_raster: Callable[..., Path], served: tuple[Path, str], tmp_path: Path
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
 ) -> None:
-    folder, base = served
+    folder, base = served.folder, served.base
     local = make_raster("small.tif", width=90, height=70, folder=folder)
     runner = CliRunner()
     outs = []
@@ -133,9 +144,9 @@ def test_cli_translates_a_url(
 
 
 def test_catalogs_keep_url_and_vsi_sources(
-    make_raster: Callable[..., Path], served: tuple[Path, str], tmp_path: Path
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
 ) -> None:
-    folder, base = served
+    folder, base = served.folder, served.base
     for i in range(2):
         make_raster(f"s{i}.tif", width=48, height=40, seed=i, folder=folder)
     urls = [f"{base}/s0.tif", f"{base}/s1.tif?token=abc"]  # a query string, as signed URLs
@@ -167,3 +178,24 @@ def test_catalogs_keep_url_and_vsi_sources(
     assert list(manifest["status"]) == ["done"] * 3, list(manifest["error"])
     for row, local in zip(manifest.itertuples(), ["s0.tif", "s1.tif", "s0.tif"], strict=True):
         np.testing.assert_array_equal(_read(row.output)[0], _read(folder / local)[0])
+
+
+def test_a_url_is_opened_without_probing_for_side_files(
+    make_raster: Callable[..., Path],
+    served: Served,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GDAL lists a remote raster's folder and asks for its side files (.aux.xml, .ovr,
+    .msk...) on open unless told not to: rsgan tells it, unless the user set it."""
+    for name in ("a.tif", "b.tif"):
+        make_raster(name, width=90, height=70, folder=served.folder)
+    options = {"tile": 32, "overlap": 8, "progress": False}
+    translate_raster(f"{served.base}/a.tif", tmp_path / "a.tif", torch.nn.Identity(), **options)
+    asked = served.requests()
+    assert asked and set(asked) == {"/a.tif"}, asked
+    # the user's own setting wins: GDAL then lists the folder and probes for side files
+    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "FALSE")
+    translate_raster(f"{served.base}/b.tif", tmp_path / "b.tif", torch.nn.Identity(), **options)
+    probes = set(served.requests()[len(asked) :]) - {"/b.tif"}
+    assert "/" in probes and any(p.startswith("/b.") for p in probes), probes
