@@ -84,6 +84,13 @@ def given(**options: Any) -> dict[str, Any]:
     help="Output compression (default zstd; deflate for readers without ZSTD).",
 )
 @click.option(
+    "--nodata",
+    type=float,
+    default=None,
+    help="Read the scenes as if their nodata value were this (for empty collars without "
+    "a nodata value).",
+)
+@click.option(
     "--retries",
     type=click.IntRange(min=0),
     default=2,
@@ -108,6 +115,7 @@ def batch(
     precision: str | None,
     cog: bool,
     compress: str | None,
+    nodata: float | None,
     retries: int,
     overwrite: bool,
     quiet: bool,
@@ -134,6 +142,7 @@ def batch(
         device=device,
         precision=precision,
         compress=compress,
+        nodata=nodata,
     )
     manifest = translate_catalog(
         catalog,

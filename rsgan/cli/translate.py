@@ -75,6 +75,13 @@ from rsgan.pipelines.translate import COMPRESSIONS, NORM_MODES, translate_raster
     help="Memory for the scene-statistics pass, MiB (default 1536): a scene that fits is "
     "translated in one pass; a larger one pools statistics over as many tiles as fit.",
 )
+@click.option(
+    "--nodata",
+    type=float,
+    default=None,
+    help="Read SRC as if its nodata value were this (gdal_translate -a_nodata), e.g. 0 for "
+    "an empty collar without a nodata value; it stays nodata in DST.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def translate(
     src: str,
@@ -95,6 +102,7 @@ def translate(
     compress: str,
     quicklook: Path | None,
     stats_memory_mb: float | None,
+    nodata: float | None,
     quiet: bool,
 ) -> None:
     """Translate SRC into DST (GeoTIFF on the same grid) with a CycleGAN generator.
@@ -127,6 +135,7 @@ def translate(
         precision=precision,
         quicklook=quicklook,
         stats_memory_mb=stats_memory_mb,
+        nodata=nodata,
     )
     seconds = time.perf_counter() - started
     if not quiet:

@@ -1205,6 +1205,7 @@ def translate_raster(
     quicklook: PathLike | None = None,
     stats_memory_mb: float | None = None,
     compress: str = "zstd",
+    nodata: float | None = None,
 ) -> Path:
     """Translate a whole georeferenced scene with a generator, tile by tile, seam-free.
 
@@ -1247,6 +1248,11 @@ def translate_raster(
         compress: output compression, a key of :data:`COMPRESSIONS`: ``"zstd"`` (default;
             fast to write), ``"deflate"`` (for readers without ZSTD), ``"lzw"`` or
             ``"none"``.
+        nodata: read the source as if its nodata value were this (``gdal_translate
+            -a_nodata``; it replaces the source's own nodata, mask or alpha): for scenes
+            with an empty collar and no nodata set, e.g. after reprojection. Such pixels
+            stay out of the statistics and the blend and are ``nodata`` in the output.
+            A value of the source's dtype (NaN for float sources).
 
     Returns:
         ``dst`` as a Path. The output has the source's size, CRS, transform, nodata, band
@@ -1289,6 +1295,10 @@ def translate_raster(
             f"stats_memory_mb must be a positive number of MiB; got {stats_memory_mb!r}"
         )
     info = describe(src_path)
+    read_from: Path | str = src_path
+    if nodata is not None:
+        read_from = _with_nodata(src_path, nodata, info)
+        info = dataclasses.replace(describe(read_from), path=info.path)
     if quicklook is not None:
         _check_quicklook(Path(quicklook), src_path, dst_path, overwrite)
     if dst_path.is_dir():
@@ -1306,7 +1316,7 @@ def translate_raster(
     if batch_size is None:
         batch_size = 4 if torch_device.type == "cuda" else 1
     run = _Run(
-        src=src_path,
+        src=read_from,
         info=info,
         bands=selected,
         translator=translator,
@@ -1347,6 +1357,35 @@ def translate_raster(
 
 
 _OUTPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+def _with_nodata(src: Path | str, nodata: Any, info: RasterInfo) -> str:
+    """A GDAL ``vrt://`` name that reads ``src`` with ``nodata`` as its nodata value
+    (GDAL keeps the CRS, transform, blocks, descriptions, colour interpretation, tags,
+    scales and offsets, and computes the mask from the value; reading through it took
+    the same time as reading the file, 25 tiles of a 4096 px scene)."""
+    dtype = np.dtype(info.dtypes[0])
+    if isinstance(nodata, bool) or not isinstance(nodata, (int, float, np.number)):
+        raise ConfigError(f"nodata must be a number; got {nodata!r}")
+    value = float(nodata)
+    if np.issubdtype(dtype, np.integer):
+        limits = np.iinfo(dtype)
+        if not (value.is_integer() and limits.min <= value <= limits.max):
+            raise ConfigError(
+                f"nodata {nodata!r} is not a {dtype} value ({limits.min}..{limits.max}), the "
+                f"dtype of {info.path.name}; pass a whole number in that range"
+            )
+        text = str(int(value))
+    else:
+        text = "nan" if math.isnan(value) else repr(value)
+    name = os.fspath(src)
+    if "?" in name:
+        raise ConfigError(
+            f"nodata cannot be set on {name}: its name holds a query string ('?'), which "
+            "GDAL's vrt:// syntax cannot carry; write a VRT with the nodata value "
+            "(gdal_translate -of VRT -a_nodata ...) and translate that"
+        )
+    return f"vrt://{name}?a_nodata={text}"
 
 
 def _check_dtype(dtype: str) -> None:
