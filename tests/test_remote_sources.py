@@ -199,3 +199,14 @@ def test_a_url_is_opened_without_probing_for_side_files(
     translate_raster(f"{served.base}/b.tif", tmp_path / "b.tif", torch.nn.Identity(), **options)
     probes = set(served.requests()[len(asked) :]) - {"/b.tif"}
     assert "/" in probes and any(p.startswith("/b.") for p in probes), probes
+
+
+def test_cli_info_describes_a_url(make_raster: Callable[..., Path], served: Served) -> None:
+    make_raster("i.tif", width=40, height=30, count=2, dtype="uint16", folder=served.folder)
+    result = CliRunner().invoke(cli, ["info", f"{served.base}/i.tif"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{served.base}/i.tif\n")
+    assert "40 x 30 px" in result.output and "2 band(s)" in result.output
+    missing = CliRunner().invoke(cli, ["info", str(served.folder / "none.tif")])
+    assert missing.exit_code == 1 and "no such file" in missing.output
+    assert "Traceback" not in missing.output

@@ -47,7 +47,7 @@ def _checkpoint_lines(meta: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _raster_lines(path: Path) -> list[str]:
+def _raster_lines(path: Path | str) -> list[str]:
     from rsgan.io import describe
 
     info = describe(path)
@@ -66,16 +66,21 @@ def _raster_lines(path: Path) -> list[str]:
 
 
 @click.command("info", short_help="Show a checkpoint's metadata or a raster's description.")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+# PATH as given: a URL or /vsi path would lose the "//" of its scheme to pathlib
+@click.argument("text", metavar="PATH", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Checkpoints: print the raw JSON.")
-def info(path: Path, as_json: bool) -> None:
-    """Describe PATH: a checkpoint (.safetensors, .pt) or a raster.
+def info(text: str, as_json: bool) -> None:
+    """Describe PATH: a checkpoint (.safetensors, .pt) or a raster (a local file, a URL or
+    a GDAL /vsi path).
 
     \b
     Example:
       rsgan info runs/farm/model.safetensors
     """
-    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+    from rsgan.io import source_path
+
+    path = source_path(text)
+    if isinstance(path, Path) and path.suffix.lower() in CHECKPOINT_SUFFIXES:
         from rsgan.checkpoint import read_metadata
 
         meta = read_metadata(path)
