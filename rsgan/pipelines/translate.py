@@ -1266,7 +1266,7 @@ def translate_raster(
             input itself.
         CheckpointError: a missing or corrupt checkpoint.
         BandError, ModelError: bands or dtype the model cannot take.
-        TileSpecError, ConfigError: bad tile, overlap, blend, norm or batch size.
+        TileSpecError, ConfigError: bad tile, overlap, blend, norm, batch size or nodata.
     """
     src_path, dst_path = source_path(src), Path(dst)
     if is_virtual(dst):

@@ -97,3 +97,19 @@ def test_batch_compress_option_matches_translate(
     assert result.exit_code == 0, result.output
     with rasterio.open(out / "s0_translated.tif") as ds:
         assert ds.profile["compress"] == "lzw"
+
+
+def test_batch_nodata_override(
+    make_raster: Callable[..., Path], checkpoint: Path, tmp_path: Path
+) -> None:
+    """--nodata reaches translate_raster: a zero collar without a nodata value stays nodata."""
+    scene = make_raster("c.tif", width=48, height=40, nodata=0, collar=6, folder=tmp_path / "in")
+    with rasterio.open(scene) as ds:
+        pixels = ds.read()
+    bare = make_raster("bare.tif", width=48, height=40, data=pixels, folder=tmp_path / "bare")
+    out = tmp_path / "out"
+    result = _batch(bare.parent, out, "--model", checkpoint, "--workers", 0, "--nodata", 0)
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out / "bare_translated.tif") as a:
+        assert a.nodata == 0
+        assert (a.read_masks(1)[:6] == 0).all() and (a.read_masks(1)[6:-6, 6:-6] == 255).all()
