@@ -210,10 +210,22 @@ the main thread rasterio sets GDAL options process-wide while they apply, so a l
 raster opened by another thread during that open would miss its side files too."""
 
 
+def _is_network(path: str) -> bool:
+    """Whether ``path`` is read over the network: a URL other than ``file://`` (or
+    ``zip+file://``...), or a ``/vsicurl/``, ``/vsis3/``... path, also inside ``/vsizip/``
+    or a ``vrt://`` name."""
+    if path.startswith("vrt://"):
+        path = path[len("vrt://") :].split("?", 1)[0]
+    if any(prefix in path for prefix in _NETWORK_PREFIXES):
+        return True
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.rsplit("+", 1)[-1].lower() != "file"
+
+
 def _remote_open_options(path: str) -> dict[str, str]:
     """:data:`REMOTE_OPEN_OPTIONS` the user has not set, for a source read over the
-    network (a URL or a ``/vsicurl/``, ``/vsis3/``... path); none for a local one."""
-    if "://" not in path and not any(prefix in path for prefix in _NETWORK_PREFIXES):
+    network (:func:`_is_network`); none for a local one."""
+    if not _is_network(path):
         return {}
     current = rasterio.env.getenv() if rasterio.env.hasenv() else {}
     return {
@@ -433,9 +445,12 @@ def _reading(src: DatasetReader) -> Iterator[None]:
     try:
         yield
     except RasterioError as exc:
-        raise RasterReadError(
-            f"cannot read pixels of {src.name} ({exc}); the file may be truncated or corrupt"
-        ) from exc
+        hint = (
+            "the connection may have failed or the file be truncated or corrupt; try again"
+            if _is_network(src.name)
+            else "the file may be truncated or corrupt"
+        )
+        raise RasterReadError(f"cannot read pixels of {src.name} ({exc}); {hint}") from exc
 
 
 def _all_valid(src: DatasetReader, indexes: Bands) -> bool:

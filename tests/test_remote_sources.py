@@ -20,7 +20,8 @@ import torch
 from click.testing import CliRunner
 
 from rsgan.cli.main import cli
-from rsgan.errors import RasterWriteError
+from rsgan.errors import RasterReadError, RasterWriteError
+from rsgan.io import _is_network
 from rsgan.models.cyclegan import ResnetGenerator
 from rsgan.pipelines.catalog import read_catalog, translate_catalog
 from rsgan.pipelines.translate import translate_raster
@@ -31,8 +32,13 @@ SERVER = Path(__file__).with_name("range_server.py")
 class Served:
     """A folder served over HTTP: its base URL and the requests it answered."""
 
-    def __init__(self, folder: Path, base: str, log: Path) -> None:
-        self.folder, self.base, self.log = folder, base, log
+    def __init__(self, folder: Path, base: str, log: Path, proc: subprocess.Popen) -> None:
+        self.folder, self.base, self.log, self.proc = folder, base, log, proc
+
+    def stop(self) -> None:
+        """The server goes away (a network failure)."""
+        self.proc.kill()
+        self.proc.wait()
 
     def requests(self) -> list[str]:
         """The paths asked for so far (a line each)."""
@@ -50,7 +56,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
-        yield Served(folder, f"http://127.0.0.1:{port}", log)
+        yield Served(folder, f"http://127.0.0.1:{port}", log, proc)
     finally:
         proc.kill()
         proc.wait()
@@ -210,3 +216,54 @@ def test_cli_info_describes_a_url(make_raster: Callable[..., Path], served: Serv
     missing = CliRunner().invoke(cli, ["info", str(served.folder / "none.tif")])
     assert missing.exit_code == 1 and "no such file" in missing.output
     assert "Traceback" not in missing.output
+
+
+class _StopsTheServer(torch.nn.Module):
+    """Identity that stops the server at its third tile (the connection drops mid-run)."""
+
+    def __init__(self, served: Served) -> None:
+        super().__init__()
+        self.served, self.calls = served, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 3:
+            self.served.stop()
+        return x
+
+
+def test_a_dropped_connection_mid_run_is_a_clear_error_and_leaves_nothing(
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
+) -> None:
+    # 2048 px, uncompressed: more than GDAL's /vsicurl/ cache holds, read tile by tile
+    make_raster("big.tif", width=2048, height=2048, tiled=True, compress=None,
+                folder=served.folder)  # fmt: skip
+    dst = tmp_path / "out.tif"
+    model = _StopsTheServer(served)
+    with pytest.raises(RasterReadError, match=r"big\.tif .*the connection may have failed"):
+        translate_raster(f"{served.base}/big.tif", dst, model, tile=256, overlap=32,
+                         progress=False)  # fmt: skip
+    assert model.calls >= 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["requests.log", "served"]
+
+
+@pytest.mark.parametrize(
+    ("path", "network"),
+    [
+        ("https://host/x.tif", True),
+        ("s3://bucket/x.tif", True),
+        ("zip+https://host/a.zip!/x.tif", True),
+        ("/vsicurl/https://host/x.tif", True),
+        ("/vsizip//vsis3/bucket/a.zip/x.tif", True),
+        ("vrt://https://host/x.tif?a_nodata=0", True),
+        ("vrt:///data/x.tif?a_nodata=0", False),
+        ("file:///data/x.tif", False),
+        ("zip+file:///data/a.zip!/x.tif", False),
+        ("/vsizip//data/a.zip/x.tif", False),
+        ("/vsimem/x.tif", False),
+        ("/data/x.tif", False),
+    ],
+)
+def test_which_sources_are_read_over_the_network(path: str, network: bool) -> None:
+    """Only these get the remote open options (and the connection hint in read errors)."""
+    assert _is_network(path) is network
