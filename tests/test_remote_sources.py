@@ -267,3 +267,18 @@ def test_a_dropped_connection_mid_run_is_a_clear_error_and_leaves_nothing(
 def test_which_sources_are_read_over_the_network(path: str, network: bool) -> None:
     """Only these get the remote open options (and the connection hint in read errors)."""
     assert _is_network(path) is network
+
+
+def test_a_vrt_connection_string_translates_part_of_a_scene(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """GDAL's vrt:// names select a window and bands without a copy; the output lies on
+    the window's grid."""
+    src = make_raster(width=200, height=180, count=4, seed=2)
+    name = f"vrt://{src}?srcwin=30,40,120,100&bands=3,2,1"
+    dst = translate_raster(name, tmp_path / "part.tif", torch.nn.Identity(), tile=64,
+                           overlap=16, progress=False)  # fmt: skip
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        window = rasterio.windows.Window(30, 40, 120, 100)
+        np.testing.assert_array_equal(b.read(), a.read([3, 2, 1], window=window))
+        assert b.transform == a.window_transform(window) and b.crs == a.crs
