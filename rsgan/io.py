@@ -210,6 +210,13 @@ the main thread rasterio sets GDAL options process-wide while they apply, so a l
 raster opened by another thread during that open would miss its side files too."""
 
 
+def is_network(path: PathLike) -> bool:
+    """Whether rasterio reads ``path`` over the network (a URL other than ``file://``, a
+    ``/vsicurl/``, ``/vsis3/``... path, also inside ``/vsizip/`` or ``vrt://``): its reads
+    wait on the network's latency rather than on the CPU."""
+    return _is_network(os.fspath(path))
+
+
 def _is_network(path: str) -> bool:
     """Whether ``path`` is read over the network: a URL other than ``file://`` (or
     ``zip+file://``...), or a ``/vsicurl/``, ``/vsis3/``... path, also inside ``/vsizip/``
@@ -1839,6 +1846,7 @@ __all__ = [
     "compute_band_stats",
     "copy_band_metadata",
     "describe",
+    "is_network",
     "is_virtual",
     "list_image_files",
     "open_dataset",

@@ -2,7 +2,7 @@
 
 ``python tests/range_server.py FOLDER [LOG [DELAY]]`` serves FOLDER on 127.0.0.1 at a free
 port, prints the port on one line, and runs until killed; with LOG it appends a line per
-request (``METHOD PATH RANGE``) to that file, with DELAY it answers each request after
+request (``METHOD PATH RANGE START``, START in seconds of ``time.time()``) to that file, with DELAY it answers each request after
 DELAY seconds (a remote store's latency). GDAL's ``/vsicurl/`` asks for byte ranges
 (``Range: bytes=a-b``), which Python's own ``http.server`` ignores. It must run in a process
 of its own: rasterio holds the GIL while GDAL opens a URL, so a server thread in the test's
@@ -48,7 +48,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
     def send_head(self) -> Any:
         if LOG is not None:
             with _log_lock, open(LOG, "a") as log:
-                log.write(f"{self.command} {self.path} {self.headers.get('Range', '-')}\n")
+                line = f"{self.command} {self.path} {self.headers.get('Range', '-')} {time.time()}"
+                log.write(line + "\n")
         time.sleep(DELAY)
         path = self.translate_path(self.path)
         if not os.path.isfile(path):
@@ -80,6 +81,9 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's backlog of 5 drops the connections of many readers opening at once,
+    # and each dropped one waits a second for TCP to try again
+    request_queue_size = 128
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that closes early (GDAL does) is not an error here
