@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -318,3 +320,42 @@ def test_tiles_are_read_on_several_connections_at_once(
     starts = sorted(slow.starts())
     in_flight = max(sum(1 for t in starts if a <= t < a + 0.1) for a in starts)
     assert in_flight >= 4, in_flight
+
+
+def test_reads_ahead_stay_within_their_memory(
+    make_raster: Callable[..., Path],
+    serve: Callable[..., Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tiles read ahead are bounded by READ_AHEAD_MB (at least two): many-band float
+    tiles must not pile up while the model is slower than the network."""
+    import rsgan.pipelines.translate as translate_mod
+
+    slow = serve(delay=0.05)
+    make_raster("big.tif", width=1024, height=1024, tiled=True, compress=None,
+                folder=slow.folder)  # fmt: skip
+    running, most = [0], [0]
+    lock = threading.Lock()
+    read_tile = translate_mod._read_tile
+
+    def counted(*args: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return read_tile(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(translate_mod, "_read_tile", counted)
+    for budget, bound in ((0, 2), (translate_mod.READ_AHEAD_MB, None)):
+        monkeypatch.setattr(translate_mod, "READ_AHEAD_MB", budget)
+        most[0] = 0
+        translate_raster(f"{slow.base}/big.tif", tmp_path / f"o{budget}.tif",
+                         torch.nn.Identity(), tile=128, overlap=16, progress=False)  # fmt: skip
+        if bound is not None:
+            assert most[0] == bound
+        else:
+            assert most[0] >= 4

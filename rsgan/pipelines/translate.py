@@ -949,6 +949,11 @@ def _translated_tiles(
             reader.join(timeout=5)
 
 
+READ_AHEAD_MB = 128
+"""Memory for the tiles a network source's readers hold ahead of the queue (at least two
+tiles): 16 RGB uint8 tiles of 768 px, 4 of 13 float32 bands."""
+
+
 def _read_ahead(
     run: _Run, reused: set[int], tiles: queue.Queue[Any], stop: threading.Event
 ) -> None:
@@ -956,6 +961,11 @@ def _read_ahead(
     :func:`_read_threads` threads (a dataset handle each) and go into ``tiles`` in
     row-major order, as the single reader of a local file puts them."""
     threads = _read_threads(run, max(1, len(run.windows) - len(reused)))
+    dtype = np.dtype(run.info.dtypes[run.bands[0] - 1])
+    px_bytes = len(run.bands) * (dtype.itemsize if _in_one_pass(dtype) else 4) + 1  # + mask
+    tile_bytes = int(run.windows[0].height) * int(run.windows[0].width) * px_bytes
+    # reads in flight or done beyond the queue: two per thread, within READ_AHEAD_MB
+    most = max(2, min(2 * threads, READ_AHEAD_MB * 2**20 // max(1, tile_bytes)))
     local = threading.local()
     handles: list[Any] = []
     lock = threading.Lock()
@@ -974,7 +984,7 @@ def _read_ahead(
     pool = ThreadPoolExecutor(threads, thread_name_prefix="rsgan-read-net")
     try:
         while True:
-            while len(ahead) < 2 * threads:  # reads in flight, beyond the queue's tiles
+            while len(ahead) < most:
                 nxt = next(order, None)
                 if nxt is None:
                     break
