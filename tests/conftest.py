@@ -8,12 +8,13 @@ files through GDAL without shipping data. Tests marked ``realdata`` use the imag
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import range_server  # tests/range_server.py: a byte-range HTTP server
 import rasterio
 from affine import Affine
 
@@ -188,3 +189,28 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return factory
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., range_server.Served]]:
+    """Start servers of folders (``serve(delay=seconds)`` answers each request that late)."""
+    servers: list[range_server.Served] = []
+
+    def start(delay: float = 0.0) -> range_server.Served:
+        n = len(servers)
+        folder, log = tmp_path / f"served{n or ''}", tmp_path / f"requests{n or ''}.log"
+        folder.mkdir()
+        servers.append(range_server.start(folder, log, delay))
+        return servers[-1]
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def served(serve: Callable[..., range_server.Served]) -> range_server.Served:
+    """A folder served over HTTP."""
+    return serve()

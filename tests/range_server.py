@@ -1,5 +1,6 @@
 """A static HTTP server with byte ranges, for tests of remote sources.
 
+Tests use :func:`start` (the ``serve`` fixture in conftest.py);
 ``python tests/range_server.py FOLDER [LOG [DELAY]]`` serves FOLDER on 127.0.0.1 at a free
 port, prints the port on one line, and runs until killed; with LOG it appends a line per
 request (``METHOD PATH RANGE START``, START in seconds of ``time.time()``) to that file, with DELAY it answers each request after
@@ -15,13 +16,15 @@ import functools
 import http.server
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, BinaryIO
 
-LOG = sys.argv[2] if len(sys.argv) > 2 else None
-DELAY = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+LOG: str | None = None  # set by main() from the command line
+DELAY = 0.0
 _log_lock = threading.Lock()
 
 
@@ -89,7 +92,41 @@ class _Server(http.server.ThreadingHTTPServer):
         pass  # a client that closes early (GDAL does) is not an error here
 
 
+class Served:
+    """A folder served over HTTP: its base URL and the requests it answered."""
+
+    def __init__(self, folder: Path, base: str, log: Path, proc: subprocess.Popen) -> None:
+        self.folder, self.base, self.log, self.proc = folder, base, log, proc
+
+    def stop(self) -> None:
+        """The server goes away (a network failure)."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def requests(self) -> list[str]:
+        """The paths asked for so far (a line each)."""
+        return [line.split()[1] for line in self.log.read_text().splitlines()]
+
+    def starts(self) -> list[float]:
+        """When each request came in (``time.time()``)."""
+        return [float(line.split()[3]) for line in self.log.read_text().splitlines()]
+
+
+def start(folder: Path, log: Path, delay: float = 0.0) -> Served:
+    """Serve ``folder`` from a process of its own (the caller stops it: :meth:`Served.stop`),
+    logging each request to ``log``."""
+    log.touch()
+    args = [sys.executable, __file__, str(folder), str(log), str(delay)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return Served(folder, f"http://127.0.0.1:{port}", log, proc)
+
+
 def main() -> None:
+    global LOG, DELAY
+    LOG = sys.argv[2] if len(sys.argv) > 2 else None
+    DELAY = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     handler = functools.partial(RangeHandler, directory=sys.argv[1])
     with _Server(("127.0.0.1", 0), handler) as server:
         print(server.server_address[1], flush=True)

@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -465,3 +466,22 @@ def test_statistics_pass_fits_a_small_worker_memory_limit():
     chosen = {"stats_memory_mb": 3000}
     assert _fit_stats_memory(chosen, 2**30) == chosen
     assert STATS_MEMORY_MB > 409.6
+
+
+def test_url_scenes_translate_on_the_cluster(
+    make_raster: Callable[..., Path], served: Any, tmp_path: Path, client: object
+) -> None:
+    """A catalog of URLs (as a STAC catalog of remote COGs gives): the workers read them
+    over HTTP, each output as from the file."""
+    for i, (w, h) in enumerate(SIZES[:2]):
+        make_raster(f"r{i}.tif", width=w, height=h, seed=i, folder=served.folder)
+    urls = [f"{served.base}/r0.tif", f"{served.base}/r1.tif"]
+    manifest = translate_catalog(urls, tmp_path / "out", torch.nn.Identity(), scheduler=client,
+                                 **FAST)  # fmt: skip
+    assert list(manifest["status"]) == ["done", "done"], list(manifest["error"])
+    assert list(manifest["source"]) == urls
+    for row, name in zip(manifest.itertuples(), ["r0.tif", "r1.tif"], strict=True):
+        out_pixels, out_grid = _pixels_and_grid(row.output)
+        in_pixels, in_grid = _pixels_and_grid(served.folder / name)
+        assert out_grid == in_grid
+        np.testing.assert_array_equal(out_pixels, in_pixels)

@@ -6,11 +6,9 @@ of ``/vsizip//abs/path.zip``, and GDAL then looks for another file."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
+from range_server import Served
 
 from rsgan.cli.main import cli
 from rsgan.errors import RasterReadError, RasterWriteError
@@ -27,59 +26,6 @@ from rsgan.io import _is_network
 from rsgan.models.cyclegan import ResnetGenerator
 from rsgan.pipelines.catalog import read_catalog, translate_catalog
 from rsgan.pipelines.translate import translate_raster
-
-SERVER = Path(__file__).with_name("range_server.py")
-
-
-class Served:
-    """A folder served over HTTP: its base URL and the requests it answered."""
-
-    def __init__(self, folder: Path, base: str, log: Path, proc: subprocess.Popen) -> None:
-        self.folder, self.base, self.log, self.proc = folder, base, log, proc
-
-    def stop(self) -> None:
-        """The server goes away (a network failure)."""
-        self.proc.kill()
-        self.proc.wait()
-
-    def requests(self) -> list[str]:
-        """The paths asked for so far (a line each)."""
-        return [line.split()[1] for line in self.log.read_text().splitlines()]
-
-    def starts(self) -> list[float]:
-        """When each request came in (``time.time()``)."""
-        return [float(line.split()[3]) for line in self.log.read_text().splitlines()]
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    """Start servers of folders (``serve(delay=seconds)`` answers each request that late)."""
-    procs: list[subprocess.Popen] = []
-
-    def start(delay: float = 0.0) -> Served:
-        n = len(procs)
-        folder, log = tmp_path / f"served{n or ''}", tmp_path / f"requests{n or ''}.log"
-        folder.mkdir()
-        log.touch()
-        args = [sys.executable, str(SERVER), str(folder), str(log), str(delay)]
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-        procs.append(proc)
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        return Served(folder, f"http://127.0.0.1:{port}", log, proc)
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def served(serve: Callable[..., Served]) -> Served:
-    """A folder served over HTTP."""
-    return serve()
 
 
 def _read(path: Path | str) -> tuple[np.ndarray, dict]:
