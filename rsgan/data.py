@@ -39,6 +39,7 @@ from rsgan.io import (
     open_dataset,
     read_masked,
     read_valid_mask,
+    source_path,
 )
 from rsgan.tiling import (
     INDEX_SUFFIXES,
@@ -58,20 +59,25 @@ MAX_OPEN_SCENES = 64
 _RANDOM_TRIES = 10
 
 
-def _expand_sources(sources: Any) -> tuple[list[Path] | None, gpd.GeoDataFrame | None]:
-    """``(scene paths, None)`` or ``(None, chip index)`` from the ``sources`` argument."""
+def _expand_sources(
+    sources: Any,
+) -> tuple[list[Path | str] | None, gpd.GeoDataFrame | None]:
+    """``(scene paths, None)`` or ``(None, chip index)`` from the ``sources`` argument
+    (URLs and ``/vsi`` paths kept as given: :func:`rsgan.io.source_path`)."""
     if isinstance(sources, gpd.GeoDataFrame):
         return None, sources
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
-    items = [Path(s) for s in sources]
+    items = [source_path(s) for s in sources]
     if not items:
         raise ConfigError("no source given; pass a raster, a folder, a list or a chip index")
-    if len(items) == 1 and items[0].suffix.lower() in INDEX_SUFFIXES:
-        return None, load_index(items[0])
-    scenes: list[Path] = []
+    first = items[0]
+    if len(items) == 1 and isinstance(first, Path) and first.suffix.lower() in INDEX_SUFFIXES:
+        return None, load_index(first)
+    scenes: list[Path | str] = []
     for item in items:
-        scenes.extend(list_image_files(item) if item.is_dir() else [item])
+        local_dir = isinstance(item, Path) and item.is_dir()
+        scenes.extend(list_image_files(item) if local_dir else [item])
     return scenes, None
 
 
@@ -171,7 +177,7 @@ class ChipDataset(Dataset):
                     f"the chip index holds chips of {sorted(sizes)} px but size={size}; "
                     f"pass size={min(sizes)} or re-index"
                 )
-            scene_paths = [Path(s) for s in dict.fromkeys(given_index["scene"])]
+            scene_paths = [source_path(s) for s in dict.fromkeys(given_index["scene"])]
         assert scene_paths is not None  # _expand_sources gives scenes whenever no index
         infos = [describe(p) for p in scene_paths]
         _warn_plain(infos)

@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import rasterio
@@ -194,6 +195,15 @@ def source_path(path: PathLike) -> Path | str:
     for another file."""
     text = os.fspath(path)
     return text if _is_virtual(text) else Path(text)
+
+
+def source_stem(path: PathLike) -> str:
+    """The file stem of a raster source: of a local path, or of a URL's or ``/vsi`` path's
+    last part, a query string left out (``https://host/a/b.tif?sig=x`` -> ``"b"``)."""
+    text = os.fspath(path)
+    if "://" in text:
+        text = urlsplit(text).path
+    return PurePosixPath(text).stem
 
 
 _NETWORK_PREFIXES = (
@@ -1857,6 +1867,7 @@ __all__ = [
     "read_window",
     "remove_stale_temporaries",
     "source_path",
+    "source_stem",
     "verify_raster",
     "warn_if_not_georeferenced",
     "write_png_grid",

@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import geopandas as gpd
@@ -44,6 +44,8 @@ from rsgan.io import (
     open_raster,
     read_valid_mask,
     read_window,
+    source_path,
+    source_stem,
 )
 
 INDEX_COLUMNS: tuple[str, ...] = (
@@ -245,8 +247,9 @@ def window_of(row: Any) -> Window:
 
 
 def chip_name(scene: PathLike, window: Window) -> str:
-    """File name of an exported chip: ``<scene stem>_r<row_off>_c<col_off>.tif``."""
-    return f"{Path(scene).stem}_r{int(window.row_off)}_c{int(window.col_off)}.tif"
+    """File name of an exported chip: ``<scene stem>_r<row_off>_c<col_off>.tif`` (the
+    stem of a URL's path for a remote scene)."""
+    return f"{source_stem(scene)}_r{int(window.row_off)}_c{int(window.col_off)}.tif"
 
 
 # --------------------------------------------------------------------------- AOI
@@ -437,10 +440,11 @@ def check_scenes_alike(infos: Sequence[RasterInfo], bands: Sequence[int] | None)
     return first_bands
 
 
-def _as_paths(scenes: PathLike | Sequence[PathLike]) -> list[Path]:
+def _as_paths(scenes: PathLike | Sequence[PathLike]) -> list[Path | str]:
+    """Local scenes as Paths, URLs and ``/vsi`` paths as given (:func:`rsgan.io.source_path`)."""
     if isinstance(scenes, (str, os.PathLike)):
         scenes = [scenes]
-    paths = [Path(s) for s in scenes]
+    paths = [source_path(s) for s in scenes]
     if not paths:
         raise ConfigError("no scene given; pass at least one raster")
     return paths
@@ -539,7 +543,8 @@ def chip_index(
         raise AOIError(
             f"the AOI (bounds {b[0]:.6g}, {b[1]:.6g}, {b[2]:.6g}, {b[3]:.6g} in "
             f"{aoi_series.crs.to_string()}) misses every scene "
-            f"({', '.join(p.name for p in paths)}); check the AOI's extent and CRS"
+            f"({', '.join(PurePosixPath(os.fspath(p)).name for p in paths)}); check the AOI's "
+            "extent and CRS"
         )
     index = gpd.GeoDataFrame(
         pd.concat(parts, ignore_index=True), geometry="geometry", crs=frame_crs
@@ -692,10 +697,10 @@ def export_chips(
         The errors of :func:`chip_index`.
     """
     paths = _as_paths(scenes)
-    stems = [p.stem for p in paths]
+    stems = [source_stem(p) for p in paths]
     for stem in set(stems):
         if stems.count(stem) > 1:
-            clash = [str(p) for p in paths if p.stem == stem]
+            clash = [str(p) for p, s in zip(paths, stems, strict=True) if s == stem]
             raise ConfigError(
                 f"scenes {', '.join(clash)} share the name {stem!r}, so their chips would "
                 "collide; rename one or export them into separate folders"
@@ -715,14 +720,14 @@ def export_chips(
         index["chip"] = [chip_name(r.scene, window_of(r)) for r in index.itertuples()]
         with tqdm(total=len(index), desc="writing chips", unit="chip", disable=not progress) as bar:
             for scene, rows in index.groupby("scene", sort=False):
-                bar.set_postfix_str(Path(scene).name)
-                _write_scene_chips(Path(scene), rows, tmp, spec, bands, bar)
+                bar.set_postfix_str(source_stem(scene))
+                _write_scene_chips(source_path(scene), rows, tmp, spec, bands, bar)
         save_index(index, tmp / "index.gpkg")
     return index
 
 
 def _write_scene_chips(
-    scene: Path,
+    scene: Path | str,
     rows: gpd.GeoDataFrame,
     folder: Path,
     spec: TileSpec,

@@ -305,3 +305,33 @@ def test_reads_ahead_stay_within_their_memory(
             assert most[0] == bound
         else:
             assert most[0] >= 4
+
+
+def test_chips_and_chip_datasets_read_urls(
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
+) -> None:
+    """Training data from remote scenes: chips exported from a URL, and a ChipDataset over
+    a URL (a query string, as signed URLs have), are those of the file."""
+    from rsgan.data import ChipDataset
+    from rsgan.tiling import TileSpec, export_chips
+
+    local = make_raster("field.tif", width=150, height=110, nodata=0, collar=5, seed=4,
+                        folder=served.folder)  # fmt: skip
+    url = f"{served.base}/field.tif?token=abc"
+    spec = TileSpec(64, overlap=16)
+    remote = export_chips([url], tmp_path / "remote", spec)
+    here = export_chips([local], tmp_path / "here", spec)
+    assert list(remote["scene"]) == [url] * len(here)
+    assert list(remote["chip"]) == list(here["chip"]) and remote["chip"][0].startswith("field_r")
+    for name in here["chip"]:
+        (a, a_meta), (b, b_meta) = (
+            _read(tmp_path / "remote" / name),
+            _read(tmp_path / "here" / name),
+        )
+        np.testing.assert_array_equal(a, b)
+        assert a_meta == b_meta
+    from_url, from_file = ChipDataset(url, size=32), ChipDataset(local, size=32)
+    assert len(from_url) == len(from_file) > 0
+    for i in (0, len(from_file) - 1):
+        for key in ("image", "mask"):
+            assert torch.equal(from_url[i][key], from_file[i][key])

@@ -41,9 +41,8 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import geopandas as gpd
 import pandas as pd
@@ -51,7 +50,7 @@ from shapely.geometry import box, mapping, shape
 
 from rsgan._types import PathLike
 from rsgan.errors import CatalogError, ConfigError, MissingDependencyError, RsganError
-from rsgan.io import atomic_output, describe, is_virtual
+from rsgan.io import atomic_output, describe, is_virtual, source_stem
 
 try:  # Dask is an optional extra: `pip install rsgan[dask]`
     from distributed import WorkerPlugin as _WorkerPluginBase
@@ -367,7 +366,7 @@ def _source_scene(value: str | os.PathLike[str], label: str, base: Path | None =
     ``https://host/...`` and GDAL then look for another file), named by its file stem."""
     text = os.fspath(value)
     if is_virtual(text):
-        return Scene(PurePosixPath(urlsplit(text).path).stem, text, label)
+        return Scene(source_stem(text), text, label)
     return _path_scene(_resolve(text, base) if base is not None else Path(text), label)
 
 
