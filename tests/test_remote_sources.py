@@ -335,3 +335,12 @@ def test_chips_and_chip_datasets_read_urls(
     for i in (0, len(from_file) - 1):
         for key in ("image", "mask"):
             assert torch.equal(from_url[i][key], from_file[i][key])
+
+
+def test_cli_chips_a_url(make_raster: Callable[..., Path], served: Served, tmp_path: Path) -> None:
+    make_raster("c.tif", width=80, height=70, folder=served.folder)
+    out = tmp_path / "chips"
+    args = ["chips", f"{served.base}/c.tif", "--size", "32", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert len(list(out.glob("c_r*_c*.tif"))) == 9 and (out / "index.gpkg").exists()  # 3 x 3

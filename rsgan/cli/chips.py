@@ -11,7 +11,8 @@ from rsgan.tiling import EDGE_POLICIES, TileSpec, export_chips
 
 
 @click.command("chips", short_help="Cut scenes into GeoTIFF chips with an index.")
-@click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+# SCENES as given: a URL or /vsi path would lose the "//" of its scheme to pathlib
+@click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option(
     "--out",
     "out_dir",
@@ -47,7 +48,7 @@ from rsgan.tiling import EDGE_POLICIES, TileSpec, export_chips
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def chips(
-    scenes: tuple[Path, ...],
+    scenes: tuple[str, ...],
     out_dir: Path,
     size: int,
     overlap: int,
