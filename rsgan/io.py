@@ -83,7 +83,7 @@ class RasterInfo:
     """What a raster file holds, read from its header (no pixels are read).
 
     Attributes:
-        path: The file.
+        path: The file (a URL or /vsi path as a string, as given).
         driver: GDAL driver short name (``"GTiff"``, ``"PNG"``, ...).
         width: Columns, in pixels.
         height: Rows, in pixels.
@@ -105,7 +105,7 @@ class RasterInfo:
         bounds: ``(left, bottom, right, top)`` in CRS units (pixel units without a CRS).
     """
 
-    path: Path
+    path: Path | str
     driver: str
     width: int
     height: int
@@ -154,7 +154,7 @@ class RasterInfo:
     def from_dataset(cls, src: DatasetReader) -> RasterInfo:
         """Describe an already open rasterio dataset."""
         return cls(
-            path=Path(src.name),
+            path=source_path(src.name),
             driver=src.driver,
             width=src.width,
             height=src.height,

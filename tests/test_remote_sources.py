@@ -344,3 +344,17 @@ def test_cli_chips_a_url(make_raster: Callable[..., Path], served: Served, tmp_p
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert len(list(out.glob("c_r*_c*.tif"))) == 9 and (out / "index.gpkg").exists()  # 3 x 3
+
+
+def test_training_reads_a_url(
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
+) -> None:
+    """A DCGAN trains on chips read over HTTP (two real steps); the source keeps its name."""
+    from rsgan.training import TrainOptions, train_dcgan
+
+    make_raster("farm.tif", width=140, height=130, crs=None, folder=served.folder)
+    url = f"{served.base}/farm.tif"
+    with pytest.warns(UserWarning, match=rf"e\.g\. {url}\)"):  # not http:/127...
+        model = train_dcgan([url], tmp_path / "run", config={"image_size": 64},
+                            options=TrainOptions(steps=2, batch_size=2))  # fmt: skip
+    assert model.is_file() and "/farm.tif" in served.requests()

@@ -131,7 +131,8 @@ def train() -> None:
 
 
 @train.command("dcgan", short_help="Train a DCGAN on scene chips.")
-@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+# as given: a URL or /vsi path would lose the "//" of its scheme to pathlib
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--size",
     type=click.Choice(["64", "128", "256"]),
@@ -144,7 +145,7 @@ def train() -> None:
 @click.option("--bands", type=BANDS, default=None, help="1-based bands, e.g. 1,2,3 (all).")
 @_run_options
 def dcgan(
-    sources: tuple[Path, ...],
+    sources: tuple[str, ...],
     size: str | None,
     nz: int | None,
     ngf: int | None,
@@ -171,15 +172,15 @@ def dcgan(
     "--domain-a",
     multiple=True,
     required=True,
-    type=click.Path(path_type=Path),
-    help="Rasters, folders or a chip index of domain A (repeatable).",
+    type=click.Path(),
+    help="Rasters (files or URLs), folders or a chip index of domain A (repeatable).",
 )
 @click.option(
     "--domain-b",
     multiple=True,
     required=True,
-    type=click.Path(path_type=Path),
-    help="Rasters, folders or a chip index of domain B (repeatable).",
+    type=click.Path(),
+    help="Rasters (files or URLs), folders or a chip index of domain B (repeatable).",
 )
 @click.option(
     "--tile",
@@ -221,8 +222,8 @@ def dcgan(
 )
 @_run_options
 def cyclegan(
-    domain_a: tuple[Path, ...],
-    domain_b: tuple[Path, ...],
+    domain_a: tuple[str, ...],
+    domain_b: tuple[str, ...],
     tile: int,
     bands_a: tuple[int, ...] | None,
     bands_b: tuple[int, ...] | None,
@@ -255,7 +256,7 @@ def cyclegan(
         upsample=upsample,
     )
 
-    def one_or_list(paths: tuple[Path, ...]) -> Any:
+    def one_or_list(paths: tuple[str, ...]) -> Any:
         return list(paths) if len(paths) > 1 else paths[0]
 
     _call(

@@ -1448,9 +1448,10 @@ def _with_nodata(src: Path | str, nodata: Any, info: RasterInfo) -> str:
     if np.issubdtype(dtype, np.integer):
         limits = np.iinfo(dtype)
         if not (value.is_integer() and limits.min <= value <= limits.max):
+            name = PurePosixPath(os.fspath(info.path)).name
             raise ConfigError(
                 f"nodata {nodata!r} is not a {dtype} value ({limits.min}..{limits.max}), the "
-                f"dtype of {info.path.name}; pass a whole number in that range"
+                f"dtype of {name}; pass a whole number in that range"
             )
         text = str(int(value))
     else:
