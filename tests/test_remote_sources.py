@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from range_server import Served
 
 from rsgan.cli.main import cli
-from rsgan.errors import RasterReadError, RasterWriteError
+from rsgan.errors import CatalogError, RasterReadError, RasterWriteError
 from rsgan.io import _is_network
 from rsgan.models.cyclegan import ResnetGenerator
 from rsgan.pipelines.catalog import read_catalog, translate_catalog
@@ -358,3 +358,39 @@ def test_training_reads_a_url(
         model = train_dcgan([url], tmp_path / "run", config={"image_size": 64},
                             options=TrainOptions(steps=2, batch_size=2))  # fmt: skip
     assert model.is_file() and "/farm.tif" in served.requests()
+
+
+def test_a_stac_catalog_on_the_web(
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
+) -> None:
+    """A static STAC catalog served over HTTP, with hrefs relative to its documents: the
+    scenes are the assets' absolute URLs, and the runner translates them."""
+    folder, base = served.folder, served.base
+    (folder / "items").mkdir()
+    for i in range(2):
+        make_raster(f"s{i}.tif", width=48, height=40, seed=i, folder=folder / "items")
+        item = {
+            "type": "Feature", "stac_version": "1.0.0", "id": f"scene-{i}", "geometry": None,
+            "properties": {"datetime": "2021-05-01T00:00:00Z"},
+            "links": [{"rel": "root", "href": "../catalog.json"}],
+            "assets": {"image": {"href": f"./s{i}.tif", "type": "image/tiff; application=geotiff"}},
+        }  # fmt: skip
+        (folder / "items" / f"scene-{i}.json").write_text(json.dumps(item))
+    catalog = {
+        "type": "Catalog", "stac_version": "1.0.0", "id": "web", "description": "test",
+        "links": [{"rel": "item", "href": f"./items/scene-{i}.json"} for i in range(2)],
+    }  # fmt: skip
+    (folder / "catalog.json").write_text(json.dumps(catalog))
+    scenes = read_catalog(f"{base}/catalog.json")
+    assert [(s.name, s.source) for s in scenes] == [
+        ("scene-0", f"{base}/items/s0.tif"), ("scene-1", f"{base}/items/s1.tif")
+    ]  # fmt: skip
+    manifest = translate_catalog(f"{base}/catalog.json", tmp_path / "out", torch.nn.Identity(),
+                                 workers=0, tile=32, overlap=8, progress=False)  # fmt: skip
+    assert list(manifest["status"]) == ["done", "done"], list(manifest["error"])
+    for i, row in enumerate(manifest.itertuples()):
+        np.testing.assert_array_equal(
+            _read(row.output)[0], _read(folder / "items" / f"s{i}.tif")[0]
+        )
+    with pytest.raises(CatalogError, match=r"from the web rsgan reads STAC JSON documents"):
+        read_catalog(f"{base}/scenes.csv")

@@ -41,8 +41,9 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import geopandas as gpd
 import pandas as pd
@@ -130,8 +131,8 @@ def read_catalog(
     """List the scenes of a catalog (see the module docstring for the accepted kinds).
 
     Args:
-        catalog: a vector or CSV file, a folder, a glob pattern, a STAC JSON file, or a list
-            of raster paths.
+        catalog: a vector or CSV file, a folder, a glob pattern, a STAC JSON file or URL
+            (``https://.../catalog.json``), or a list of raster paths or URLs.
         asset_key: the STAC asset to translate; None picks the only raster asset of each item.
         path_column: the column of raster paths in a vector or CSV catalog.
 
@@ -145,9 +146,11 @@ def read_catalog(
     """
     if not isinstance(catalog, (str, os.PathLike)):
         return _name_scenes([_source_scene(p, f"item {i}") for i, p in enumerate(catalog)])
-    kind, path = _catalog_kind(catalog)
-    reader = _READERS[kind]
-    scenes = reader(path, asset_key=asset_key, path_column=path_column)
+    if _is_stac_url(os.fspath(catalog)):
+        scenes = _read_stac(os.fspath(catalog), asset_key=asset_key)
+    else:
+        kind, path = _catalog_kind(catalog)
+        scenes = _READERS[kind](path, asset_key=asset_key, path_column=path_column)
     if not scenes:
         raise CatalogError(f"catalog {str(catalog)!r} lists no scenes; check the path or pattern")
     return _name_scenes(scenes)
@@ -155,6 +158,11 @@ def read_catalog(
 
 def _catalog_kind(catalog: PathLike) -> tuple[str, Path]:
     text = os.fspath(catalog)
+    if "://" in text:
+        raise CatalogError(
+            f"catalog {text!r}: from the web rsgan reads STAC JSON documents "
+            "(https://.../catalog.json); download a vector or CSV catalog and pass the file"
+        )
     path = _expand_user(Path(text))
     if path.is_dir():
         return "folder", path
@@ -278,8 +286,17 @@ def _footprints_4326(table: pd.DataFrame) -> list[Any]:
         return [None] * len(table)
 
 
-def _stac_items(pystac: Any, path: Path) -> list[Any]:
-    doc = json.loads(path.read_text())
+def _is_stac_url(text: str) -> bool:
+    """A STAC JSON document on the web (``http(s)://.../catalog.json``), which pystac reads."""
+    parts = urlsplit(text)
+    return parts.scheme in ("http", "https") and parts.path.lower().endswith((".json", ".geojson"))
+
+
+def _stac_items(pystac: Any, path: Path | str) -> list[Any]:
+    if isinstance(path, Path):
+        doc = json.loads(path.read_text())
+    else:  # a URL
+        doc = pystac.StacIO.default().read_json(path)
     if doc.get("type") == "FeatureCollection":
         return list(pystac.ItemCollection.from_file(os.fspath(path)))
     if doc.get("type") == "Feature":
@@ -290,7 +307,7 @@ def _stac_items(pystac: Any, path: Path) -> list[Any]:
     return list(root.get_items(recursive=True))
 
 
-def _read_stac(path: Path, *, asset_key: str | None, **_: Any) -> list[Scene]:
+def _read_stac(path: Path | str, *, asset_key: str | None, **_: Any) -> list[Scene]:
     import pystac
 
     try:
@@ -307,8 +324,9 @@ def _read_stac(path: Path, *, asset_key: str | None, **_: Any) -> list[Scene]:
     return [_stac_scene(item, asset_key, path) for item in items]
 
 
-def _stac_scene(item: Any, asset_key: str | None, catalog: Path) -> Scene:
+def _stac_scene(item: Any, asset_key: str | None, catalog: Path | str) -> Scene:
     label = f"item {item.id!r}"
+    catalog_name = PurePosixPath(urlsplit(os.fspath(catalog)).path).name
     footprint = shape(item.geometry) if item.geometry else None  # STAC geometry is WGS84
     scene = Scene(item.id, "", label, footprint, item.datetime)
     if asset_key is None:
@@ -318,7 +336,7 @@ def _stac_scene(item: Any, asset_key: str | None, catalog: Path) -> Scene:
             return replace(
                 scene,
                 error=(
-                    f"{label} of {catalog.name}: cannot tell which asset to translate "
+                    f"{label} of {catalog_name}: cannot tell which asset to translate "
                     f"(raster assets: {', '.join(rasters) or 'none'}; all assets: {found}); "
                     "pass asset_key (--asset-key)"
                 ),
@@ -329,12 +347,14 @@ def _stac_scene(item: Any, asset_key: str | None, catalog: Path) -> Scene:
         return replace(
             scene,
             error=(
-                f"{label} of {catalog.name} has no asset {asset_key!r}; its assets are: "
+                f"{label} of {catalog_name} has no asset {asset_key!r}; its assets are: "
                 f"{', '.join(sorted(item.assets)) or 'none'}"
             ),
         )
     href = asset.get_absolute_href() or asset.href
-    if not is_virtual(href):
+    if isinstance(catalog, str) and not is_virtual(href):  # relative to a catalog on the web
+        href = urljoin(catalog, href)
+    elif isinstance(catalog, Path) and not is_virtual(href):
         href = os.fspath(_resolve(href, catalog.parent))
     return replace(scene, source=href)
 
