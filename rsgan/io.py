@@ -197,13 +197,18 @@ def source_path(path: PathLike) -> Path | str:
     return text if _is_virtual(text) else Path(text)
 
 
-def source_stem(path: PathLike) -> str:
-    """The file stem of a raster source: of a local path, or of a URL's or ``/vsi`` path's
-    last part, a query string left out (``https://host/a/b.tif?sig=x`` -> ``"b"``)."""
+def source_name(path: PathLike) -> str:
+    """The file name of a raster source: of a local path, or of a URL's or ``/vsi`` path's
+    last part, a query string left out (``https://host/a/b.tif?sig=x`` -> ``"b.tif"``)."""
     text = os.fspath(path)
     if "://" in text:
         text = urlsplit(text).path
-    return PurePosixPath(text).stem
+    return PurePosixPath(text).name
+
+
+def source_stem(path: PathLike) -> str:
+    """:func:`source_name` without its suffix (``https://host/a/b.tif?sig=x`` -> ``"b"``)."""
+    return PurePosixPath(source_name(path)).stem
 
 
 _NETWORK_PREFIXES = (
@@ -1866,6 +1871,7 @@ __all__ = [
     "read_valid_mask",
     "read_window",
     "remove_stale_temporaries",
+    "source_name",
     "source_path",
     "source_stem",
     "verify_raster",

@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -41,9 +41,11 @@ from rsgan.io import (
     check_bands,
     copy_band_metadata,
     describe,
+    is_virtual,
     open_raster,
     read_valid_mask,
     read_window,
+    source_name,
     source_path,
     source_stem,
 )
@@ -400,9 +402,7 @@ def scene_label(path: PathLike) -> str:
     """The ``scene`` column value: an absolute path, so a saved index works from any
     folder (GDAL virtual paths and URLs are kept as they are)."""
     text = os.fspath(path)
-    if text.startswith("/vsi") or "://" in text:
-        return text
-    return os.path.abspath(text)
+    return text if is_virtual(text) else os.path.abspath(text)
 
 
 def check_scenes_alike(infos: Sequence[RasterInfo], bands: Sequence[int] | None) -> Bands:
@@ -543,8 +543,7 @@ def chip_index(
         raise AOIError(
             f"the AOI (bounds {b[0]:.6g}, {b[1]:.6g}, {b[2]:.6g}, {b[3]:.6g} in "
             f"{aoi_series.crs.to_string()}) misses every scene "
-            f"({', '.join(PurePosixPath(os.fspath(p)).name for p in paths)}); check the AOI's "
-            "extent and CRS"
+            f"({', '.join(source_name(p) for p in paths)}); check the AOI's extent and CRS"
         )
     index = gpd.GeoDataFrame(
         pd.concat(parts, ignore_index=True), geometry="geometry", crs=frame_crs

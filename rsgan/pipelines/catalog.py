@@ -41,7 +41,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -51,7 +51,7 @@ from shapely.geometry import box, mapping, shape
 
 from rsgan._types import PathLike
 from rsgan.errors import CatalogError, ConfigError, MissingDependencyError, RsganError
-from rsgan.io import atomic_output, describe, is_virtual, source_stem
+from rsgan.io import atomic_output, describe, is_virtual, source_name, source_stem
 
 try:  # Dask is an optional extra: `pip install rsgan[dask]`
     from distributed import WorkerPlugin as _WorkerPluginBase
@@ -326,7 +326,7 @@ def _read_stac(path: Path | str, *, asset_key: str | None, **_: Any) -> list[Sce
 
 def _stac_scene(item: Any, asset_key: str | None, catalog: Path | str) -> Scene:
     label = f"item {item.id!r}"
-    catalog_name = PurePosixPath(urlsplit(os.fspath(catalog)).path).name
+    catalog_name = source_name(catalog)
     footprint = shape(item.geometry) if item.geometry else None  # STAC geometry is WGS84
     scene = Scene(item.id, "", label, footprint, item.datetime)
     if asset_key is None:
@@ -352,10 +352,12 @@ def _stac_scene(item: Any, asset_key: str | None, catalog: Path | str) -> Scene:
             ),
         )
     href = asset.get_absolute_href() or asset.href
-    if isinstance(catalog, str) and not is_virtual(href):  # relative to a catalog on the web
-        href = urljoin(catalog, href)
-    elif isinstance(catalog, Path) and not is_virtual(href):
-        href = os.fspath(_resolve(href, catalog.parent))
+    if not is_virtual(href):  # relative to the catalog: on the web, or a local file
+        href = (
+            urljoin(catalog, href)
+            if isinstance(catalog, str)
+            else os.fspath(_resolve(href, catalog.parent))
+        )
     return replace(scene, source=href)
 
 

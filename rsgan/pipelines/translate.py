@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -64,6 +64,7 @@ from rsgan.io import (
     output_profile,
     read_masked,
     same_file,
+    source_name,
     source_path,
     warn_if_not_georeferenced,
 )
@@ -263,7 +264,7 @@ def _check_fit(
     translator: Translator, info: RasterInfo, bands: tuple[int, ...], src: Path | str
 ) -> None:
     """Refuse band counts and dtypes the model cannot take, naming the bands to pass."""
-    name = PurePosixPath(os.fspath(src)).name  # a URL's too
+    name = source_name(src)
     want = translator.in_count
     if want is not None and len(bands) != want:
         if translator.in_bands and max(translator.in_bands) <= info.count:
@@ -783,6 +784,13 @@ def _read_threads(run: _Run, jobs: int) -> int:
     return max(1, min(most, jobs))
 
 
+def _read_source(run: _Run, src: Any, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """A tile of the open source as the model's input wants it (:func:`_source`) and its
+    valid mask."""
+    data, valid = _read_tile(src, window, run.bands)
+    return _source(data, valid, run.in_norm), valid
+
+
 def _read_blocks(run: _Run, windows: list[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Sources (:func:`_source`) and valid masks of the statistics pass's blocks, read on
     every core (a handle per thread; nothing else runs yet)."""
@@ -792,8 +800,7 @@ def _read_blocks(run: _Run, windows: list[Window]) -> list[tuple[np.ndarray, np.
         out = []
         with open_raster(run.src) as src:
             for i in share:
-                data, valid = _read_tile(src, windows[i], run.bands)
-                out.append((i, _source(data, valid, run.in_norm), valid))
+                out.append((i, *_read_source(run, src, windows[i])))
         return out
 
     shares = [list(range(t, len(windows), threads)) for t in range(threads)]
@@ -858,8 +865,7 @@ def _translated_tiles(
                     if i in reused:
                         _put(tiles, (i, window, None, None), stop)
                         continue
-                    data, valid = _read_tile(src, window, run.bands)
-                    _put(tiles, (i, window, _source(data, valid, run.in_norm), valid), stop)
+                    _put(tiles, (i, window, *_read_source(run, src, window)), stop)
             _put(tiles, _DONE, stop)
 
         # the first tiles are read while the statistics pass's model runs (after it, the
@@ -976,8 +982,7 @@ def _read_ahead(
             src = local.src = open_dataset(run.src)
             with lock:
                 handles.append(src)
-        data, valid = _read_tile(src, window, run.bands)
-        return _source(data, valid, run.in_norm), valid
+        return _read_source(run, src, window)
 
     ahead: collections.deque[tuple[int, Window, Future[Any] | None]] = collections.deque()
     order = iter(enumerate(run.windows))
@@ -1448,10 +1453,9 @@ def _with_nodata(src: Path | str, nodata: Any, info: RasterInfo) -> str:
     if np.issubdtype(dtype, np.integer):
         limits = np.iinfo(dtype)
         if not (value.is_integer() and limits.min <= value <= limits.max):
-            name = PurePosixPath(os.fspath(info.path)).name
             raise ConfigError(
                 f"nodata {nodata!r} is not a {dtype} value ({limits.min}..{limits.max}), the "
-                f"dtype of {name}; pass a whole number in that range"
+                f"dtype of {source_name(info.path)}; pass a whole number in that range"
             )
         text = str(int(value))
     else:
