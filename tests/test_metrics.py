@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from rsgan.errors import BandError, ConfigError, RsganError
 from rsgan.metrics import (
     ArrayShapeError,
+    checkerboard_score,
     histogram_match,
     nearest_neighbour_distances,
     per_band_wasserstein,
@@ -282,6 +283,50 @@ def test_seam_score_rejects_a_grid_without_edges() -> None:
         seam_score(np.zeros((8, 8)), np.ones((8, 8)), tile=16, overlap=0)
     with pytest.raises(ConfigError, match="overlap"):
         tile_border_mask(8, 8, tile=4, overlap=4)
+
+
+# ---------------------------------------------------------------- checkerboard
+
+
+def test_checkerboard_score_measures_a_stamped_pattern() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 255, (3, 256, 256))
+    # chance alone: 4096 px per phase, std 74 DN, so each phase mean is off by ~1.2 DN
+    assert checkerboard_score(image) < 6
+    stamp = np.zeros((4, 4))
+    stamp[1, 2] = 20.0
+    assert checkerboard_score(image + np.tile(stamp, (64, 64))) == pytest.approx(20, abs=6)
+    flat = np.full((2, 64, 64), 100.0)
+    assert checkerboard_score(flat) == 0.0
+    # a 4 px pattern of amplitude 6 DN on one band, 0 on the other: 3 DN on average
+    stamp = np.zeros((4, 4))
+    stamp[0, 0] = 6.0
+    patterned = flat.copy()
+    patterned[0] += np.tile(stamp, (16, 16))
+    assert checkerboard_score(patterned) == pytest.approx(3.0)
+    # seen at period 2, the 6 DN px is one of the 4 its phase holds: 1.5 DN, 0.75 on average
+    assert checkerboard_score(patterned, 2) == pytest.approx(0.75)
+    # rows and cols past the last whole period are left out; 2-D images are one band
+    assert checkerboard_score(patterned[0, :66, :67]) == pytest.approx(6.0)
+
+
+def test_checkerboard_score_counts_valid_pixels_only() -> None:
+    flat = np.full((1, 32, 32), 50.0)
+    stamp = np.zeros((4, 4))
+    stamp[1, 1] = 8.0
+    image = flat + np.tile(stamp, (8, 8))
+    mask = np.ones((32, 32), bool)
+    mask[:, :16] = False
+    image[:, :, :16] = 255.0  # nodata: would mask the pattern if counted
+    assert checkerboard_score(image, mask=mask) == pytest.approx(8.0)
+    with pytest.raises(ArrayShapeError, match="phases"):
+        checkerboard_score(image, mask=np.eye(32, dtype=bool) & False)
+    with pytest.raises(ArrayShapeError, match="mask has shape"):
+        checkerboard_score(image, mask=mask[:16])
+    with pytest.raises(ArrayShapeError, match="at least 4 px"):
+        checkerboard_score(np.zeros((3, 3)))
+    with pytest.raises(ConfigError, match="period"):
+        checkerboard_score(image, 1)
 
 
 # ---------------------------------------------------------------- nearest neighbours
