@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_chips.py", "bench_translate.py", "bench_training.py", "bench_catalog.py")
+BENCHMARKS = (
+    "bench_chips.py",
+    "bench_translate.py",
+    "bench_upsample.py",
+    "bench_training.py",
+    "bench_catalog.py",
+)
 
 
 def main(argv: list[str]) -> int:

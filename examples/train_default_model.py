@@ -40,6 +40,7 @@ from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
 from rsgan.io import Normalizer
 from rsgan.metrics import per_band_wasserstein, sliced_wasserstein_distance
 from rsgan.models import CycleGANConfig, build_nets
+from rsgan.models.cyclegan import UPSAMPLE_MODES
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "rsgan" / "assets" / "default_cyclegan_joplin.safetensors"
@@ -224,9 +225,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--upsample",
-        choices=["deconv", "resize"],
+        choices=list(UPSAMPLE_MODES),
         default=Options.upsample,
-        help="generator upsampling: transposed convolutions or nearest 2x + 3x3 convolution",
+        help="generator upsampling: transposed convolutions (deconv), the same with a "
+        "binomial low-pass after each (blur), or nearest 2x + 3x3 convolution (resize)",
     )
     parser.add_argument(
         "--init",

@@ -215,10 +215,11 @@ def dcgan(
 @click.option("--pool-size", type=click.IntRange(0), default=None, help="Pool of past fakes [50].")
 @click.option(
     "--upsample",
-    type=click.Choice(["deconv", "resize"]),
+    type=click.Choice(["deconv", "blur", "resize"]),
     default=None,
-    help="Generator upsampling: transposed convs (the paper) or nearest 2x + conv "
-    "(no checkerboard texture) [deconv].",
+    help="Generator upsampling: transposed convs (the paper), the same with a binomial "
+    "low-pass after each (blur: no checkerboard texture) or nearest 2x + conv (resize: "
+    "no checkerboard, slower) [deconv].",
 )
 @_run_options
 def cyclegan(

@@ -1,5 +1,6 @@
-"""Helpers shared by the model modules: config validation, the papers' weight init, and
-a reflection pad that keeps bf16 activations in bf16 under autocast."""
+"""Helpers shared by the model modules: config validation, the papers' weight init, a
+reflection pad that keeps bf16 activations in bf16 under autocast, and a fixed binomial
+low-pass for checkerboard-free upsampling."""
 
 from __future__ import annotations
 
@@ -124,3 +125,40 @@ class NarrowConv2d(nn.Conv2d):
         weight = weight.reshape(out * r * r, inp, kh + r - 1, kw + r - 1)
         bias = None if self.bias is None else self.bias.repeat_interleave(r * r)
         return F.pixel_shuffle(F.conv2d(x, weight, bias, stride=r), r)
+
+
+class BinomialBlur2d(nn.Module):
+    """A fixed ``[1, 2, 1] x [1, 2, 1] / 16`` low-pass of each channel, reflection-padded
+    (the output has the input's shape); no trainable parameters.
+
+    After a stride-2 transposed convolution it removes the 2 px part of the checkerboard
+    pattern (Odena, Dumoulin and Olah 2016): a 3x3 kernel at stride 2 overlaps unevenly,
+    so the even and odd output pixels see different sums of its weights, and any pattern
+    with a period of 2 px has all its energy at the grid's Nyquist frequencies, where this
+    filter's response ``cos^2(pi f)`` is zero in rows and in cols. (A trained generator
+    may still show a weaker 4 px pattern: docs/model-card.md.) Put after the activation that follows the
+    upsampling it leaves the convolution and its norm layer adjacent (their statistics can
+    still be folded, :func:`~rsgan.models.layers.fold_norm_stats`). The filtered-upsampling
+    idea is that of StyleGAN 2 (Karras et al. 2020), written here from the signal-processing
+    argument above.
+
+    The kernel is a non-persistent buffer: checkpoints do not hold it.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = int(channels)
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (taps[:, None] * taps[None, :]) / 16
+        self.register_buffer(
+            "kernel", kernel.expand(self.channels, 1, 3, 3).contiguous(), persistent=False
+        )
+        self.pad = ReflectionPad2d(1)
+
+    kernel: Tensor
+
+    def extra_repr(self) -> str:
+        return str(self.channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(self.pad(x), self.kernel.to(x.dtype), groups=self.channels)

@@ -87,6 +87,24 @@ def test_train_cyclegan_and_ctrl_c(
     assert steps == [1, 2, 3]
 
 
+def test_train_cyclegan_with_blurred_upsampling(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    from rsgan.models._common import BinomialBlur2d
+
+    pre = make_raster("pre.tif", width=64, height=64, count=3, seed=1)
+    post = make_raster("post.tif", width=64, height=64, count=3, seed=2)
+    out = tmp_path / "run"
+    result = _run("cyclegan", "--domain-a", str(pre), "--domain-b", str(post), "--out",
+                  str(out), "--tile", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "1",
+                  "--upsample", "blur", "--steps", "1", *FAST)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model = load_model(out / "model.safetensors")
+    assert model.config.upsample == "blur"
+    blurs = [m for m in model.generator().modules() if isinstance(m, BinomialBlur2d)]
+    assert [b.channels for b in blurs] == [8, 4]
+
+
 def test_errors_are_one_line(make_raster: Callable[..., Path], tmp_path: Path) -> None:
     pre = make_raster("pre.tif", width=72, height=64, count=3)
     result = _run("cyclegan", "--domain-a", str(pre), "--domain-b", str(pre), "--out",

@@ -210,7 +210,62 @@ def test_resize_upsampling_has_no_checkerboard() -> None:
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
 
 
-def test_upsample_mode_is_checked_and_kept_in_checkpoints(tmp_path) -> None:
+def test_blur_after_the_transposed_conv_removes_its_checkerboard() -> None:
+    """The "blur" generator's first upsampling step (transposed conv, norm, ReLU, binomial
+    low-pass) maps a flat feature map to a flat one, although the transposed conv alone
+    stamps its period-2 pattern on it (the deconv test above)."""
+    from rsgan.models._common import BinomialBlur2d
+
+    torch.manual_seed(0)
+    flat = torch.ones(1, 16, 12, 12)
+    g = ResnetGenerator(3, 3, ngf=4, n_blocks=1, upsample="blur").eval()
+    layers = list(g.model)
+    start = next(i for i, m in enumerate(layers) if isinstance(m, nn.ConvTranspose2d))
+    stop = next(i for i in range(start, len(layers)) if isinstance(layers[i], BinomialBlur2d))
+    with torch.no_grad():
+        before = nn.Sequential(*layers[start:stop])(flat)  # norm and ReLU, not the blur
+        out = layers[stop](before)
+    assert out.shape == before.shape == (1, 8, 24, 24)
+
+    def spread(t: torch.Tensor) -> float:
+        inner = t[..., 2:-2, 2:-2]  # away from the borders' padding
+        return float((inner - inner.mean(dim=(-2, -1), keepdim=True)).abs().max())
+
+    assert spread(before) > 0.1
+    assert spread(out) < 1e-5
+    # two low-passes (one per upsampling), the deconv model's layers otherwise
+    deconv = ResnetGenerator(3, 3, ngf=4, n_blocks=1, upsample="deconv")
+    blurs = [m for m in g.modules() if isinstance(m, BinomialBlur2d)]
+    assert [b.channels for b in blurs] == [8, 4]
+    assert not [k for k in g.state_dict() if "kernel" in k]  # fixed: not in checkpoints
+    assert sum(p.numel() for p in g.parameters()) == sum(p.numel() for p in deconv.parameters())
+
+
+def test_blur_generator_output_has_no_grid_pattern() -> None:
+    """Whole generators at their initial weights on a smooth input: the deconv one's
+    output repeats a 4 px pattern (its two stride-2 upsamplings) tens of DN strong, the
+    "blur" one's differs between the phases of the 4 px grid by what the input's slope
+    gives (about 1 DN here)."""
+    from rsgan.metrics import checkerboard_score
+
+    y, x = torch.meshgrid(
+        torch.linspace(-0.5, 0.5, 64), torch.linspace(-0.3, 0.6, 64), indexing="ij"
+    )
+    smooth = torch.stack([x, y, x * y])[None]
+    for seed in range(3):
+        scores = {}
+        for upsample in ("deconv", "blur"):
+            torch.manual_seed(seed)
+            g = ResnetGenerator(3, 3, ngf=8, n_blocks=2, upsample=upsample).eval()
+            with torch.no_grad():
+                out = g(smooth)[0].numpy() * 127.5  # DN of a uint8 band
+            scores[upsample] = checkerboard_score(out[:, 8:-8, 8:-8])
+        assert scores["deconv"] > 20, scores
+        assert scores["blur"] < 2.5, scores
+
+
+@pytest.mark.parametrize("upsample", ["resize", "blur"])
+def test_upsample_mode_is_checked_and_kept_in_checkpoints(tmp_path, upsample) -> None:
     from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
     from rsgan.io import Normalizer
 
@@ -218,7 +273,7 @@ def test_upsample_mode_is_checked_and_kept_in_checkpoints(tmp_path) -> None:
         CycleGANConfig(upsample="bilinear")
     with pytest.raises(ConfigError, match="'pixelshuffle'"):
         ResnetGenerator(3, 3, upsample="pixelshuffle")
-    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1, upsample="resize")
+    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1, upsample=upsample)
     nets = build_nets("cyclegan", config)
     rgb = DomainInfo(
         bands=None, count=3, dtype="uint8", normalizer=Normalizer.for_dtype("uint8", 3)
@@ -231,7 +286,7 @@ def test_upsample_mode_is_checked_and_kept_in_checkpoints(tmp_path) -> None:
         domains={"a": rgb, "b": rgb},
     )
     loaded = load_model(path)
-    assert loaded.config.upsample == "resize"
+    assert loaded.config.upsample == upsample
     x = torch.rand(1, 3, 16, 16) * 2 - 1
     g = loaded.generator("a2b").eval()
     with torch.no_grad():

@@ -183,14 +183,16 @@ def _reference_pooled(g: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> tu
     return out, {n: (m.mean.clone(), m.var.clone()) for n, m in norm_layers(g).items()}
 
 
-@pytest.mark.parametrize("kind", ["layer-major", "layer-major-resize", "threads"])
+@pytest.mark.parametrize(
+    "kind", ["layer-major", "layer-major-resize", "layer-major-blur", "threads"]
+)
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
 def test_pooled_forward_equals_a_batched_pass_over_the_boxes(kind, masked, layout) -> None:
     torch.manual_seed(1)
-    if kind == "layer-major-resize":  # upsampling by nearest 2x + conv
+    if kind in ("layer-major-resize", "layer-major-blur"):  # other upsampling layers
         torch.manual_seed(3)
-        g = ResnetGenerator(3, 3, ngf=4, n_blocks=1, upsample="resize").eval()
+        g = ResnetGenerator(3, 3, ngf=4, n_blocks=1, upsample=kind.split("-")[-1]).eval()
     else:
         g = _gen(3) if kind == "layer-major" else _Opaque()
     x = torch.randn(3, 3, 32, 32)
@@ -282,7 +284,7 @@ def _scene_stats_of(net: nn.Module) -> dict:
         return collect_norm_stats(net, scene)
 
 
-@pytest.mark.parametrize("upsample", ["deconv", "resize"])
+@pytest.mark.parametrize("upsample", ["deconv", "resize", "blur"])
 def test_folded_statistics_equal_the_fixed_forward_in_fp32(upsample) -> None:
     from rsgan.models.layers import fold_norm_stats
 
