@@ -22,11 +22,13 @@ from rsgan.pipelines import translate as translate_mod
 from rsgan.pipelines.translate import translate_raster
 
 
-def _generator(seed: int = 0, ngf: int = 8, n_blocks: int = 2) -> nn.Module:
+def _generator(
+    seed: int = 0, ngf: int = 8, n_blocks: int = 2, upsample: str = "deconv"
+) -> nn.Module:
     """A ResnetGenerator with PyTorch's default (not the papers' tiny) init: strong,
     spatially varied outputs, like a trained net."""
     torch.manual_seed(seed)
-    net = ResnetGenerator(3, 3, ngf=ngf, n_blocks=n_blocks)
+    net = ResnetGenerator(3, 3, ngf=ngf, n_blocks=n_blocks, upsample=upsample)
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             m.reset_parameters()
@@ -320,14 +322,14 @@ def test_statistics_pass_outputs_are_reused(make_raster, tmp_path, small_stats_g
         assert sum(seen) == tiles_px + extra, (tile, sum(seen), tiles_px)
 
 
-@pytest.mark.parametrize("collar", [0, 24])
+@pytest.mark.parametrize(("collar", "upsample"), [(0, "deconv"), (24, "deconv"), (0, "blur")])
 def test_scene_statistics_make_the_mosaic_tile_size_invariant(
-    make_raster, tmp_path, small_stats_grid, collar
+    make_raster, tmp_path, small_stats_grid, collar, upsample
 ):
     src = make_raster(
         width=384, height=320, count=3, seed=5, nodata=0 if collar else None, collar=collar
     )
-    net = _generator(collar)
+    net = _generator(collar, upsample=upsample)
     f = _figures(
         src, tmp_path, net, (128, 256), overlap=32, stats_memory_mb=_mb_for(net, 5 * 128 * 128)
     )
