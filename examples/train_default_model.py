@@ -209,6 +209,25 @@ def save(nets, config, steps, metrics, opts, started, out: Path) -> None:
     )
 
 
+def _init_from(net: nn.Module, source: nn.Module) -> None:
+    """``source``'s weights into ``net``. Generators that differ only in fixed layers (a
+    ``"blur"`` generator from a ``"deconv"`` checkpoint: the same parameters, other
+    positions in the chain) take them in order, each shape checked."""
+    try:
+        net.load_state_dict(source.state_dict())
+        return
+    except RuntimeError:
+        pass
+    ours, theirs = list(net.parameters()), list(source.parameters())
+    if len(ours) != len(theirs) or any(
+        a.shape != b.shape for a, b in zip(ours, theirs, strict=True)
+    ):
+        raise SystemExit("--init: the checkpoint's generators have other parameters")
+    with torch.no_grad():
+        for a, b in zip(ours, theirs, strict=True):
+            a.copy_(b)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
@@ -223,6 +242,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=Options.max_steps)
     parser.add_argument("--save-every", type=int, default=Options.save_every)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=Options.lr, help="Adam learning rate")
     parser.add_argument(
         "--upsample",
         choices=list(UPSAMPLE_MODES),
@@ -234,7 +254,8 @@ def main() -> None:
         "--init",
         type=Path,
         default=None,
-        help="start the generators from this checkpoint (e.g. to continue a run)",
+        help="start the generators from this checkpoint (to continue a run, or to fine-tune "
+        "a deconv checkpoint with --upsample blur)",
     )
     args = parser.parse_args()
     opts = Options(
@@ -242,6 +263,7 @@ def main() -> None:
         max_steps=args.max_steps,
         save_every=args.save_every,
         upsample=args.upsample,
+        lr=args.lr,
     )
     data = (
         args.data
@@ -270,7 +292,7 @@ def main() -> None:
     if args.init is not None:
         loaded = load_model(args.init)
         for name in ("G_AB", "G_BA"):
-            nets[name].load_state_dict(loaded.nets[name].state_dict())
+            _init_from(nets[name], loaded.nets[name])
         steps_before = loaded.steps
         extra = loaded.metadata.get("extra", {})
         before = float(extra.get("train_wall_minutes", extra.get("train_minutes", 0.0)))

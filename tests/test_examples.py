@@ -1,0 +1,44 @@
+"""Helpers of the example scripts that need no real data."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rsgan.models.cyclegan import ResnetGenerator
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _example(name: str):  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_blur_generator_starts_from_deconv_weights() -> None:
+    """``train_default_model.py --upsample blur --init deconv.safetensors``: the blur
+    generator has the same parameters at other positions in its chain; they are copied
+    in order, and a generator with other parameters is refused."""
+    init_from = _example("train_default_model")._init_from
+    torch.manual_seed(0)
+    deconv = ResnetGenerator(3, 3, ngf=4, n_blocks=1, upsample="deconv")
+    blur = ResnetGenerator(3, 3, ngf=4, n_blocks=1, upsample="blur")
+    init_from(blur, deconv)
+    pairs = list(zip(blur.parameters(), deconv.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in pairs)
+    # the same architecture loads by name
+    other = ResnetGenerator(3, 3, ngf=4, n_blocks=1, upsample="blur")
+    init_from(other, blur)
+    assert all(
+        torch.equal(a, b) for a, b in zip(other.parameters(), blur.parameters(), strict=True)
+    )
+    with pytest.raises(SystemExit, match="other parameters"):
+        init_from(blur, ResnetGenerator(3, 3, ngf=8, n_blocks=1, upsample="deconv"))
