@@ -217,9 +217,9 @@ def dcgan(
     "--upsample",
     type=click.Choice(["deconv", "blur", "resize"]),
     default=None,
-    help="Generator upsampling: transposed convs (the paper), the same with a binomial "
-    "low-pass after each (blur: no checkerboard texture) or nearest 2x + conv (resize: "
-    "no checkerboard, slower) [deconv].",
+    help="Generator upsampling: transposed convs (the paper; a 2-4 px checkerboard "
+    "texture), the same with a binomial low-pass after each (blur: no 2 px pattern) or "
+    "nearest 2x + conv (resize: slower) [deconv].",
 )
 @_run_options
 def cyclegan(

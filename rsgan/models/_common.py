@@ -136,11 +136,11 @@ class BinomialBlur2d(nn.Module):
     so the even and odd output pixels see different sums of its weights, and any pattern
     with a period of 2 px has all its energy at the grid's Nyquist frequencies, where this
     filter's response ``cos^2(pi f)`` is zero in rows and in cols. (A trained generator
-    may still show a weaker 4 px pattern: docs/model-card.md.) Put after the activation that follows the
-    upsampling it leaves the convolution and its norm layer adjacent (their statistics can
-    still be folded, :func:`~rsgan.models.layers.fold_norm_stats`). The filtered-upsampling
-    idea is that of StyleGAN 2 (Karras et al. 2020), written here from the signal-processing
-    argument above.
+    may still show a weaker 4 px pattern: docs/model-card.md.) Put after the activation
+    that follows the upsampling, it leaves the convolution and its norm layer adjacent
+    (their statistics can still be folded, :func:`~rsgan.models.layers.fold_norm_stats`).
+    The filtered-upsampling idea is that of StyleGAN 2 (Karras et al. 2020), written here
+    from the signal-processing argument above.
 
     The kernel is a non-persistent buffer: checkpoints do not hold it.
     """
