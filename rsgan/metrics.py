@@ -695,32 +695,21 @@ def checkerboard_score(image: Any, period: int = 4, *, mask: Any = None) -> floa
         raise ArrayShapeError(
             f"image has shape {x.shape}; expected (rows, cols) or (bands, rows, cols)"
         )
-    image_shape = x.shape[-2:]
+    valid = _as_mask(mask, x[None], "mask")[0]
     rows, cols = x.shape[-2] // period * period, x.shape[-1] // period * period
     if rows == 0 or cols == 0:
         raise ArrayShapeError(
             f"image is {x.shape[-2]}x{x.shape[-1]} px; it needs at least {period} px in rows "
             f"and cols for period={period}"
         )
-    x = x[:, :rows, :cols]
-    bands = x.shape[0]
-    grid = (bands, rows // period, period, cols // period, period)
-    if mask is None:
-        means = x.reshape(grid).mean(axis=(1, 3))
-    else:
-        valid = np.asarray(mask, dtype=bool)
-        if valid.shape != image_shape:
-            raise ArrayShapeError(
-                f"mask has shape {valid.shape}; expected the image's (rows, cols) {image_shape}"
-            )
-        valid = valid[:rows, :cols]
-        weight = valid.reshape(grid[1:]).astype(np.float64)
-        counts = weight.sum(axis=(0, 2))
-        if (counts == 0).any():
-            raise ArrayShapeError(
-                f"the mask leaves some of the {period}x{period} phases without a valid pixel"
-            )
-        means = (x.reshape(grid) * weight[None]).sum(axis=(1, 3)) / counts
+    grid = (x.shape[0], rows // period, period, cols // period, period)
+    weight = valid[:rows, :cols].reshape(grid[1:]).astype(np.float64)
+    counts = weight.sum(axis=(0, 2))
+    if (counts == 0).any():
+        raise ArrayShapeError(
+            f"the mask leaves some of the {period}x{period} phases without a valid pixel"
+        )
+    means = (x[:, :rows, :cols].reshape(grid) * weight[None]).sum(axis=(1, 3)) / counts
     spread = means.max(axis=(1, 2)) - means.min(axis=(1, 2))
     return float(spread.mean())
 
