@@ -4,6 +4,8 @@
 * :func:`bce_loss`: binary cross-entropy on logits, DCGAN's.
 * :func:`masked_l1`: mean absolute error over valid pixels (cycle and identity losses).
 * :func:`patch_weights`: which discriminator patches count, from a valid mask.
+* :func:`periodic_peaks`: the power a generator adds at the frequencies of its stride
+  grid (the dots of transposed convolutions), from :func:`spectral_peaks`.
 * :class:`ImagePool`: Shrivastava et al.'s history of generated images (CycleGAN: 50),
   seeded, with a state dict for exact resume.
 
@@ -83,6 +85,123 @@ def masked_l1(x: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
     if mask.ndim == 3:
         mask = mask.unsqueeze(1)
     return _weighted_mean(diff, mask.to(diff.dtype))
+
+
+PERIODIC_WINDOW = 32
+"""Side (px) of the squares whose power spectra :func:`periodic_peaks` averages: 8 bins
+between the frequencies of a 4 px grid, so each has neighbours free of it, and 16
+squares per 128 px training chip."""
+
+
+def _window_power(
+    x: Tensor, period: int, window: int, mask: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Welch's periodogram of each image and band over its ``window`` px squares (each
+    square's mean taken off), counting only the squares whose pixels are all valid:
+    ``(N, C, side, side)`` powers and ``(N,)`` whether any square counted."""
+    if window < 2 * period or window % period:
+        raise ConfigError(
+            f"window must be a multiple of period={period} and at least {2 * period}; got {window}"
+        )
+    n, c, h, w = x.shape
+    side = min(window, h // period * period, w // period * period)
+    if side < 2 * period:
+        raise ConfigError(f"images of {h}x{w} px are too small for period {period}")
+    rows, cols = h // side, w // side
+    x = x[..., : rows * side, : cols * side].float().reshape(n, c, rows, side, cols, side)
+    x = x.permute(0, 1, 2, 4, 3, 5)
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(x).abs().square()  # (N, C, rows, cols, side, side)
+    if mask is None:
+        return power.mean(dim=(2, 3)), torch.ones(n, dtype=torch.bool, device=x.device)
+    if mask.ndim == 4:
+        mask = mask[:, 0]
+    cells = mask[:, : rows * side, : cols * side].reshape(n, rows, side, cols, side)
+    whole = cells.all(dim=4).all(dim=2).float()  # (N, rows, cols)
+    count = whole.sum(dim=(1, 2))
+    weight = (whole / count.clamp_min(1.0).view(n, 1, 1))[:, None, :, :, None, None]
+    return (power * weight).sum(dim=(2, 3)), count > 0
+
+
+def spectral_peaks(
+    x: Tensor,
+    period: int,
+    mask: Tensor | None = None,
+    *,
+    window: int = PERIODIC_WINDOW,
+    eps: float = 1e-2,
+) -> Tensor:
+    """How far the power at a ``period`` px grid's frequencies stands above the power
+    around it, per image and band.
+
+    Each image is cut into squares of ``window`` px (a multiple of ``period``; rows and
+    cols beyond the last whole square are left out, a square larger than the image is
+    the whole image), each square's mean is taken off, and the squares' power spectra
+    (2-D DFT) are averaged (Welch's periodogram). A pattern repeated every ``period`` px
+    puts its power on the bins ``(k, l) * window / period`` and on no other; natural
+    content spreads its power smoothly over the bins. For each of those bins but the
+    zero frequency, the result is ``log(P + eps)`` minus ``log(mean P of the 8 bins
+    around it + eps)``: about 0 for natural images, above 0 for a grid pattern. Powers
+    are summed, so dots whose sign follows the content (light on grass, dark on roofs)
+    count fully.
+
+    Args:
+        x: ``(N, C, H, W)``.
+        period: the pattern's period in pixels.
+        mask: ``(N, 1, H, W)`` or ``(N, H, W)`` valid pixels, or None: all. Only squares
+            whose pixels are all valid count; an image with none gives 0.
+        window: side of the squares.
+        eps: added to the powers (in the squared units of ``x`` times ``window ** 4``)
+            so that flat images give 0.
+
+    Returns:
+        float32 ``(N, C, period ** 2 - 1)``.
+    """
+    power, valid = _window_power(x, period, window, mask)
+    side = power.shape[-1]
+    step = side // period
+    bins = [(u, v) for u in range(0, side, step) for v in range(0, side, step) if u or v]
+    rows = torch.tensor([u for u, _ in bins], device=x.device)
+    cols = torch.tensor([v for _, v in bins], device=x.device)
+    around = [(du, dv) for du in (-1, 0, 1) for dv in (-1, 0, 1) if du or dv]
+    peak = power[..., rows, cols]
+    ring = torch.stack(
+        [power[..., (rows + du) % side, (cols + dv) % side] for du, dv in around]
+    ).mean(0)
+    ratio = torch.log(peak + eps) - torch.log(ring + eps)
+    return ratio * valid.view(-1, 1, 1)
+
+
+def periodic_peaks(
+    fake: Tensor,
+    source: Tensor,
+    period: int,
+    mask: Tensor | None = None,
+    *,
+    window: int = PERIODIC_WINDOW,
+) -> Tensor:
+    """Mean of ``relu(p(fake) - p(source))`` over the :func:`spectral_peaks` ``p``: the
+    power a generator adds at its stride grid's frequencies, relative to the frequencies
+    around them, beyond what its input has there. Texture and colour changes move the
+    power of neighbouring frequencies alike and cost little; a dot pattern costs
+    whatever its sign. When the band counts differ, each band of ``fake`` is compared
+    with the mean over the source's bands.
+
+    Args:
+        fake: the generator's output ``(N, C_out, H, W)``.
+        source: its input ``(N, C_in, H, W)``.
+        period: the generator's stride (4 for rsgan's).
+        mask: valid pixels of ``source`` (see :func:`spectral_peaks`).
+        window: side of the squares (see :func:`spectral_peaks`).
+
+    Returns:
+        A float32 scalar (natural log of power ratios).
+    """
+    with torch.no_grad():
+        target = spectral_peaks(source, period, mask, window=window)
+    if target.shape[1] != fake.shape[1]:
+        target = target.mean(dim=1, keepdim=True)
+    return torch.relu(spectral_peaks(fake, period, mask, window=window) - target).mean()
 
 
 def patch_weights(

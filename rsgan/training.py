@@ -57,7 +57,15 @@ from rsgan.checkpoint import (
 )
 from rsgan.errors import BandError, CheckpointError, ConfigError, OutputExistsError
 from rsgan.io import atomic_output
-from rsgan.losses import ImagePool, bce_loss, lsgan_loss, masked_l1, patch_weights
+from rsgan.losses import (
+    PERIODIC_WINDOW,
+    ImagePool,
+    bce_loss,
+    lsgan_loss,
+    masked_l1,
+    patch_weights,
+    periodic_peaks,
+)
 from rsgan.models import (
     CycleGANConfig,
     DCGANConfig,
@@ -221,7 +229,10 @@ def cyclegan_train_step(
     """One CycleGAN step (Zhu et al. 2017): generators, then both discriminators.
 
     Least-squares adversarial losses, cycle L1 weighted ``cfg.lambda_cycle`` and, when A
-    and B have the same bands, identity L1 weighted ``lambda_identity * lambda_cycle``;
+    and B have the same bands, identity L1 weighted ``lambda_identity * lambda_cycle``,
+    and with ``lambda_periodic`` > 0 the power each generator's fakes add at the
+    frequencies of its stride grid, beyond its inputs', over squares of
+    ``PERIODIC_WINDOW`` px (:func:`rsgan.losses.periodic_peaks`);
     discriminators see fakes through the pools and are halved. Invalid pixels are zeroed
     in the inputs and left out of every loss and of the norm statistics; discriminator
     patches that are mostly invalid are left out.
@@ -237,7 +248,8 @@ def cyclegan_train_step(
 
     Returns:
         Losses as floats: ``G`` (total), ``G_AB``, ``G_BA``, ``cycle_A``, ``cycle_B``,
-        ``idt_A``, ``idt_B``, ``D_A``, ``D_B``.
+        ``idt_A``, ``idt_B``, ``periodic_AB``, ``periodic_BA`` (when weighted), ``D_A``,
+        ``D_B``.
     """
     a, mask_a = _domain(batch, "a", device)
     b, mask_b = _domain(batch, "b", device)
@@ -264,6 +276,11 @@ def cyclegan_train_step(
             weight = cfg.lambda_cycle * cfg.lambda_identity
             losses["idt_A"] = masked_l1(g_ba(a, mask=ma), a, ma) * weight
             losses["idt_B"] = masked_l1(g_ab(b, mask=mb), b, mb) * weight
+        if cfg.lambda_periodic > 0:
+            stride = ResnetGenerator.size_multiple
+            for name, fake, real, m in (("AB", fake_b, a, ma), ("BA", fake_a, b, mb)):
+                loss = periodic_peaks(fake, real, stride, m, window=PERIODIC_WINDOW)
+                losses[f"periodic_{name}"] = loss * cfg.lambda_periodic
     loss_g = cast(Tensor, sum(losses.values()))  # losses is never empty
     loss_g.backward()
     opts["G"].step()

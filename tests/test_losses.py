@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from rsgan.errors import ConfigError
-from rsgan.losses import ImagePool, bce_loss, gan_loss, lsgan_loss, masked_l1, patch_weights
+from rsgan.losses import (
+    ImagePool,
+    bce_loss,
+    gan_loss,
+    lsgan_loss,
+    masked_l1,
+    patch_weights,
+    periodic_peaks,
+    spectral_peaks,
+)
 
 
 def test_lsgan_targets_and_weights() -> None:
@@ -75,3 +84,70 @@ def test_image_pool_is_seeded_and_restorable() -> None:
     assert run(ImagePool(0), 0, 2) == [0.0, 0.0, 1.0, 1.0]
     with pytest.raises(ConfigError):
         ImagePool(-1)
+
+
+def _pattern(period: int, seed: int = 0) -> torch.Tensor:
+    """A zero-mean ``period`` x ``period`` pattern."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(period, period, generator=g)
+    return p - p.mean()
+
+
+def _smooth(n: int, size: int, seed: int) -> torch.Tensor:
+    """Smooth random fields in [-1, 1] with a little noise: no grid pattern."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, size // 8, size // 8, generator=g)
+    x = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic")
+    return (x * 2 - 1 + 0.02 * torch.randn(n, 3, size, size, generator=g)).clamp(-1, 1)
+
+
+def test_spectral_peaks_find_a_grid_pattern_whatever_its_sign() -> None:
+    x = _smooth(2, 128, seed=0)
+    pattern = 0.2 * _pattern(4)
+    assert spectral_peaks(x, 4).shape == (2, 3, 15)
+    assert float(spectral_peaks(x, 4).abs().mean()) < 0.5
+    assert float(spectral_peaks(x + pattern.repeat(32, 32), 4).mean()) > 1.5
+    # dots light on one half and dark on the other: the same power
+    flipped = x.clone()
+    flipped[..., :64] += pattern.repeat(32, 16)
+    flipped[..., 64:] -= pattern.repeat(32, 16)
+    assert float(periodic_peaks(flipped, x, 4)) > 1.5
+    assert float(periodic_peaks(x, x, 4)) == 0.0
+    # colour and contrast changes move the bins and their neighbours alike
+    shifted = x * torch.tensor([0.7, 1.2, 0.9]).view(1, 3, 1, 1) + 0.2
+    assert float(periodic_peaks(shifted, x, 4)) < 0.01
+    # one output band against three input bands
+    assert float(periodic_peaks(x.mean(1, keepdim=True), x, 4)) < 0.3
+    with pytest.raises(ConfigError, match="window must be a multiple of period=4"):
+        spectral_peaks(x, 4, window=30)
+    with pytest.raises(ConfigError, match="too small"):
+        spectral_peaks(x[..., :4, :4], 4)
+
+
+def test_periodic_peaks_gradient_removes_a_stamped_pattern() -> None:
+    source = _smooth(4, 64, seed=1)
+    stamp = (0.2 * _pattern(4)).repeat(3, 1, 1).requires_grad_()
+    opt = torch.optim.Adam([stamp], lr=2e-3)
+    before = float(periodic_peaks(source + stamp.detach().repeat(1, 16, 16), source, 4))
+    for _ in range(300):
+        opt.zero_grad()
+        periodic_peaks(source + stamp.repeat(1, 16, 16), source, 4).backward()
+        opt.step()
+    after = float(periodic_peaks(source + stamp.detach().repeat(1, 16, 16), source, 4))
+    assert before > 1.5
+    assert after < 0.1 * before, (before, after)
+    assert float(stamp.detach().abs().max()) < 0.2 * 0.2
+
+
+def test_periodic_peaks_count_only_whole_valid_squares() -> None:
+    source = _smooth(2, 64, seed=2)
+    mask = torch.ones(2, 64, 64, dtype=torch.bool)
+    mask[:, :32] = False  # the top squares hold nodata
+    fake = source.clone()
+    fake[:, :, :32] += (0.2 * _pattern(4)).repeat(8, 16)  # dots only there
+    assert float(periodic_peaks(fake, source, 4)) > 1.0
+    assert float(periodic_peaks(fake, source, 4, mask)) == pytest.approx(0.0, abs=1e-6)
+    assert float(periodic_peaks(fake, source, 4, mask[:, None])) == pytest.approx(0.0, abs=1e-6)
+    # an image with no whole valid square counts for nothing
+    none = torch.zeros_like(mask)
+    assert float(spectral_peaks(fake, 4, none).abs().max()) == 0.0

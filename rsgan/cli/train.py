@@ -221,6 +221,13 @@ def dcgan(
     "texture), the same with a binomial low-pass after each (blur: no 2 px pattern) or "
     "nearest 2x + conv (resize: slower) [deconv].",
 )
+@click.option(
+    "--lambda-periodic",
+    type=click.FloatRange(0),
+    default=None,
+    help="Weight of a loss against the dot pattern of the generators' 4 px stride grid: "
+    "the power their outputs add at its frequencies [0: off].",
+)
 @_run_options
 def cyclegan(
     domain_a: tuple[str, ...],
@@ -236,6 +243,7 @@ def cyclegan(
     lambda_identity: float | None,
     pool_size: int | None,
     upsample: str | None,
+    lambda_periodic: float | None,
     out_dir: Path,
     **kwargs: Any,
 ) -> None:
@@ -255,6 +263,7 @@ def cyclegan(
         lambda_identity=lambda_identity,
         pool_size=pool_size,
         upsample=upsample,
+        lambda_periodic=lambda_periodic,
     )
 
     def one_or_list(paths: tuple[str, ...]) -> Any:

@@ -58,6 +58,12 @@ class CycleGANConfig:
             removes its 2 px part at 1.04-1.07x the time in bf16) or ``"resize"``
             (nearest-neighbour 2x, then a 3x3 convolution: 1.25x the time). Measured for
             the bundled model's size on the 2-core CPU, docs/model-card.md.
+        lambda_periodic: weight of a loss against the dot pattern of the generators'
+            4 px stride grid (:func:`rsgan.losses.periodic_peaks`): the power each
+            output adds at that grid's frequencies, relative to the frequencies around
+            them, beyond its input's. 0 (the paper, the default) leaves it out. Trained
+            into the bundled model's recipe at 1, it took that grid's peaks away but not
+            every artefact (docs/model-card.md).
     """
 
     in_channels_a: int = 3
@@ -70,15 +76,17 @@ class CycleGANConfig:
     lambda_identity: float = 0.5
     pool_size: int = 50
     upsample: str = "deconv"
+    lambda_periodic: float = 0.0
 
     def __post_init__(self) -> None:
         check_positive(
             self, ("in_channels_a", "in_channels_b", "ngf", "ndf", "n_blocks", "n_layers_d")
         )
-        if self.lambda_cycle < 0 or self.lambda_identity < 0:
+        if self.lambda_cycle < 0 or self.lambda_identity < 0 or self.lambda_periodic < 0:
             raise ConfigError(
                 f"loss weights must be >= 0; got lambda_cycle={self.lambda_cycle}, "
-                f"lambda_identity={self.lambda_identity}"
+                f"lambda_identity={self.lambda_identity}, "
+                f"lambda_periodic={self.lambda_periodic}"
             )
         if not isinstance(self.pool_size, int) or self.pool_size < 0:
             raise ConfigError(f"pool_size must be an integer >= 0; got {self.pool_size!r}")

@@ -294,3 +294,13 @@ def test_upsample_mode_is_checked_and_kept_in_checkpoints(tmp_path, upsample) ->
     # a checkpoint written before the option existed loads as the paper's deconv
     old = {k: v for k, v in config.to_dict().items() if k != "upsample"}
     assert make_config("cyclegan", old).upsample == "deconv"
+
+
+def test_lambda_periodic_is_checked_and_defaults_to_off() -> None:
+    with pytest.raises(ConfigError, match="lambda_periodic=-1"):
+        CycleGANConfig(lambda_periodic=-1)
+    config = CycleGANConfig(lambda_periodic=10)
+    assert make_config("cyclegan", config.to_dict()).lambda_periodic == 10
+    # a checkpoint written before the option existed trains as the paper
+    old = {k: v for k, v in config.to_dict().items() if k != "lambda_periodic"}
+    assert make_config("cyclegan", old).lambda_periodic == 0
