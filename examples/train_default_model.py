@@ -38,9 +38,10 @@ from torch import nn
 
 from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
 from rsgan.io import Normalizer
+from rsgan.losses import periodic_peaks
 from rsgan.metrics import per_band_wasserstein, sliced_wasserstein_distance
 from rsgan.models import CycleGANConfig, build_nets
-from rsgan.models.cyclegan import UPSAMPLE_MODES
+from rsgan.models.cyclegan import UPSAMPLE_MODES, ResnetGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "rsgan" / "assets" / "default_cyclegan_joplin.safetensors"
@@ -64,6 +65,7 @@ class Options:
     seed: int = 0
     wall_minutes_before: float = 0.0
     upsample: str = "deconv"
+    lambda_periodic: float = 0.0
 
 
 def load_tiles(data: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -125,8 +127,10 @@ def train_step(
     real_a: torch.Tensor,
     real_b: torch.Tensor,
     config: CycleGANConfig,
+    lambda_periodic: float = 0.0,
 ) -> dict[str, float]:
-    """One CycleGAN step (LSGAN, cycle L1, identity L1); returns the losses."""
+    """One CycleGAN step (LSGAN, cycle L1, identity L1, optionally the generators'
+    :func:`rsgan.losses.periodic_peaks` at their 4 px stride); returns the losses."""
     g_ab, g_ba, d_a, d_b = nets["G_AB"], nets["G_BA"], nets["D_A"], nets["D_B"]
     mse, l1 = nn.MSELoss(), nn.L1Loss()
     # generators
@@ -139,6 +143,10 @@ def train_step(
     loss_idt = l1(g_ab(real_b), real_b) + l1(g_ba(real_a), real_a)
     lam = config.lambda_cycle
     loss_g = loss_gan + lam * loss_cycle + lam * config.lambda_identity * loss_idt
+    stride = ResnetGenerator.size_multiple
+    loss_periodic = periodic_peaks(fake_b, real_a, stride) + periodic_peaks(fake_a, real_b, stride)
+    if lambda_periodic > 0:
+        loss_g = loss_g + lambda_periodic * loss_periodic
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -157,6 +165,7 @@ def train_step(
         "gan": float(loss_gan.detach()),
         "cycle": float(loss_cycle.detach()),
         "identity": float(loss_idt.detach()),
+        "periodic": float(loss_periodic.detach()),
         "d": float(loss_d.detach()),
     }
 
@@ -251,6 +260,13 @@ def main() -> None:
         "binomial low-pass after each (blur), or nearest 2x + 3x3 convolution (resize)",
     )
     parser.add_argument(
+        "--lambda-periodic",
+        type=float,
+        default=Options.lambda_periodic,
+        help="weight of the generators' periodic_peaks loss (the power their outputs add at "
+        "the frequencies of the 4 px stride grid; 0: off, as the shipped model)",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         default=None,
@@ -264,6 +280,7 @@ def main() -> None:
         save_every=args.save_every,
         upsample=args.upsample,
         lr=args.lr,
+        lambda_periodic=args.lambda_periodic,
     )
     data = (
         args.data
@@ -314,7 +331,15 @@ def main() -> None:
             break
         real_a = random_crops(train_a, opts.batch_size, opts.crop, rng, norm)
         real_b = random_crops(train_b, opts.batch_size, opts.crop, rng, norm)
-        losses = train_step(nets, opt_g, opt_d, real_a, real_b, config)
+        losses = train_step(
+            nets,
+            opt_g,
+            opt_d,
+            real_a,
+            real_b,
+            config,
+            opts.lambda_periodic,
+        )
         step += 1
         if step % 50 == 0:
             rate = step / (time.time() - started)

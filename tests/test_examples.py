@@ -42,3 +42,29 @@ def test_a_blur_generator_starts_from_deconv_weights() -> None:
     )
     with pytest.raises(SystemExit, match="other parameters"):
         init_from(blur, ResnetGenerator(3, 3, ngf=8, n_blocks=1, upsample="deconv"))
+
+
+def test_default_model_train_step_weights_the_periodic_loss() -> None:
+    """``train_default_model.py --lambda-periodic``: the loss is reported whatever its
+    weight, and only a weight above 0 changes the generators' step."""
+    from rsgan.models import CycleGANConfig, build_nets
+
+    example = _example("train_default_model")
+    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1)
+    g = torch.Generator().manual_seed(1)
+    real_a, real_b = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2))
+
+    def step(weight: float) -> tuple[dict, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        nets = build_nets("cyclegan", config)
+        opt_g = torch.optim.Adam([*nets["G_AB"].parameters(), *nets["G_BA"].parameters()])
+        opt_d = torch.optim.Adam([*nets["D_A"].parameters(), *nets["D_B"].parameters()])
+        losses = example.train_step(nets, opt_g, opt_d, real_a, real_b, config, weight)
+        return losses, [p.detach().clone() for p in nets["G_AB"].parameters()]
+
+    off, w_off = step(0.0)
+    again, w_again = step(0.0)
+    on, w_on = step(10.0)
+    assert off["periodic"] == on["periodic"] > 0  # measured before the update
+    assert all(torch.equal(a, b) for a, b in zip(w_off, w_again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(w_off, w_on, strict=True))
