@@ -127,7 +127,6 @@ def train_step(
     real_a: torch.Tensor,
     real_b: torch.Tensor,
     config: CycleGANConfig,
-    lambda_periodic: float = 0.0,
 ) -> dict[str, float]:
     """One CycleGAN step (LSGAN, cycle L1, identity L1, optionally the generators'
     :func:`rsgan.losses.periodic_peaks` at their 4 px stride); returns the losses."""
@@ -145,8 +144,8 @@ def train_step(
     loss_g = loss_gan + lam * loss_cycle + lam * config.lambda_identity * loss_idt
     stride = ResnetGenerator.size_multiple
     loss_periodic = periodic_peaks(fake_b, real_a, stride) + periodic_peaks(fake_a, real_b, stride)
-    if lambda_periodic > 0:
-        loss_g = loss_g + lambda_periodic * loss_periodic
+    if config.lambda_periodic > 0:
+        loss_g = loss_g + config.lambda_periodic * loss_periodic
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -303,6 +302,7 @@ def main() -> None:
         ndf=opts.ndf,
         n_blocks=opts.n_blocks,
         upsample=opts.upsample,
+        lambda_periodic=opts.lambda_periodic,
     )
     nets = build_nets("cyclegan", config)
     steps_before = 0
@@ -331,15 +331,7 @@ def main() -> None:
             break
         real_a = random_crops(train_a, opts.batch_size, opts.crop, rng, norm)
         real_b = random_crops(train_b, opts.batch_size, opts.crop, rng, norm)
-        losses = train_step(
-            nets,
-            opt_g,
-            opt_d,
-            real_a,
-            real_b,
-            config,
-            opts.lambda_periodic,
-        )
+        losses = train_step(nets, opt_g, opt_d, real_a, real_b, config)
         step += 1
         if step % 50 == 0:
             rate = step / (time.time() - started)

@@ -58,7 +58,6 @@ from rsgan.checkpoint import (
 from rsgan.errors import BandError, CheckpointError, ConfigError, OutputExistsError
 from rsgan.io import atomic_output
 from rsgan.losses import (
-    PERIODIC_WINDOW,
     ImagePool,
     bce_loss,
     lsgan_loss,
@@ -232,7 +231,7 @@ def cyclegan_train_step(
     and B have the same bands, identity L1 weighted ``lambda_identity * lambda_cycle``,
     and with ``lambda_periodic`` > 0 the power each generator's fakes add at the
     frequencies of its stride grid, beyond its inputs', over squares of
-    ``PERIODIC_WINDOW`` px (:func:`rsgan.losses.periodic_peaks`);
+    ``rsgan.losses.PERIODIC_WINDOW`` px (:func:`rsgan.losses.periodic_peaks`);
     discriminators see fakes through the pools and are halved. Invalid pixels are zeroed
     in the inputs and left out of every loss and of the norm statistics; discriminator
     patches that are mostly invalid are left out.
@@ -279,7 +278,7 @@ def cyclegan_train_step(
         if cfg.lambda_periodic > 0:
             stride = ResnetGenerator.size_multiple
             for name, fake, real, m in (("AB", fake_b, a, ma), ("BA", fake_a, b, mb)):
-                loss = periodic_peaks(fake, real, stride, m, window=PERIODIC_WINDOW)
+                loss = periodic_peaks(fake, real, stride, m)
                 losses[f"periodic_{name}"] = loss * cfg.lambda_periodic
     loss_g = cast(Tensor, sum(losses.values()))  # losses is never empty
     loss_g.backward()

@@ -45,21 +45,22 @@ def test_a_blur_generator_starts_from_deconv_weights() -> None:
 
 
 def test_default_model_train_step_weights_the_periodic_loss() -> None:
-    """``train_default_model.py --lambda-periodic``: the loss is reported whatever its
-    weight, and only a weight above 0 changes the generators' step."""
+    """``train_default_model.py --lambda-periodic`` (the config's ``lambda_periodic``):
+    the loss is reported whatever its weight, and only a weight above 0 changes the
+    generators' step."""
     from rsgan.models import CycleGANConfig, build_nets
 
     example = _example("train_default_model")
-    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1)
     g = torch.Generator().manual_seed(1)
     real_a, real_b = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2))
 
     def step(weight: float) -> tuple[dict, list[torch.Tensor]]:
+        config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1, lambda_periodic=weight)
         torch.manual_seed(0)
         nets = build_nets("cyclegan", config)
         opt_g = torch.optim.Adam([*nets["G_AB"].parameters(), *nets["G_BA"].parameters()])
         opt_d = torch.optim.Adam([*nets["D_A"].parameters(), *nets["D_B"].parameters()])
-        losses = example.train_step(nets, opt_g, opt_d, real_a, real_b, config, weight)
+        losses = example.train_step(nets, opt_g, opt_d, real_a, real_b, config)
         return losses, [p.detach().clone() for p in nets["G_AB"].parameters()]
 
     off, w_off = step(0.0)
