@@ -38,7 +38,7 @@ from torch import nn
 
 from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
 from rsgan.io import Normalizer
-from rsgan.losses import periodic_peaks
+from rsgan.losses import _window_power, periodic_peaks
 from rsgan.metrics import per_band_wasserstein, sliced_wasserstein_distance
 from rsgan.models import CycleGANConfig, build_nets
 from rsgan.models.cyclegan import UPSAMPLE_MODES, ResnetGenerator
@@ -66,6 +66,7 @@ class Options:
     wall_minutes_before: float = 0.0
     upsample: str = "deconv"
     lambda_periodic: float = 0.0
+    lambda_spectral: float = 0.0
 
 
 def load_tiles(data: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -120,6 +121,28 @@ def random_crops(
     return torch.from_numpy(np.stack(crops))
 
 
+SPECTRAL_WINDOW = 32
+"""Side of the squares whose averaged power spectrum the spectral discriminators see."""
+
+
+def log_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """Welch's log power spectrum of each image and band over its 32 px squares (each
+    square's mean taken off), the non-redundant half: ``(N, C * 32 * 17)``."""
+    power, _ = _window_power(x, ResnetGenerator.size_multiple, SPECTRAL_WINDOW, None)
+    half = power[..., : SPECTRAL_WINDOW // 2 + 1]
+    return torch.log(half + 1e-3).flatten(1)
+
+
+def spectral_discriminator(channels: int) -> nn.Module:
+    """A discriminator on :func:`log_spectrum`: it sees every frequency of the 32 px
+    squares at once, the 4 px grid's dots and any other texture the real images lack."""
+    size = channels * SPECTRAL_WINDOW * (SPECTRAL_WINDOW // 2 + 1)
+    return nn.Sequential(
+        nn.Linear(size, 256), nn.LeakyReLU(0.2), nn.Linear(256, 64), nn.LeakyReLU(0.2),
+        nn.Linear(64, 1),
+    )  # fmt: skip
+
+
 def train_step(
     nets: dict[str, nn.Module],
     opt_g: torch.optim.Optimizer,
@@ -127,6 +150,7 @@ def train_step(
     real_a: torch.Tensor,
     real_b: torch.Tensor,
     config: CycleGANConfig,
+    lambda_spectral: float = 0.0,
 ) -> dict[str, float]:
     """One CycleGAN step (LSGAN, cycle L1, identity L1, optionally the generators'
     :func:`rsgan.losses.periodic_peaks` at their 4 px stride); returns the losses."""
@@ -146,6 +170,15 @@ def train_step(
     loss_periodic = periodic_peaks(fake_b, real_a, stride) + periodic_peaks(fake_a, real_b, stride)
     if config.lambda_periodic > 0:
         loss_g = loss_g + config.lambda_periodic * loss_periodic
+    spectral = "S_A" in nets and lambda_spectral > 0
+    loss_spec = torch.zeros(())
+    if spectral:
+        s_a, s_b = nets["S_A"], nets["S_B"]
+        for s in (s_a, s_b):
+            s.requires_grad_(False)
+        q_b, q_a = s_b(log_spectrum(fake_b)), s_a(log_spectrum(fake_a))
+        loss_spec = mse(q_b, torch.ones_like(q_b)) + mse(q_a, torch.ones_like(q_a))
+        loss_g = loss_g + lambda_spectral * loss_spec
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -157,6 +190,14 @@ def train_step(
         p_real, p_fake = d(real), d(fake.detach())
         loss = 0.5 * (mse(p_real, torch.ones_like(p_real)) + mse(p_fake, torch.zeros_like(p_fake)))
         loss_d = loss_d + loss
+    if spectral:
+        for s, real, fake in ((s_a, real_a, fake_a), (s_b, real_b, fake_b)):
+            s.requires_grad_(True)
+            q_real, q_fake = s(log_spectrum(real)), s(log_spectrum(fake.detach()))
+            loss = 0.5 * (
+                mse(q_real, torch.ones_like(q_real)) + mse(q_fake, torch.zeros_like(q_fake))
+            )
+            loss_d = loss_d + loss
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -165,6 +206,7 @@ def train_step(
         "cycle": float(loss_cycle.detach()),
         "identity": float(loss_idt.detach()),
         "periodic": float(loss_periodic.detach()),
+        "spectral": float(loss_spec.detach()),
         "d": float(loss_d.detach()),
     }
 
@@ -197,7 +239,7 @@ def save(nets, config, steps, metrics, opts, started, out: Path) -> None:
         out,
         kind="cyclegan",
         config=config,
-        nets=nets,
+        nets={k: v for k, v in nets.items() if not k.startswith("S_")},
         domains={"a": domain, "b": domain},
         steps=steps,
         data={
@@ -252,6 +294,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=Options.lr, help="Adam learning rate")
     parser.add_argument(
+        "--ngf", type=int, default=Options.ngf, help="generator filters (first convolution)"
+    )
+    parser.add_argument(
+        "--n-blocks", type=int, default=Options.n_blocks, help="generator residual blocks"
+    )
+    parser.add_argument(
         "--upsample",
         choices=list(UPSAMPLE_MODES),
         default=Options.upsample,
@@ -266,6 +314,13 @@ def main() -> None:
         "the frequencies of the 4 px stride grid; 0: off, as the shipped model)",
     )
     parser.add_argument(
+        "--lambda-spectral",
+        type=float,
+        default=Options.lambda_spectral,
+        help="weight of a second pair of discriminators that see the log power spectrum of "
+        "each 32 px square (0: off, as the shipped model)",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         default=None,
@@ -274,12 +329,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     opts = Options(
+        ngf=args.ngf,
+        n_blocks=args.n_blocks,
         minutes=args.minutes,
         max_steps=args.max_steps,
         save_every=args.save_every,
         upsample=args.upsample,
         lr=args.lr,
         lambda_periodic=args.lambda_periodic,
+        lambda_spectral=args.lambda_spectral,
     )
     data = (
         args.data
@@ -317,7 +375,11 @@ def main() -> None:
     for net in nets.values():
         net.train()
     params_g = list(nets["G_AB"].parameters()) + list(nets["G_BA"].parameters())
-    params_d = list(nets["D_A"].parameters()) + list(nets["D_B"].parameters())
+    if opts.lambda_spectral > 0:
+        nets["S_A"], nets["S_B"] = spectral_discriminator(3), spectral_discriminator(3)
+    params_d = [
+        p for name in ("D_A", "D_B", "S_A", "S_B") if name in nets for p in nets[name].parameters()
+    ]
     opt_g = torch.optim.Adam(params_g, lr=opts.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(params_d, lr=opts.lr, betas=(0.5, 0.999))
     started = time.time()
@@ -331,7 +393,7 @@ def main() -> None:
             break
         real_a = random_crops(train_a, opts.batch_size, opts.crop, rng, norm)
         real_b = random_crops(train_b, opts.batch_size, opts.crop, rng, norm)
-        losses = train_step(nets, opt_g, opt_d, real_a, real_b, config)
+        losses = train_step(nets, opt_g, opt_d, real_a, real_b, config, opts.lambda_spectral)
         step += 1
         if step % 50 == 0:
             rate = step / (time.time() - started)
