@@ -652,6 +652,28 @@ def test_band_count_mismatch_names_the_bands(make_raster, tmp_path):
         translate_raster(one, tmp_path / "o.tif", net, progress=False)
 
 
+@pytest.mark.parametrize("named", ["descriptions", "colorinterp"])
+def test_band_count_mismatch_names_the_red_green_and_blue_bands(make_raster, tmp_path, named):
+    """A Sentinel-2 style B, G, R, NIR source: the hint also names its red, green and
+    blue bands in that order (3, 2, 1), from their descriptions or colour
+    interpretation; a source that names no colours gets no such hint."""
+    from rasterio.enums import ColorInterp as CI
+
+    kinds = {
+        "descriptions": {"descriptions": ["B02 blue", "B03 green", "B04 red", "B08 nir"]},
+        "colorinterp": {"colorinterp": [CI.blue, CI.green, CI.red, CI.undefined]},
+    }
+    src = make_raster(count=4, **kinds[named])
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1)
+    with pytest.raises(BandError, match=r"red, green and blue bands.*bands=\(3, 2, 1\)"):
+        translate_raster(src, tmp_path / "o.tif", net, progress=False)
+    plain = make_raster(name="plain.tif", count=4, descriptions=["a", "b", "reddish", "d"])
+    with pytest.raises(BandError) as raised:
+        translate_raster(plain, tmp_path / "o.tif", net, progress=False)
+    assert "red, green and blue" not in str(raised.value)
+    assert not (tmp_path / "o.tif").exists()
+
+
 def test_no_crs_warns_and_keeps_the_pixel_grid(make_raster, tmp_path):
     src = make_raster(crs=None, width=70, height=50)
     dst = tmp_path / "o.tif"

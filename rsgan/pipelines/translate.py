@@ -29,6 +29,7 @@ import dataclasses
 import math
 import os
 import queue
+import re
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -260,6 +261,25 @@ def _bands_hint(bands: Sequence[int]) -> str:
     return f"bands={tuple(bands)} (--bands {','.join(map(str, bands))})"
 
 
+_RGB = ("red", "green", "blue")
+
+
+def _colour_bands(info: RasterInfo) -> tuple[int, ...] | None:
+    """The source's red, green and blue bands (1-based, in that order), from descriptions
+    that name the colour as a word (Sentinel-2's ``"B04 red"``) or else from their colour
+    interpretation (which GDAL may have set by default); None unless each colour names
+    exactly one band."""
+    named: list[list[str]] = [
+        [" ".join(re.findall(r"[a-z]+", (d or "").lower())) for d in info.descriptions],
+        [c.name for c in info.colorinterp],
+    ]
+    for names in named:
+        found = [[i for i, n in enumerate(names, 1) if colour in n.split()] for colour in _RGB]
+        if all(len(f) == 1 for f in found):
+            return tuple(f[0] for f in found)
+    return None
+
+
 def _check_fit(
     translator: Translator, info: RasterInfo, bands: tuple[int, ...], src: Path | str
 ) -> None:
@@ -267,15 +287,18 @@ def _check_fit(
     name = source_name(src)
     want = translator.in_count
     if want is not None and len(bands) != want:
+        suggested: tuple[int, ...] | None = None
         if translator.in_bands and max(translator.in_bands) <= info.count:
-            hint = f"pass {_bands_hint(translator.in_bands)} (the bands it was trained on)"
+            suggested = tuple(translator.in_bands)
+            hint = f"pass {_bands_hint(suggested)} (the bands it was trained on)"
         elif info.count >= want:
-            hint = (
-                f"pass {_bands_hint(tuple(range(1, want + 1)))} or the {want} bands that "
-                "match its training data"
-            )
+            suggested = tuple(range(1, want + 1))
+            hint = f"pass {_bands_hint(suggested)} or the {want} bands that match its training data"
         else:
             hint = f"use a model trained on {len(bands)} band(s)"
+        rgb = _colour_bands(info) if want == 3 else None
+        if rgb is not None and rgb != suggested:
+            hint += f"; its red, green and blue bands, in that order, are {_bands_hint(rgb)}"
         raise BandError(
             f"{translator.name} expects {want} band(s); {name} gives {len(bands)} "
             f"(bands {bands}); {hint}"
