@@ -38,7 +38,7 @@ from torch import nn
 
 from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
 from rsgan.io import Normalizer
-from rsgan.losses import _window_power, periodic_peaks
+from rsgan.losses import periodic_peaks, window_power
 from rsgan.metrics import per_band_wasserstein, sliced_wasserstein_distance
 from rsgan.models import CycleGANConfig, build_nets
 from rsgan.models.cyclegan import UPSAMPLE_MODES, ResnetGenerator
@@ -128,7 +128,7 @@ SPECTRAL_WINDOW = 32
 def log_spectrum(x: torch.Tensor) -> torch.Tensor:
     """Welch's log power spectrum of each image and band over its 32 px squares (each
     square's mean taken off), the non-redundant half: ``(N, C * 32 * 17)``."""
-    power, _ = _window_power(x, ResnetGenerator.size_multiple, SPECTRAL_WINDOW, None)
+    power, _ = window_power(x, ResnetGenerator.size_multiple, SPECTRAL_WINDOW, None)
     half = power[..., : SPECTRAL_WINDOW // 2 + 1]
     return torch.log(half + 1e-3).flatten(1)
 
@@ -176,7 +176,8 @@ def train_step(
         s_a, s_b = nets["S_A"], nets["S_B"]
         for s in (s_a, s_b):
             s.requires_grad_(False)
-        q_b, q_a = s_b(log_spectrum(fake_b)), s_a(log_spectrum(fake_a))
+        spec_fake_b, spec_fake_a = log_spectrum(fake_b), log_spectrum(fake_a)
+        q_b, q_a = s_b(spec_fake_b), s_a(spec_fake_a)
         loss_spec = mse(q_b, torch.ones_like(q_b)) + mse(q_a, torch.ones_like(q_a))
         loss_g = loss_g + lambda_spectral * loss_spec
     opt_g.zero_grad(set_to_none=True)
@@ -191,9 +192,9 @@ def train_step(
         loss = 0.5 * (mse(p_real, torch.ones_like(p_real)) + mse(p_fake, torch.zeros_like(p_fake)))
         loss_d = loss_d + loss
     if spectral:
-        for s, real, fake in ((s_a, real_a, fake_a), (s_b, real_b, fake_b)):
+        for s, real, spec_fake in ((s_a, real_a, spec_fake_a), (s_b, real_b, spec_fake_b)):
             s.requires_grad_(True)
-            q_real, q_fake = s(log_spectrum(real)), s(log_spectrum(fake.detach()))
+            q_real, q_fake = s(log_spectrum(real)), s(spec_fake.detach())
             loss = 0.5 * (
                 mse(q_real, torch.ones_like(q_real)) + mse(q_fake, torch.zeros_like(q_fake))
             )

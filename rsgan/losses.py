@@ -93,12 +93,12 @@ between the frequencies of a 4 px grid, so each has neighbours free of it, and 1
 squares per 128 px training chip."""
 
 
-def _window_power(
-    x: Tensor, period: int, window: int, mask: Tensor | None
-) -> tuple[Tensor, Tensor]:
+def window_power(x: Tensor, period: int, window: int, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """Welch's periodogram of each image and band over its ``window`` px squares (each
     square's mean taken off), counting only the squares whose pixels are all valid:
-    ``(N, C, side, side)`` powers and ``(N,)`` whether any square counted."""
+    ``(N, C, side, side)`` powers and ``(N,)`` whether any square counted. ``window`` must
+    be a multiple of ``period`` (at least two periods), so that a pattern of ``period`` px
+    falls on whole frequency bins; images smaller than ``window`` use their own side."""
     if window < 2 * period or window % period:
         raise ConfigError(
             f"window must be a multiple of period={period} and at least {2 * period}; got {window}"
@@ -157,7 +157,7 @@ def spectral_peaks(
     Returns:
         float32 ``(N, C, period ** 2 - 1)``.
     """
-    power, valid = _window_power(x, period, window, mask)
+    power, valid = window_power(x, period, window, mask)
     side = power.shape[-1]
     step = side // period
     bins = [(u, v) for u in range(0, side, step) for v in range(0, side, step) if u or v]
@@ -300,10 +300,14 @@ class ImagePool:
 __all__ = [
     "GAN_LOSSES",
     "MIN_VALID_PATCH",
+    "PERIODIC_WINDOW",
     "ImagePool",
     "bce_loss",
     "gan_loss",
     "lsgan_loss",
     "masked_l1",
     "patch_weights",
+    "periodic_peaks",
+    "spectral_peaks",
+    "window_power",
 ]

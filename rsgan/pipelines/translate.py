@@ -269,12 +269,12 @@ def _colour_bands(info: RasterInfo) -> tuple[int, ...] | None:
     that name the colour as a word (Sentinel-2's ``"B04 red"``) or else from their colour
     interpretation (which GDAL may have set by default); None unless each colour names
     exactly one band."""
-    named: list[list[str]] = [
-        [" ".join(re.findall(r"[a-z]+", (d or "").lower())) for d in info.descriptions],
-        [c.name for c in info.colorinterp],
+    named = [
+        [re.findall(r"[a-z]+", (d or "").lower()) for d in info.descriptions],
+        [[c.name] for c in info.colorinterp],
     ]
-    for names in named:
-        found = [[i for i, n in enumerate(names, 1) if colour in n.split()] for colour in _RGB]
+    for words in named:
+        found = [[i for i, w in enumerate(words, 1) if colour in w] for colour in _RGB]
         if all(len(f) == 1 for f in found):
             return tuple(f[0] for f in found)
     return None
