@@ -67,6 +67,7 @@ class Options:
     upsample: str = "deconv"
     lambda_periodic: float = 0.0
     lambda_spectral: float = 0.0
+    decay_steps: int = 0
 
 
 def load_tiles(data: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -260,6 +261,15 @@ def save(nets, config, steps, metrics, opts, started, out: Path) -> None:
     )
 
 
+def lr_factor(step: int, opts: Options) -> float:
+    """The learning rate's factor after ``step`` steps: 1, then down in a straight line to
+    0 at ``opts.max_steps`` over the last ``opts.decay_steps``."""
+    start = opts.max_steps - opts.decay_steps
+    if opts.decay_steps <= 0 or step <= start:
+        return 1.0
+    return max(0.0, (opts.max_steps - step) / opts.decay_steps)
+
+
 def _init_from(net: nn.Module, source: nn.Module) -> None:
     """``source``'s weights into ``net``. Generators that differ only in fixed layers (a
     ``"blur"`` generator from a ``"deconv"`` checkpoint: the same parameters, other
@@ -322,6 +332,14 @@ def main() -> None:
         "each 32 px square (0: off, as the shipped model)",
     )
     parser.add_argument(
+        "--decay-steps",
+        type=int,
+        default=Options.decay_steps,
+        help="decay the learning rate linearly to zero over the last this many of "
+        "--max-steps (the CycleGAN reference's second phase; 0: constant, as the shipped "
+        "model's first two stages)",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         default=None,
@@ -339,7 +357,10 @@ def main() -> None:
         lr=args.lr,
         lambda_periodic=args.lambda_periodic,
         lambda_spectral=args.lambda_spectral,
+        decay_steps=args.decay_steps,
     )
+    if not 0 <= opts.decay_steps <= opts.max_steps:
+        raise SystemExit(f"--decay-steps must be 0 to --max-steps; got {opts.decay_steps}")
     data = (
         args.data
         or Path(os.environ.get("RSGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -383,6 +404,10 @@ def main() -> None:
     ]
     opt_g = torch.optim.Adam(params_g, lr=opts.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(params_d, lr=opts.lr, betas=(0.5, 0.999))
+    schedules = [
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, opts))
+        for opt in (opt_g, opt_d)
+    ]
     started = time.time()
     deadline = started + 60 * opts.minutes
     metrics = evaluate(nets["G_AB"], hold_pre, posts, norm)
@@ -396,6 +421,8 @@ def main() -> None:
         real_b = random_crops(train_b, opts.batch_size, opts.crop, rng, norm)
         losses = train_step(nets, opt_g, opt_d, real_a, real_b, config, opts.lambda_spectral)
         step += 1
+        for schedule in schedules:
+            schedule.step()
         if step % 50 == 0:
             rate = step / (time.time() - started)
             print(

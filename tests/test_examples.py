@@ -133,3 +133,23 @@ def test_default_model_train_step_with_spectral_discriminators() -> None:
     assert off["spectral"] == 0 and on["spectral"] > 0
     assert not all(torch.equal(a, b) for a, b in zip(w_off, w_on, strict=True))
     assert all(not d.any() for d in s_off) and any(d.any() for d in s_on)
+
+
+def test_default_model_learning_rate_decays_to_zero() -> None:
+    """``--decay-steps``: the learning rate holds, then falls in a straight line to zero at
+    ``--max-steps``; Adam steps with the scheduler take exactly those rates."""
+    tdm = _example("train_default_model")
+    opts = tdm.Options(max_steps=10, decay_steps=4, lr=1e-3)
+    factors = [tdm.lr_factor(s, opts) for s in range(11)]
+    assert factors == [1.0] * 7 + [0.75, 0.5, 0.25, 0.0]
+    assert [tdm.lr_factor(s, tdm.Options(max_steps=10)) for s in (0, 9, 10)] == [1.0] * 3
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([param], lr=opts.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: tdm.lr_factor(s, opts))
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        param.grad = torch.ones(1)
+        opt.step()
+        schedule.step()
+    assert seen == pytest.approx([1e-3] * 7 + [7.5e-4, 5e-4, 2.5e-4])
