@@ -28,6 +28,11 @@ Figures, each measured side by side in one run:
    px mosaics), with statistics budgets that cover 60 % and 30 % of the blocks and one
    block, beside per-tile mode; the tile-size invariance (512 vs 768) and the model work against
    per-tile mode.
+8. (``--parts naive``) The whole-scene in-RAM accumulator's own end-to-end / bare-model
+   ratio and speed on the same scene as 1.: read the whole scene, the tiles one at a time
+   through the model (per-tile statistics: it has no scene mode), float32 sums and
+   weights for the whole scene, write it all; against the same tiles through the model
+   alone, in the same precision, in turns in one process.
 
 Usage::
 
@@ -505,10 +510,16 @@ def child(mode: str, scene: Path, out: Path, model: str = "cheap") -> None:
 
 
 def naive_translate(
-    scene: Path, out: Path, net: torch.nn.Module, tile: int = 768, overlap: int = 64
+    scene: Path,
+    out: Path,
+    net: torch.nn.Module,
+    tile: int = 768,
+    overlap: int = 64,
+    precision: str = "fp32",
 ) -> None:
     """The whole-scene in-RAM accumulator of other tools: read all, float32 sums and
-    weights for the whole scene, write all (per-tile statistics; memory is the point)."""
+    weights for the whole scene, write all (per-tile statistics; one tile at a time, as
+    a plain torch loop feeds it)."""
     norm = Normalizer.for_dtype("uint8", 3)
     with rasterio.open(scene) as src:
         data = src.read()
@@ -519,8 +530,8 @@ def naive_translate(
     for w in balanced_windows(width, height, tile, overlap, multiple=4):
         r, c, h, wd = int(w.row_off), int(w.col_off), int(w.height), int(w.width)
         x = norm.normalize(data[:, r : r + h, c : c + wd])
-        with torch.no_grad():
-            y = net(torch.from_numpy(x[None]))[0].numpy()
+        with torch.no_grad(), autocast(torch.device("cpu"), precision):
+            y = net(torch.from_numpy(x[None]))[0].float().numpy()
         wt = blend_weights(
             "hann",
             h,
@@ -536,6 +547,61 @@ def naive_translate(
     result = norm.denormalize(sums / weights)
     with rasterio.open(out, "w", **profile) as dst:
         dst.write(result)
+
+
+def naive_vs_bare(
+    scene: Path, net: torch.nn.Module, precision: str, tmp: Path, rounds: int = 4
+) -> dict:
+    """The whole-scene accumulator (:func:`naive_translate`) end to end against its own
+    model work: the same tiles, normalised beforehand, one at a time through the model in
+    the same precision and layout (channels-first, per-tile statistics); in turns, each
+    round starting with the other."""
+    norm = Normalizer.for_dtype("uint8", 3)
+    with rasterio.open(scene) as src:
+        data = src.read()
+    height, width = data.shape[1:]
+    windows = balanced_windows(width, height, 768, 64, multiple=4)
+    tiles = [
+        torch.from_numpy(
+            norm.normalize(
+                data[:, int(w.row_off) : int(w.row_off + w.height),
+                     int(w.col_off) : int(w.col_off + w.width)]
+            )
+        )
+        for w in windows
+    ]  # fmt: skip
+    del data
+
+    def bare() -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad(), autocast(torch.device("cpu"), precision):
+            for x in tiles:
+                net(x[None])
+        return time.perf_counter() - t0
+
+    def end_to_end() -> float:
+        t0 = time.perf_counter()
+        naive_translate(scene, tmp / "naive_speed.tif", net, precision=precision)
+        return time.perf_counter() - t0
+
+    e2e_runs: list[float] = []
+    bare_runs: list[float] = []
+    for r in range(rounds):
+        if r % 2:
+            bare_runs.append(bare())
+            e2e_runs.append(end_to_end())
+        else:
+            e2e_runs.append(end_to_end())
+            bare_runs.append(bare())
+    ratios = [b / e for b, e in zip(bare_runs, e2e_runs, strict=True)]
+    return {
+        "tiles": len(windows),
+        "end_to_end_s": [round(v, 2) for v in e2e_runs],
+        "bare_model_s": [round(v, 2) for v in bare_runs],
+        "efficiency_per_round": [round(v, 3) for v in ratios],
+        "efficiency_median_of_rounds": round(float(np.median(ratios)), 3),
+        "end_to_end_mpx_s": round(width * height / float(np.median(e2e_runs)) / 1e6, 3),
+    }
 
 
 def rss(scene: Path, mode: str, tmp: Path, model: str = "cheap") -> dict:
@@ -785,7 +851,7 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         default="waste,speed,memory,width",
-        help="comma-separated: waste, speed, timeline, workers, memory, width, whole",
+        help="comma-separated: waste, speed, timeline, workers, memory, width, whole, naive",
     )
     parser.add_argument("--sizes", default=None, help="memory scene sides, e.g. 4096,16384")
     parser.add_argument(
@@ -806,7 +872,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rsgan-bench-") as td:
         tmp = Path(td)
         needed = {
-            small: bool(parts & {"speed", "timeline", "workers", "memory"}),
+            small: bool(parts & {"speed", "timeline", "workers", "memory", "naive"}),
             large: "memory" in parts,
         }
         scenes = {s: make_scene(tmp / f"scene_{s}.tif", s) for s, need in needed.items() if need}
@@ -845,6 +911,11 @@ def main() -> None:
         for precision in args.precisions.split(",") if "timeline" in parts else ():
             results[f"timeline_{precision}"] = timeline(scenes[small], net, precision, tmp)
             print(json.dumps({f"timeline_{precision}": results[f"timeline_{precision}"]}))
+        for precision in args.precisions.split(",") if "naive" in parts else ():
+            results[f"naive_{precision}"] = naive_vs_bare(
+                scenes[small], net, precision, tmp, rounds=args.rounds
+            )
+            print(json.dumps({f"naive_{precision}": results[f"naive_{precision}"]}), flush=True)
         for precision in args.precisions.split(",") if "workers" in parts else ():
             results[f"workers_{precision}"] = worker_use(scenes[small], net, precision, tmp)
             print(json.dumps({f"workers_{precision}": results[f"workers_{precision}"]}))
