@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# demo-output/ is the demo's own folder: a rerun replaces what the last one wrote there
 demo: $(STAMP)  ## translate a real-looking scene end to end with the bundled model
-	$(BIN)/rsgan demo
+	$(BIN)/rsgan demo --overwrite
 
 test: $(STAMP)  ## the test suite CI runs (slow fuzzing/training tests excluded)
 	$(BIN)/python -m pytest -m "not slow" -q
