@@ -587,12 +587,10 @@ def naive_vs_bare(
     e2e_runs: list[float] = []
     bare_runs: list[float] = []
     for r in range(rounds):
-        if r % 2:
-            bare_runs.append(bare())
-            e2e_runs.append(end_to_end())
-        else:
-            e2e_runs.append(end_to_end())
-            bare_runs.append(bare())
+        order = (bare, end_to_end) if r % 2 else (end_to_end, bare)
+        seconds = {run: run() for run in order}
+        e2e_runs.append(seconds[end_to_end])
+        bare_runs.append(seconds[bare])
     ratios = [b / e for b, e in zip(bare_runs, e2e_runs, strict=True)]
     return {
         "tiles": len(windows),

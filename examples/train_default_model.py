@@ -42,6 +42,7 @@ from rsgan.losses import periodic_peaks, window_power
 from rsgan.metrics import per_band_wasserstein, sliced_wasserstein_distance
 from rsgan.models import CycleGANConfig, build_nets
 from rsgan.models.cyclegan import UPSAMPLE_MODES, ResnetGenerator
+from rsgan.training import linear_decay
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "rsgan" / "assets" / "default_cyclegan_joplin.safetensors"
@@ -154,7 +155,8 @@ def train_step(
     lambda_spectral: float = 0.0,
 ) -> dict[str, float]:
     """One CycleGAN step (LSGAN, cycle L1, identity L1, optionally the generators'
-    :func:`rsgan.losses.periodic_peaks` at their 4 px stride); returns the losses."""
+    :func:`rsgan.losses.periodic_peaks` at their 4 px stride, and with ``lambda_spectral``
+    > 0 the spectral discriminators ``S_A`` / ``S_B`` of ``nets``); returns the losses."""
     g_ab, g_ba, d_a, d_b = nets["G_AB"], nets["G_BA"], nets["D_A"], nets["D_B"]
     mse, l1 = nn.MSELoss(), nn.L1Loss()
     # generators
@@ -263,11 +265,8 @@ def save(nets, config, steps, metrics, opts, started, out: Path) -> None:
 
 def lr_factor(step: int, opts: Options) -> float:
     """The learning rate's factor after ``step`` steps: 1, then down in a straight line to
-    0 at ``opts.max_steps`` over the last ``opts.decay_steps``."""
-    start = opts.max_steps - opts.decay_steps
-    if opts.decay_steps <= 0 or step <= start:
-        return 1.0
-    return max(0.0, (opts.max_steps - step) / opts.decay_steps)
+    0 at ``opts.max_steps`` over the last ``opts.decay_steps`` (the library's schedule)."""
+    return linear_decay(opts.max_steps, opts.max_steps - opts.decay_steps)(step)
 
 
 def _init_from(net: nn.Module, source: nn.Module) -> None:

@@ -483,18 +483,25 @@ class TrainRun:
     lr_lambda: Callable[[int], float] = lambda step: 1.0
 
 
+def linear_decay(steps: int, start: int) -> Callable[[int], float]:
+    """The learning-rate factor of the CycleGAN paper's schedule, for
+    :class:`torch.optim.lr_scheduler.LambdaLR`: 1 until step ``start``, then down in a
+    straight line to 0 at ``steps`` (``start >= steps``: constant)."""
+    span = max(steps - start, 1)
+
+    def factor(step: int) -> float:
+        return max(0.0, 1.0 - max(0, step - start) / span)
+
+    return factor
+
+
 def _lr_lambda(kind: str, options: TrainOptions) -> Callable[[int], float]:
     """Constant until ``decay_from``, then linearly down to 0 at ``steps``."""
     if options.decay_from is not None:
         start = options.decay_from
     else:
         start = options.steps // 2 if _TRAINERS[kind].decays else options.steps
-    span = max(options.steps - start, 1)
-
-    def factor(step: int) -> float:
-        return max(0.0, 1.0 - max(0, step - start) / span)
-
-    return factor
+    return linear_decay(options.steps, start)
 
 
 def _adam(nets: Sequence[nn.Module], lr: float) -> Adam:
@@ -1437,6 +1444,7 @@ __all__ = [
     "dcgan_train_step",
     "fit",
     "generate",
+    "linear_decay",
     "prepare_cyclegan",
     "prepare_dcgan",
     "train_cyclegan",
