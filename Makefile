@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-all lint bench gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ lint: $(STAMP)  ## ruff over everything, mypy over the package
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# rasterio and its pure-Python needs as CPython 3.12 wheels in .whl/, for a GPU machine
+# that has CUDA torch but no rasterio and no network (benchmarks/gpu_check.sh installs them)
+GPU_PY ?= 3.12
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl rasterio==1.4.4 affine cligj click-plugins
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

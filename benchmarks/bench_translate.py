@@ -108,6 +108,38 @@ def make_scene(path: Path, size: int, seed: int = 0, height: int | None = None) 
     return path
 
 
+def scene_run(
+    scene: Path,
+    model: Any,
+    device: torch.device,
+    precision: str | None,
+    tile: int,
+    overlap: int,
+    batch: int,
+) -> T._Run:
+    """The run translate_raster makes of a 3-band uint8 ``scene`` in scene mode (its
+    tiles, statistics budget, model), for timing its parts; ``precision`` None: the
+    model's preference on ``device``."""
+    translator = T.resolve_translator(model)
+    info = T.describe(scene)
+    budget = T.stats_budget_px(translator.net)
+    return T._Run(
+        src=scene,
+        info=info,
+        bands=(1, 2, 3),
+        translator=translator,
+        in_norm=Normalizer.for_dtype("uint8", 3),
+        windows=T._plan_windows(info, translator, tile, overlap, "scene", budget),
+        device=device,
+        precision=precision or T.preferred_precision(translator.precision, device),
+        batch_size=batch,
+        norm="scene",
+        overlap=overlap,
+        blend="hann",
+        budget_px=budget,
+    )
+
+
 def bare_vs_end_to_end(
     scene: Path,
     net: torch.nn.Module,
@@ -125,25 +157,8 @@ def bare_vs_end_to_end(
     ratios (this machine's speed moves by up to 40 % between rounds). ``engine_only``
     leaves out the other references (one tile at a time, a plain channels-first loop, the
     model work of the run), which triple a large scene's time."""
-    translator = T.resolve_translator(net)
-    info = T.describe(scene)
-    budget = T.stats_budget_px(net)
-    windows = T._plan_windows(info, translator, tile, overlap, "scene", budget)
-    run = T._Run(
-        src=scene,
-        info=info,
-        bands=(1, 2, 3),
-        translator=translator,
-        in_norm=Normalizer.for_dtype("uint8", 3),
-        windows=windows,
-        device=torch.device("cpu"),
-        precision=precision,
-        batch_size=batch,
-        norm="scene",
-        overlap=overlap,
-        blend="hann",
-        budget_px=budget,
-    )
+    run = scene_run(scene, net, torch.device("cpu"), precision, tile, overlap, batch)
+    translator, info, windows = run.translator, run.info, run.windows
     pooled_s: list[float] = []
     original = T.pooled_forward
 

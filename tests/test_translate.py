@@ -275,7 +275,8 @@ def test_default_compression_is_zstd_and_a_bad_one_is_refused(make_raster, tmp_p
 @pytest.fixture
 def two_threads():
     """At least two torch threads, so translate_raster runs two tiles at once on CPU (in
-    bf16)."""
+    bf16; the tests of that pass ``device="cpu"``, which a machine with CUDA would not
+    pick by itself)."""
     before = torch.get_num_threads()
     torch.set_num_threads(max(2, before))
     yield
@@ -298,7 +299,7 @@ def test_two_tiles_at_once_match_one_at_a_time(
         dst = tmp_path / f"{workers}.tif"
         translate_raster(
             src, dst, net, tile=64, overlap=16, norm=norm, dtype="float32",
-            precision="bf16", stats_memory_mb=2, progress=False,
+            precision="bf16", stats_memory_mb=2, progress=False, device="cpu",
         )  # fmt: skip
         with rasterio.open(dst) as ds:
             outs[workers] = ds.read(masked=True)
@@ -382,7 +383,7 @@ def test_each_tile_worker_has_a_batch_queued_behind_its_own(
         try:
             translate_raster(
                 src, tmp_path / "o.tif", gate, tile=64, overlap=16, norm="tile",
-                precision="bf16", progress=False,
+                precision="bf16", progress=False, device="cpu",
             )  # fmt: skip
         except BaseException as exc:
             errors.append(exc)
@@ -442,7 +443,7 @@ def test_tiles_done_beforehand_wait_until_every_worker_has_a_batch(
     gate = _Gate()
     translate_raster(
         src, tmp_path / "o.tif", gate, tile=64, overlap=16, norm="tile",
-        precision="bf16", progress=False,
+        precision="bf16", progress=False, device="cpu",
     )  # fmt: skip
     assert at_first_tile == [2]
     assert sum(submitted) == len(windows) - 1
@@ -506,8 +507,9 @@ def test_the_last_tile_runs_on_all_threads(make_raster, tmp_path, two_threads):
     src = make_raster(width=200, height=180, data=np.stack([ramp] * 3))
     net = _ThreadCounts()
     translate_raster(
-        src, tmp_path / "o.tif", net, tile=64, overlap=16, precision="bf16", progress=False
-    )
+        src, tmp_path / "o.tif", net, tile=64, overlap=16, precision="bf16", progress=False,
+        device="cpu",
+    )  # fmt: skip
     windows = translate_mod.balanced_windows(200, 180, 64, 16)
     threads = torch.get_num_threads()
     assert len(net.seen) == len(windows)
