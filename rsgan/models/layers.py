@@ -117,10 +117,12 @@ class SceneInstanceNorm2d(nn.Module):
     def _sums(self, x: Tensor, mask: Tensor | None, region: Region | None) -> tuple[Sums, Sums]:
         """Sums for pooled statistics over the valid cells of each sample's box, and over
         all cells (the fallback when no box holds a valid cell)."""
+        weights = None if region is None else region[2]
         if mask is None:
-            weights = None if region is None else region[2]
             return _box_sums(x, _scale_boxes(x, region), weights)
-        return _weighted_sums(x, self._weight(x, mask, region))
+        resized = self._weight(x, mask, None)
+        assert resized is not None  # a mask was given
+        return _masked_box_sums(x, resized, _scale_boxes(x, region), weights)
 
     def _weight(self, x: Tensor, mask: Tensor | None, region: Region | None) -> Tensor | None:
         """``mask`` resized to ``x``'s rows and cols (and limited to the region's boxes,
@@ -276,18 +278,21 @@ def _normalize(x: Tensor, mean: Tensor, var: Tensor, eps: float) -> Tensor:
 
 def _moment_sums(x: Tensor) -> Sums:
     """``(count, sums, sums of squares)`` per channel over a one-sample ``(1, C, h, w)``
-    tensor, from torch's batch-norm statistics kernel (float32 accumulation, no float32
-    copy of bf16 activations; its mean and variance are exact to float32, no cancellation).
+    tensor (or the rows of a ``(cells, C)`` one), from torch's batch-norm statistics kernel
+    (float32 accumulation, no float32 copy of bf16 activations).
     ``torch.batch_norm_update_stats`` gives the training-mode batch norm's statistics bit
     for bit without writing the normalised tensor: 2.36 against 5.42 ms for a 16 x 736 x
-    736 bf16 layer on two threads."""
-    c, h, w = x.shape[1:]
+    736 bf16 layer on two threads. Its accuracy depends on the layout: over 450 000 cells
+    of float32 (16 channels of means -1..2, spread 0.3), channels-first sums came within
+    6e-8 of float64 ones, channels-last ones (the generator's layout) within 1.6e-5 and
+    their squares 5.7e-5, which moves a mean by ~1e-4 of its spread: far below a DN."""
+    c = x.shape[1]
+    cells = x.numel() // max(c, 1)
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         x = x.float()
     mean = torch.zeros(c, dtype=torch.float32, device=x.device)
     var = torch.ones_like(mean)
     torch.batch_norm_update_stats(x, mean, var, 1.0)
-    cells = h * w
     if cells > 1:
         var = var * ((cells - 1) / cells)  # torch keeps the unbiased variance
     return (
@@ -338,63 +343,104 @@ def _box_sums(
     zeros = torch.zeros(c, dtype=torch.float64, device=x.device)
     boxed: Sums = (0.0, zeros, zeros)
     whole: Sums = (0.0, zeros, zeros)
-    for i, (top, left, bottom, right) in enumerate(boxes):
+    for i, box in enumerate(boxes):
         xi = x[i : i + 1]
         weight = 1.0 if weights is None else float(weights[i])
-        top, bottom = max(0, min(top, h)), max(0, min(bottom, h))
-        left, right = max(0, min(left, w)), max(0, min(right, w))
+        top, left, bottom, right = _clip_box(box, h, w)
         if bottom <= top or right <= left or weight == 0:
             whole = _add(whole, _moment_sums(xi))
             continue
-        band = xi[:, :, top:bottom]
-        if _is_dense(band):
-            sides = [band[0, :, :, :left], band[0, :, :, right:]]
-            part = _minus(_moment_sums(band), sides)
-        else:
-            frame = [
-                xi[0, :, :top],
-                xi[0, :, bottom:],
-                xi[0, :, top:bottom, :left],
-                xi[0, :, top:bottom, right:],
-            ]
-            part = _minus(_moment_sums(xi), frame)
-        boxed = _add(boxed, (weight * part[0], weight * part[1], weight * part[2]))
+        part = _one_box_sums(xi, (top, left, bottom, right))
+        boxed = _add(boxed, _scaled(part, weight))
     return boxed, whole
 
 
-@torch.no_grad()
-def _weighted_sums(x: Tensor, weight: Tensor | None) -> tuple[Sums, Sums]:
-    """Weighted sums over every sample, and unweighted sums over all cells.
+def _clip_box(box: Box, h: int, w: int) -> Box:
+    top, left, bottom, right = box
+    return max(0, min(top, h)), max(0, min(left, w)), max(0, min(bottom, h)), max(0, min(right, w))
 
-    One sample at a time, its deviations from a pilot mean (taken from a strided
-    subsample, so no cancellation) formed in float32 straight from the input dtype.
+
+def _scaled(part: Sums, weight: float) -> Sums:
+    return weight * part[0], weight * part[1], weight * part[2]
+
+
+def _one_box_sums(xi: Tensor, box: Box) -> Sums:
+    """Sums over the (clipped, non-empty) ``box`` of the one-sample ``xi``: its rows by
+    the batch-norm kernel when they are dense in memory, less the columns beside it."""
+    top, left, bottom, right = box
+    band = xi[:, :, top:bottom]
+    if _is_dense(band):
+        return _minus(_moment_sums(band), [band[0, :, :, :left], band[0, :, :, right:]])
+    frame = [
+        xi[0, :, :top],
+        xi[0, :, bottom:],
+        xi[0, :, top:bottom, :left],
+        xi[0, :, top:bottom, right:],
+    ]
+    return _minus(_moment_sums(xi), frame)
+
+
+def _cells(xi: Tensor, box: Box, select: Tensor) -> Tensor:
+    """The cells of ``box`` where ``select`` ``(rows, cols)`` is True, as ``(cells, C)``
+    (one copy; rows of C contiguous values for channels-last activations)."""
+    top, left, bottom, right = box
+    return xi[0, :, top:bottom, left:right].permute(1, 2, 0)[select]
+
+
+def _cell_sums(cells: Tensor, weight: Tensor) -> Sums:
+    """Sums over ``(cells, C)`` weighted by ``weight`` ``(cells,)``, in float64."""
+    v = cells.double()
+    f = weight.double()
+    fv = f[:, None] * v
+    return float(f.sum()), fv.sum(0), (fv * v).sum(0)
+
+
+@torch.no_grad()
+def _masked_box_sums(
+    x: Tensor, mask: Tensor, boxes: list[Box], weights: Sequence[float] | None = None
+) -> tuple[Sums, Sums]:
+    """:func:`_box_sums` with each cell of a box also weighted by ``mask`` ``(N, 1, h, w)``
+    (float >= 0 on ``x``'s grid: valid pixels, area-averaged on coarser layers).
+
+    The same sums as weighting every cell one by one (to float rounding), in
+    a fraction of its time: a box mostly valid is summed whole by the batch-norm kernel
+    (:func:`_one_box_sums`) less each cell of weight ``m != 1`` times ``1 - m``; a box mostly
+    invalid sums its cells of weight 1, gathered into one dense tensor, by the same kernel,
+    plus the other cells of positive weight. Both touch the smaller part of the box beyond
+    the kernel. Measured on the bundled model's statistics pass over 11 blocks of a 4096 px
+    scene with a nodata footprint, 3.6-4.1 s went to ~1.9 s, the unmasked pass's time
+    (docs/benchmarks.md). A sample whose box holds no valid cell adds its whole to the
+    fallback sums (:func:`_finish`), as in :func:`_box_sums`.
     """
-    n, c = x.shape[:2]
-    flat = x.reshape(n, c, -1)
-    pilot = flat[0, :, :: max(1, flat.shape[-1] // 4096)].float().mean(1, keepdim=True)
-    p64 = pilot.view(-1).double()
+    n, c, h, w = x.shape
     zeros = torch.zeros(c, dtype=torch.float64, device=x.device)
     boxed: Sums = (0.0, zeros, zeros)
     whole: Sums = (0.0, zeros, zeros)
-    for i in range(n):
-        dev = torch.sub(flat[i], pilot)  # float32 (type promotion), one pass
-        d1, cells = dev.sum(1).double(), dev.shape[1]
-        if weight is not None:
-            wi = weight[i].reshape(-1)
-            w1, total = (dev @ wi).double(), float(wi.sum())
-        dev.square_()
-        d2 = dev.sum(1).double()
-        if weight is not None:
-            w2 = (dev @ wi).double()
-        else:
-            w1, w2, total = d1, d2, float(cells)
-
-        def raw(count: float, s1: Tensor, s2: Tensor) -> Sums:
-            # back from deviations to sums of x and x**2
-            return count, s1 + p64 * count, s2 + 2 * p64 * s1 + p64.square() * count
-
-        whole = _add(whole, raw(float(cells), d1, d2))
-        boxed = _add(boxed, raw(total, w1, w2))
+    for i, box in enumerate(boxes):
+        xi = x[i : i + 1]
+        weight = 1.0 if weights is None else float(weights[i])
+        top, left, bottom, right = box = _clip_box(box, h, w)
+        m = mask[i, 0, top:bottom, left:right]
+        full = m == 1
+        n_full = int(full.sum())
+        partial = (m > 0) & ~full  # fractions (and any other positive weight)
+        if bottom <= top or right <= left or weight == 0 or (n_full == 0 and not partial.any()):
+            whole = _add(whole, _moment_sums(xi))
+            continue
+        cells = m.numel()
+        if 2 * n_full >= cells:  # mostly valid: the box, less what is not wholly valid
+            part = _one_box_sums(xi, box)
+            if n_full < cells:
+                rest = ~full
+                off = _cell_sums(_cells(xi, box, rest), 1.0 - m[rest])
+                part = (part[0] - off[0], part[1] - off[1], part[2] - off[2])
+        else:  # mostly invalid: the valid cells, gathered
+            part = (0.0, zeros, zeros)
+            if n_full:
+                part = _moment_sums(_cells(xi, box, full))
+            if partial.any():
+                part = _add(part, _cell_sums(_cells(xi, box, partial), m[partial]))
+        boxed = _add(boxed, _scaled(part, weight))
     return boxed, whole
 
 

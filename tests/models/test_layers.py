@@ -277,6 +277,52 @@ def test_box_sums_count_each_box_once_in_any_layout(layout, dtype) -> None:
     torch.testing.assert_close(whole[2], squares, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("valid", [1.0, 0.9, 0.5, 0.1, 0.0])
+def test_masked_box_sums_weigh_each_cell_by_its_mask(layout, dtype, valid) -> None:
+    """Masked box sums (the box less its not wholly valid cells, or the valid cells
+    gathered, whichever is smaller) equal float64 sums of every cell of the box times its
+    mask value, area-fractions included; a mean far off the spread does not cancel them;
+    samples whose box holds no valid cell give the fallback sums."""
+    from rsgan.models.layers import _masked_box_sums
+
+    torch.manual_seed(5)
+    x = (torch.randn(4, 5, 40, 36) * 0.1 + 30.0).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(int(valid * 10))
+    mask = (torch.rand(4, 1, 40, 36, generator=g) < valid).float()
+    # a band of fractional weights, as area-resizing a mask gives at its edges
+    mask[:, :, 20:23] = torch.tensor([0.25, 0.5, 0.75]).view(3, 1)
+    mask[3] = 0.0  # no valid cell in this sample at all
+    boxes = [(4, 3, 33, 30), (0, 0, 40, 36), (10, 10, 10, 20), (0, 0, 40, 36)]
+    weights = [2.0, 0.5, 1.0, 1.0]
+    boxed, whole = _masked_box_sums(x, mask, boxes, weights)
+    want = [0.0, torch.zeros(5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)]
+    fallback = [0.0, torch.zeros(5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)]
+    for i, (top, left, bottom, right) in enumerate(boxes):
+        m = mask[i, 0, top:bottom, left:right].double()
+        v = x[i, :, top:bottom, left:right].double()
+        if m.sum() == 0:  # the empty box and the sample without valid cells
+            count, sums, squares = _sums64(x[i])
+            fallback = [fallback[0] + count, fallback[1] + sums, fallback[2] + squares]
+            continue
+        want = [want[0] + weights[i] * float(m.sum()),
+                want[1] + weights[i] * (v * m).sum((1, 2)),
+                want[2] + weights[i] * (v.square() * m).sum((1, 2))]  # fmt: skip
+    assert boxed[0] == pytest.approx(want[0])
+    assert whole[0] == pytest.approx(fallback[0])
+    torch.testing.assert_close(whole[1], fallback[1], rtol=1e-5, atol=1e-6)
+    if want[0] == 0:
+        return
+    torch.testing.assert_close(boxed[1], want[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(boxed[2], want[2], rtol=1e-5, atol=1e-6)
+    var = boxed[2] / boxed[0] - (boxed[1] / boxed[0]) ** 2
+    ref = want[2] / want[0] - (want[1] / want[0]) ** 2
+    torch.testing.assert_close(var, ref, rtol=0.02, atol=1e-6)
+
+
 def _scene_stats_of(net: nn.Module) -> dict:
     torch.manual_seed(1)
     scene = torch.rand(1, 3, 48, 64) * 2 - 1
