@@ -33,6 +33,9 @@ Figures, each measured side by side in one run:
    through the model (per-tile statistics: it has no scene mode), float32 sums and
    weights for the whole scene, write it all; against the same tiles through the model
    alone, in the same precision, in turns in one process.
+9. (``--parts empty``) Tiles without a valid pixel skipped against translated, in turns,
+   on the ``--sizes`` small scene with nodata outside a turned square footprint (as a
+   satellite scene lies in its grid); the outputs compared byte for byte.
 
 Usage::
 
@@ -831,6 +834,67 @@ def worker_use(
     return {k: round(float(np.median([r[k] for r in rows])), 3) for k in keys}
 
 
+def footprint_scene(path: Path, size: int, angle: float = 12.0) -> tuple[Path, float]:
+    """``make_scene`` with nodata (0) outside a square turned by ``angle`` degrees and
+    inset so its corners touch the raster's edges, as a satellite scene's footprint lies in
+    its grid; returns the path and the valid fraction."""
+    full = make_scene(path.with_name(path.stem + "_full.tif"), size)
+    with rasterio.open(full) as src:
+        profile, data = src.profile, src.read()
+    t = np.deg2rad(angle)
+    half = size / 2 / (np.cos(t) + np.sin(t))  # the turned square's half side
+    rows, cols = np.mgrid[:size, :size].astype(np.float32) - size / 2
+    u = np.abs(cols * np.cos(t) + rows * np.sin(t))
+    v = np.abs(-cols * np.sin(t) + rows * np.cos(t))
+    inside = (u <= half) & (v <= half)
+    data = np.where(inside, np.maximum(data, 1), 0).astype(np.uint8)
+    profile.update(nodata=0)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    full.unlink()
+    return path, float(inside.mean())
+
+
+def empty_tiles(
+    size: int, net: torch.nn.Module, precision: str, tmp: Path, rounds: int = 4
+) -> dict:
+    """End-to-end time on a scene whose valid footprint is a turned square (nodata
+    around it), with tiles without a valid pixel skipped (the default) and translated as
+    before, in turns; the outputs are compared byte for byte."""
+    scene, valid = footprint_scene(tmp / f"footprint_{size}.tif", size)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for r in range(rounds):
+        for skip in (True, False) if r % 2 == 0 else (False, True):
+            T.SKIP_EMPTY_TILES = skip
+            t0 = time.perf_counter()
+            T.translate_raster(
+                scene, tmp / f"footprint_{skip}.tif", net, precision=precision,
+                progress=False, overwrite=True,
+            )  # fmt: skip
+            times[skip].append(time.perf_counter() - t0)
+    T.SKIP_EMPTY_TILES = True
+    with (
+        rasterio.open(tmp / "footprint_True.tif") as a,
+        rasterio.open(tmp / "footprint_False.tif") as b,
+    ):
+        same = bool((a.read() == b.read()).all() and (a.read_masks() == b.read_masks()).all())
+    windows = balanced_windows(size, size, 768, 64, multiple=4, min_size=8)
+    with rasterio.open(scene) as src:
+        empty = sum(not src.read_masks(1, window=w, boundless=True).any() for w in windows)
+    return {
+        "scene_px": size * size,
+        "valid_fraction": round(valid, 3),
+        "tiles": len(windows),
+        "tiles_without_valid_pixels": int(empty),
+        "skipping_s": [round(v, 2) for v in times[True]],
+        "translating_all_s": [round(v, 2) for v in times[False]],
+        "speed_up_median_of_rounds": round(
+            float(np.median([b / a for a, b in zip(times[True], times[False], strict=True)])), 3
+        ),
+        "outputs_identical": same,
+    }
+
+
 def waste(size: int, tile: int, overlap: int) -> dict:
     balanced = balanced_windows(size, size, tile, overlap, multiple=4)
     shifted = tile_windows(size, size, TileSpec(tile, overlap))
@@ -864,7 +928,7 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         default="waste,speed,memory,width",
-        help="comma-separated: waste, speed, timeline, workers, memory, width, whole, naive",
+        help="comma-separated: waste, speed, timeline, workers, memory, width, whole, naive, empty",
     )
     parser.add_argument("--sizes", default=None, help="memory scene sides, e.g. 4096,16384")
     parser.add_argument(
@@ -929,6 +993,9 @@ def main() -> None:
                 scenes[small], net, precision, tmp, rounds=args.rounds
             )
             print(json.dumps({f"naive_{precision}": results[f"naive_{precision}"]}), flush=True)
+        for precision in args.precisions.split(",") if "empty" in parts else ():
+            results[f"empty_{precision}"] = empty_tiles(small, net, precision, tmp, args.rounds)
+            print(json.dumps({f"empty_{precision}": results[f"empty_{precision}"]}), flush=True)
         for precision in args.precisions.split(",") if "workers" in parts else ():
             results[f"workers_{precision}"] = worker_use(scenes[small], net, precision, tmp)
             print(json.dumps({f"workers_{precision}": results[f"workers_{precision}"]}))

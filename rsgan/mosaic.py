@@ -378,14 +378,15 @@ class MosaicWriter:
             self._weights_cache[key] = cached
         return cached
 
-    def add(self, window: Window, tile: np.ndarray, valid: np.ndarray | None = None) -> None:
+    def add(self, window: Window, tile: np.ndarray | None, valid: np.ndarray | None = None) -> None:
         """Blend the next tile (row-major order of the writer's windows) into the mosaic.
 
         Args:
             window: where the tile lies in the scene (pixels; may extend past the border,
                 the part outside is dropped).
             tile: ``(bands, window.height, window.width)`` values in the model's range
-                (read, never modified).
+                (read, never modified), or None for a tile without a valid pixel (the
+                same as any values with ``valid`` all False; ``valid`` is then ignored).
             valid: ``(window.height, window.width)`` bool, False where the input was
                 invalid (those pixels get no weight); None: all valid.
 
@@ -404,12 +405,10 @@ class MosaicWriter:
                 f"tile at row {row}, col {col} came where the tile at row {r0}, col {c0} was "
                 "expected; add tiles in row-major order"
             )
-        if tile.shape != (self.count, th, tw) or (int(window.height), int(window.width)) != (
-            th,
-            tw,
-        ):
+        shape = (self.count, th, tw) if tile is None else tile.shape
+        if shape != (self.count, th, tw) or (int(window.height), int(window.width)) != (th, tw):
             raise TileSpecError(
-                f"tile of shape {tile.shape} does not match its window {th}x{tw} with "
+                f"tile of shape {shape} does not match its window {th}x{tw} with "
                 f"{self.count} band(s)"
             )
         self._tiles += 1
@@ -428,7 +427,11 @@ class MosaicWriter:
         final_cols = min(col_end, self.width - c0)
         # the interior: full weight, no other tile, final; it goes from the tile to the
         # output as it is (no weighting, no division), the rest is blended as sums
-        if valid is None or valid.all():
+        acc = self._acc
+        if tile is None:  # nothing of it counts: no sums, no weight
+            inner = (0, 0, 0, 0)
+            acc.fill(0.0)
+        elif valid is None or valid.all():
             inner = (
                 max(ones[0], above),
                 max(ones[1], taken),
@@ -440,11 +443,11 @@ class MosaicWriter:
         else:
             weights = weights * valid
             inner = (0, 0, 0, 0)
-        acc = self._acc
-        for box in _around(inner, th, tw):
-            part = (slice(None), slice(box[0], box[2]), slice(box[1], box[3]))
-            np.multiply(tile[part], weights[part[1:]], out=acc[: self.count][part])
-            acc[self.count][part[1:]] = weights[part[1:]]
+        if tile is not None:
+            for box in _around(inner, th, tw):
+                part = (slice(None), slice(box[0], box[2]), slice(box[1], box[3]))
+                np.multiply(tile[part], weights[part[1:]], out=acc[: self.count][part])
+                acc[self.count][part[1:]] = weights[part[1:]]
         if taken > 0:
             acc[:, :, :taken] += self._col_carry[:, :, :taken]
         if above > 0:
@@ -463,7 +466,7 @@ class MosaicWriter:
                 self._stage_valid[self._rows_of(final), c0 : c0 + final_cols] = True
             for box in _around(inner, final_rows, final_cols):
                 self._finish(acc, box, c0)
-            if inner[2] > inner[0]:
+            if inner[2] > inner[0] and tile is not None:
                 self._finish(tile, inner, c0, weighted=False)
         self._j += 1
         if last_col:

@@ -335,3 +335,37 @@ def test_owned_boxes_partition_the_scene(width, height):
         interior = [v for v, edge in ((top, r), (left, c)) if edge > 0]
         assert all(v % 4 == 0 and v >= 16 for v in interior)  # the middle of the overlap
     assert (cover == 1).all()
+
+
+@pytest.mark.parametrize("write_mask", [False, True])
+def test_a_tile_given_as_none_is_one_without_a_valid_pixel(write_mask):
+    """``add(window, None)`` (a tile the pipeline did not translate: no valid pixel)
+    writes what the same tile with any values and an all-False mask writes: nodata where
+    no other tile covers, the neighbours' values in the overlaps."""
+    rng = np.random.default_rng(3)
+    count, height, width = 2, 70, 90
+    image = rng.uniform(-1, 1, (count, height, width)).astype(np.float32)
+    windows = balanced_windows(width, height, 32, 8)
+    empty = {3, 4, len(windows) - 1}
+    outs = []
+    for as_none in (False, True):
+        sink = ArraySink(count, height, width)
+        writer = MosaicWriter(
+            sink, windows, overlap=8, block_rows=16, width=width, height=height, count=count,
+            dtype="float32", nodata=-9.0, write_mask=write_mask,
+        )  # fmt: skip
+        for k, w in enumerate(windows):
+            r, c, h, wd = int(w.row_off), int(w.col_off), int(w.height), int(w.width)
+            tile = np.zeros((count, h, wd), np.float32)
+            part = image[:, r : r + h, c : c + wd]
+            tile[:, : part.shape[1], : part.shape[2]] = part
+            valid = np.ones((h, wd), bool)
+            if k in empty:
+                valid[:] = False
+                tile = None if as_none else rng.uniform(-1, 1, tile.shape).astype(np.float32)
+            writer.add(w, tile, valid)
+        writer.close()
+        outs.append((sink.array.copy(), sink.mask.copy()))
+    np.testing.assert_array_equal(outs[1][0], outs[0][0])
+    np.testing.assert_array_equal(outs[1][1], outs[0][1])
+    assert (outs[1][0] == -9.0).any() and (outs[1][0] != -9.0).any()

@@ -135,6 +135,53 @@ def test_nodata_stays_nodata_and_is_masked(make_raster, tmp_path):
         assert ((b.read_masks(1) == 0) == invalid).all()
 
 
+@pytest.mark.parametrize(("norm", "first_empty"), [("scene", False), ("tile", True)])
+def test_tiles_without_a_valid_pixel_are_not_translated(
+    make_raster, tmp_path, monkeypatch, norm, first_empty
+):
+    """A tile all nodata is not run through the model, and the output is the same byte
+    for byte (its pixels get no weight either way); the first tile always runs (its
+    output tells the writer the band count)."""
+    data = make_raster(width=260, height=200, nodata=0, seed=6).parent
+    rows, cols = np.mgrid[:200, :260]
+    with rasterio.open(data / "scene.tif") as ds:
+        pixels = ds.read()
+    empty_area = (cols >= 150) | ((rows >= 120) & (cols < 70))
+    if first_empty:
+        empty_area |= (rows < 80) & (cols < 100)
+    pixels[:, empty_area] = 0
+    src = make_raster("holes.tif", data=pixels, nodata=0)
+    torch.manual_seed(0)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    seen: list[int] = []  # the batch size of each forward
+    net.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+    outs = {}
+    for skip in (False, True):
+        monkeypatch.setattr(translate_mod, "SKIP_EMPTY_TILES", skip)
+        seen.clear()
+        dst = translate_raster(
+            src, tmp_path / f"{skip}.tif", net, tile=64, overlap=16, norm=norm,
+            stats_memory_mb=1, progress=False, device="cpu",
+        )  # fmt: skip
+        with rasterio.open(dst) as ds:
+            outs[skip] = (ds.read(), ds.read_masks(1), sum(seen))
+    windows = translate_mod.balanced_windows(260, 200, 64, 16, multiple=4, min_size=8)
+    valid = ~empty_area
+    with_pixels = [
+        k for k, w in enumerate(windows)
+        if valid[int(w.row_off) : int(w.row_off + w.height), int(w.col_off) : int(w.col_off + w.width)].any()
+    ]  # fmt: skip
+    assert (0 in with_pixels) != first_empty
+    np.testing.assert_array_equal(outs[True][0], outs[False][0])
+    np.testing.assert_array_equal(outs[True][1], outs[False][1])
+    assert (outs[True][0][:, empty_area] == 0).all()
+    # tiles the model saw (the statistics pass's too in scene mode): all of them without
+    # skipping; with it, only those with a valid pixel, and the first
+    extra = outs[False][2] - len(windows)
+    assert outs[True][2] == len(set(with_pixels) | {0}) + extra
+    assert len(with_pixels) < len(windows) - 4
+
+
 def test_values_under_nodata_change_nothing(make_raster, tmp_path):
     torch.manual_seed(0)
     net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()

@@ -855,11 +855,19 @@ def _plan_windows(
     return windows
 
 
+SKIP_EMPTY_TILES = True
+"""Tiles without a valid input pixel (all nodata, masked or NaN) are not translated: their
+pixels would get no weight in the blend, so the output is the same byte for byte, and
+scenes with large empty areas (a satellite scene's rotated footprint in its grid, a
+mosaic cut to an area of interest) take that much less model time."""
+
+
 def _translated_tiles(
     run: _Run, progress: bool
-) -> Generator[tuple[Window, np.ndarray, np.ndarray], None, None]:
+) -> Generator[tuple[Window, np.ndarray | None, np.ndarray], None, None]:
     """Translated tiles ``(window, (C_out, h, w) in [-1, 1], valid (h, w))`` in row-major
-    order, with reading ahead in a thread."""
+    order, with reading ahead in a thread. A tile without a valid pixel comes with None
+    for its output (:data:`SKIP_EMPTY_TILES`), except the first, which always has one."""
     # shown once the run has taken a second: a bad file fails before with one line only
     bar = tqdm(
         total=len(run.windows), unit="tile", desc="translate", disable=not progress, delay=1.0
@@ -921,6 +929,7 @@ def _translated_tiles(
             inflight: collections.deque[tuple[list[Any], Future[np.ndarray] | None]]
             inflight = collections.deque()
             pending: list[tuple[int, Window, np.ndarray | None, np.ndarray | None]] = []
+            empty: set[int] = set()  # tiles without a valid pixel: not translated
             finished = False
             while True:
                 # hand on the batches at the head that are done, in order; wait for the head
@@ -944,9 +953,13 @@ def _translated_tiles(
                     items, future = inflight.popleft()
                     translated = iter(future.result() if future is not None else [])
                     for i, window, x, valid in items:
-                        y, valid = done.pop(i) if x is None else (next(translated), valid)
-                        assert valid is not None  # every pending tile has its mask
-                        yield window, y, valid
+                        if i in empty:
+                            empty.discard(i)
+                            yield window, None, valid
+                        else:
+                            y, valid = done.pop(i) if x is None else (next(translated), valid)
+                            assert valid is not None  # every pending tile has its mask
+                            yield window, y, valid
                         bar.update(1)
                 if finished:
                     break
@@ -954,6 +967,13 @@ def _translated_tiles(
                 if item is _DONE:
                     finished = True
                 else:
+                    i, window, x, valid = item
+                    if SKIP_EMPTY_TILES and i > 0 and valid is not None and not valid.any():
+                        # no valid pixel: its output would get no weight anywhere (the
+                        # first tile is translated all the same: it tells the writer the
+                        # model's band count)
+                        empty.add(i)
+                        item = (i, window, None, valid)
                     pending.append(item)
                 todo = [p for p in pending if p[2] is not None]
                 if pending and (finished or len(todo) >= run.batch_size or todo == []):
@@ -1176,12 +1196,13 @@ def _fast_denormalize(normalizer: Normalizer, dtype: str) -> Callable[[np.ndarra
 def _write_mosaic(
     run: _Run,
     dst_path: Path,
-    tiles: Iterator[tuple[Window, np.ndarray, np.ndarray]],
+    tiles: Iterator[tuple[Window, np.ndarray | None, np.ndarray]],
     out_dtype: str | None,
 ) -> MosaicStats:
     """Blend the tiles into a tiled GeoTIFF at ``dst_path`` (write-behind thread)."""
     info, translator = run.info, run.translator
     first = next(tiles)
+    assert first[1] is not None  # the first tile is always translated
     out_count = first[1].shape[0]
     dtype = np.dtype(out_dtype or info.dtypes[run.bands[0] - 1]).name
     out_norm = translator.out_normalizer
