@@ -387,12 +387,21 @@ def _cells(xi: Tensor, box: Box, select: Tensor) -> Tensor:
     return xi[0, :, top:bottom, left:right].permute(1, 2, 0)[select]
 
 
+CELL_CHUNK = 1 << 16
+"""Cells :func:`_cell_sums` takes at a time: its float64 copies of 64 channels stay within
+~32 MB whatever the number of cells (half a 736 px block's cells took ~100 MB at once)."""
+
+
 def _cell_sums(cells: Tensor, weight: Tensor) -> Sums:
     """Sums over ``(cells, C)`` weighted by ``weight`` ``(cells,)``, in float64."""
-    v = cells.double()
-    f = weight.double()
-    fv = f[:, None] * v
-    return float(f.sum()), fv.sum(0), (fv * v).sum(0)
+    c = cells.shape[1]
+    total = torch.zeros(2, c, dtype=torch.float64, device=cells.device)
+    for start in range(0, cells.shape[0], CELL_CHUNK):
+        v = cells[start : start + CELL_CHUNK].double()
+        fv = weight[start : start + CELL_CHUNK].double()[:, None] * v
+        total[0] += fv.sum(0)
+        total[1] += (fv * v).sum(0)
+    return float(weight.double().sum()), total[0], total[1]
 
 
 @torch.no_grad()
