@@ -1112,6 +1112,32 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+def _read_by(inputs: Sequence[PathLike]) -> list[tuple[str, str]]:
+    """``(file, input)`` for every local file the ``inputs`` read: each input itself, and
+    for a VRT (``.vrt``) every file GDAL reads for it (its sources, VRTs within it
+    included). Other inputs are not opened: the check stays cheap for long lists of
+    GeoTIFFs. A VRT that does not open adds nothing here (reading it fails later, with
+    its own error)."""
+    found: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    todo = [(os.fspath(p), os.fspath(p)) for p in inputs]
+    while todo:
+        path, given = todo.pop()
+        if _is_virtual(path) or path in seen:
+            continue
+        seen.add(path)
+        found.append((path, given))
+        if not path.lower().endswith(".vrt"):
+            continue
+        try:
+            with rasterio.open(path) as ds:
+                files = list(ds.files)
+        except (RasterioError, OSError):
+            continue
+        todo.extend((f, given) for f in files if f != path)
+    return found
+
+
 def _check_destination(dst: Path, *, overwrite: bool, inputs: Sequence[PathLike]) -> None:
     parent = dst.parent
     if not parent.is_dir():
@@ -1122,11 +1148,11 @@ def _check_destination(dst: Path, *, overwrite: bool, inputs: Sequence[PathLike]
         raise RasterWriteError(
             f"cannot write {dst}: folder {parent} is not writable; choose another output path"
         )
-    for src in inputs:
-        if not _is_virtual(os.fspath(src)) and _same_file(dst, Path(src)):
+    for path, src in _read_by(inputs):
+        if _same_file(dst, Path(path)):
+            what = f"the input {src}" if path == src else f"{path}, which the input {src} reads"
             raise RasterWriteError(
-                f"output {dst} is the input {src}; inputs are never modified, "
-                "choose another output path"
+                f"output {dst} is {what}; inputs are never modified, choose another output path"
             )
     if (dst.exists() or dst.is_symlink()) and not overwrite:
         raise OutputExistsError(f"{dst} exists; pass overwrite=True / --overwrite to replace it")
@@ -1140,11 +1166,11 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _check_folder_inputs(dst: Path, inputs: Sequence[PathLike]) -> None:
-    for src in inputs:
-        text = os.fspath(src)
-        if not _is_virtual(text) and _inside(Path(text), dst):
+    for path, src in _read_by(inputs):
+        if _inside(Path(path), dst):
+            what = f"the input {src}" if path == src else f"{path}, which the input {src} reads"
             raise RasterWriteError(
-                f"output folder {dst} holds the input {src}; writing the folder would delete "
+                f"output folder {dst} holds {what}; writing the folder would delete "
                 "it, choose another output folder"
             )
 
