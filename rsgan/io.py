@@ -1112,7 +1112,7 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _read_by(inputs: Sequence[PathLike]) -> list[tuple[str, str]]:
+def files_read_by(inputs: Sequence[PathLike]) -> list[tuple[str, str]]:
     """``(file, input)`` for every local file the ``inputs`` read: each input itself, and
     for a VRT (``.vrt``) every file GDAL reads for it (its sources, VRTs within it
     included). Other inputs are not opened: the check stays cheap for long lists of
@@ -1148,7 +1148,7 @@ def _check_destination(dst: Path, *, overwrite: bool, inputs: Sequence[PathLike]
         raise RasterWriteError(
             f"cannot write {dst}: folder {parent} is not writable; choose another output path"
         )
-    for path, src in _read_by(inputs):
+    for path, src in files_read_by(inputs):
         if _same_file(dst, Path(path)):
             what = f"the input {src}" if path == src else f"{path}, which the input {src} reads"
             raise RasterWriteError(
@@ -1166,7 +1166,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _check_folder_inputs(dst: Path, inputs: Sequence[PathLike]) -> None:
-    for path, src in _read_by(inputs):
+    for path, src in files_read_by(inputs):
         if _inside(Path(path), dst):
             what = f"the input {src}" if path == src else f"{path}, which the input {src} reads"
             raise RasterWriteError(

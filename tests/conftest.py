@@ -215,3 +215,20 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., range_server.Served]]:
 def served(serve: Callable[..., range_server.Served]) -> range_server.Served:
     """A folder served over HTTP."""
     return serve()
+
+
+def mosaic_vrt(path: Path, sources: list[Path], width: int, height: int) -> Path:
+    """A VRT placing single-band ``sources`` side by side (GDAL reads them through it)."""
+    parts = []
+    for k, src in enumerate(sources):
+        parts.append(
+            f'<SimpleSource><SourceFilename relativeToVRT="0">{src}</SourceFilename>'
+            f'<SourceBand>1</SourceBand><SrcRect xOff="0" yOff="0" xSize="{width}" '
+            f'ySize="{height}"/><DstRect xOff="{k * width}" yOff="0" xSize="{width}" '
+            f'ySize="{height}"/></SimpleSource>'
+        )
+    path.write_text(
+        f'<VRTDataset rasterXSize="{width * len(sources)}" rasterYSize="{height}">'
+        f'<VRTRasterBand dataType="Byte" band="1">{"".join(parts)}</VRTRasterBand></VRTDataset>'
+    )
+    return path

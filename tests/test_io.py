@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from conftest import mosaic_vrt
 from hypothesis import given
 from hypothesis import strategies as st
 from rasterio.enums import ColorInterp, MaskFlags
@@ -523,30 +524,13 @@ def test_atomic_output_bad_destinations(tmp_path: Path) -> None:
     assert src.read_text() == "input"
 
 
-def _mosaic_vrt(path: Path, sources: list[Path], width: int, height: int) -> Path:
-    """A VRT placing single-band ``sources`` side by side (GDAL reads them through it)."""
-    parts = []
-    for k, src in enumerate(sources):
-        parts.append(
-            f'<SimpleSource><SourceFilename relativeToVRT="0">{src}</SourceFilename>'
-            f'<SourceBand>1</SourceBand><SrcRect xOff="0" yOff="0" xSize="{width}" '
-            f'ySize="{height}"/><DstRect xOff="{k * width}" yOff="0" xSize="{width}" '
-            f'ySize="{height}"/></SimpleSource>'
-        )
-    path.write_text(
-        f'<VRTDataset rasterXSize="{width * len(sources)}" rasterYSize="{height}">'
-        f'<VRTRasterBand dataType="Byte" band="1">{"".join(parts)}</VRTRasterBand></VRTDataset>'
-    )
-    return path
-
-
 def test_outputs_never_replace_a_file_a_vrt_input_reads(tmp_path: Path, make_raster) -> None:
     """A VRT's sources are inputs too: an output (or an output folder) on one of them is
     refused, with --overwrite as well, naming the source and the VRT."""
     a = make_raster("a.tif", count=1, width=20, height=10, seed=1)
     b = make_raster("parts/b.tif", count=1, width=20, height=10, seed=2)
-    inner = _mosaic_vrt(tmp_path / "inner.vrt", [b], 20, 10)
-    vrt = _mosaic_vrt(tmp_path / "scene.vrt", [a, inner], 20, 10)
+    inner = mosaic_vrt(tmp_path / "inner.vrt", [b], 20, 10)
+    vrt = mosaic_vrt(tmp_path / "scene.vrt", [a, inner], 20, 10)
     before = b.read_bytes()
     for dst in (a, b):  # a source, and a source of a VRT within the VRT
         with pytest.raises(

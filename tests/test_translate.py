@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import mosaic_vrt
 from rasterio.enums import ColorInterp
 from torch import nn
 
@@ -649,6 +650,25 @@ def test_quicklook_is_checked_before_any_work_and_written_after(make_raster, tmp
     assert png.read_bytes() == b"keep me" and not dst.exists()
     translate_raster(src, dst, nn.Identity(), quicklook=png, **kwargs)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_vrt_scene_keeps_the_files_it_reads(make_raster, tmp_path):
+    """A VRT scene translates like a file, and neither the output nor the quicklook may
+    replace a file the VRT reads (with overwrite too); the refusal comes before any work."""
+    a = make_raster("a.tif", count=1, width=64, height=48, seed=1)
+    b = make_raster("b.tif", count=1, width=64, height=48, seed=2)
+    vrt = mosaic_vrt(tmp_path / "scene.vrt", [a, b], 64, 48)
+    before = b.read_bytes()
+    kwargs = {"tile": 64, "overlap": 16, "progress": False, "overwrite": True}
+    with pytest.raises(RasterWriteError, match="b.tif, which the input .*scene.vrt reads"):
+        translate_raster(vrt, b, nn.Identity(), **kwargs)
+    dst = tmp_path / "o.tif"
+    with pytest.raises(RasterWriteError, match="quicklook .*b.tif, which the input reads"):
+        translate_raster(vrt, dst, nn.Identity(), quicklook=b, **kwargs)
+    assert b.read_bytes() == before and not dst.exists()
+    translate_raster(vrt, dst, nn.Identity(), **kwargs)
+    with rasterio.open(a) as ra, rasterio.open(b) as rb, rasterio.open(dst) as out:
+        np.testing.assert_array_equal(out.read(1), np.hstack([ra.read(1), rb.read(1)]))
 
 
 @pytest.mark.parametrize("dtype", ["complex1024", "foo", "complex64", "bool"])

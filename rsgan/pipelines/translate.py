@@ -58,6 +58,7 @@ from rsgan.io import (
     check_bands,
     copy_band_metadata,
     describe,
+    files_read_by,
     is_network,
     is_virtual,
     open_dataset,
@@ -1528,12 +1529,15 @@ def _check_dtype(dtype: str) -> None:
 
 
 def _check_quicklook(png: Path, src: Path | str, dst: Path, overwrite: bool) -> None:
-    """The preview may replace neither the input nor the output."""
-    for other, what in ((src, "the input"), (dst, "the output")):
-        if not is_virtual(other) and same_file(png, other):
-            raise RasterWriteError(
-                f"quicklook {png} is {what} ({other}); choose another path for the PNG"
-            )
+    """The preview may replace neither the input (nor a file it reads) nor the output."""
+    for path, given in files_read_by([src]):
+        if same_file(png, path):
+            what = f"the input ({given})" if path == given else f"{path}, which the input reads"
+            raise RasterWriteError(f"quicklook {png} is {what}; choose another path for the PNG")
+    if same_file(png, dst):
+        raise RasterWriteError(
+            f"quicklook {png} is the output ({dst}); choose another path for the PNG"
+        )
     if png.exists() and not overwrite:
         raise OutputExistsError(f"quicklook {png} exists; pass overwrite=True / --overwrite")
 
