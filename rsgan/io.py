@@ -10,6 +10,7 @@ is valid. This module never imports torch.
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import errno
 import glob
@@ -32,11 +33,13 @@ from urllib.parse import urlsplit
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.control import GroundControlPoint
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Interleaving, MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
+from rasterio.rpc import RPC
 from rasterio.windows import Window
 
 from rsgan._types import Bands, PathLike
@@ -103,6 +106,10 @@ class RasterInfo:
         block_shapes: ``(rows, cols)`` of the internal blocks per band.
         is_georeferenced: True when the file has a CRS.
         bounds: ``(left, bottom, right, top)`` in CRS units (pixel units without a CRS).
+        gcps: Ground control points placing the pixels (a raw or scanned image without
+            a geotransform), or empty.
+        gcps_crs: The CRS of the ground control points.
+        rpcs: Rational polynomial coefficients (a satellite image's sensor model), or None.
     """
 
     path: Path | str
@@ -125,6 +132,15 @@ class RasterInfo:
     block_shapes: tuple[tuple[int, int], ...]
     is_georeferenced: bool
     bounds: BoundingBox
+    gcps: tuple[GroundControlPoint, ...] = ()
+    gcps_crs: CRS | None = None
+    rpcs: RPC | None = None
+
+    @property
+    def placed(self) -> bool:
+        """Whether the pixels have a place on Earth: a CRS with its transform, ground
+        control points or RPCs."""
+        return self.is_georeferenced or bool(self.gcps) or self.rpcs is not None
 
     @property
     def dtype(self) -> str:
@@ -174,6 +190,9 @@ class RasterInfo:
             block_shapes=tuple((int(r), int(c)) for r, c in src.block_shapes),
             is_georeferenced=src.crs is not None,
             bounds=src.bounds,
+            gcps=tuple(src.gcps[0]),
+            gcps_crs=src.gcps[1],
+            rpcs=src.rpcs,
         )
 
 
@@ -313,7 +332,7 @@ def warn_if_not_georeferenced(info: RasterInfo) -> bool:
     Returns:
         True when a warning was issued.
     """
-    if info.is_georeferenced:
+    if info.placed:  # a CRS, or ground control points / RPCs that outputs keep
         return False
     warnings.warn(
         NotGeoreferencedWarning(
@@ -1061,6 +1080,33 @@ def output_profile(
         if compress.lower() in _PREDICTOR_COMPRESSIONS:
             profile["predictor"] = 3 if np.issubdtype(np.dtype(out_dtype), np.floating) else 2
     return profile
+
+
+def copy_placement(info: RasterInfo, dst: Any, row_off: int = 0, col_off: int = 0) -> None:
+    """Give ``dst`` the ground control points and RPCs of ``info`` (a raster placed by
+    those rather than by a geotransform), for ``dst``'s pixel (0, 0) at ``(row_off,
+    col_off)`` of the source: every point and the RPCs' line and sample offsets move by
+    that much. A raster with neither is left alone (its CRS and transform go in the
+    creation profile, :func:`output_profile`)."""
+    if info.gcps:
+        shifted = [
+            GroundControlPoint(
+                row=g.row - row_off,
+                col=g.col - col_off,
+                x=g.x,
+                y=g.y,
+                z=g.z,
+                id=g.id,
+                info=g.info,
+            )  # fmt: skip
+            for g in info.gcps
+        ]
+        dst.gcps = (shifted, info.gcps_crs)
+    if info.rpcs is not None:
+        rpcs = copy.copy(info.rpcs)
+        rpcs.line_off = info.rpcs.line_off - row_off
+        rpcs.samp_off = info.rpcs.samp_off - col_off
+        dst.rpcs = rpcs
 
 
 def copy_band_metadata(info: RasterInfo, dst: Any, bands: Sequence[int] | None = None) -> None:

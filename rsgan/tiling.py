@@ -40,6 +40,7 @@ from rsgan.io import (
     atomic_output_dir,
     check_bands,
     copy_band_metadata,
+    copy_placement,
     describe,
     is_virtual,
     open_raster,
@@ -747,6 +748,7 @@ def _write_scene_chips(
                 # colour interpretation must be set before pixels are written (libtiff
                 # cannot change PhotometricInterpretation afterwards)
                 copy_band_metadata(info, dst, selected)
+                copy_placement(info, dst, int(window.row_off), int(window.col_off))
                 dst.write(data)
                 if with_mask:
                     mask = read_valid_mask(src, window, selected, boundless=True, data=data)

@@ -232,3 +232,41 @@ def mosaic_vrt(path: Path, sources: list[Path], width: int, height: int) -> Path
         f'<VRTRasterBand dataType="Byte" band="1">{"".join(parts)}</VRTRasterBand></VRTDataset>'
     )
     return path
+
+
+def placed_raster(path: Path, *, width: int = 90, height: int = 70, rpcs: bool = False) -> Path:
+    """A 3-band uint8 GeoTIFF without a geotransform, placed on Earth by four ground
+    control points in EPSG:32614 (a turned, sheared grid), or by RPCs with ``rpcs``."""
+    from rasterio.control import GroundControlPoint
+    from rasterio.rpc import RPC
+
+    with rasterio.open(
+        path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint8"
+    ) as dst:
+        dst.write(synthetic_scene(3, height, width, "uint8", seed=9))
+        if rpcs:
+            dst.rpcs = RPC(
+                height_off=300.0, height_scale=500.0, lat_off=47.1, lat_scale=0.05,
+                long_off=-99.2, long_scale=0.05, line_off=height / 2, line_scale=height / 2,
+                samp_off=width / 2, samp_scale=width / 2,
+                line_num_coeff=[0.0, 0.0, -1.0] + [0.0] * 17,
+                line_den_coeff=[1.0] + [0.0] * 19,
+                samp_num_coeff=[0.0, 1.0] + [0.0] * 18,
+                samp_den_coeff=[1.0] + [0.0] * 19,
+            )  # fmt: skip
+        else:
+            corners = [(0, 0), (0, width), (height, 0), (height, width)]
+            dst.gcps = (
+                [
+                    GroundControlPoint(
+                        row=r,
+                        col=c,
+                        x=500000.0 + 2.0 * c + 0.3 * r,
+                        y=5200000.0 - 2.0 * r + 0.2 * c,
+                        id=str(k),
+                    )  # fmt: skip
+                    for k, (r, c) in enumerate(corners)
+                ],
+                "EPSG:32614",
+            )
+    return path

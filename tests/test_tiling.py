@@ -39,7 +39,7 @@ from rsgan.tiling import (
     tile_grid,
     tile_windows,
 )
-from tests.conftest import synthetic_scene
+from tests.conftest import placed_raster, synthetic_scene
 
 ORIGIN = Affine(2.0, 0.0, 500000.0, 0.0, -2.0, 5200000.0)
 
@@ -351,6 +351,34 @@ def test_export_chips_georeference_and_metadata(make_raster, tmp_path: Path) -> 
                 assert chip.tags()["SOURCE"] == "test"
                 r, c = row.row_off, row.col_off
                 np.testing.assert_array_equal(chip.read(), full[[2, 0], r : r + 32, c : c + 32])
+
+
+@pytest.mark.parametrize("rpcs", [False, True])
+def test_chips_of_a_raster_placed_by_gcps_or_rpcs_stay_placed(tmp_path: Path, rpcs) -> None:
+    """A chip of a raster placed by ground control points (or RPCs) carries them moved
+    by its offset: each chip pixel maps to where the same source pixel does."""
+    from rasterio.transform import GCPTransformer, RPCTransformer
+
+    scene = placed_raster(tmp_path / "placed.tif", rpcs=rpcs)
+    index = export_chips(scene, tmp_path / "chips", TileSpec(32, 0), progress=False)
+    assert len(index) > 2
+
+    def where(ds, rows, cols):
+        if rpcs:
+            with RPCTransformer(ds.rpcs) as t:
+                return np.asarray(t.xy(rows, cols))
+        with GCPTransformer(ds.gcps[0]) as t:
+            return np.asarray(t.xy(rows, cols))
+
+    rows, cols = [0, 5, 31], [0, 17, 31]
+    with rasterio.open(scene) as src:
+        for row in index.itertuples():
+            with rasterio.open(tmp_path / "chips" / row.chip) as chip:
+                if not rpcs:
+                    assert chip.gcps[1] == src.gcps[1]
+                got = where(chip, rows, cols)
+                want = where(src, [r + row.row_off for r in rows], [c + row.col_off for c in cols])
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
 def test_export_pad_chips_mask_the_outside(make_raster, tmp_path: Path) -> None:

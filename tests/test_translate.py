@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import mosaic_vrt
+from conftest import mosaic_vrt, placed_raster
 from rasterio.enums import ColorInterp
 from torch import nn
 
@@ -751,6 +751,32 @@ def test_no_crs_warns_and_keeps_the_pixel_grid(make_raster, tmp_path):
     with rasterio.open(src) as a, rasterio.open(dst) as b:
         assert b.crs is None and b.transform == a.transform
         np.testing.assert_array_equal(b.read(), a.read())
+
+
+@pytest.mark.parametrize("rpcs", [False, True])
+def test_ground_control_points_and_rpcs_are_kept(tmp_path, rpcs, recwarn):
+    """A raster placed by ground control points (or RPCs) instead of a geotransform keeps
+    them, on the same pixel grid: the output sits where the input does, as a COG too, and
+    rsgan does not call it a plain image."""
+    src = placed_raster(tmp_path / "placed.tif", rpcs=rpcs)
+    for cog in (False, True):
+        dst = translate_raster(
+            src, tmp_path / f"o_{cog}.tif", nn.Identity(), tile=32, overlap=8, cog=cog,
+            progress=False,
+        )  # fmt: skip
+        with rasterio.open(src) as a, rasterio.open(dst) as b:
+            np.testing.assert_array_equal(b.read(), a.read())
+            if rpcs:
+                assert b.rpcs is not None
+                for key, value in a.rpcs.to_dict().items():
+                    assert b.rpcs.to_dict()[key] == pytest.approx(value), key
+            else:
+                assert b.gcps[1] == a.gcps[1] == "EPSG:32614"
+                assert [(g.row, g.col, g.x, g.y) for g in b.gcps[0]] == [
+                    (g.row, g.col, g.x, g.y) for g in a.gcps[0]
+                ]
+    assert not [w for w in recwarn if issubclass(w.category, NotGeoreferencedWarning)
+                and "rsgan" in str(w.filename)]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -51,11 +51,20 @@ def _raster_lines(path: Path | str) -> list[str]:
     from rsgan.io import describe
 
     info = describe(path)
+    if info.crs:
+        crs = info.crs.to_string()
+    elif info.gcps or info.rpcs is not None:
+        placed = [f"{len(info.gcps)} ground control points"] if info.gcps else []
+        placed += ["RPCs"] if info.rpcs is not None else []
+        where = f" in {info.gcps_crs.to_string()}" if info.gcps and info.gcps_crs else ""
+        crs = f"none: placed by {' and '.join(placed)}{where} (outputs keep them)"
+    else:
+        crs = "none (not georeferenced)"
     lines = [
         f"driver: {info.driver}",
         f"size: {info.width} x {info.height} px (cols x rows), {info.count} band(s)",
         f"dtypes: {', '.join(dict.fromkeys(info.dtypes))}",
-        f"crs: {info.crs.to_string() if info.crs else 'none (not georeferenced)'}",
+        f"crs: {crs}",
         f"resolution: {info.res[0]:g} x {info.res[1]:g}",
         f"bounds: {tuple(round(v, 6) for v in info.bounds)}",
         f"nodata: {info.nodata}",

@@ -34,6 +34,7 @@ from rsgan.io import (
     Normalizer,
     RasterInfo,
     atomic_output,
+    copy_placement,
     describe,
     list_image_files,
     open_raster,
@@ -185,6 +186,7 @@ def copy_mask_to_grid(
         profile = output_profile(grid, count=src.count, dtype=src.dtypes[0], nodata=src.nodata)
     with atomic_output(dst, overwrite=overwrite, inputs=(mask,)) as tmp:
         with rasterio.open(tmp, "w", **profile) as out:
+            copy_placement(grid, out)
             out.write(data)
             if colormap is not None:
                 out.write_colormap(1, colormap)

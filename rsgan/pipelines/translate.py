@@ -57,6 +57,7 @@ from rsgan.io import (
     atomic_output,
     check_bands,
     copy_band_metadata,
+    copy_placement,
     describe,
     files_read_by,
     is_network,
@@ -1236,6 +1237,7 @@ def _write_mosaic(
             copy_band_metadata(info, ds, run.bands)
         elif info.tags:
             ds.update_tags(**info.tags)
+        copy_placement(info, ds)  # ground control points / RPCs: the same pixel grid
         writer = MosaicWriter(
             ds,
             run.windows,

@@ -52,3 +52,20 @@ def test_info_on_a_bad_checkpoint_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["info", str(bad)])
     assert result.exit_code == 1
     assert len([x for x in result.output.splitlines() if x.strip()]) == 1
+
+
+def test_info_says_how_a_raster_without_a_crs_is_placed(tmp_path: Path, make_raster) -> None:
+    from conftest import placed_raster
+
+    lines = {}
+    for name, path in {
+        "gcps": placed_raster(tmp_path / "gcps.tif"),
+        "rpcs": placed_raster(tmp_path / "rpcs.tif", rpcs=True),
+        "plain": make_raster("plain.tif", crs=None),
+    }.items():
+        result = CliRunner().invoke(cli, ["info", str(path)])
+        assert result.exit_code == 0, result.output
+        lines[name] = next(s for s in result.output.splitlines() if "crs:" in s)
+    assert "placed by 4 ground control points in EPSG:32614" in lines["gcps"]
+    assert "placed by RPCs" in lines["rpcs"]
+    assert "none (not georeferenced)" in lines["plain"]
