@@ -140,7 +140,8 @@ class RasterInfo:
     def placed(self) -> bool:
         """Whether the pixels have a place on Earth: a CRS with its transform, ground
         control points or RPCs."""
-        return self.is_georeferenced or bool(self.gcps) or self.rpcs is not None
+        has_gcps = bool(self.gcps) and self.gcps_crs is not None
+        return self.is_georeferenced or has_gcps or self.rpcs is not None
 
     @property
     def dtype(self) -> str:
@@ -1087,8 +1088,9 @@ def copy_placement(info: RasterInfo, dst: Any, row_off: int = 0, col_off: int = 
     those rather than by a geotransform), for ``dst``'s pixel (0, 0) at ``(row_off,
     col_off)`` of the source: every point and the RPCs' line and sample offsets move by
     that much. A raster with neither is left alone (its CRS and transform go in the
-    creation profile, :func:`output_profile`)."""
-    if info.gcps:
+    creation profile, :func:`output_profile`); so are points without a CRS, which place
+    nothing (and which rasterio cannot write)."""
+    if info.gcps and info.gcps_crs is not None:
         shifted = [
             GroundControlPoint(
                 row=g.row - row_off,

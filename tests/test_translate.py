@@ -656,16 +656,16 @@ def test_a_vrt_scene_keeps_the_files_it_reads(make_raster, tmp_path):
     """A VRT scene translates like a file, and neither the output nor the quicklook may
     replace a file the VRT reads (with overwrite too); the refusal comes before any work."""
     a = make_raster("a.tif", count=1, width=64, height=48, seed=1)
-    b = make_raster("b.tif", count=1, width=64, height=48, seed=2)
+    b = make_raster("b.png", count=1, width=64, height=48, seed=2)  # a TIFF: GDAL sniffs
     vrt = mosaic_vrt(tmp_path / "scene.vrt", [a, b], 64, 48)
-    before = b.read_bytes()
+    before, a_before = b.read_bytes(), a.read_bytes()
     kwargs = {"tile": 64, "overlap": 16, "progress": False, "overwrite": True}
-    with pytest.raises(RasterWriteError, match="b.tif, which the input .*scene.vrt reads"):
-        translate_raster(vrt, b, nn.Identity(), **kwargs)
+    with pytest.raises(RasterWriteError, match="a.tif, which the input .*scene.vrt reads"):
+        translate_raster(vrt, a, nn.Identity(), **kwargs)
     dst = tmp_path / "o.tif"
-    with pytest.raises(RasterWriteError, match="quicklook .*b.tif, which the input reads"):
+    with pytest.raises(RasterWriteError, match="quicklook .*b.png, which the input reads"):
         translate_raster(vrt, dst, nn.Identity(), quicklook=b, **kwargs)
-    assert b.read_bytes() == before and not dst.exists()
+    assert b.read_bytes() == before and a.read_bytes() == a_before and not dst.exists()
     translate_raster(vrt, dst, nn.Identity(), **kwargs)
     with rasterio.open(a) as ra, rasterio.open(b) as rb, rasterio.open(dst) as out:
         np.testing.assert_array_equal(out.read(1), np.hstack([ra.read(1), rb.read(1)]))
@@ -692,6 +692,26 @@ def test_output_that_is_a_folder_or_the_input_or_unwritable(make_raster, tmp_pat
         locked.mkdir(mode=0o500)
         with pytest.raises(RasterWriteError, match="not writable"):
             translate_raster(src, locked / "o.tif", nn.Identity(), progress=False)
+
+
+def test_output_and_quicklook_names_say_what_is_written(make_raster, tmp_path):
+    """A GeoTIFF named out.png (which image viewers would not open) and a PNG quicklook
+    named .jpg are refused before any work, with the name to use; TIFF endings in any
+    case, and none, are fine."""
+    src = make_raster()
+    kwargs = {"tile": 64, "overlap": 16, "progress": False}
+    with pytest.raises(RasterWriteError, match=r"writes a GeoTIFF; name it .*out.tif \(for a PNG"):
+        translate_raster(src, tmp_path / "out.png", nn.Identity(), **kwargs)
+    with pytest.raises(RasterWriteError, match=r"writes a GeoTIFF; name it .*out.tif$"):
+        translate_raster(src, tmp_path / "out.jp2", nn.Identity(), **kwargs)
+    with pytest.raises(RasterWriteError, match=r"a quicklook is a PNG picture; name it .*q.png"):
+        translate_raster(src, tmp_path / "o.tif", nn.Identity(), quicklook=tmp_path / "q.jpg",
+                         **kwargs)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+    for name in ("o.TIF", "o.tiff", "o.gtiff", "o"):
+        translate_raster(src, tmp_path / name, nn.Identity(), **kwargs)
+        with rasterio.open(tmp_path / name) as ds:
+            assert ds.driver == "GTiff"
 
 
 def test_tile_not_suited_to_the_model(make_raster, tmp_path):

@@ -53,7 +53,7 @@ def _raster_lines(path: Path | str) -> list[str]:
     info = describe(path)
     if info.crs:
         crs = info.crs.to_string()
-    elif info.gcps or info.rpcs is not None:
+    elif info.placed:
         placed = [f"{len(info.gcps)} ground control points"] if info.gcps else []
         placed += ["RPCs"] if info.rpcs is not None else []
         where = f" in {info.gcps_crs.to_string()}" if info.gcps and info.gcps_crs else ""

@@ -1434,6 +1434,12 @@ def translate_raster(
         raise RasterWriteError(
             f"output {dst_path} is a folder; pass a file path such as {dst_path / 'out.tif'}"
         )
+    if dst_path.suffix and dst_path.suffix.lower() not in TIFF_SUFFIXES:
+        picture = " (for a PNG picture of it, add quicklook= / --quicklook)"
+        raise RasterWriteError(
+            f"output {dst_path}: translate_raster writes a GeoTIFF; name it "
+            f"{dst_path.with_suffix('.tif')}{picture if dst_path.suffix.lower() == '.png' else ''}"
+        )
     selected = check_bands(info.count, bands, path=src_path)
     translator = resolve_translator(model, direction)
     _check_fit(translator, info, selected, src_path)
@@ -1485,6 +1491,10 @@ def translate_raster(
     return dst_path
 
 
+TIFF_SUFFIXES = (".tif", ".tiff", ".gtif", ".gtiff")
+"""Endings an output of :func:`translate_raster` may have (or none): it writes a GeoTIFF,
+and a TIFF named ``out.png`` would open in GDAL but in no image viewer."""
+
 _OUTPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 
@@ -1531,7 +1541,12 @@ def _check_dtype(dtype: str) -> None:
 
 
 def _check_quicklook(png: Path, src: Path | str, dst: Path, overwrite: bool) -> None:
-    """The preview may replace neither the input (nor a file it reads) nor the output."""
+    """The preview is a ``.png`` and may replace neither the input (nor a file it reads)
+    nor the output."""
+    if png.suffix.lower() != ".png":
+        raise RasterWriteError(
+            f"quicklook {png}: a quicklook is a PNG picture; name it {png.with_suffix('.png')}"
+        )
     for path, given in files_read_by([src]):
         if same_file(png, path):
             what = f"the input ({given})" if path == given else f"{path}, which the input reads"
