@@ -924,7 +924,12 @@ def main() -> None:
         help="speed part: the bare reference only (for large scenes)",
     )
     parser.add_argument("--child", choices=["streaming", "naive"])
-    parser.add_argument("--model", choices=["cheap", "default"], default="cheap")
+    parser.add_argument(
+        "--model",
+        choices=["cheap", "default"],
+        default="cheap",
+        help="memory part: a cheap stand-in model or the bundled one",
+    )
     parser.add_argument("--scene", type=Path)
     parser.add_argument(
         "--arch",
@@ -1046,11 +1051,11 @@ def main() -> None:
                     mem[key] = rss(wide, "streaming", tmp, model)
                     print(key, json.dumps(mem[key]), flush=True)
         for size, scene in scenes.items() if "memory" in parts else ():
-            mem[f"streaming_{size}"] = rss(scene, "streaming", tmp)
+            mem[f"streaming_{size}"] = rss(scene, "streaming", tmp, args.model)
             print(json.dumps(mem[f"streaming_{size}"]), flush=True)
             if size == large and args.skip_naive_large:
                 continue
-            mem[f"naive_{size}"] = rss(scene, "naive", tmp)
+            mem[f"naive_{size}"] = rss(scene, "naive", tmp, args.model)
             print(json.dumps(mem[f"naive_{size}"]), flush=True)
         if f"streaming_{small}" not in mem:
             results["memory"] = mem
