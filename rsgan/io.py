@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.control import GroundControlPoint
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
@@ -169,7 +170,22 @@ class RasterInfo:
 
     @classmethod
     def from_dataset(cls, src: DatasetReader) -> RasterInfo:
-        """Describe an already open rasterio dataset."""
+        """Describe an already open rasterio dataset.
+
+        Raises:
+            RasterReadError: GDAL fails on part of the header (a corrupt GeoTIFF key
+                directory shows only when the colour interpretation is read).
+        """
+        try:
+            return cls._from_dataset(src)
+        except (CPLE_BaseError, RasterioError) as exc:
+            raise RasterReadError(
+                f"cannot read the header of {src.name} ({exc}); the file is damaged: "
+                "check it with gdalinfo, or write it again"
+            ) from exc
+
+    @classmethod
+    def _from_dataset(cls, src: DatasetReader) -> RasterInfo:
         return cls(
             path=source_path(src.name),
             driver=src.driver,
@@ -191,10 +207,23 @@ class RasterInfo:
             block_shapes=tuple((int(r), int(c)) for r, c in src.block_shapes),
             is_georeferenced=src.crs is not None,
             bounds=src.bounds,
-            gcps=tuple(src.gcps[0]),
-            gcps_crs=src.gcps[1],
-            rpcs=src.rpcs,
+            **_placement(src),
         )
+
+
+def _placement(src: DatasetReader) -> dict[str, Any]:
+    """The ground control points, their CRS and the RPCs of ``src`` (RasterInfo fields).
+    Corrupt GeoTIFF keys make GDAL raise on these where the CRS only read as None (mutated
+    files in tests/reliability/test_fuzz.py): nothing is placed then either."""
+    try:
+        gcps, gcps_crs = src.gcps
+    except CPLE_BaseError:
+        gcps, gcps_crs = [], None
+    try:
+        rpcs = src.rpcs
+    except CPLE_BaseError:
+        rpcs = None
+    return {"gcps": tuple(gcps), "gcps_crs": gcps_crs, "rpcs": rpcs}
 
 
 def _is_virtual(path: str) -> bool:
@@ -291,7 +320,8 @@ def open_dataset(path: PathLike) -> DatasetReader:
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             with rasterio.Env(**remote) if remote else contextlib.nullcontext():
                 return rasterio.open(text)
-    except RasterioError as exc:
+    except (RasterioError, CPLE_BaseError, UnicodeDecodeError) as exc:
+        # a damaged header can hold a CRS that is not UTF-8 (rasterio decodes it on open)
         raise RasterReadError(
             f"cannot read {text} as a raster ({exc}); pass a GeoTIFF or another format GDAL reads"
         ) from exc

@@ -34,6 +34,7 @@ from rsgan.errors import BandError, ConfigError, RsganError, TileSpecError
 from rsgan.io import check_bands
 from rsgan.pipelines.catalog import output_path, read_catalog
 from rsgan.tiling import TileSpec, tile_windows
+from tests.conftest import placed_raster
 
 from .conftest import valid_scene
 
@@ -299,7 +300,8 @@ def _mutate(raw: bytes, rng: np.random.Generator) -> bytes:
 
 
 def _seeds(folder: Path) -> list[bytes]:
-    """Small valid GeoTIFFs of several layouts: striped, tiled+deflate, float+nodata."""
+    """Small valid GeoTIFFs of several layouts: striped, tiled+deflate, float+nodata,
+    placed by ground control points, placed by RPCs."""
     rng = np.random.default_rng(0)
     striped = valid_scene(folder / "striped.tif", size=40)
     tiled = folder / "tiled.tif"
@@ -318,7 +320,10 @@ def _seeds(folder: Path) -> list[bytes]:
         dst.write(rng.integers(0, 4000, size=(3, 48, 48), dtype=np.uint16))
     with rasterio.open(floats, "w", count=2, dtype="float32", nodata=-9999, **profile) as dst:
         dst.write(rng.uniform(0, 1, size=(2, 48, 48)).astype(np.float32))
-    return [p.read_bytes() for p in (striped, tiled, floats)]
+    # placed by ground control points / RPCs instead of a geotransform
+    gcps = placed_raster(folder / "gcps.tif", width=40, height=36)
+    rpcs = placed_raster(folder / "rpcs.tif", width=40, height=36, rpcs=True)
+    return [p.read_bytes() for p in (striped, tiled, floats, gcps, rpcs)]
 
 
 def _run_children(files: list[Path]) -> dict[str, dict[str, str]]:
