@@ -304,6 +304,40 @@ def test_sequential_run_matches_the_cluster_and_survives_an_interrupt(
     assert list(resumed["status"]) == ["skipped"] * 3 + ["done"] * 2
 
 
+def test_stac_items_of_scenes_placed_by_gcps_or_rpcs_have_their_footprint(tmp_path: Path) -> None:
+    """A scene without a geotransform, placed by ground control points or RPCs, gets a
+    STAC geometry and bbox from them (before: none), and its output keeps them."""
+    from pyproj import Transformer
+
+    from tests.conftest import placed_raster
+
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    w, h = 90, 70
+    placed_raster(folder / "gcps.tif", width=w, height=h)
+    placed_raster(folder / "rpcs.tif", width=w, height=h, rpcs=True)
+    out = tmp_path / "out"
+    manifest = translate_catalog(folder, out, torch.nn.Identity(), workers=0, **FAST)
+    assert set(manifest["status"]) == {"done"}
+    # the GCPs map pixel (r, c) to x = 500000 + 2c + 0.3r, y = 5200000 - 2r + 0.2c (UTM 14N)
+    utm = [(500000 + 2 * c + 0.3 * r, 5200000 - 2 * r + 0.2 * c) for r in (0, h) for c in (0, w)]
+    lon, lat = Transformer.from_crs(32614, 4326, always_xy=True).transform(*zip(*utm, strict=True))
+    dx, dy = 0.1 / w / 2, 0.1 / h / 2
+    expected = {
+        "gcps": (min(lon), min(lat), max(lon), max(lat)),
+        # the RPCs: longitude -99.2 +- 0.05 across the columns, latitude 47.1 +- 0.05 down,
+        # their line and sample counted from the first pixel's centre (GDAL's convention):
+        # the corners lie half a pixel before
+        "rpcs": (-99.25 - dx, 47.05 + dy, -99.15 - dx, 47.15 + dy),
+    }
+    for name, bbox in expected.items():
+        item = json.loads((out / f"{name}_translated.json").read_text())
+        assert item["bbox"] == pytest.approx(bbox, abs=1e-7), name
+        assert item["geometry"]["type"] == "Polygon"
+        with rasterio.open(out / f"{name}_translated.tif") as ds:
+            assert (ds.rpcs is not None) if name == "rpcs" else len(ds.gcps[0]) == 4
+
+
 def test_stac_asset_key_errors(scenes: list[Path], tmp_path: Path) -> None:
     catalog = _write_catalog("stac-items", scenes, tmp_path / "data")
     with pytest.raises(CatalogError, match="no item has an asset 'nope'.*thumbnail, visual"):

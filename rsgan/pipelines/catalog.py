@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 from shapely.geometry import box, mapping, shape
 
@@ -701,15 +702,31 @@ def _run_scene(
 
 
 def _footprint_4326(info: Any) -> Any:
-    """The raster's outline in EPSG:4326 (edges densified), or None without a CRS."""
-    if info.crs is None:
-        return None
+    """The raster's outline in EPSG:4326 (edges densified), or None when it is not placed
+    on Earth. A raster placed by ground control points or RPCs (no geotransform) has its
+    pixel edges mapped through them, as GDAL's transformers do."""
     from rasterio.warp import transform_geom
 
-    outline = box(*info.bounds)
-    step = max(outline.length / 4 / 8, 1e-9)  # 8 points per edge follow curved edges
-    geom = transform_geom(info.crs, "EPSG:4326", mapping(outline.segmentize(step)))
-    return shape(geom)
+    if info.crs is not None:
+        outline = box(*info.bounds)
+        step = max(outline.length / 4 / 8, 1e-9)  # 8 points per edge follow curved edges
+        return shape(transform_geom(info.crs, "EPSG:4326", mapping(outline.segmentize(step))))
+    if not info.placed:
+        return None
+    from rasterio.transform import GCPTransformer, RPCTransformer
+
+    h, w = info.height, info.width
+    edge = np.linspace(0.0, 1.0, 9)[:-1]  # 8 points per edge, clockwise from the top left
+    rows = np.concatenate([0 * edge, edge * h, h + 0 * edge, (1 - edge) * h])
+    cols = np.concatenate([edge * w, w + 0 * edge, (1 - edge) * w, 0 * edge])
+    if info.gcps and info.gcps_crs is not None:
+        with GCPTransformer(list(info.gcps)) as t:
+            xs, ys = t.xy(rows, cols, offset="ul")
+        ring = {"type": "Polygon", "coordinates": [list(zip(xs, ys, strict=True))]}
+        return shape(transform_geom(info.gcps_crs, "EPSG:4326", ring))
+    with RPCTransformer(info.rpcs) as t:  # RPCs map pixels to longitude and latitude
+        xs, ys = t.xy(rows, cols, offset="ul")
+    return shape({"type": "Polygon", "coordinates": [list(zip(xs, ys, strict=True))]})
 
 
 def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[str, Any]:
