@@ -498,8 +498,14 @@ def chip_index(
     selected = check_scenes_alike(infos, bands)
     aoi_series = load_aoi(aoi, aoi_crs) if aoi is not None else None
     if aoi_series is not None and not infos[0].is_georeferenced:
+        placed = (
+            " (it is placed by ground control points or RPCs: orthorectify it first, e.g. "
+            "with gdalwarp, to select its chips by an AOI)"
+            if infos[0].placed
+            else ""
+        )
         raise AOIError(
-            f"{infos[0].path} has no CRS, so an AOI cannot select its chips; drop the AOI"
+            f"{infos[0].path} has no CRS{placed}, so an AOI cannot select its chips; drop the AOI"
         )
     frame_crs = infos[0].crs
     parts: list[gpd.GeoDataFrame] = []

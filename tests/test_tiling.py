@@ -362,6 +362,9 @@ def test_chips_of_a_raster_placed_by_gcps_or_rpcs_stay_placed(tmp_path: Path, rp
     scene = placed_raster(tmp_path / "placed.tif", rpcs=rpcs)
     index = export_chips(scene, tmp_path / "chips", TileSpec(32, 0), progress=False)
     assert len(index) > 2
+    aoi = gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1, 1)], crs="EPSG:4326")
+    with pytest.raises(AOIError, match="placed by ground control points or RPCs: orthorectify"):
+        chip_index(scene, TileSpec(32, 0), aoi=aoi)
 
     def where(ds, rows, cols):
         if rpcs:
