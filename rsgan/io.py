@@ -1190,6 +1190,26 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+_SCHEME_PART = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:$")
+
+
+def check_local_output(path: PathLike, what: str = "output") -> None:
+    """Refuse an output that is not a local path: a URL (``s3://``, ``https://``...) or a
+    GDAL ``/vsi`` path, also once pathlib has folded its ``//`` (``s3:/bucket/out``, which
+    would otherwise become a local folder ``s3:`` or, in GDAL, an S3 address).
+
+    Raises:
+        RasterWriteError: naming the path and what to do instead.
+    """
+    text = os.fspath(path)
+    parts = Path(text).parts
+    if _is_virtual(text) or (parts and _SCHEME_PART.match(parts[0])):
+        raise RasterWriteError(
+            f"{what} {text} is a URL or GDAL virtual path; rsgan writes local files and "
+            "renames them into place: pass a local path and copy the result up afterwards"
+        )
+
+
 def files_read_by(inputs: Sequence[PathLike]) -> list[tuple[str, str]]:
     """``(file, input)`` for every local file the ``inputs`` read: each input itself, and
     for a VRT (``.vrt``) every file GDAL reads for it (its sources, VRTs within it
@@ -1742,6 +1762,7 @@ def atomic_output(
             an input, too little space is free, nothing was written to the temporary path,
             or the write failed.
     """
+    check_local_output(dst)
     dst = Path(dst)
     if dst.is_dir():
         raise RasterWriteError(f"output {dst} is a folder; pass a file path")
@@ -1798,6 +1819,7 @@ def atomic_output_dir(
         RasterWriteError: ``dst_dir`` is a file, holds one of ``inputs``, its parent
             folder is missing or not writable, or a write failed.
     """
+    check_local_output(dst_dir, "output folder")
     dst = Path(dst_dir)
     if dst.exists() and not dst.is_dir():
         raise RasterWriteError(f"output folder {dst} is a file; pass a folder path")

@@ -56,7 +56,7 @@ from rsgan.checkpoint import (
     unwrap,
 )
 from rsgan.errors import BandError, CheckpointError, ConfigError, OutputExistsError
-from rsgan.io import atomic_output
+from rsgan.io import atomic_output, check_local_output
 from rsgan.losses import (
     ImagePool,
     bce_loss,
@@ -564,7 +564,9 @@ def _is_dataset(source: Any) -> bool:
 
 
 def _stored_model(out_dir: PathLike, options: TrainOptions) -> LoadedModel | None:
-    """The checkpoint of the run being resumed (None when not resuming)."""
+    """The checkpoint of the run being resumed (None when not resuming); checks first that
+    the run folder is a local path (before any data is read)."""
+    check_local_output(out_dir, "run folder")
     if not options.resume:
         return None
     path = Path(out_dir) / MODEL_FILE
@@ -1034,6 +1036,7 @@ def fit(run: TrainRun, out_dir: PathLike, options: TrainOptions | None = None) -
     A run that fails (or is stopped) before writing anything removes the folders it
     created, ``out_dir`` included; a folder that holds a file is always kept.
     """
+    check_local_output(out_dir, "run folder")
     options = options or TrainOptions()
     trainer = _TRAINERS[run.kind]
     ctx = _start_distributed(options)
@@ -1377,6 +1380,7 @@ def generate(
 
     if n < 1:
         raise ConfigError(f"n={n}: ask for at least one sample")
+    check_local_output(out_dir, "output folder")
     dev = resolve_device(device)
     loaded = load_model(model, device=dev)
     if loaded.kind != "dcgan":

@@ -394,3 +394,36 @@ def test_a_stac_catalog_on_the_web(
         )
     with pytest.raises(CatalogError, match=r"from the web rsgan reads STAC JSON documents"):
         read_catalog(f"{base}/scenes.csv")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["translate", "{src}", "s3://bucket/out.tif"],
+        ["batch", "{src}", "s3://bucket/out", "--workers", "0"],
+        ["chips", "{src}", "--size", "32", "--out", "s3://bucket/chips"],
+        ["augment", "--images", "{folder}", "--masks", "{folder}", "--out", "s3://bucket/aug"],
+        ["train", "dcgan", "{src}", "--out", "s3://bucket/run", "--steps", "1"],
+        ["demo", "--out", "s3://bucket/demo"],
+        ["generate", "{src}", "--out", "s3://bucket/samples"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_url_outputs_are_refused_on_every_command(
+    make_raster: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args
+) -> None:
+    """Every command refuses an output that is a URL, before any work: a folder argument
+    folded by pathlib ("s3:/bucket/out") became a local folder "s3:" (rsgan batch wrote its
+    outputs there) or an S3 address that GDAL tried (rsgan augment: a traceback)."""
+    from click.testing import CliRunner
+
+    from rsgan.cli.main import cli
+
+    src = make_raster(folder=tmp_path / "in", width=64, height=64)
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(src=src, folder=src.parent) for a in args]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code != 0
+    assert "is a URL or GDAL virtual path" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no "s3:" folder

@@ -15,7 +15,9 @@ from rsgan.pipelines.translate import COMPRESSIONS, NORM_MODES, translate_raster
 @click.command("translate", short_help="Translate a whole scene with a generator.")
 # SRC as given: a URL or /vsi path would lose the "//" of its scheme to pathlib
 @click.argument("src", type=click.Path(dir_okay=False))
-@click.argument("dst", type=click.Path(path_type=Path))
+# DST as given too: "s3://b/o.tif" through pathlib became "s3:/b/o.tif", refused as a
+# missing local folder instead of as a URL
+@click.argument("dst", type=click.Path())
 @click.option(
     "--model",
     type=click.Path(path_type=Path),
@@ -85,7 +87,7 @@ from rsgan.pipelines.translate import COMPRESSIONS, NORM_MODES, translate_raster
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def translate(
     src: str,
-    dst: Path,
+    dst: str,
     model: Path | None,
     direction: str,
     tile: int,

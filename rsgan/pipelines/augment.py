@@ -34,6 +34,7 @@ from rsgan.io import (
     Normalizer,
     RasterInfo,
     atomic_output,
+    check_local_output,
     copy_placement,
     describe,
     list_image_files,
@@ -259,6 +260,7 @@ def augment_segmentation_dataset(
 
     from rsgan.pipelines.translate import translate_raster
 
+    check_local_output(out_dir, "output folder")
     out = Path(out_dir)
     pairs, failures = pair_files(images, masks)
     total = len(pairs) + len(failures)

@@ -52,7 +52,14 @@ from shapely.geometry import box, mapping, shape
 
 from rsgan._types import PathLike
 from rsgan.errors import CatalogError, ConfigError, MissingDependencyError, RsganError
-from rsgan.io import atomic_output, describe, is_virtual, source_name, source_stem
+from rsgan.io import (
+    atomic_output,
+    check_local_output,
+    describe,
+    is_virtual,
+    source_name,
+    source_stem,
+)
 
 try:  # Dask is an optional extra: `pip install rsgan[dask]`
     from distributed import WorkerPlugin as _WorkerPluginBase
@@ -1079,6 +1086,7 @@ def translate_catalog(
         )
         use_dask = False
 
+    check_local_output(out_dir, "output folder")
     out = _expand_user(Path(out_dir)).absolute()
     scenes = [  # a folder or glob that holds OUT_DIR would list our own outputs
         s

@@ -20,7 +20,7 @@ from affine import Affine
 
 from rsgan._types import PathLike
 from rsgan.errors import OutputExistsError
-from rsgan.io import atomic_output, describe
+from rsgan.io import atomic_output, check_local_output, describe
 from rsgan.pipelines.translate import translate_raster, write_before_after
 
 SHARED_DATA_ENV = "RSGAN_SHARED_DATA"
@@ -141,6 +141,7 @@ def run_demo(
         overwrite: replace earlier demo outputs.
         progress: show a progress bar.
     """
+    check_local_output(out_dir, "output folder")
     out = Path(out_dir).resolve()
     created = not out.exists()
     try:

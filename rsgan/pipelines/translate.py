@@ -56,12 +56,12 @@ from rsgan.io import (
     RasterInfo,
     atomic_output,
     check_bands,
+    check_local_output,
     copy_band_metadata,
     copy_placement,
     describe,
     files_read_by,
     is_network,
-    is_virtual,
     open_dataset,
     open_raster,
     output_profile,
@@ -1398,11 +1398,7 @@ def translate_raster(
         TileSpecError, ConfigError: bad tile, overlap, blend, norm, batch size or nodata.
     """
     src_path, dst_path = source_path(src), Path(dst)
-    if is_virtual(dst):
-        raise RasterWriteError(
-            f"output {os.fspath(dst)} is a URL or GDAL virtual path; rsgan writes a local file "
-            "and renames it into place: pass a local path and copy the result up afterwards"
-        )
+    check_local_output(dst)
     if blend not in BLENDS:
         raise ConfigError(f"unknown blend {blend!r}; use one of {', '.join(BLENDS)}")
     if norm not in NORM_MODES:
