@@ -336,6 +336,43 @@ def _footprints(windows: Sequence[Window], transform: Affine) -> np.ndarray:
     return np.array(polys, dtype=object)
 
 
+def _scene_crs(info: RasterInfo) -> CRS | None:
+    """The CRS a scene's chip footprints are in: its own, or for a scene placed by ground
+    control points theirs, by RPCs longitude/latitude (EPSG:4326); None for a plain
+    image (footprints in pixels)."""
+    if info.crs is not None:
+        return info.crs
+    if info.gcps and info.gcps_crs is not None:
+        return info.gcps_crs
+    if info.rpcs is not None:
+        return CRS.from_epsg(4326)
+    return None
+
+
+def _scene_footprints(windows: Sequence[Window], info: RasterInfo) -> np.ndarray:
+    """Footprint polygons of windows in :func:`_scene_crs`: through the geotransform, or
+    each window's edges (4 points a side) mapped through the scene's ground control
+    points or RPCs with GDAL's transformers."""
+    if info.crs is not None or _scene_crs(info) is None:
+        return _footprints(windows, info.transform)
+    from rasterio.transform import GCPTransformer, RPCTransformer
+
+    edge = np.linspace(0.0, 1.0, 5)[:-1]
+    rows, cols = [], []
+    for w in windows:
+        r0, c0, h, wd = float(w.row_off), float(w.col_off), float(w.height), float(w.width)
+        rows += [*(r0 + 0 * edge), *(r0 + edge * h), *(r0 + h + 0 * edge), *(r0 + (1 - edge) * h)]
+        cols += [*(c0 + edge * wd), *(c0 + wd + 0 * edge), *(c0 + (1 - edge) * wd), *(c0 + 0 * edge)]
+    if info.gcps and info.gcps_crs is not None:
+        with GCPTransformer(list(info.gcps)) as t:
+            xs, ys = t.xy(rows, cols, offset="ul")
+    else:
+        with RPCTransformer(info.rpcs) as t:
+            xs, ys = t.xy(rows, cols, offset="ul")
+    points = np.column_stack([xs, ys]).reshape(len(windows), 4 * len(edge), 2)
+    return np.array([shapely.Polygon(p) for p in points], dtype=object)
+
+
 _MASK_STRIP_PIXELS = 2**22
 """Most pixels of one mask read in :func:`_valid_fractions` (a ``size``-row strip is read
 in column pieces of this many pixels, so memory stays flat with the scene's width)."""
@@ -497,17 +534,11 @@ def chip_index(
     infos = [describe(p) for p in paths]
     selected = check_scenes_alike(infos, bands)
     aoi_series = load_aoi(aoi, aoi_crs) if aoi is not None else None
-    if aoi_series is not None and not infos[0].is_georeferenced:
-        placed = (
-            " (it is placed by ground control points or RPCs: orthorectify it first, e.g. "
-            "with gdalwarp, to select its chips by an AOI)"
-            if infos[0].placed
-            else ""
-        )
+    if aoi_series is not None and _scene_crs(infos[0]) is None:
         raise AOIError(
-            f"{infos[0].path} has no CRS{placed}, so an AOI cannot select its chips; drop the AOI"
+            f"{infos[0].path} has no CRS, so an AOI cannot select its chips; drop the AOI"
         )
-    frame_crs = infos[0].crs
+    frame_crs = _scene_crs(infos[0])
     parts: list[gpd.GeoDataFrame] = []
     total = skipped_aoi = skipped_nodata = 0
     for path, info in tqdm(
@@ -519,10 +550,11 @@ def chip_index(
         grid = tile_grid(info.width, info.height, spec, scene=path)
         windows = [w for row in grid for w in row]
         total += len(windows)
-        footprints = _footprints(windows, info.transform)
+        crs = _scene_crs(info)
+        footprints = _scene_footprints(windows, info)
         keep = np.ones(len(windows), dtype=bool)
         if aoi_series is not None:
-            keep = aoi_keep(footprints, aoi_in_crs(aoi_series, info.crs), aoi_within)
+            keep = aoi_keep(footprints, aoi_in_crs(aoi_series, crs), aoi_within)
             skipped_aoi += int((~keep).sum())
         with open_raster(path) as src:
             fractions = _valid_fractions(src, grid, selected, spec.size, keep)
@@ -538,11 +570,11 @@ def chip_index(
                 "height": np.full(int(keep.sum()), spec.size, dtype=np.int64),
                 "width": np.full(int(keep.sum()), spec.size, dtype=np.int64),
                 "valid_fraction": fractions[keep],
-                "crs": _crs_text(info.crs),
+                "crs": _crs_text(crs),
             },
-            geometry=gpd.GeoSeries(footprints[keep], crs=info.crs),
+            geometry=gpd.GeoSeries(footprints[keep], crs=crs),
         )
-        if info.crs is not None and frame_crs is not None and info.crs != frame_crs:
+        if crs is not None and frame_crs is not None and crs != frame_crs:
             part = part.to_crs(frame_crs)
         parts.append(part)
     if aoi_series is not None and skipped_aoi == total:

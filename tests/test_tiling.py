@@ -362,9 +362,29 @@ def test_chips_of_a_raster_placed_by_gcps_or_rpcs_stay_placed(tmp_path: Path, rp
     scene = placed_raster(tmp_path / "placed.tif", rpcs=rpcs)
     index = export_chips(scene, tmp_path / "chips", TileSpec(32, 0), progress=False)
     assert len(index) > 2
-    aoi = gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1, 1)], crs="EPSG:4326")
-    with pytest.raises(AOIError, match="placed by ground control points or RPCs: orthorectify"):
-        chip_index(scene, TileSpec(32, 0), aoi=aoi)
+    # the index's footprints are the chips' edges mapped through the GCPs (their CRS) or
+    # the RPCs (longitude, latitude); an AOI selects chips by them
+    assert index.crs == ("EPSG:4326" if rpcs else "EPSG:32614")
+    with rasterio.open(scene) as src:
+        for row in index.itertuples():
+            corners = [(row.row_off, row.col_off), (row.row_off + 32, row.col_off + 32)]
+            rows, cols = zip(*corners, strict=True)
+            if rpcs:
+                from rasterio.transform import RPCTransformer as Tr
+
+                with Tr(src.rpcs) as t:
+                    xs, ys = t.xy(rows, cols, offset="ul")
+            else:
+                from rasterio.transform import GCPTransformer as Tr
+
+                with Tr(src.gcps[0]) as t:
+                    xs, ys = t.xy(rows, cols, offset="ul")
+            for x, y in zip(xs, ys, strict=True):
+                assert row.geometry.distance(shapely.Point(x, y)) < 1e-9
+    first = index.geometry.iloc[0].centroid
+    aoi = gpd.GeoDataFrame(geometry=[first.buffer(1e-7)], crs=index.crs)
+    picked = chip_index(scene, TileSpec(32, 0), aoi=aoi)
+    assert list(zip(picked.row_off, picked.col_off, strict=True)) == [(0, 0)]
 
     def where(ds, rows, cols):
         if rpcs:
