@@ -1113,6 +1113,37 @@ def output_profile(
     return profile
 
 
+def placed_crs(info: RasterInfo) -> CRS | None:
+    """The CRS that :func:`placed_xy` gives coordinates in: the ground control points',
+    EPSG:4326 for RPCs, None for a raster placed by neither."""
+    if info.gcps and info.gcps_crs is not None:
+        return info.gcps_crs
+    return CRS.from_epsg(4326) if info.rpcs is not None else None
+
+
+def placed_xy(
+    info: RasterInfo, rows: Sequence[float], cols: Sequence[float]
+) -> tuple[list[float], list[float], CRS]:
+    """Where pixel corners ``(rows, cols)`` of a raster placed by ground control points or
+    RPCs (no geotransform) lie: ``(xs, ys, crs)``, through GDAL's transformers (the points'
+    CRS; longitude and latitude in EPSG:4326 for RPCs).
+
+    Raises:
+        ValueError: the raster is placed by neither.
+    """
+    from rasterio.transform import GCPTransformer, RPCTransformer
+
+    if info.gcps and info.gcps_crs is not None:
+        with GCPTransformer(list(info.gcps)) as t:
+            xs, ys = t.xy(list(rows), list(cols), offset="ul")
+        return list(xs), list(ys), info.gcps_crs
+    if info.rpcs is not None:
+        with RPCTransformer(info.rpcs) as t:
+            xs, ys = t.xy(list(rows), list(cols), offset="ul")
+        return list(xs), list(ys), CRS.from_epsg(4326)
+    raise ValueError(f"{info.path} is placed by neither ground control points nor RPCs")
+
+
 def copy_placement(info: RasterInfo, dst: Any, row_off: int = 0, col_off: int = 0) -> None:
     """Give ``dst`` the ground control points and RPCs of ``info`` (a raster placed by
     those rather than by a geotransform), for ``dst``'s pixel (0, 0) at ``(row_off,

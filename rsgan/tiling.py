@@ -44,6 +44,8 @@ from rsgan.io import (
     describe,
     is_virtual,
     open_raster,
+    placed_crs,
+    placed_xy,
     read_valid_mask,
     read_window,
     source_name,
@@ -338,37 +340,30 @@ def _footprints(windows: Sequence[Window], transform: Affine) -> np.ndarray:
 
 def _scene_crs(info: RasterInfo) -> CRS | None:
     """The CRS a scene's chip footprints are in: its own, or for a scene placed by ground
-    control points theirs, by RPCs longitude/latitude (EPSG:4326); None for a plain
-    image (footprints in pixels)."""
-    if info.crs is not None:
-        return info.crs
-    if info.gcps and info.gcps_crs is not None:
-        return info.gcps_crs
-    if info.rpcs is not None:
-        return CRS.from_epsg(4326)
-    return None
+    control points or RPCs theirs (:func:`rsgan.io.placed_xy`); None for a plain image
+    (footprints in pixels)."""
+    return info.crs if info.crs is not None else placed_crs(info)
 
 
 def _scene_footprints(windows: Sequence[Window], info: RasterInfo) -> np.ndarray:
     """Footprint polygons of windows in :func:`_scene_crs`: through the geotransform, or
     each window's edges (4 points a side) mapped through the scene's ground control
-    points or RPCs with GDAL's transformers."""
-    if info.crs is not None or _scene_crs(info) is None:
+    points or RPCs."""
+    if info.crs is not None or not info.placed:
         return _footprints(windows, info.transform)
-    from rasterio.transform import GCPTransformer, RPCTransformer
-
     edge = np.linspace(0.0, 1.0, 5)[:-1]
-    rows, cols = [], []
+    rows: list[float] = []
+    cols: list[float] = []
     for w in windows:
         r0, c0, h, wd = float(w.row_off), float(w.col_off), float(w.height), float(w.width)
         rows += [*(r0 + 0 * edge), *(r0 + edge * h), *(r0 + h + 0 * edge), *(r0 + (1 - edge) * h)]
-        cols += [*(c0 + edge * wd), *(c0 + wd + 0 * edge), *(c0 + (1 - edge) * wd), *(c0 + 0 * edge)]
-    if info.gcps and info.gcps_crs is not None:
-        with GCPTransformer(list(info.gcps)) as t:
-            xs, ys = t.xy(rows, cols, offset="ul")
-    else:
-        with RPCTransformer(info.rpcs) as t:
-            xs, ys = t.xy(rows, cols, offset="ul")
+        cols += [
+            *(c0 + edge * wd),
+            *(c0 + wd + 0 * edge),
+            *(c0 + (1 - edge) * wd),
+            *(c0 + 0 * edge),
+        ]
+    xs, ys, _ = placed_xy(info, rows, cols)
     points = np.column_stack([xs, ys]).reshape(len(windows), 4 * len(edge), 2)
     return np.array([shapely.Polygon(p) for p in points], dtype=object)
 

@@ -57,6 +57,7 @@ from rsgan.io import (
     check_local_output,
     describe,
     is_virtual,
+    placed_xy,
     source_name,
     source_stem,
 )
@@ -720,20 +721,13 @@ def _footprint_4326(info: Any) -> Any:
         return shape(transform_geom(info.crs, "EPSG:4326", mapping(outline.segmentize(step))))
     if not info.placed:
         return None
-    from rasterio.transform import GCPTransformer, RPCTransformer
-
     h, w = info.height, info.width
     edge = np.linspace(0.0, 1.0, 9)[:-1]  # 8 points per edge, clockwise from the top left
     rows = np.concatenate([0 * edge, edge * h, h + 0 * edge, (1 - edge) * h])
     cols = np.concatenate([edge * w, w + 0 * edge, (1 - edge) * w, 0 * edge])
-    if info.gcps and info.gcps_crs is not None:
-        with GCPTransformer(list(info.gcps)) as t:
-            xs, ys = t.xy(rows, cols, offset="ul")
-        ring = {"type": "Polygon", "coordinates": [list(zip(xs, ys, strict=True))]}
-        return shape(transform_geom(info.gcps_crs, "EPSG:4326", ring))
-    with RPCTransformer(info.rpcs) as t:  # RPCs map pixels to longitude and latitude
-        xs, ys = t.xy(rows, cols, offset="ul")
-    return shape({"type": "Polygon", "coordinates": [list(zip(xs, ys, strict=True))]})
+    xs, ys, crs = placed_xy(info, list(rows), list(cols))
+    ring = {"type": "Polygon", "coordinates": [list(zip(xs, ys, strict=True))]}
+    return shape(transform_geom(crs, "EPSG:4326", ring))
 
 
 def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[str, Any]:
