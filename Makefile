@@ -32,13 +32,15 @@ lint: $(STAMP)  ## ruff over everything, mypy over the package
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
-# rasterio and its pure-Python needs as CPython 3.12 wheels in .whl/, for a GPU machine
-# that has CUDA torch but no rasterio and no network (benchmarks/gpu_check.sh installs them)
+# rasterio, pyproj, shapely and geopandas (~48 MB; not pyogrio, 33 MB more, which only
+# reads and writes vector files) as CPython 3.12 wheels in .whl/, for a GPU machine that
+# has CUDA torch but none of these and no network (benchmarks/gpu_check.sh installs them)
 GPU_PY ?= 3.12
 gpu-wheels:
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) \
-	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-	  --platform manylinux2014_x86_64 -d .whl rasterio==1.4.4 affine cligj click-plugins
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  rasterio==1.4.4 affine cligj click-plugins pyproj==3.7.2 shapely==2.2.0 geopandas==1.2.0
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -27,10 +27,11 @@ print("torch", torch.__version__, "| cuda", cuda, "|", torch.cuda.get_device_nam
       "| rasterio", rasterio.__version__, "| GDAL", rasterio.__gdal_version__, "| rsgan", rsgan.__file__)
 PY
 # the GPU tests, then the suites whose translate_raster(device="auto") and training calls
-# run on CUDA there (those that need geopandas, dask or the CLI are left out: not installed)
+# run on CUDA there (those that need pyogrio, pystac or dask are left out: not carried)
 timeout 330 python3 -m pytest -p no:cacheprovider -q -m "not slow" --timeout 240 \
   tests/test_gpu.py tests/test_translate.py tests/test_seams.py tests/test_mosaic.py \
-  tests/test_training.py tests/test_checkpoint.py tests/models 2>&1 | tee "$out/tests.log"
+  tests/test_training.py tests/test_checkpoint.py tests/models tests/test_augment.py \
+  tests/cli/test_translate.py tests/cli/test_train.py 2>&1 | tee "$out/tests.log"
 tests=${PIPESTATUS[0]}
 timeout 200 python3 benchmarks/bench_gpu.py --out "$out/bench_gpu.jsonl" 2>&1 | tee "$out/bench.log"
 bench=${PIPESTATUS[0]}
