@@ -82,7 +82,7 @@ def _expand_sources(
 
 
 def _warn_plain(infos: Sequence[RasterInfo]) -> None:
-    plain = [i.path for i in infos if not i.is_georeferenced]
+    plain = [i.path for i in infos if not i.placed]  # no CRS, ground control points or RPCs
     if plain:
         warnings.warn(
             NotGeoreferencedWarning(

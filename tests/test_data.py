@@ -88,6 +88,22 @@ def test_plain_image_folder_warns(tmp_path: Path) -> None:
     assert ds.index.crs is None
 
 
+def test_scenes_placed_by_gcps_or_rpcs_are_not_plain_images(tmp_path: Path) -> None:
+    """No plain-image warning for scenes placed by ground control points or RPCs; their
+    chips' index is in the points' CRS (EPSG:4326 for RPCs)."""
+    import warnings
+
+    from tests.conftest import placed_raster
+
+    gcps = placed_raster(tmp_path / "gcps.tif", width=64, height=64)
+    rpcs = placed_raster(tmp_path / "rpcs.tif", width=64, height=64, rpcs=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotGeoreferencedWarning)
+        a, b = ChipDataset(gcps, size=32), ChipDataset(rpcs, size=32)
+    assert len(a) == len(b) == 4
+    assert a.index.crs == "EPSG:32614" and b.index.crs == "EPSG:4326"
+
+
 def test_small_images_error_or_pad(tmp_path: Path, make_raster) -> None:
     path = make_raster(width=20, height=12, count=1)
     with pytest.raises(TileSpecError, match='edge="pad"'):
