@@ -463,9 +463,9 @@ def check_scenes_alike(infos: Sequence[RasterInfo], bands: Sequence[int] | None)
                 f"{info.path} holds {sorted(dtypes)} data but {first.path} holds "
                 f"{sorted(first_dtypes)}; scenes of one call or domain need one data type"
             )
-    georef = {info.is_georeferenced for info in infos}
+    georef = {info.placed for info in infos}
     if len(georef) > 1:
-        plain = next(i.path for i in infos if not i.is_georeferenced)
+        plain = next(i.path for i in infos if not i.placed)
         raise ConfigError(
             f"{plain} has no CRS but other scenes have one; chip georeferenced and plain "
             "images in separate calls"

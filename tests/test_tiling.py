@@ -385,6 +385,15 @@ def test_chips_of_a_raster_placed_by_gcps_or_rpcs_stay_placed(tmp_path: Path, rp
     aoi = gpd.GeoDataFrame(geometry=[first.buffer(1e-7)], crs=index.crs)
     picked = chip_index(scene, TileSpec(32, 0), aoi=aoi)
     assert list(zip(picked.row_off, picked.col_off, strict=True)) == [(0, 0)]
+    # indexed beside a scene with a geotransform in another CRS: one index in the first's
+    other = tmp_path / "utm15.tif"
+    with rasterio.open(
+        other, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+        crs="EPSG:32615", transform=Affine(2, 0, 300000, 0, -2, 5200000),
+    ) as dst:  # fmt: skip
+        dst.write(np.ones((3, 64, 64), np.uint8))
+    both = chip_index([scene, other], TileSpec(32, 0))
+    assert both.crs == index.crs and len(both) == len(index) + 4
 
     def where(ds, rows, cols):
         if rpcs:
