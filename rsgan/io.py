@@ -1113,6 +1113,20 @@ def output_profile(
     return profile
 
 
+@contextmanager
+def open_output(path: PathLike, mode: str = "w", **profile: Any) -> Iterator[Any]:
+    """``rasterio.open(path, mode, **profile)`` without rasterio's
+    ``NotGeoreferencedWarning`` for an output that has no geotransform: a plain image's,
+    which rsgan has already said once per source (:func:`warn_if_not_georeferenced`), or
+    one placed by ground control points or RPCs, which are set after opening
+    (:func:`copy_placement`; rasterio's warning then says it has none)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        ds = rasterio.open(path, mode, **profile)
+    with ds:
+        yield ds
+
+
 def placed_crs(info: RasterInfo) -> CRS | None:
     """The CRS that :func:`placed_xy` gives coordinates in: the ground control points',
     EPSG:4326 for RPCs, None for a raster placed by neither."""

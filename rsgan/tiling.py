@@ -21,7 +21,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio
 import shapely
 from affine import Affine
 from pyproj import CRS as ProjCRS
@@ -43,6 +42,7 @@ from rsgan.io import (
     copy_placement,
     describe,
     is_virtual,
+    open_output,
     open_raster,
     placed_crs,
     placed_xy,
@@ -775,8 +775,8 @@ def _write_scene_chips(
         for row in rows.itertuples():
             window = window_of(row)
             data = read_window(src, window, selected, boundless=True)
-            with rasterio.open(
-                folder / row.chip, "w", **_chip_profile(info, window, len(selected), dtype)
+            with open_output(
+                folder / row.chip, **_chip_profile(info, window, len(selected), dtype)
             ) as dst:
                 # colour interpretation must be set before pixels are written (libtiff
                 # cannot change PhotometricInterpretation afterwards)

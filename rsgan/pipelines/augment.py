@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import rasterio
 import torch
 from affine import Affine
 from torch.utils.data import Dataset
@@ -38,6 +37,7 @@ from rsgan.io import (
     copy_placement,
     describe,
     list_image_files,
+    open_output,
     open_raster,
     output_profile,
 )
@@ -186,7 +186,7 @@ def copy_mask_to_grid(
         colormap = _colormap(src)
         profile = output_profile(grid, count=src.count, dtype=src.dtypes[0], nodata=src.nodata)
     with atomic_output(dst, overwrite=overwrite, inputs=(mask,)) as tmp:
-        with rasterio.open(tmp, "w", **profile) as out:
+        with open_output(tmp, **profile) as out:
             copy_placement(grid, out)
             out.write(data)
             if colormap is not None:

@@ -63,6 +63,7 @@ from rsgan.io import (
     files_read_by,
     is_network,
     open_dataset,
+    open_output,
     open_raster,
     output_profile,
     read_masked,
@@ -1232,7 +1233,7 @@ def _write_mosaic(
         fill = float("nan")
     stop = threading.Event()
     blended: queue.Queue[Any] = queue.Queue(maxsize=4)
-    with rasterio.open(dst_path, "w", **profile) as ds:
+    with open_output(dst_path, **profile) as ds:
         if out_count == len(run.bands):
             copy_band_metadata(info, ds, run.bands)
         elif info.tags:
@@ -1288,7 +1289,7 @@ def _overview_factors(width: int, height: int, blocksize: int = 256) -> list[int
 def _finish_cog(gtiff: Path, dst: Path, compress: str) -> None:
     """Build overviews on the tiled GTiff and copy it into a Cloud Optimized GeoTIFF
     (``compress`` a key of :data:`COMPRESSIONS`, at the COG driver's default level)."""
-    with rasterio.open(gtiff, "r+") as ds:
+    with open_output(gtiff, "r+") as ds:
         factors = _overview_factors(ds.width, ds.height)
         if factors:
             ds.build_overviews(factors, Resampling.average)
