@@ -111,22 +111,18 @@ class SceneInstanceNorm2d(nn.Module):
             self.mean, self.var, self.has_stats = mean, var, True
             return _normalize(x, mean, var, self.eps)
         xf = x.float()
-        mean4, var4 = _weighted_stats(xf, self._weight(x, self.mask, None))
+        mean4, var4 = _weighted_stats(xf, self._weight(x, self.mask))
         return ((xf - mean4) * torch.rsqrt(var4 + self.eps)).to(x.dtype)
 
     def _sums(self, x: Tensor, mask: Tensor | None, region: Region | None) -> tuple[Sums, Sums]:
         """Sums for pooled statistics over the valid cells of each sample's box, and over
         all cells (the fallback when no box holds a valid cell)."""
         weights = None if region is None else region[2]
-        if mask is None:
-            return _box_sums(x, _scale_boxes(x, region), weights)
-        resized = self._weight(x, mask, None)
-        assert resized is not None  # a mask was given
-        return _masked_box_sums(x, resized, _scale_boxes(x, region), weights)
+        return _box_sums(x, _scale_boxes(x, region), weights, self._weight(x, mask))
 
-    def _weight(self, x: Tensor, mask: Tensor | None, region: Region | None) -> Tensor | None:
-        """``mask`` resized to ``x``'s rows and cols (and limited to the region's boxes,
-        scaled by their weights), ``(N, 1, h, w)`` float32; None without a mask."""
+    def _weight(self, x: Tensor, mask: Tensor | None) -> Tensor | None:
+        """``mask`` resized to ``x``'s rows and cols, ``(N, 1, h, w)`` float32; None
+        without a mask."""
         if mask is None:
             return None
         if mask.shape[0] != x.shape[0]:
@@ -139,12 +135,6 @@ class SceneInstanceNorm2d(nn.Module):
         if tuple(mask.shape[-2:]) != size:
             shrinks = mask.shape[-2] >= size[0] and mask.shape[-1] >= size[1]
             mask = F.interpolate(mask, size=size, mode="area" if shrinks else "nearest")
-        if region is not None:
-            inside = torch.zeros_like(mask)
-            weights = region[2]
-            for i, (top, left, bottom, right) in enumerate(_scale_boxes(x, region)):
-                inside[i, :, top:bottom, left:right] = weights[i]
-            mask = mask * inside
         return mask
 
 
@@ -328,11 +318,15 @@ def _is_dense(x: Tensor) -> bool:
 
 @torch.no_grad()
 def _box_sums(
-    x: Tensor, boxes: list[Box], weights: Sequence[float] | None = None
+    x: Tensor,
+    boxes: list[Box],
+    weights: Sequence[float] | None = None,
+    mask: Tensor | None = None,
 ) -> tuple[Sums, Sums]:
     """Sums over the given box of every sample (its cells weighted by ``weights[i]``,
-    default 1), and over all cells of the samples whose box holds none (what the
-    statistics fall back to when no box does).
+    default 1, and by ``mask``, see :func:`_masked_box_sums`), and over all cells of the
+    samples whose box holds no (valid) cell (what the statistics fall back to when no box
+    does).
 
     Fast for large tiles in bf16: the box's rows are summed by torch's batch-norm statistics
     kernel when they are one dense block of memory (channels-last activations, or a box
@@ -346,12 +340,18 @@ def _box_sums(
     for i, box in enumerate(boxes):
         xi = x[i : i + 1]
         weight = 1.0 if weights is None else float(weights[i])
-        top, left, bottom, right = _clip_box(box, h, w)
-        if bottom <= top or right <= left or weight == 0:
+        box = _clip_box(box, h, w)
+        top, left, bottom, right = box
+        part = None
+        if bottom > top and right > left and weight != 0:
+            if mask is None:
+                part = _one_box_sums(xi, box)
+            else:
+                part = _masked_part(xi, box, mask[i, 0, top:bottom, left:right])
+        if part is None:
             whole = _add(whole, _moment_sums(xi))
-            continue
-        part = _one_box_sums(xi, (top, left, bottom, right))
-        boxed = _add(boxed, _scaled(part, weight))
+        else:
+            boxed = _add(boxed, _scaled(part, weight))
     return boxed, whole
 
 
@@ -404,7 +404,6 @@ def _cell_sums(cells: Tensor, weight: Tensor) -> Sums:
     return float(weight.double().sum()), total[0], total[1]
 
 
-@torch.no_grad()
 def _masked_box_sums(
     x: Tensor, mask: Tensor, boxes: list[Box], weights: Sequence[float] | None = None
 ) -> tuple[Sums, Sums]:
@@ -415,42 +414,36 @@ def _masked_box_sums(
     a fraction of its time: a box mostly valid is summed whole by the batch-norm kernel
     (:func:`_one_box_sums`) less each cell of weight ``m != 1`` times ``1 - m``; a box mostly
     invalid sums its cells of weight 1, gathered into one dense tensor, by the same kernel,
-    plus the other cells of positive weight. Both touch the smaller part of the box beyond
-    the kernel. Measured on the bundled model's statistics pass over 11 blocks of a 4096 px
-    scene with a nodata footprint, 3.6-4.1 s went to ~1.9 s, the unmasked pass's time
-    (docs/benchmarks.md). A sample whose box holds no valid cell adds its whole to the
-    fallback sums (:func:`_finish`), as in :func:`_box_sums`.
+    plus the other cells of positive weight (:func:`_masked_part`). Both touch the smaller
+    part of the box beyond the kernel. Measured on the bundled model's statistics pass
+    over 11 blocks of a 4096 px scene with a nodata footprint, 3.6-4.1 s went to ~1.9 s,
+    the unmasked pass's time (docs/benchmarks.md). A sample whose box holds no valid cell
+    adds its whole to the fallback sums (:func:`_finish`), as in :func:`_box_sums`.
     """
-    n, c, h, w = x.shape
-    zeros = torch.zeros(c, dtype=torch.float64, device=x.device)
-    boxed: Sums = (0.0, zeros, zeros)
-    whole: Sums = (0.0, zeros, zeros)
-    for i, box in enumerate(boxes):
-        xi = x[i : i + 1]
-        weight = 1.0 if weights is None else float(weights[i])
-        top, left, bottom, right = box = _clip_box(box, h, w)
-        m = mask[i, 0, top:bottom, left:right]
-        full = m == 1
-        n_full = int(full.sum())
-        partial = (m > 0) & ~full  # fractions (and any other positive weight)
-        if bottom <= top or right <= left or weight == 0 or (n_full == 0 and not partial.any()):
-            whole = _add(whole, _moment_sums(xi))
-            continue
-        cells = m.numel()
-        if 2 * n_full >= cells:  # mostly valid: the box, less what is not wholly valid
-            part = _one_box_sums(xi, box)
-            if n_full < cells:
-                rest = ~full
-                off = _cell_sums(_cells(xi, box, rest), 1.0 - m[rest])
-                part = (part[0] - off[0], part[1] - off[1], part[2] - off[2])
-        else:  # mostly invalid: the valid cells, gathered
-            part = (0.0, zeros, zeros)
-            if n_full:
-                part = _moment_sums(_cells(xi, box, full))
-            if partial.any():
-                part = _add(part, _cell_sums(_cells(xi, box, partial), m[partial]))
-        boxed = _add(boxed, _scaled(part, weight))
-    return boxed, whole
+    return _box_sums(x, boxes, weights, mask)
+
+
+def _masked_part(xi: Tensor, box: Box, m: Tensor) -> Sums | None:
+    """Sums over the (clipped, non-empty) ``box`` of ``xi`` weighted by ``m`` (the mask on
+    the box), or None when no cell of it has weight."""
+    full = m == 1
+    n_full = int(full.sum())
+    partial = (m > 0) & ~full  # fractions (and any other positive weight)
+    if n_full == 0 and not partial.any():
+        return None
+    cells = m.numel()
+    if 2 * n_full >= cells:  # mostly valid: the box, less what is not wholly valid
+        part = _one_box_sums(xi, box)
+        if n_full < cells:
+            rest = ~full
+            off = _cell_sums(_cells(xi, box, rest), 1.0 - m[rest])
+            part = (part[0] - off[0], part[1] - off[1], part[2] - off[2])
+        return part
+    zeros = torch.zeros(xi.shape[1], dtype=torch.float64, device=xi.device)
+    part = _moment_sums(_cells(xi, box, full)) if n_full else (0.0, zeros, zeros)
+    if partial.any():  # mostly invalid: the valid cells, gathered, and the fractions
+        part = _add(part, _cell_sums(_cells(xi, box, partial), m[partial]))
+    return part
 
 
 def _weighted_stats(x: Tensor, weight: Tensor | None) -> Stats:

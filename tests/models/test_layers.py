@@ -70,7 +70,7 @@ def test_mask_is_area_resized_inside_a_generator() -> None:
     seen = {}
 
     def hook(module, inputs, output):  # noqa: ANN001
-        seen[module] = module._weight(inputs[0].float(), module.mask, None)
+        seen[module] = module._weight(inputs[0].float(), module.mask)
 
     handles = [m.register_forward_hook(hook) for m in norm_layers(g).values()]
     with torch.no_grad():
