@@ -907,11 +907,14 @@ def _translated_tiles(
         # the start, it slowed the reading of the pass's blocks as much)
         reader = _Worker(read, "rsgan-read")
         stats: dict[str, Stats] | None = None
-        done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # outputs ready before their turn: the statistics pass's tiles, and None for the
+        # tiles without a valid pixel (not translated, :data:`SKIP_EMPTY_TILES`)
+        done: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
         if plan is None:
             reader.start()
         else:
-            stats, done = _stats_pass(run, plan, reader.start)
+            stats, passed = _stats_pass(run, plan, reader.start)
+            done.update(passed)
         # the statistics pass's activations were freed into this thread's heap, which the
         # tile workers (threads of their own, with glibc arenas of their own) do not reuse:
         # hand them back, or they stay in the run's peak memory (docs/benchmarks.md, ninth
@@ -932,7 +935,6 @@ def _translated_tiles(
             inflight: collections.deque[tuple[list[Any], Future[np.ndarray] | None]]
             inflight = collections.deque()
             pending: list[tuple[int, Window, np.ndarray | None, np.ndarray | None]] = []
-            empty: set[int] = set()  # tiles without a valid pixel: not translated
             finished = False
             while True:
                 # hand on the batches at the head that are done, in order; wait for the head
@@ -956,13 +958,9 @@ def _translated_tiles(
                     items, future = inflight.popleft()
                     translated = iter(future.result() if future is not None else [])
                     for i, window, x, valid in items:
-                        if i in empty:
-                            empty.discard(i)
-                            yield window, None, valid
-                        else:
-                            y, valid = done.pop(i) if x is None else (next(translated), valid)
-                            assert valid is not None  # every pending tile has its mask
-                            yield window, y, valid
+                        y, valid = done.pop(i) if x is None else (next(translated), valid)
+                        assert valid is not None  # every pending tile has its mask
+                        yield window, y, valid
                         bar.update(1)
                 if finished:
                     break
@@ -975,7 +973,7 @@ def _translated_tiles(
                         # no valid pixel: its output would get no weight anywhere (the
                         # first tile is translated all the same: it tells the writer the
                         # model's band count)
-                        empty.add(i)
+                        done[i] = (None, valid)
                         item = (i, window, None, valid)
                     pending.append(item)
                 todo = [p for p in pending if p[2] is not None]
