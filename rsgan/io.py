@@ -141,8 +141,7 @@ class RasterInfo:
     def placed(self) -> bool:
         """Whether the pixels have a place on Earth: a CRS with its transform, ground
         control points or RPCs."""
-        has_gcps = bool(self.gcps) and self.gcps_crs is not None
-        return self.is_georeferenced or has_gcps or self.rpcs is not None
+        return self.is_georeferenced or placed_crs(self) is not None
 
     @property
     def dtype(self) -> str:
@@ -1147,15 +1146,24 @@ def placed_xy(
     """
     from rasterio.transform import GCPTransformer, RPCTransformer
 
-    if info.gcps and info.gcps_crs is not None:
-        with GCPTransformer(list(info.gcps)) as t:
-            xs, ys = t.xy(list(rows), list(cols), offset="ul")
-        return list(xs), list(ys), info.gcps_crs
-    if info.rpcs is not None:
-        with RPCTransformer(info.rpcs) as t:
-            xs, ys = t.xy(list(rows), list(cols), offset="ul")
-        return list(xs), list(ys), CRS.from_epsg(4326)
-    raise ValueError(f"{info.path} is placed by neither ground control points nor RPCs")
+    crs = placed_crs(info)
+    if crs is None:
+        raise ValueError(f"{info.path} is placed by neither ground control points nor RPCs")
+    by_gcps = bool(info.gcps) and info.gcps_crs is not None  # else by RPCs
+    with GCPTransformer(list(info.gcps)) if by_gcps else RPCTransformer(info.rpcs) as t:
+        xs, ys = t.xy(list(rows), list(cols), offset="ul")
+    return list(xs), list(ys), crs
+
+
+def pixel_ring(
+    row_off: float, col_off: float, height: float, width: float, per_edge: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cols)`` of ``per_edge`` points along each edge of a pixel rectangle,
+    clockwise from its top-left corner (an outline to map through a transformer)."""
+    edge = np.linspace(0.0, 1.0, per_edge + 1)[:-1]
+    rows = row_off + height * np.concatenate([0 * edge, edge, 1 + 0 * edge, 1 - edge])
+    cols = col_off + width * np.concatenate([edge, 1 + 0 * edge, 1 - edge, 0 * edge])
+    return rows, cols
 
 
 def copy_placement(info: RasterInfo, dst: Any, row_off: int = 0, col_off: int = 0) -> None:
@@ -1281,6 +1289,11 @@ def files_read_by(inputs: Sequence[PathLike]) -> list[tuple[str, str]]:
     return found
 
 
+def _input_named(path: str, src: str) -> str:
+    """How an error names ``path``, a file the input ``src`` reads (:func:`files_read_by`)."""
+    return f"the input {src}" if path == src else f"{path}, which the input {src} reads"
+
+
 def _check_destination(dst: Path, *, overwrite: bool, inputs: Sequence[PathLike]) -> None:
     parent = dst.parent
     if not parent.is_dir():
@@ -1293,7 +1306,7 @@ def _check_destination(dst: Path, *, overwrite: bool, inputs: Sequence[PathLike]
         )
     for path, src in files_read_by(inputs):
         if _same_file(dst, Path(path)):
-            what = f"the input {src}" if path == src else f"{path}, which the input {src} reads"
+            what = _input_named(path, src)
             raise RasterWriteError(
                 f"output {dst} is {what}; inputs are never modified, choose another output path"
             )
@@ -1311,7 +1324,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def _check_folder_inputs(dst: Path, inputs: Sequence[PathLike]) -> None:
     for path, src in files_read_by(inputs):
         if _inside(Path(path), dst):
-            what = f"the input {src}" if path == src else f"{path}, which the input {src} reads"
+            what = _input_named(path, src)
             raise RasterWriteError(
                 f"output folder {dst} holds {what}; writing the folder would delete "
                 "it, choose another output folder"

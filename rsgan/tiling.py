@@ -44,6 +44,7 @@ from rsgan.io import (
     is_virtual,
     open_output,
     open_raster,
+    pixel_ring,
     placed_crs,
     placed_xy,
     read_valid_mask,
@@ -351,20 +352,15 @@ def _scene_footprints(windows: Sequence[Window], info: RasterInfo) -> np.ndarray
     points or RPCs."""
     if info.crs is not None or not info.placed:
         return _footprints(windows, info.transform)
-    edge = np.linspace(0.0, 1.0, 5)[:-1]
-    rows: list[float] = []
-    cols: list[float] = []
-    for w in windows:
-        r0, c0, h, wd = float(w.row_off), float(w.col_off), float(w.height), float(w.width)
-        rows += [*(r0 + 0 * edge), *(r0 + edge * h), *(r0 + h + 0 * edge), *(r0 + (1 - edge) * h)]
-        cols += [
-            *(c0 + edge * wd),
-            *(c0 + wd + 0 * edge),
-            *(c0 + (1 - edge) * wd),
-            *(c0 + 0 * edge),
-        ]
-    xs, ys, _ = placed_xy(info, rows, cols)
-    points = np.column_stack([xs, ys]).reshape(len(windows), 4 * len(edge), 2)
+    per_edge = 4
+    rings = [
+        pixel_ring(float(w.row_off), float(w.col_off), float(w.height), float(w.width), per_edge)
+        for w in windows
+    ]
+    rows = np.concatenate([r for r, _ in rings])
+    cols = np.concatenate([c for _, c in rings])
+    xs, ys, _ = placed_xy(info, list(rows), list(cols))
+    points = np.column_stack([xs, ys]).reshape(len(windows), 4 * per_edge, 2)
     return np.array([shapely.Polygon(p) for p in points], dtype=object)
 
 

@@ -46,7 +46,6 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 from shapely.geometry import box, mapping, shape
 
@@ -57,6 +56,7 @@ from rsgan.io import (
     check_local_output,
     describe,
     is_virtual,
+    pixel_ring,
     placed_xy,
     source_name,
     source_stem,
@@ -721,10 +721,7 @@ def _footprint_4326(info: Any) -> Any:
         return shape(transform_geom(info.crs, "EPSG:4326", mapping(outline.segmentize(step))))
     if not info.placed:
         return None
-    h, w = info.height, info.width
-    edge = np.linspace(0.0, 1.0, 9)[:-1]  # 8 points per edge, clockwise from the top left
-    rows = np.concatenate([0 * edge, edge * h, h + 0 * edge, (1 - edge) * h])
-    cols = np.concatenate([edge * w, w + 0 * edge, (1 - edge) * w, 0 * edge])
+    rows, cols = pixel_ring(0, 0, info.height, info.width, per_edge=8)
     xs, ys, crs = placed_xy(info, list(rows), list(cols))
     ring = {"type": "Polygon", "coordinates": [list(zip(xs, ys, strict=True))]}
     return shape(transform_geom(crs, "EPSG:4326", ring))
