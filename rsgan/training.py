@@ -564,9 +564,7 @@ def _is_dataset(source: Any) -> bool:
 
 
 def _stored_model(out_dir: PathLike, options: TrainOptions) -> LoadedModel | None:
-    """The checkpoint of the run being resumed (None when not resuming); checks first that
-    the run folder is a local path (before any data is read)."""
-    check_local_output(out_dir, "run folder")
+    """The checkpoint of the run being resumed (None when not resuming)."""
     if not options.resume:
         return None
     path = Path(out_dir) / MODEL_FILE
@@ -1295,6 +1293,7 @@ def train_cyclegan(
         bands_a, bands_b: 1-based bands of each domain (None: all).
         max_nodata: leave out chips with more nodata than this fraction.
     """
+    check_local_output(out_dir, "run folder")  # before any data is read
     options = options or TrainOptions()
     stored = _stored_model(out_dir, options)
     run = prepare_cyclegan(
@@ -1328,6 +1327,7 @@ def train_dcgan(
         options: steps, batch size (default 64), device, precision, seed, resume, ...
         bands: 1-based bands to read (None: all).
     """
+    check_local_output(out_dir, "run folder")  # before any data is read
     options = options or TrainOptions()
     stored = _stored_model(out_dir, options)
     run = prepare_dcgan(source, config=config, options=options, bands=bands, stored=stored)
