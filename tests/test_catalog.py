@@ -245,6 +245,18 @@ def test_bad_rows_fail_alone(scenes: list[Path], tmp_path: Path, client: object)
     assert status[7] == "failed" and "empty 'path'" in errors[7]
     _assert_identity_outputs(manifest[manifest["status"] == "done"], scenes)
 
+    # a rerun keeps the scenes done: a repeated row's failure does not hide the row that
+    # wrote the output (it did, keyed by scene name, and the rerun failed rows 2 and 3)
+    again = translate_catalog(
+        tmp_path / "data" / "catalog.csv",
+        tmp_path / "out",
+        torch.nn.Identity(),
+        scheduler=client,
+        **FAST,
+    )
+    assert list(again["status"]) == ["skipped"] * 3 + ["failed"] * 5
+    assert list(again["error"])[5:7] == errors[5:7]
+
 
 def test_worker_killed_mid_task_is_retried_and_every_output_is_valid(
     scenes: list[Path], tmp_path: Path, client: object
@@ -406,6 +418,7 @@ def test_unreachable_scheduler_is_a_clear_error(
         ({"workers": -1}, "workers=-1"),
         ({"retries": -1}, "retries=-1"),
         ({"tile_size": 64}, "unknown translation option.*tile_size"),
+        ({"quicklook": "q.png"}, "quicklook='q.png' names one PNG.*write_quicklook"),
     ],
 )
 def test_bad_options_are_refused_before_any_work(

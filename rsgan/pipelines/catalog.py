@@ -508,6 +508,9 @@ def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+_OURS = ("done", "skipped", "pending")
+
+
 def _plan(
     scenes: list[Scene], out_dir: Path, previous: gpd.GeoDataFrame | None, overwrite: bool
 ) -> tuple[list[SceneResult], dict[str, bool]]:
@@ -516,7 +519,11 @@ def _plan(
     Returns the initial manifest rows and, for scenes to run, whether their existing output
     may be replaced (a stale output of an earlier run of this catalog, or ``overwrite``).
     """
-    earlier = {} if previous is None else {r.scene: r for r in previous.itertuples()}
+    # Only rows that wrote (or were writing) an output count: a name's later duplicate row
+    # failed without touching that output and must not hide the row that wrote it.
+    earlier = {
+        r.scene: r for r in ([] if previous is None else previous.itertuples()) if r.status in _OURS
+    }
     rows: list[SceneResult] = []
     to_run: dict[str, bool] = {}
     for scene in scenes:
@@ -545,7 +552,7 @@ def _plan(
             scene.name, scene.source, os.fspath(out), "pending", footprint=scene.footprint
         )
         before = earlier.get(scene.name)
-        ours = before is not None and before.status in ("done", "skipped", "pending")
+        ours = before is not None
         if out.exists() and not overwrite:
             finished = _finished_earlier(before, out) if ours else None
             if finished is not None:
@@ -987,7 +994,14 @@ def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         "model",
         "overwrite",
         "progress",
+        "quicklook",
     }
+    if "quicklook" in options:
+        raise ConfigError(
+            f"quicklook={options['quicklook']!r} names one PNG, which every scene of the "
+            "catalog would write; leave it out and make previews of the outputs you want to "
+            "see with rsgan.pipelines.translate.write_quicklook(output, png)"
+        )
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(
