@@ -186,7 +186,13 @@ def test_index_written_from_relative_paths_loads_from_anywhere(
     pairs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    augment_segmentation_dataset(Path("src/images"), Path("src/masks"), Negate(), "aug", **FAST)
+    returned = augment_segmentation_dataset(
+        Path("src/images"), Path("src/masks"), Negate(), "aug", **FAST
+    )
+    # the returned index (documented: absolute paths) stays valid after a chdir
+    assert all(Path(p).is_absolute() for c in ("image", "mask") for p in returned[c])
+    assert len(load_index(Path("aug/index.csv"))) == 12  # a relative index path
+    assert all(Path(p).is_absolute() for p in load_index(Path("aug/index.csv"))["image"])
     monkeypatch.chdir(tmp_path / "src")  # elsewhere: the index alone must locate every file
     table = load_index(tmp_path / "aug" / "index.csv")
     assert len(table) == 12

@@ -355,7 +355,7 @@ def load_index(index: PathLike | pd.DataFrame) -> pd.DataFrame:
             "pass an index.csv written by rsgan augment"
         )
     for column in ("image", "mask"):
-        table[column] = [os.fspath(_under(path.parent, v)) for v in table[column]]
+        table[column] = [os.fspath(_under(path.absolute().parent, v)) for v in table[column]]
     return table
 
 
