@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# The CPU wheel of torch; an unpinned torch pulls a multi-GB CUDA build.
+# The CPU wheel of torch; an unpinned torch pulls a multi-GB CUDA build. On the project's
+# machines pip finds torch==2.13.0's CPU wheel on local disk; elsewhere PyPI's Linux wheel is
+# the CUDA build: `make TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes the CPU one.
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test test-all lint bench gpu-wheels clean
@@ -11,7 +14,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
@@ -29,8 +32,8 @@ lint: $(STAMP)  ## ruff over everything, mypy over the package
 	$(BIN)/ruff check rsgan tests benchmarks examples
 	$(BIN)/python -m mypy rsgan
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+bench: $(STAMP)  ## every benchmark; `make bench BENCH_ARGS=--quick` for a short run
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 # rasterio, pyproj, shapely and geopandas (~48 MB; not pyogrio, 33 MB more, which only
 # reads and writes vector files) as CPython 3.12 wheels in .whl/, for a GPU machine that

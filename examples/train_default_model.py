@@ -328,7 +328,7 @@ def main() -> None:
         type=float,
         default=Options.lambda_spectral,
         help="weight of a second pair of discriminators that see the log power spectrum of "
-        "each 32 px square (0: off, as the shipped model)",
+        "each 32 px square (0: off; the shipped model's second stage used 1)",
     )
     parser.add_argument(
         "--decay-steps",
@@ -382,6 +382,7 @@ def main() -> None:
         n_blocks=opts.n_blocks,
         upsample=opts.upsample,
         lambda_periodic=opts.lambda_periodic,
+        pool_size=0,  # this loop shows the discriminators the current fakes only
     )
     nets = build_nets("cyclegan", config)
     steps_before = 0
