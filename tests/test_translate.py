@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import struct
 import threading
 from pathlib import Path
@@ -637,10 +638,11 @@ def test_quicklook_is_checked_before_any_work_and_written_after(make_raster, tmp
     src = make_raster()
     dst = tmp_path / "o.tif"
     kwargs = {"tile": 64, "overlap": 16, "progress": False, "overwrite": True}
-    for bad in (src, dst):
+    (tmp_path / "dir.png").mkdir()
+    for bad in (src, dst, tmp_path / "nope" / "q.png", tmp_path / "dir.png"):
         with pytest.raises(RasterWriteError, match="quicklook"):
             translate_raster(src, dst, nn.Identity(), quicklook=bad, **kwargs)
-        assert not dst.exists()
+        assert not dst.exists()  # refused before the translation, which left its output
     png = tmp_path / "o.png"
     png.write_bytes(b"keep me")
     with pytest.raises(OutputExistsError, match="quicklook"):
@@ -844,6 +846,30 @@ def test_checkpoint_dtype_mismatch(make_raster, tmp_path):
     src = make_raster(dtype="uint8")
     with pytest.raises(ModelError, match="uint16"):
         translate_raster(src, tmp_path / "o.tif", ckpt, progress=False)
+
+
+def test_wrong_bands_and_dtype_in_one_message_whose_conversion_works(make_raster, tmp_path):
+    """A Sentinel-2 style uint16 B, G, R, NIR scene for a 3-band uint8 model: one error
+    names the bands and the dtype, and the vrt:// name it suggests (with a scale filled
+    in) translates."""
+    ckpt = _tiny_checkpoint(tmp_path / "m.safetensors", dtype="uint8")
+    src = make_raster(
+        count=4, dtype="uint16", descriptions=["B02 blue", "B03 green", "B04 red", "B08 nir"]
+    )
+    dst = tmp_path / "o.tif"
+    with pytest.raises(BandError) as both:
+        translate_raster(src, dst, ckpt, progress=False)
+    assert "expects 3 band(s)" in str(both.value) and "needs uint8 data" in str(both.value)
+    with pytest.raises(ModelError) as dtype_only:
+        translate_raster(src, dst, ckpt, bands=(3, 2, 1), progress=False)
+    for message in (str(both.value), str(dtype_only.value)):
+        vrt = re.search(r'"(vrt://[^"]+)"', message)
+        assert vrt is not None, message
+        assert vrt.group(1).endswith("?bands=3,2,1&ot=Byte&scale=LOW,HIGH,0,255")
+    converted = vrt.group(1).replace("LOW,HIGH", "0,65535")
+    translate_raster(converted, dst, ckpt, tile=32, overlap=8, progress=False)
+    with rasterio.open(dst) as ds:
+        assert ds.count == 3 and ds.dtypes == ("uint8",) * 3
 
 
 def test_corrupt_checkpoint(make_raster, tmp_path):

@@ -283,12 +283,45 @@ def _colour_bands(info: RasterInfo) -> tuple[int, ...] | None:
     return None
 
 
+def _conversion_hint(src: Path | str, dtype: str, bands: tuple[int, ...] | None, name: str) -> str:
+    """How to read ``src`` as ``dtype`` (and ``bands``) without a converted copy: a GDAL
+    ``vrt://`` name that rsgan reads like a file, or gdal_translate for other sources. An
+    integer ``dtype`` gets a linear scale from the source values LOW..HIGH onto its range."""
+    gdal_type = rasterio.dtypes._gdal_typename(dtype)  # e.g. uint8 -> Byte
+    kind = np.dtype(dtype)
+    target = (int(np.iinfo(kind).min), int(np.iinfo(kind).max)) if kind.kind in "iu" else None
+    text = str(src)
+    if "://" in text or text.startswith("/vsi"):  # a URL or a vrt:// name: no query to add
+        selection = "".join(f" -b {b}" for b in bands or ())
+        scale = f" -scale LOW HIGH {target[0]} {target[1]}" if target else ""
+        return (
+            f"convert it first, e.g. gdal_translate{selection} -ot {gdal_type}{scale} "
+            f"{name} converted.tif"
+            + (
+                f" (LOW..HIGH: the source values that map onto {target[0]}..{target[1]})"
+                if target
+                else ""
+            )
+        )
+    query = (f"bands={','.join(map(str, bands))}&" if bands else "") + f"ot={gdal_type}"
+    if target is None:
+        return f'read it converted: "vrt://{text}?{query}"'
+    return (
+        f'read it converted: "vrt://{text}?{query}&scale=LOW,HIGH,{target[0]},{target[1]}" '
+        f"(LOW..HIGH: the source values that map onto {target[0]}..{target[1]})"
+    )
+
+
 def _check_fit(
     translator: Translator, info: RasterInfo, bands: tuple[int, ...], src: Path | str
 ) -> None:
-    """Refuse band counts and dtypes the model cannot take, naming the bands to pass."""
+    """Refuse band counts and dtypes the model cannot take, naming the bands to pass and,
+    when both are wrong, both problems in one message."""
     name = source_name(src)
     want = translator.in_count
+    wrong_type = translator.in_dtype is not None and any(
+        np.dtype(info.dtypes[b - 1]) != np.dtype(translator.in_dtype) for b in bands
+    )
     if want is not None and len(bands) != want:
         suggested: tuple[int, ...] | None = None
         if translator.in_bands and max(translator.in_bands) <= info.count:
@@ -302,6 +335,13 @@ def _check_fit(
         rgb = _colour_bands(info) if want == 3 else None
         if rgb is not None and rgb != suggested:
             hint += f"; its red, green and blue bands, in that order, are {_bands_hint(rgb)}"
+            suggested = rgb
+        if wrong_type and suggested is not None:
+            dtype = info.dtypes[suggested[0] - 1]
+            hint += (
+                f". It also needs {translator.in_dtype} data and {name} is {dtype}: "
+                + _conversion_hint(src, str(translator.in_dtype), suggested, name)
+            )
         raise BandError(
             f"{translator.name} expects {want} band(s); {name} gives {len(bands)} "
             f"(bands {bands}); {hint}"
@@ -312,11 +352,12 @@ def _check_fit(
             f"{name}: the selected bands {bands} have different data types "
             f"{tuple(info.dtypes[b - 1] for b in bands)}; select bands of one type"
         )
-    if translator.in_dtype is not None and np.dtype(translator.in_dtype) != np.dtype(dtype):
+    if wrong_type:
+        selected = None if bands == tuple(range(1, info.count + 1)) else bands
         raise ModelError(
             f"{translator.name} was trained on {translator.in_dtype} data but {name} is "
-            f"{dtype}; convert the scene to {translator.in_dtype} (e.g. gdal_translate "
-            f"-ot {translator.in_dtype} -scale) or use a model trained on {dtype} data"
+            f"{dtype}; {_conversion_hint(src, str(translator.in_dtype), selected, name)}, "
+            f"or use a model trained on {dtype} data"
         )
 
 
@@ -1541,6 +1582,18 @@ def _check_quicklook(png: Path, src: Path | str, dst: Path, overwrite: bool) -> 
     if png.suffix.lower() != ".png":
         raise RasterWriteError(
             f"quicklook {png}: a quicklook is a PNG picture; name it {png.with_suffix('.png')}"
+        )
+    # checked before the translation, which would otherwise run and leave its output
+    if png.is_dir():
+        raise RasterWriteError(f"quicklook {png} is a folder; name a PNG file in it")
+    if not png.parent.is_dir():
+        raise RasterWriteError(
+            f"cannot write quicklook {png}: folder {png.parent} does not exist; create it first"
+        )
+    if not os.access(png.parent, os.W_OK | os.X_OK):
+        raise RasterWriteError(
+            f"cannot write quicklook {png}: folder {png.parent} is not writable; choose "
+            "another path for the PNG"
         )
     for path, given in files_read_by([src]):
         if same_file(png, path):
