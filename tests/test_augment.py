@@ -13,6 +13,7 @@ import torch
 from affine import Affine
 
 from rsgan.errors import ConfigError, OutputExistsError
+from rsgan.io import Normalizer, NotGeoreferencedWarning
 from rsgan.pipelines.augment import (
     AugmentError,
     MixedSegmentationDataset,
@@ -143,7 +144,6 @@ def test_misaligned_and_unpaired_files_fail_alone(
     assert not (tmp_path / "aug" / "masks" / "tile_1.tif").exists()
 
 
-@pytest.mark.filterwarnings("ignore::rsgan.io.NotGeoreferencedWarning")
 def test_plain_image_chips(tmp_path: Path) -> None:
     images, masks = tmp_path / "img", tmp_path / "lbl"
     images.mkdir()
@@ -158,7 +158,11 @@ def test_plain_image_chips(tmp_path: Path) -> None:
             masks / f"c{i}.png", "w", driver="PNG", width=32, height=32, count=1, dtype="uint8"
         ) as dst:
             dst.write(rng.integers(0, 2, (1, 32, 32), dtype=np.uint8) * 255)
-    index = augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+    with pytest.warns(NotGeoreferencedWarning) as caught:
+        index = augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+    # one warning for the run, not one per image, mask and output (six here)
+    assert len([w for w in caught if w.category is NotGeoreferencedWarning]) == 1
+    assert "2 of 2 pair(s) have no CRS (c0, c1)" in str(caught[0].message)
     for row in index[index["translated"]].itertuples():
         copied, grid = _read(tmp_path / "aug" / row.mask)
         np.testing.assert_array_equal(copied, _read(row.source_mask)[0])
@@ -166,6 +170,46 @@ def test_plain_image_chips(tmp_path: Path) -> None:
             _read(tmp_path / "aug" / row.image)[0], 255 - _read(row.source_image)[0]
         )
         assert grid["crs"] is None and grid["shape"] == (32, 32)
+
+
+def test_bands_selection_applies_to_the_original_samples_too(tmp_path: Path) -> None:
+    """4-band images translated with bands=(3, 2, 1): original and translated samples both
+    have those three bands (the originals used to keep all four: mixed batches failed)."""
+    images, masks = tmp_path / "src" / "images", tmp_path / "src" / "masks"
+    images.mkdir(parents=True)
+    for i in range(2):
+        transform = GRID @ Affine.translation(100 * i, 0)
+        with rasterio.open(
+            images / f"t{i}.tif", "w", driver="GTiff", width=48, height=40, count=4,
+            dtype="uint8", crs="EPSG:26915", transform=transform,
+            photometric="MINISBLACK",  # NAIP-like R, G, B, NIR: no alpha band
+        ) as dst:  # fmt: skip
+            dst.write(np.random.default_rng(i).integers(0, 256, (4, 40, 48), dtype=np.uint8))
+        _write_mask(masks / f"t{i}.tif", _mask(i), transform, "EPSG:26915")
+    out = tmp_path / "aug"
+    index = augment_segmentation_dataset(images, masks, Negate(), out, bands=(3, 2, 1), **FAST)
+    assert list(index[~index["translated"]]["bands"]) == ["3,2,1"] * 2
+    assert list(index[index["translated"]]["bands"]) == [""] * 2
+    for ratio in (0.0, 1.0):
+        for sample in MixedSegmentationDataset(out / "index.csv", translated_ratio=ratio):
+            assert sample["image"].shape == (3, 40, 48)
+    original = MixedSegmentationDataset(out / "index.csv", translated_ratio=0.0)[0]["image"]
+    source, _ = _read(images / "t0.tif")
+    expected = Normalizer.for_dtype("uint8", 3).normalize(source[[2, 1, 0]])
+    np.testing.assert_allclose(original.numpy(), expected, atol=1e-6)
+    translated = MixedSegmentationDataset(out / "index.csv", translated_ratio=1.0)[0]["image"]
+    np.testing.assert_allclose(translated.numpy(), -expected, atol=1e-2)
+
+
+def test_index_without_a_bands_column_reads_all_bands(
+    pairs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    images, masks = pairs
+    augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+    table = pd.read_csv(tmp_path / "aug" / "index.csv").drop(columns=["bands"])
+    table.to_csv(tmp_path / "aug" / "old.csv", index=False)  # an index from before the column
+    sample = MixedSegmentationDataset(tmp_path / "aug" / "old.csv", translated_ratio=0.0)[0]
+    assert sample["image"].shape == (3, 40, 48)
 
 
 def test_existing_outputs_need_overwrite(pairs: tuple[Path, Path], tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from rsgan.cli._options import BANDS
 from rsgan.cli.batch import given, translation_options
 
 
@@ -30,6 +31,13 @@ from rsgan.cli.batch import given, translation_options
     help="Output folder: images/, masks/ and index.csv.",
 )
 @translation_options
+@click.option(
+    "--bands",
+    type=BANDS,
+    default=None,
+    help="1-based bands to translate, e.g. 3,2,1 (default all); the index's original "
+    "samples read the same bands.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def augment(
@@ -41,6 +49,7 @@ def augment(
     tile: int | None,
     overlap: int | None,
     device: str | None,
+    bands: tuple[int, ...] | None,
     overwrite: bool,
     quiet: bool,
 ) -> None:
@@ -66,7 +75,7 @@ def augment(
         direction=direction,
         overwrite=overwrite,
         progress=not quiet,
-        **given(tile=tile, overlap=overlap, device=device),
+        **given(tile=tile, overlap=overlap, device=device, bands=bands),
     )
     click.echo(f"{int(index['translated'].sum())} translated pairs; index: {out_dir / INDEX_NAME}")
 

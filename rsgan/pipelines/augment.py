@@ -14,8 +14,10 @@ translated images at a chosen ratio.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from rsgan.errors import ConfigError, OutputExistsError, RsganError
 from rsgan.io import (
     IMAGE_EXTENSIONS,
     Normalizer,
+    NotGeoreferencedWarning,
     RasterInfo,
     atomic_output,
     check_local_output,
@@ -44,6 +47,9 @@ from rsgan.io import (
 
 INDEX_NAME = "index.csv"
 INDEX_COLUMNS = ("image", "mask", "source_image", "source_mask", "translated")
+BANDS_COLUMN = "bands"
+"""Optional index column: the 1-based bands of ``image`` that samples read ("1,2,3"), set
+on original rows when the images were translated with ``bands=``; empty: all bands."""
 
 
 class PairError(RsganError, ValueError):
@@ -232,7 +238,9 @@ def augment_segmentation_dataset(
     ``out_dir/images/<stem>.tif``; its mask is copied pixel for pixel onto the translated
     image's grid as ``out_dir/masks/<stem>.tif``. ``out_dir/index.csv`` lists the original
     pairs (``translated`` False) and the translated ones (True); translated paths are
-    relative to ``out_dir``.
+    relative to ``out_dir``. With ``bands=`` (e.g. the RGB bands of 4-band NAIP for an RGB
+    model) the index's ``bands`` column makes the original rows read those bands too, so
+    original and translated samples have the same bands.
 
     Args:
         images: a folder of images (GeoTIFFs or plain image chips) or a list of files.
@@ -243,11 +251,12 @@ def augment_segmentation_dataset(
         direction: ``"a2b"`` or ``"b2a"`` for a CycleGAN checkpoint.
         overwrite: replace existing outputs.
         progress: show a progress bar over pairs.
-        **translate_kwargs: passed on to ``translate_raster`` (``tile``, ``overlap``, ...).
+        **translate_kwargs: passed on to ``translate_raster`` (``tile``, ``overlap``,
+            ``bands``, ...).
 
     Returns:
         The index (columns ``image``, ``mask``, ``source_image``, ``source_mask``,
-        ``translated``), with absolute paths (``index.csv`` stores the translated pairs'
+        ``translated``, ``bands``), with absolute paths (``index.csv`` stores the translated pairs'
         paths relative to ``out_dir``).
 
     Raises:
@@ -279,35 +288,50 @@ def augment_segmentation_dataset(
         from rsgan.checkpoint import load_model
 
         model = load_model(model)  # once for all images
+    bands = translate_kwargs.get("bands")
+    selected = "" if bands is None else ",".join(str(int(b)) for b in bands)
     rows: list[dict[str, Any]] = []
+    unplaced: list[str] = []
     for pair in tqdm(pairs, desc="translating pairs", unit="pair", disable=not progress):
         image_out, mask_out = _output_paths(out, pair.stem)
         try:
-            check_alignment(describe(pair.image), describe(pair.mask))
-            translate_raster(
-                pair.image,
-                image_out,
-                model,
-                direction=direction,
-                overwrite=overwrite,
-                progress=False,
-                **translate_kwargs,
-            )
-            copy_mask_to_grid(pair.mask, describe(image_out), mask_out, overwrite=overwrite)
+            with _not_georeferenced(unplaced, pair.stem):
+                check_alignment(describe(pair.image), describe(pair.mask))
+                translate_raster(
+                    pair.image,
+                    image_out,
+                    model,
+                    direction=direction,
+                    overwrite=overwrite,
+                    progress=False,
+                    **translate_kwargs,
+                )
+                copy_mask_to_grid(pair.mask, describe(image_out), mask_out, overwrite=overwrite)
         except RsganError as exc:
             failures[pair.stem] = str(exc)
             continue
         # originals stay where they are: absolute, since relative paths in the index
         # resolve against its own folder, not the caller's working directory
         original_image, original_mask = Path(pair.image).absolute(), Path(pair.mask).absolute()
-        rows.append(_index_row(original_image, original_mask, pair.image, pair.mask, False))
+        rows.append(
+            _index_row(original_image, original_mask, pair.image, pair.mask, False, selected)
+        )
         rows.append(
             _index_row(
                 image_out.relative_to(out), mask_out.relative_to(out), pair.image, pair.mask, True
             )
         )
+    if unplaced:
+        shown = ", ".join(unplaced[:3]) + (", ..." if len(unplaced) > 3 else "")
+        warnings.warn(
+            NotGeoreferencedWarning(
+                f"{len(unplaced)} of {total} pair(s) have no CRS ({shown}): they are used as "
+                "plain images, and their outputs carry pixel coordinates only"
+            ),
+            stacklevel=2,
+        )
     with atomic_output(index_path, overwrite=overwrite, suffix=".csv") as tmp:
-        pd.DataFrame(rows, columns=list(INDEX_COLUMNS)).to_csv(tmp, index=False)
+        pd.DataFrame(rows, columns=[*INDEX_COLUMNS, BANDS_COLUMN]).to_csv(tmp, index=False)
     index = load_index(index_path)  # the returned paths are absolute
     if failures:
         lines = "\n".join(f"  {stem}: {msg}" for stem, msg in sorted(failures.items()))
@@ -320,8 +344,28 @@ def augment_segmentation_dataset(
     return index
 
 
+@contextlib.contextmanager
+def _not_georeferenced(unplaced: list[str], stem: str) -> Iterator[None]:
+    """Hold back the no-CRS warnings of one pair (its image, mask and output each give
+    one) and note the pair in ``unplaced``: the caller warns once for all pairs."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, NotGeoreferencedWarning):
+            if stem not in unplaced:
+                unplaced.append(stem)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
 def _index_row(
-    image: Path, mask: Path, source_image: Path, source_mask: Path, translated: bool
+    image: Path,
+    mask: Path,
+    source_image: Path,
+    source_mask: Path,
+    translated: bool,
+    bands: str = "",
 ) -> dict[str, Any]:
     return {
         "image": os.fspath(image),
@@ -329,6 +373,7 @@ def _index_row(
         "source_image": os.fspath(Path(source_image).absolute()),
         "source_mask": os.fspath(Path(source_mask).absolute()),
         "translated": translated,
+        BANDS_COLUMN: bands,
     }
 
 
@@ -347,7 +392,7 @@ def load_index(index: PathLike | pd.DataFrame) -> pd.DataFrame:
             f"index {path} does not exist; pass the index.csv written by "
             "augment_segmentation_dataset (rsgan augment)"
         )
-    table = pd.read_csv(path)
+    table = pd.read_csv(path, dtype={BANDS_COLUMN: str}, keep_default_na=False)
     missing = [c for c in INDEX_COLUMNS if c not in table.columns]
     if missing:
         raise ConfigError(
@@ -356,7 +401,15 @@ def load_index(index: PathLike | pd.DataFrame) -> pd.DataFrame:
         )
     for column in ("image", "mask"):
         table[column] = [os.fspath(_under(path.absolute().parent, v)) for v in table[column]]
+    if BANDS_COLUMN not in table.columns:  # an index written before the column existed
+        table[BANDS_COLUMN] = ""
     return table
+
+
+def _parse_bands(value: Any) -> list[int] | None:
+    """The ``bands`` cell of an index row as 1-based indexes; None for all bands."""
+    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+    return [int(b) for b in text.split(",")] if text.strip() else None
 
 
 def _under(base: Path, value: str) -> Path:
@@ -371,7 +424,8 @@ class MixedSegmentationDataset(Dataset):
     random with ``seed``, the translated image (with its copied mask) is used instead.
 
     Samples are ``{"image": float32 tensor (C, H, W), "mask": int64 tensor (H, W),
-    "translated": bool}``. Images are normalised with ``normalizer`` (an
+    "translated": bool}``. An original image translated with ``bands=`` gives those
+    bands (the index's ``bands`` column), like its translated image. Images are normalised with ``normalizer`` (an
     :class:`rsgan.io.Normalizer`, or any callable from a ``(C, H, W)`` array to a float
     array); None uses the natural range of the image's dtype mapped to [-1, 1]
     (``Normalizer.for_dtype``: uint8 0..255). The mask is band 1 of the mask file.
@@ -413,9 +467,11 @@ class MixedSegmentationDataset(Dataset):
         rng = np.random.default_rng(seed)
         chosen = set(rng.choice(candidates, size=wanted, replace=False).tolist())
         self.samples: list[tuple[str, str, bool]] = []
+        self._bands: list[list[int] | None] = []
         for i, row in enumerate(originals.itertuples()):
             use = translated[row.source_image] if i in chosen else row
             self.samples.append((use.image, use.mask, i in chosen))
+            self._bands.append(_parse_bands(getattr(use, BANDS_COLUMN)))
         self.normalizer = normalizer
 
     def __len__(self) -> int:
@@ -429,7 +485,7 @@ class MixedSegmentationDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         image_path, mask_path, flag = self.samples[i]
         with open_raster(image_path) as src:
-            image = src.read()
+            image = src.read(self._bands[i])  # an original's bands= selection, or all
         with open_raster(mask_path) as src:
             mask = src.read(1)
         norm = self.normalizer or Normalizer.for_dtype(str(image.dtype), image.shape[0])

@@ -25,11 +25,11 @@ def pairs(make_raster: Callable[..., Path], tmp_path: Path) -> tuple[Path, Path]
     return tmp_path / "img", tmp_path / "lbl"
 
 
-def _augment(images: Path, masks: Path, out: Path) -> Result:
+def _augment(images: Path, masks: Path, out: Path, *extra: str) -> Result:
     model = tiny_checkpoint(out.parent / "tiny.safetensors")
     args = ["--images", images, "--masks", masks, "--model", model, "--out", out]
     return CliRunner().invoke(
-        cli, ["augment", *map(str, args), "--tile", "32", "--overlap", "8", "-q"]
+        cli, ["augment", *map(str, args), "--tile", "32", "--overlap", "8", "-q", *extra]
     )
 
 
@@ -53,3 +53,19 @@ def test_augment_bad_pair_exit_code(pairs: tuple[Path, Path], tmp_path: Path) ->
     assert result.exit_code == 1
     assert "1 of 2 pair(s) failed" in result.output and "t1.tif has no mask" in result.output
     assert (tmp_path / "aug" / "masks" / "t0.tif").exists()
+
+
+def test_augment_bands_option_as_the_band_error_says(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """4-band images and a 3-band model: the error names --bands, which exists and works."""
+    for i in range(2):
+        make_raster(f"t{i}.tif", width=40, height=32, count=4, seed=i, folder=tmp_path / "img")
+        mask = (np.arange(40 * 32).reshape(1, 32, 40) % 3).astype(np.uint8)
+        make_raster(f"t{i}.tif", data=mask, folder=tmp_path / "lbl")
+    refused = _augment(tmp_path / "img", tmp_path / "lbl", tmp_path / "aug")
+    assert refused.exit_code == 1 and "(--bands 1,2,3)" in refused.output
+    done = _augment(tmp_path / "img", tmp_path / "lbl", tmp_path / "aug2", "--bands", "1,2,3")
+    assert done.exit_code == 0, done.output
+    index = pd.read_csv(tmp_path / "aug2" / "index.csv", dtype={"bands": str})
+    assert list(index[~index["translated"]]["bands"]) == ["1,2,3"] * 2
