@@ -516,7 +516,8 @@ def chip_index(
         RasterReadError: a scene is missing or not a raster.
         BandError: bands out of range, or scenes with different band counts or dtypes.
         TileSpecError: a scene smaller than a tile with ``edge="shift"``.
-        AOIError: the AOI has no CRS, or misses every scene.
+        AOIError: the AOI has no CRS, or misses every scene, or (``aoi_within``) no whole
+            chip lies within it.
         ConfigError: ``max_nodata`` outside 0..1.
     """
     paths = _as_paths(scenes)
@@ -532,6 +533,7 @@ def chip_index(
     frame_crs = _scene_crs(infos[0])
     parts: list[gpd.GeoDataFrame] = []
     total = skipped_aoi = skipped_nodata = 0
+    touched = False  # with aoi_within: some chip overlaps the AOI, though none lies within
     for path, info in tqdm(
         list(zip(paths, infos, strict=True)),
         desc="indexing scenes",
@@ -545,8 +547,11 @@ def chip_index(
         footprints = _scene_footprints(windows, info)
         keep = np.ones(len(windows), dtype=bool)
         if aoi_series is not None:
-            keep = aoi_keep(footprints, aoi_in_crs(aoi_series, crs), aoi_within)
+            scene_aoi = aoi_in_crs(aoi_series, crs)
+            keep = aoi_keep(footprints, scene_aoi, aoi_within)
             skipped_aoi += int((~keep).sum())
+            if aoi_within and not keep.any():
+                touched = touched or bool(aoi_keep(footprints, scene_aoi, False).any())
         with open_raster(path) as src:
             fractions = _valid_fractions(src, grid, selected, spec.size, keep)
         if max_nodata is not None:
@@ -569,6 +574,12 @@ def chip_index(
             part = part.to_crs(frame_crs)
         parts.append(part)
     if aoi_series is not None and skipped_aoi == total:
+        if touched:
+            raise AOIError(
+                f"no whole chip of {spec.size} px lies within the AOI, which overlaps the "
+                f"scene(s) ({', '.join(source_name(p) for p in paths)}); use smaller chips, "
+                "or keep the chips that overlap it (aoi_within=False, no --within)"
+            )
         b = aoi_series.total_bounds
         raise AOIError(
             f"the AOI (bounds {b[0]:.6g}, {b[1]:.6g}, {b[2]:.6g}, {b[3]:.6g} in "

@@ -233,6 +233,13 @@ def test_aoi_errors(make_raster, tmp_path: Path) -> None:
     far = shapely.box(10, 10, 11, 11)
     with pytest.raises(AOIError, match=r"misses every scene \(scene.tif\)"):
         chip_index(path, TileSpec(32), aoi=far, aoi_crs="EPSG:4326")
+    with pytest.raises(AOIError, match=r"misses every scene"):  # within, and far away
+        chip_index(path, TileSpec(32), aoi=far, aoi_crs="EPSG:4326", aoi_within=True)
+    # inside the scene but smaller than a chip: not "misses every scene" (its CRS is fine)
+    small = shapely.box(500000 + 10, 5200000 - 30, 500000 + 40, 5200000 - 10)
+    assert len(chip_index(path, TileSpec(32), aoi=small, aoi_crs="EPSG:32614")) > 0
+    with pytest.raises(AOIError, match=r"no whole chip of 32 px lies within the AOI"):
+        chip_index(path, TileSpec(32), aoi=small, aoi_crs="EPSG:32614", aoi_within=True)
     with pytest.raises(AOIError, match="has no CRS.*aoi_crs"):
         chip_index(path, TileSpec(32), aoi=far)
     no_crs = tmp_path / "nocrs.gpkg"
