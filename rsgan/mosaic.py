@@ -627,6 +627,16 @@ def _axis_tiles(
             n += 1
 
 
+def _safe_overlap(tile: int, multiple: int) -> int:
+    """The largest overlap with which no three tiles of ``tile`` px ever share a pixel."""
+    return max(0, (tile - 6 * (multiple - 1)) // 3)
+
+
+def _overlap_hint(tile: int, multiple: int) -> str:
+    safe = _safe_overlap(tile, multiple)
+    return f"overlap={safe} (--overlap {safe})"
+
+
 def balanced_windows(
     width: int,
     height: int,
@@ -665,23 +675,29 @@ def balanced_windows(
     if width < 1 or height < 1:
         raise TileSpecError(f"scene size {width} x {height} px is empty")
     if tile % multiple or tile < min_size:
+        fit = max(min_size, tile // multiple * multiple, multiple)
+        also = (
+            ""
+            if overlap <= _safe_overlap(fit, multiple)
+            else f" with {_overlap_hint(fit, multiple)}"
+        )
         raise TileSpecError(
             f"tile size {tile} px does not suit the model: it needs a multiple of {multiple} "
-            f"px of at least {min_size} px; use e.g. tile={max(min_size, tile // multiple * multiple, multiple)}"
+            f"px of at least {min_size} px; use e.g. tile={fit} (--tile {fit}){also}"
         )
     if not 0 <= overlap < tile:
         raise TileSpecError(
-            f"overlap {overlap} px must be at least 0 and smaller than the tile size {tile} px"
+            f"overlap {overlap} px must be at least 0 and smaller than the tile size {tile} px; "
+            f"use e.g. {_overlap_hint(tile, multiple)}"
         )
     th, rows = _axis_tiles(height, tile, overlap, multiple, min_size)
     tw, cols = _axis_tiles(width, tile, overlap, multiple, min_size)
     for size, offsets in ((th, rows), (tw, cols)):
         if any(c < a + size for a, c in zip(offsets, offsets[2:], strict=False)):
-            safe = max(0, (tile - 6 * (multiple - 1)) // 3)
             raise TileSpecError(
                 f"overlap {overlap} px is too large for tile {tile} px here: three tiles would "
-                f"overlap; use an overlap of at most {safe} px (a third of the tile) or a "
-                "larger tile"
+                f"overlap; use at most {_overlap_hint(tile, multiple)} (about a third of the "
+                "tile) or a larger tile"
             )
     return [Window(c, r, tw, th) for r in rows for c in cols]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -142,6 +144,25 @@ def test_balanced_windows_bad_tile():
         balanced_windows(100, 100, 30, 4, multiple=4)
     with pytest.raises(TileSpecError, match="overlap"):
         balanced_windows(100, 100, 32, 32, multiple=4)
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(4, 64), (30, 4), (8, 64), (100, 64), (96, 40)])
+def test_the_tile_and_overlap_an_error_suggests_work(tile: int, overlap: int) -> None:
+    """Following the suggestion of each error (tile=, overlap=) until none is left gives a
+    grid: a suggested tile 8 with the default overlap 64 used to fail next."""
+    for _ in range(3):
+        try:
+            windows = balanced_windows(300, 200, tile, overlap, multiple=4, min_size=8)
+        except TileSpecError as exc:
+            message = str(exc)
+            assert "(--tile" in message or "(--overlap" in message, message
+            found = dict(re.findall(r"\b(tile|overlap)=(\d+) \(--", message))
+            assert found, message
+            tile, overlap = int(found.get("tile", tile)), int(found.get("overlap", overlap))
+        else:
+            assert windows
+            return
+    pytest.fail(f"still refused after following the suggestions: tile {tile}, overlap {overlap}")
 
 
 # --------------------------------------------------------------------------- writer
