@@ -3,6 +3,7 @@ whose empty collar has none set (e.g. after reprojection)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from rsgan.cli.main import cli
 from rsgan.errors import ConfigError
 from rsgan.models.cyclegan import ResnetGenerator
 from rsgan.pipelines.catalog import translate_catalog
-from rsgan.pipelines.translate import translate_raster
+from rsgan.pipelines.translate import EmptyEdgeWarning, translate_raster
 
 FAST = {"tile": 64, "overlap": 16, "stats_memory_mb": 2, "progress": False}
 
@@ -60,7 +61,8 @@ def test_override_gives_what_the_file_carrying_the_value_gives(
     np.testing.assert_array_equal(got.filled(0), expected.filled(0))
     assert got_meta == expected_meta and got_meta["nodata"] == 0
     assert got.mask[:, :20].all() and not got.mask[:, 20:-20, 20:-20].any()
-    ignored, ignored_meta = _read(translate_raster(bare, tmp_path / "n.tif", net, **FAST))
+    with pytest.warns(EmptyEdgeWarning):
+        ignored, ignored_meta = _read(translate_raster(bare, tmp_path / "n.tif", net, **FAST))
     assert ignored_meta["nodata"] is None and not ignored.mask.any()
     inner = (slice(None), slice(20, -20), slice(20, -20))
     assert np.abs(ignored[inner].astype(int) - expected[inner]).mean() > 0.5
@@ -118,3 +120,27 @@ def test_cli_and_catalog_take_the_override(collar_pair: tuple[Path, Path], tmp_p
     assert meta["nodata"] == 0
     np.testing.assert_array_equal(out.mask, expected.mask)
     np.testing.assert_array_equal(out.filled(0), expected.filled(0))
+
+
+def test_an_unmarked_empty_collar_is_warned_about(
+    collar_pair: tuple[Path, Path], make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A zero collar with no nodata value is translated as image: a warning says so and
+    names the fix, for a tiled run and a one-pass run; none with the override, for the
+    file flagged nodata 0, or for a scene with a few black edge pixels."""
+    flagged, bare = collar_pair
+    net = torch.nn.Identity()
+    for kwargs in (FAST, {"progress": False}):  # tiled with a statistics pass; one pass
+        with pytest.warns(EmptyEdgeWarning, match=r"bare.tif: 100% of the .*--nodata 0"):
+            translate_raster(bare, tmp_path / "w.tif", net, overwrite=True, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmptyEdgeWarning)
+        translate_raster(bare, tmp_path / "o1.tif", net, nodata=0, **FAST)
+        translate_raster(flagged, tmp_path / "o2.tif", net, **FAST)
+        pixels = np.random.default_rng(3).integers(1, 256, (3, 90, 120), dtype=np.uint8)
+        pixels[:, 0, :5] = 0  # 5 of 420 edge pixels black: dark pixels, not a collar
+        dark = make_raster("dark.tif", data=pixels)
+        translate_raster(dark, tmp_path / "o3.tif", net, **FAST)
+    result = CliRunner().invoke(cli, ["translate", str(bare), str(tmp_path / "c.tif"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "Warning: bare.tif: 100% of the scene's edge pixels are 0" in result.output

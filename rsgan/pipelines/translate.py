@@ -31,6 +31,7 @@ import os
 import queue
 import re
 import threading
+import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -675,6 +676,68 @@ def _representative_tiles(
 # --------------------------------------------------------------------------- the run
 
 
+class EmptyEdgeWarning(UserWarning):
+    """Much of a scene's edge is 0 in every band, and the source has no nodata value: most
+    likely an empty collar (a reprojected or clipped scene), which then enters the
+    statistics and the output like image pixels; ``nodata=0`` (``--nodata 0``) fixes it."""
+
+
+EMPTY_EDGE_SHARE = 0.05
+"""Share of a scene's edge pixels (its outermost rows and columns) that are 0 in every band
+from which :func:`translate_raster` warns (:class:`EmptyEdgeWarning`) for a source with no
+nodata value and no mask."""
+
+
+class _EdgeZeros:
+    """Which pixels of the scene's four edges are 0 in every band, as tiles are read (each
+    read tile looks at the parts of the edges it holds; a thread-safe record)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.lock = threading.Lock()
+        self.zero = {side: np.zeros(n, bool) for side, n in self._sides()}
+        self.seen = {side: np.zeros(n, bool) for side, n in self._sides()}
+
+    def _sides(self) -> list[tuple[str, int]]:
+        w, h = self.width, self.height
+        return [("top", w), ("bottom", w), ("left", h), ("right", h)]
+
+    def look(self, window: Window, data: np.ndarray) -> None:
+        r0, c0 = int(window.row_off), int(window.col_off)
+        rows = min(self.height - r0, int(window.height))
+        cols = min(self.width - c0, int(window.width))
+        lines = []
+        if r0 == 0:
+            lines.append(("top", c0, data[:, 0, :cols]))
+        if r0 + rows == self.height:
+            lines.append(("bottom", c0, data[:, rows - 1, :cols]))
+        if c0 == 0:
+            lines.append(("left", r0, data[:, :rows, 0]))
+        if c0 + cols == self.width:
+            lines.append(("right", r0, data[:, :rows, cols - 1]))
+        with self.lock:
+            for side, start, line in lines:
+                part = slice(start, start + line.shape[1])
+                self.seen[side][part] = True
+                self.zero[side][part] = ~line.any(axis=0)
+
+    def share(self) -> float:
+        """Share of the edge pixels read that are 0 in every band (0 when none was read)."""
+        seen = sum(int(v.sum()) for v in self.seen.values())
+        zero = sum(int((z & self.seen[k]).sum()) for k, z in self.zero.items())
+        return zero / seen if seen else 0.0
+
+
+def _edge_watch(info: RasterInfo, bands: tuple[int, ...]) -> _EdgeZeros | None:
+    """An :class:`_EdgeZeros` for a source whose empty collar nothing would mark: unsigned
+    integers, no nodata value and no mask or alpha band; None otherwise."""
+    if info.nodata is not None or np.dtype(info.dtypes[bands[0] - 1]).kind != "u":
+        return None
+    if any(list(info.mask_flags[b - 1]) != [MaskFlags.all_valid] for b in bands):
+        return None
+    return _EdgeZeros(info.width, info.height)
+
+
 @dataclass(frozen=True)
 class _Run:
     """Everything a translation needs, resolved and checked."""
@@ -693,6 +756,7 @@ class _Run:
     blend: str
     budget_px: int
     compress: str = "zstd"
+    edges: _EdgeZeros | None = None  # see _edge_watch
 
 
 def _to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -855,6 +919,8 @@ def _read_source(run: _Run, src: Any, window: Window) -> tuple[np.ndarray, np.nd
     """A tile of the open source as the model's input wants it (:func:`_source`) and its
     valid mask."""
     data, valid = _read_tile(src, window, run.bands)
+    if run.edges is not None:
+        run.edges.look(window, data)
     return _source(data, valid, run.in_norm), valid
 
 
@@ -1503,6 +1569,7 @@ def translate_raster(
         blend=blend,
         budget_px=budget_px,
         compress=compress,
+        edges=_edge_watch(info, selected),
     )
     warn_if_not_georeferenced(info)
     translator.net.to(torch_device).eval()
@@ -1522,6 +1589,16 @@ def translate_raster(
             finally:
                 gtiff.unlink(missing_ok=True)
                 gtiff.with_name(gtiff.name + ".ovr").unlink(missing_ok=True)
+    if run.edges is not None and (share := run.edges.share()) >= EMPTY_EDGE_SHARE:
+        warnings.warn(
+            EmptyEdgeWarning(
+                f"{source_name(src_path)}: {share:.0%} of the scene's edge pixels are 0 in "
+                "every band and it has no nodata value; if that is an empty collar (e.g. "
+                "after reprojection) it was translated as image and weighed in the "
+                "statistics: translate again with nodata=0 (--nodata 0)"
+            ),
+            stacklevel=2,
+        )
     if quicklook is not None:
         write_quicklook(dst_path, quicklook, overwrite=overwrite)
     return dst_path
@@ -1669,8 +1746,10 @@ def write_quicklook(
 
 __all__ = [
     "COMPRESSIONS",
+    "EMPTY_EDGE_SHARE",
     "DEFAULT_MODEL_ENV",
     "DEFAULT_MODEL_PATH",
+    "EmptyEdgeWarning",
     "NORM_MODES",
     "STATS_MEMORY_MB",
     "Translator",
