@@ -49,7 +49,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    # the public names (and dunders), not this module's helpers (importlib, Any, ...)
+    return sorted({n for n in globals() if n.startswith("__")} | set(__all__))
 
 
 if TYPE_CHECKING:  # pragma: no cover

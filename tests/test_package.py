@@ -34,3 +34,11 @@ def test_parse_bands_rejects(text: str) -> None:
     with pytest.raises(ConfigError, match="band"):
         parse_bands(text)
     assert issubclass(ConfigError, RsganError) and issubclass(ConfigError, ValueError)
+
+
+def test_dir_lists_the_public_api_only() -> None:
+    import rsgan
+
+    names = [n for n in dir(rsgan) if not n.startswith("__")]
+    assert names == sorted(n for n in rsgan.__all__ if not n.startswith("__"))
+    assert "__version__" in dir(rsgan)

@@ -69,9 +69,18 @@ def _raster_lines(path: Path | str) -> list[str]:
         f"bounds: {tuple(round(v, 6) for v in info.bounds)}",
         f"nodata: {info.nodata}",
     ]
-    if any(info.descriptions):
-        lines.append(f"descriptions: {info.descriptions}")
+    lines.append("bands (for --bands):")
+    shown = min(info.count, MAX_BANDS_SHOWN)
+    for i in range(shown):
+        name = info.descriptions[i] if i < len(info.descriptions) else None
+        colour = info.colorinterp[i].name if i < len(info.colorinterp) else "undefined"
+        lines.append(f"  {i + 1}: {colour}" + (f", {name!r}" if name else ""))
+    if info.count > shown:
+        lines.append(f"  ... {info.count - shown} more")
     return lines
+
+
+MAX_BANDS_SHOWN = 32
 
 
 @click.command("info", short_help="Show a checkpoint's metadata or a raster's description.")

@@ -93,7 +93,7 @@ def cli() -> None:
     """GANs for georeferenced remote-sensing rasters."""
 
 
-@click.group("rsgan", cls=RsganGroup)
+@click.group("rsgan", cls=RsganGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def rio_rsgan() -> None:
     """rsgan: GANs for georeferenced remote-sensing rasters (rio plugin)."""
 

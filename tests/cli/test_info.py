@@ -44,6 +44,13 @@ def test_info_describes_a_raster(make_raster: Callable[..., Path]) -> None:
     assert result.exit_code == 0, result.output
     assert "40 x 30 px" in result.output and "2 band(s)" in result.output
     assert "EPSG:32614" in result.output and "nodata: 0.0" in result.output
+    named = make_raster(
+        "s2.tif", count=4, descriptions=["B02 blue", "B03 green", "B04 red", "B08 nir"]
+    )
+    listed = CliRunner().invoke(cli, ["info", str(named)]).output
+    assert "bands (for --bands):" in listed
+    rows = {line.split(":")[0].strip(): line for line in listed.splitlines() if ": " in line}
+    assert "'B04 red'" in rows["3"] and "'B08 nir'" in rows["4"] and "5" not in rows
 
 
 def test_info_on_a_bad_checkpoint_is_one_line(tmp_path: Path) -> None:
@@ -69,3 +76,11 @@ def test_info_says_how_a_raster_without_a_crs_is_placed(tmp_path: Path, make_ras
     assert "placed by 4 ground control points in EPSG:32614" in lines["gcps"]
     assert "placed by RPCs" in lines["rpcs"]
     assert "none (not georeferenced)" in lines["plain"]
+
+
+def test_both_command_groups_take_dash_h() -> None:
+    from rsgan.cli.main import rio_rsgan
+
+    for group in (cli, rio_rsgan):
+        result = CliRunner().invoke(group, ["-h"])
+        assert result.exit_code == 0 and "Usage:" in result.output, result.output
