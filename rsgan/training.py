@@ -73,6 +73,9 @@ from rsgan.models import (
     make_config,
 )
 
+DEFAULT_TILE = 256
+"""CycleGAN chip size in pixels when none is given and no run is resumed."""
+
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
@@ -598,6 +601,24 @@ def _chips(
     )
 
 
+def _resolve_tile(tile: int | None, stored: LoadedModel | None) -> int:
+    """The CycleGAN chip size: as given, else the resumed run's, else :data:`DEFAULT_TILE`.
+
+    Raises:
+        ConfigError: when resuming with a tile other than the run's (its fake pools hold
+            chips of the run's size, and the run's chips would silently change size).
+    """
+    recorded = stored.metadata.get("data", {}).get("a", {}).get("chip_size") if stored else None
+    if tile is None:
+        return int(recorded) if recorded else DEFAULT_TILE
+    if recorded and tile != recorded:
+        raise ConfigError(
+            f"resume: tile {tile} px differs from the {recorded} px chips the run was trained "
+            f"on; resume without a tile (--tile) or with tile={recorded} (--tile {recorded})"
+        )
+    return tile
+
+
 def _resolve_config(
     kind: str, config: Any, data_fields: Mapping[str, Any], stored: LoadedModel | None
 ) -> Any:
@@ -625,7 +646,7 @@ def prepare_cyclegan(
     *,
     config: CycleGANConfig | Mapping[str, Any] | None = None,
     options: TrainOptions | None = None,
-    tile: int = 256,
+    tile: int | None = None,
     bands_a: Sequence[int] | None = None,
     bands_b: Sequence[int] | None = None,
     max_nodata: float | None = 0.5,
@@ -639,16 +660,18 @@ def prepare_cyclegan(
             yielding ``{"image": (C, H, W) float32 in [-1, 1], "mask": (H, W) bool}``.
         config: the architecture; None: the defaults with the data's band counts.
         options: training options (the seed and learning rate are used here).
-        tile: chip size in pixels (a multiple of 4, at least 24).
+        tile: chip size in pixels (a multiple of 4, at least 24); None: the resumed run's,
+            else :data:`DEFAULT_TILE` (256).
         bands_a, bands_b: 1-based bands to read from each domain (None: all).
         max_nodata: leave out chips with more nodata than this fraction.
-        stored: the checkpoint being resumed (its normalisers and bands are reused).
+        stored: the checkpoint being resumed (its normalisers, bands and tile are reused).
 
     Raises:
         BandError: the data's band counts do not match ``config``.
-        ConfigError: a bad tile size.
+        ConfigError: a bad tile size, or one other than the resumed run's.
     """
     options = options or TrainOptions()
+    tile = _resolve_tile(tile, stored)
     if tile % ResnetGenerator.size_multiple or tile < 24:
         raise ConfigError(
             f"tile {tile}: CycleGAN chips must be a multiple of "
@@ -872,31 +895,38 @@ def _save_all(
     options: TrainOptions,
     device: torch.device,
 ) -> None:
-    save_checkpoint(
-        out / MODEL_FILE,
-        kind=run.kind,
-        config=run.config,
-        nets=run.nets,
-        domains=run.domains,
-        steps=pos.step,
-        data=run.data_summary,
-        extra={"train_options": dataclasses.asdict(options)},
-    )
-    save_train_state(  # second, and whole on its own: resume reads the weights from it
-        out / STATE_FILE,
-        {
-            "kind": run.kind,
-            "config": run.config.to_dict(),
-            "nets": {k: unwrap(n).state_dict() for k, n in run.nets.items()},
-            "step": pos.step,
-            "epoch": pos.epoch,
-            "batch_in_epoch": pos.batch_in_epoch,
-            "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-            "pools": {k: p.state_dict() for k, p in run.pools.items()},
-            "rng": _rng_state(device),
-        },
-    )
+    """Write ``model.safetensors`` and ``train_state.pt`` of step ``pos.step``.
+
+    The state is gathered and written to a temporary file first, then the model is
+    written and renamed into place, then the state: an error in any of that (a pool that
+    cannot be stacked, a full disk) leaves both files of the last save. Only a kill
+    between the two renames leaves the model ahead of the state, which :func:`_restore`
+    handles (the state is whole on its own).
+    """
+    state = {
+        "kind": run.kind,
+        "config": run.config.to_dict(),
+        "nets": {k: unwrap(n).state_dict() for k, n in run.nets.items()},
+        "step": pos.step,
+        "epoch": pos.epoch,
+        "batch_in_epoch": pos.batch_in_epoch,
+        "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+        "pools": {k: p.state_dict() for k, p in run.pools.items()},
+        "rng": _rng_state(device),
+    }
+    with atomic_output(out / STATE_FILE, overwrite=True) as state_tmp:
+        save_train_state(state_tmp, state)
+        save_checkpoint(
+            out / MODEL_FILE,
+            kind=run.kind,
+            config=run.config,
+            nets=run.nets,
+            domains=run.domains,
+            steps=pos.step,
+            data=run.data_summary,
+            extra={"train_options": dataclasses.asdict(options)},
+        )
 
 
 def _restore(
@@ -1274,7 +1304,7 @@ def train_cyclegan(
     *,
     config: CycleGANConfig | Mapping[str, Any] | None = None,
     options: TrainOptions | None = None,
-    tile: int = 256,
+    tile: int | None = None,
     bands_a: Sequence[int] | None = None,
     bands_b: Sequence[int] | None = None,
     max_nodata: float | None = 0.5,
@@ -1289,7 +1319,8 @@ def train_cyclegan(
         config: the architecture (None: defaults with the data's band counts; when
             resuming: the checkpoint's).
         options: steps, batch size, device, precision, seed, resume, ...
-        tile: chip size in pixels.
+        tile: chip size in pixels (None: 256, or the resumed run's; resuming with another
+            raises ConfigError).
         bands_a, bands_b: 1-based bands of each domain (None: all).
         max_nodata: leave out chips with more nodata than this fraction.
     """

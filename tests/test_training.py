@@ -401,17 +401,45 @@ class _Killed(BaseException):
 
 
 def _kill_at_state_save(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
-    """Die in the ``call``-th ``save_train_state``: that step's model.safetensors is on
-    disk, its train_state.pt is not (the moment of reliability finding 14)."""
-    saved, calls = training.save_train_state, []
+    """Die right after the ``call``-th ``save_checkpoint``: that step's model.safetensors
+    is on disk, its train_state.pt is not (the moment of reliability finding 14)."""
+    saved, calls = training.save_checkpoint, []
 
-    def save_or_die(path, state):  # noqa: ANN001, ANN202
-        calls.append(state["step"])
+    def save_then_die(path, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        result = saved(path, **kwargs)
+        calls.append(kwargs["steps"])
         if len(calls) == call:
             raise _Killed
+        return result
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+
+
+def test_a_failed_save_leaves_model_and_state_of_one_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while the state is written (a full disk) keeps the model of the last save:
+    model.safetensors never claims a step whose train_state.pt is missing."""
+    from rsgan.errors import RasterWriteError
+
+    images = Chips(_textures(10, 2, 64, seed=3))
+    saved, calls = training.save_train_state, []
+
+    def save_or_fail(path, state):  # noqa: ANN001, ANN202
+        calls.append(state["step"])
+        if len(calls) == 2:
+            raise RasterWriteError("cannot write train_state.pt: no space left on device")
         return saved(path, state)
 
-    monkeypatch.setattr(training, "save_train_state", save_or_die)
+    monkeypatch.setattr(training, "save_train_state", save_or_fail)
+    out = tmp_path / "run"
+    opts = _options(steps=3, batch_size=4, checkpoint_every=1)
+    with pytest.raises(RasterWriteError, match="no space"):
+        train_dcgan(images, out, config=TINY_DCGAN, options=opts)
+    assert load_model(out / "model.safetensors").steps == 1
+    assert training.load_train_state(out / "train_state.pt")["step"] == 1
+    names = sorted(p.name for p in out.iterdir())  # no temporary left behind
+    assert names == ["log.jsonl", "model.safetensors", "train_state.pt"]
 
 
 def test_kill_between_checkpoint_and_state_resumes_exactly(

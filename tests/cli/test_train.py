@@ -87,6 +87,30 @@ def test_train_cyclegan_and_ctrl_c(
     assert steps == [1, 2, 3]
 
 
+def test_cyclegan_resume_keeps_the_runs_tile(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """--resume without --tile trains on the run's chip size (not 256 px); another tile is
+    refused before anything is written."""
+    pre = make_raster("pre.tif", width=72, height=64, count=3, seed=1)
+    post = make_raster("post.tif", width=72, height=64, count=3, seed=2)
+    out = tmp_path / "run"
+    data = ["--domain-a", str(pre), "--domain-b", str(post), "--out", str(out), *FAST]
+    first = _run("cyclegan", *data, "--tile", "32", "--ngf", "4", "--ndf", "4",
+                 "--n-blocks", "1", "--steps", "2")  # fmt: skip
+    assert first.exit_code == 0, first.output
+    resumed = _run("cyclegan", *data, "--steps", "3", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    model = load_model(out / "model.safetensors")
+    assert model.steps == 3 and model.metadata["data"]["a"]["chip_size"] == 32
+    other = _run("cyclegan", *data, "--tile", "48", "--steps", "4", "--resume")
+    assert other.exit_code == 1 and "Traceback" not in other.output
+    lines = [line for line in other.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "tile 48" in lines[0] and "32 px" in lines[0], other.output
+    assert load_model(out / "model.safetensors").steps == 3
+    assert training.load_train_state(out / "train_state.pt")["step"] == 3
+
+
 def _tiny_cyclegan(make_raster: Callable[..., Path], out: Path, *options: str):  # noqa: ANN202
     """One step of a tiny CycleGAN on two 64 px scenes, with ``options``."""
     pre = make_raster("pre.tif", width=64, height=64, count=3, seed=1)
