@@ -1056,9 +1056,13 @@ def fit(run: TrainRun, out_dir: PathLike, options: TrainOptions | None = None) -
     epoch, lr, seconds since start, seconds per step, the losses) and
     ``samples/step_XXXXXX.png``.
 
+    A resumed run already at ``options.steps`` trains nothing and writes nothing (a
+    warning says so).
+
     Raises:
         OutputExistsError: ``out_dir`` holds a run and neither resume nor overwrite is set.
         CheckpointError: resume without (or with a mismatched) checkpoint/state.
+        ConfigError: resume of a run already past ``options.steps``.
         TrainingInterrupted: on Ctrl-C, after saving checkpoint and state.
 
     A run that fails (or is stopped) before writing anything removes the folders it
@@ -1197,6 +1201,22 @@ class _Logger:
         self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
 
 
+def _nothing_to_train(out: Path, done: int, steps: int, ctx: _Dist) -> None:
+    """A resumed run already at ``steps`` (a warning: the run is as asked) or past it (an
+    error: ``steps`` is the total to reach, and a user who meant "more steps" gets none)."""
+    fix = f"steps is the total to reach, so pass more than {done} (--steps) to train on"
+    if done > steps:
+        raise ConfigError(
+            f"resume: the run in {out} is already at step {done}, past steps={steps}; {fix}"
+        )
+    if ctx.is_main:
+        warnings.warn(
+            f"resume: the run in {out} is already at step {done} of steps={steps}: nothing "
+            f"to train, nothing written; {fix}",
+            stacklevel=4,
+        )
+
+
 def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx: _Dist) -> Path:
     device = ctx.device
     precision = resolve_precision(options.precision, device)
@@ -1214,6 +1234,9 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
         if ctx.rank:
             pool.generator.manual_seed(options.seed + 1000 * ctx.rank + len(k))
     pos = _restore(run, out, schedulers, ctx, options.seed) if options.resume else _Progress()
+    if pos.step >= options.steps:
+        _nothing_to_train(out, pos.step, options.steps, ctx)
+        return out / MODEL_FILE
     if options.resume and ctx.is_main:
         _trim_log(out, pos.step)
     nets: dict[str, nn.Module] = dict(run.nets)

@@ -268,6 +268,22 @@ def test_refuses_to_overwrite_an_earlier_run(tmp_path: Path) -> None:
         train_cyclegan(a, b, tmp_path / "new", options=_options(steps=3, resume=True))
 
 
+def test_resume_at_or_past_its_steps_says_so(tmp_path: Path) -> None:
+    """A finished run resumed to the same steps warns and writes nothing; to fewer steps
+    (steps is the total, not more steps) it is an error."""
+    images = Chips(_textures(10, 2, 64, seed=3))
+    out = tmp_path / "run"
+    train_dcgan(images, out, config=TINY_DCGAN, options=_options(steps=2, batch_size=4))
+    files = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    with pytest.warns(UserWarning, match="already at step 2 of steps=2: nothing to train"):
+        path = train_dcgan(images, out, options=_options(steps=2, batch_size=4, resume=True))
+    assert path == out / "model.safetensors"
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files
+    with pytest.raises(ConfigError, match=r"already at step 2, past steps=1.*more than 2"):
+        train_dcgan(images, out, options=_options(steps=1, batch_size=4, resume=True))
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files
+
+
 def test_band_count_mismatch(tmp_path: Path) -> None:
     a, b = _masked_domains()
     config = CycleGANConfig(in_channels_a=4, ngf=4, ndf=4, n_blocks=1)

@@ -30,7 +30,7 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(1),
             default=10_000,
             show_default=True,
-            help="Total training steps (a resumed run continues up to this).",
+            help="Total training steps (a resumed run continues up to this, not this many more).",
         ),
         click.option(
             "--batch-size",

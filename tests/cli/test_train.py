@@ -53,6 +53,15 @@ def test_train_dcgan_writes_a_run(make_raster: Callable[..., Path], tmp_path: Pa
     assert resumed.exit_code == 0, resumed.output
     assert load_model(out / "model.safetensors").steps == 3
 
+    done = _run("dcgan", *[a if a != "2" else "3" for a in args[:5]], *args[5:], "--resume")
+    assert done.exit_code == 0, done.output  # nothing to train is said, not an error
+    assert "Warning: resume: the run in" in done.output and "--steps" in done.output
+    assert "already at step 3 of steps=3: nothing to train" in done.output
+    fewer = _run("dcgan", *args, "--resume")  # --steps 2: the total, not 2 more
+    assert fewer.exit_code == 1 and "already at step 3, past steps=2" in fewer.output
+    assert len(fewer.output.strip().splitlines()) == 1
+    assert load_model(out / "model.safetensors").steps == 3
+
 
 def test_train_cyclegan_and_ctrl_c(
     make_raster: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
