@@ -601,6 +601,58 @@ def _chips(
     )
 
 
+_DOMAIN_LABELS = {"a": "domain A", "b": "domain B", "data": "the data"}
+
+
+def _source_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """How the scenes of one domain differ from a run's recorded ones (data summaries of
+    :func:`_summary`); None when they are the same or cannot be told (Dataset sources)."""
+    was, now = list(old.get("sources") or []), list(new.get("sources") or [])
+    if not was or not now:
+        return None
+    for old_scene, new_scene in zip(was, now, strict=False):
+        if old_scene != new_scene:
+            return f"reads {new_scene} where it read {old_scene}"
+    if old.get("scenes") != new.get("scenes"):
+        return f"reads {new.get('scenes')} scene(s) where it read {old.get('scenes')}"
+    return None
+
+
+def _warn_other_data(
+    stored: LoadedModel | None, summary: Mapping[str, Any], domains: Mapping[str, DomainInfo]
+) -> None:
+    """One warning when a resumed run reads other scenes or bands than the run recorded
+    (swapped domains, a domain pointed at another folder): it goes on, with the run's
+    normalisers, but it no longer continues the same training."""
+    if stored is None:
+        return
+    recorded = stored.metadata.get("data") or {}
+    changes = []
+    for name, new in summary.items():
+        label = _DOMAIN_LABELS.get(name, f"domain {name}")
+        change = _source_change(recorded.get(name) or {}, new)
+        if change:
+            changes.append(f"{label} {change}")
+        was, now = stored.domains[name].bands, domains[name].bands
+        if was is not None and now is not None and was != now:
+            changes.append(f"{label} reads bands {now} where it read {was}")
+    if not changes:
+        return
+    a, b = recorded.get("a") or {}, recorded.get("b") or {}
+    swapped = (
+        a.get("sources") != b.get("sources")
+        and a.get("sources") == summary.get("b", {}).get("sources")
+        and b.get("sources") == summary.get("a", {}).get("sources")
+    )
+    warnings.warn(
+        f"resume: the data differ from those the run was trained on: {'; '.join(changes)}"
+        f"{' (domains A and B swapped?)' if swapped else ''}; training goes on with them "
+        "and the run's normalisers; pass the run's sources and bands to continue it as "
+        "it was",
+        stacklevel=3,
+    )
+
+
 def _resolve_tile(tile: int | None, stored: LoadedModel | None) -> int:
     """The CycleGAN chip size: as given, else the resumed run's, else :data:`DEFAULT_TILE`.
 
@@ -711,6 +763,8 @@ def prepare_cyclegan(
                 f"{want}; select bands (bands_{name.lower()}=...) or use a config with "
                 f"in_channels_{name.lower()}={info.count}"
             )
+    data_summary = {"a": _summary(ds_a, tile), "b": _summary(ds_b, tile)}
+    _warn_other_data(stored, data_summary, {"a": info_a, "b": info_b})
     torch.manual_seed(options.seed)
     nets = build_nets("cyclegan", config)
     dataset = UnpairedDataset(_EpochDataset(ds_a), _EpochDataset(ds_b), seed=options.seed)
@@ -724,7 +778,7 @@ def prepare_cyclegan(
         },
         dataset=dataset,
         domains={"a": info_a, "b": info_b},
-        data_summary={"a": _summary(ds_a, tile), "b": _summary(ds_b, tile)},
+        data_summary=data_summary,
         pools={
             "A": ImagePool(config.pool_size, seed=options.seed),
             "B": ImagePool(config.pool_size, seed=options.seed + 1),
@@ -772,6 +826,8 @@ def prepare_dcgan(
             f"the chips have {info.count} band(s) but the DCGAN config expects "
             f"{config.channels}; select bands (bands=...) or use channels={info.count}"
         )
+    data_summary = {"data": _summary(ds, size)}
+    _warn_other_data(stored, data_summary, {"data": info})
     torch.manual_seed(options.seed)
     nets = build_nets("dcgan", config)
     return TrainRun(
@@ -781,7 +837,7 @@ def prepare_dcgan(
         optimizers={"G": _adam((nets["G"],), options.lr), "D": _adam((nets["D"],), options.lr)},
         dataset=_EpochDataset(ds),
         domains={"data": info},
-        data_summary={"data": _summary(ds, size)},
+        data_summary=data_summary,
         lr_lambda=_lr_lambda("dcgan", options),
     )
 

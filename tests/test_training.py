@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -344,6 +345,31 @@ def test_from_rasters_and_generate(tmp_path: Path, make_raster: Callable[..., Pa
         generate(dc, 1, tmp_path / "gen")
     with pytest.raises(ConfigError, match="needs a dcgan checkpoint"):
         generate(ckpt, 1, tmp_path / "gen2")
+
+
+def test_resume_on_other_data_warns(tmp_path: Path, make_raster: Callable[..., Path]) -> None:
+    """Swapped domains, or a domain read from another scene, resume with one warning that
+    names the old and the new source; the same data resume without one."""
+    pre = make_raster("pre.tif", width=64, height=64, count=3, seed=1)
+    post = make_raster("post.tif", width=64, height=64, count=3, seed=2)
+    other = make_raster("other.tif", width=64, height=64, count=3, seed=3)
+    out = tmp_path / "run"
+    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1, pool_size=0)
+    train_cyclegan(pre, post, out, tile=32, config=config, options=_options(steps=1))
+
+    def resume(a: Path, b: Path, steps: int) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train_cyclegan(a, b, out, options=_options(steps=steps, resume=True))
+        return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+    assert resume(pre, post, 2) == []
+    (swapped,) = resume(post, pre, 3)
+    assert f"domain A reads {post} where it read {pre}" in swapped
+    assert f"domain B reads {pre} where it read {post}" in swapped
+    assert "swapped" in swapped and "\n" not in swapped
+    (moved,) = resume(post, other, 4)  # the checkpoint of step 3 records the swapped data
+    assert f"domain B reads {other} where it read {pre}" in moved and "domain A" not in moved
 
 
 def test_options_validation() -> None:
