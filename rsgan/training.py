@@ -941,6 +941,7 @@ class _Progress:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
+    seconds: float = 0.0  # training time up to ``step``, over every session of the run
 
 
 def _save_all(
@@ -950,8 +951,10 @@ def _save_all(
     schedulers: Mapping[str, LambdaLR],
     options: TrainOptions,
     device: torch.device,
+    seconds: float,
 ) -> None:
-    """Write ``model.safetensors`` and ``train_state.pt`` of step ``pos.step``.
+    """Write ``model.safetensors`` and ``train_state.pt`` of step ``pos.step``, trained
+    for ``seconds`` in all.
 
     The state is gathered and written to a temporary file first, then the model is
     written and renamed into place, then the state: an error in any of that (a pool that
@@ -966,6 +969,7 @@ def _save_all(
         "step": pos.step,
         "epoch": pos.epoch,
         "batch_in_epoch": pos.batch_in_epoch,
+        "seconds": seconds,
         "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
         "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
         "pools": {k: p.state_dict() for k, p in run.pools.items()},
@@ -1025,7 +1029,12 @@ def _restore(
         _set_rng_state(state["rng"], ctx.device)
     else:  # each rank had its own RNGs; only one set was saved, so re-derive them
         _seed_all(seed + ctx.rank + 7919 * int(state["step"]))
-    return _Progress(int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"]))
+    return _Progress(
+        int(state["step"]),
+        int(state["epoch"]),
+        int(state["batch_in_epoch"]),
+        float(state.get("seconds", 0.0)),  # states before it was saved: from 0
+    )
 
 
 def _checkpoint_weights(
@@ -1109,7 +1118,8 @@ def fit(run: TrainRun, out_dir: PathLike, options: TrainOptions | None = None) -
 
     Writes to ``out_dir`` (rank 0 only): ``model.safetensors`` (all nets, latest),
     ``train_state.pt``, ``log.jsonl`` (one JSON object per ``log_every`` steps: step,
-    epoch, lr, seconds since start, seconds per step, the losses) and
+    epoch, lr, seconds of training since the run began (over resumes too), seconds per
+    step, the losses) and
     ``samples/step_XXXXXX.png``.
 
     A resumed run already at ``options.steps`` trains nothing and writes nothing (a
@@ -1235,12 +1245,20 @@ def _make_loader(
 
 
 class _Logger:
-    """Appends losses to ``log.jsonl`` and shows them on the progress bar (rank 0)."""
+    """Appends losses to ``log.jsonl`` and shows them on the progress bar (rank 0).
 
-    def __init__(self, out: Path, bar: Any, step: int) -> None:
+    Its clock starts at ``pos.seconds``, the training time of the run's earlier sessions.
+    """
+
+    def __init__(self, out: Path, bar: Any, pos: _Progress) -> None:
         self.out, self.bar = out, bar
         self.started = self.last_time = time.perf_counter()
-        self.last_step = step
+        self.last_step = pos.step
+        self.earlier = pos.seconds
+
+    def elapsed(self, now: float | None = None) -> float:
+        """Training seconds of the run so far, earlier sessions included."""
+        return self.earlier + (time.perf_counter() if now is None else now) - self.started
 
     def __call__(self, pos: _Progress, lr: float, losses: Mapping[str, float]) -> None:
         now = time.perf_counter()
@@ -1248,7 +1266,7 @@ class _Logger:
             "step": pos.step,
             "epoch": pos.epoch,
             "lr": lr,
-            "seconds": round(now - self.started, 3),
+            "seconds": round(self.elapsed(now), 3),
             "step_seconds": round((now - self.last_time) / (pos.step - self.last_step), 4),
             **losses,
         }
@@ -1302,10 +1320,6 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
     batch_size = options.batch_size or trainer.default_batch
     loader, sampler, loader_rng = _make_loader(run, options, ctx, batch_size)
 
-    def save() -> None:
-        if ctx.is_main:
-            _save_all(run, out, pos, schedulers, options, device)
-
     bar = tqdm(
         total=options.steps,
         initial=pos.step,
@@ -1314,7 +1328,12 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
         disable=not (options.progress and ctx.is_main),
         dynamic_ncols=True,
     )
-    log = _Logger(out, bar, pos.step)
+    log = _Logger(out, bar, pos)
+
+    def save() -> None:
+        if ctx.is_main:
+            _save_all(run, out, pos, schedulers, options, device, log.elapsed())
+
     with _deferred_interrupt() as stop:
         try:
             while pos.step < options.steps:

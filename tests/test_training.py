@@ -285,6 +285,20 @@ def test_resume_at_or_past_its_steps_says_so(tmp_path: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files
 
 
+def test_log_seconds_add_up_across_resumes(tmp_path: Path) -> None:
+    """log.jsonl's ``seconds`` go on from the resumed state's, not from 0 (examples read
+    the last one as the training time)."""
+    images = Chips(_textures(10, 2, 64, seed=3))
+    out = tmp_path / "run"
+    train_dcgan(images, out, config=TINY_DCGAN, options=_options(steps=2, batch_size=4))
+    train_dcgan(images, out, options=_options(steps=3, batch_size=4, resume=True))
+    _, second, third = _log(out)
+    # step 3 (the resumed session's first): the state's seconds (saved after step 2 was
+    # logged) plus the session's own; before, it counted from 0 again
+    assert third["seconds"] >= second["seconds"] + third["step_seconds"] - 2e-3
+    assert training.load_train_state(out / "train_state.pt")["seconds"] >= third["seconds"] - 1e-3
+
+
 def test_band_count_mismatch(tmp_path: Path) -> None:
     a, b = _masked_domains()
     config = CycleGANConfig(in_channels_a=4, ngf=4, ndf=4, n_blocks=1)
