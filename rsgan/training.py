@@ -55,7 +55,13 @@ from rsgan.checkpoint import (
     save_train_state,
     unwrap,
 )
-from rsgan.errors import BandError, CheckpointError, ConfigError, OutputExistsError
+from rsgan.errors import (
+    BandError,
+    CheckpointError,
+    ConfigError,
+    OutputExistsError,
+    TileSpecError,
+)
 from rsgan.io import atomic_output, check_local_output
 from rsgan.losses import (
     ImagePool,
@@ -66,6 +72,7 @@ from rsgan.losses import (
     periodic_peaks,
 )
 from rsgan.models import (
+    DCGAN_SIZES,
     CycleGANConfig,
     DCGANConfig,
     ResnetGenerator,
@@ -75,6 +82,8 @@ from rsgan.models import (
 
 DEFAULT_TILE = 256
 """CycleGAN chip size in pixels when none is given and no run is resumed."""
+MIN_TILE = 24
+"""The smallest CycleGAN chip: the default PatchGAN's (``3 * 2**n_layers`` px)."""
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
@@ -578,6 +587,20 @@ def _stored_model(out_dir: PathLike, options: TrainOptions) -> LoadedModel | Non
     return load_model(path)
 
 
+def _smaller_scene(source: Any, size: int) -> tuple[str, int, int] | None:
+    """The first scene of ``source`` smaller than ``size`` px on a side, as (path, width,
+    height); None if there is none (or ``source`` is a chip index)."""
+    from rsgan.data import _expand_sources
+    from rsgan.io import describe
+
+    scenes, _ = _expand_sources(source)
+    for scene in scenes or []:
+        info = describe(scene)
+        if min(info.width, info.height) < size:
+            return str(scene), info.width, info.height
+    return None
+
+
 def _chips(
     source: Any,
     *,
@@ -586,19 +609,49 @@ def _chips(
     max_nodata: float | None,
     stored: DomainInfo | None,
     seed: int,
+    smaller: Callable[[int], str],
 ) -> Dataset:
+    """Chips of ``size`` px of ``source`` (a Dataset as it is). ``smaller`` gives, for the
+    side of a scene smaller than the chips, the fix the caller offers (its own option:
+    ``rsgan chips``'s ``--edge pad`` is not one of training's)."""
     if _is_dataset(source):
         return source
     from rsgan.data import ChipDataset
 
-    return ChipDataset(
-        source,
-        size=size,
-        bands=bands if bands is not None else (stored.bands if stored else None),
-        normalizer=stored.normalizer if stored else None,
-        max_nodata=max_nodata,
-        seed=seed,
-    )
+    try:
+        return ChipDataset(
+            source,
+            size=size,
+            bands=bands if bands is not None else (stored.bands if stored else None),
+            normalizer=stored.normalizer if stored else None,
+            max_nodata=max_nodata,
+            seed=seed,
+        )
+    except TileSpecError:
+        small = _smaller_scene(source, size)
+        if small is None:
+            raise
+        scene, width, height = small
+        raise TileSpecError(
+            f"scene {scene} ({width} x {height} px) is smaller than the {size} px chips to "
+            f"train on; {smaller(min(width, height))}"
+        ) from None
+
+
+def _smaller_tile(side: int) -> str:
+    """The fix for a CycleGAN tile larger than a scene of ``side`` px."""
+    largest = side // ResnetGenerator.size_multiple * ResnetGenerator.size_multiple
+    if largest < MIN_TILE:
+        return f"leave the scene out (CycleGAN chips are at least {MIN_TILE} px)"
+    return f"pass tile={largest} (--tile {largest}) or less, or leave the scene out"
+
+
+def _smaller_image_size(side: int) -> str:
+    """The fix for a DCGAN image size larger than a scene of ``side`` px."""
+    fits = [s for s in DCGAN_SIZES if s <= side]
+    if not fits:
+        return f"leave the scene out (DCGAN images are at least {DCGAN_SIZES[0]} px)"
+    return f"pass image_size={fits[-1]} (--size {fits[-1]}) or less, or leave the scene out"
 
 
 _DOMAIN_LABELS = {"a": "domain A", "b": "domain B", "data": "the data"}
@@ -724,10 +777,11 @@ def prepare_cyclegan(
     """
     options = options or TrainOptions()
     tile = _resolve_tile(tile, stored)
-    if tile % ResnetGenerator.size_multiple or tile < 24:
+    if tile % ResnetGenerator.size_multiple or tile < MIN_TILE:
         raise ConfigError(
             f"tile {tile}: CycleGAN chips must be a multiple of "
-            f"{ResnetGenerator.size_multiple} and at least 24 px (the PatchGAN's minimum); "
+            f"{ResnetGenerator.size_multiple} and at least {MIN_TILE} px (the PatchGAN's "
+            "minimum); "
             "use e.g. 128 or 256"
         )
     from rsgan.data import UnpairedDataset
@@ -741,6 +795,7 @@ def prepare_cyclegan(
         max_nodata=max_nodata,
         stored=stored_a,
         seed=options.seed,
+        smaller=_smaller_tile,
     )
     ds_b = _chips(
         domain_b,
@@ -749,6 +804,7 @@ def prepare_cyclegan(
         max_nodata=max_nodata,
         stored=stored_b,
         seed=options.seed + 1,
+        smaller=_smaller_tile,
     )
     info_a, info_b = _domain_info(ds_a, stored_a), _domain_info(ds_b, stored_b)
     counts = {"in_channels_a": info_a.count, "in_channels_b": info_b.count}
@@ -814,7 +870,13 @@ def prepare_dcgan(
         )
     stored_info = stored.domains["data"] if stored else None
     ds = _chips(
-        source, size=size, bands=bands, max_nodata=0.0, stored=stored_info, seed=options.seed
+        source,
+        size=size,
+        bands=bands,
+        max_nodata=0.0,
+        stored=stored_info,
+        seed=options.seed,
+        smaller=_smaller_image_size,
     )
     info = _domain_info(ds, stored_info)
     config = cast(

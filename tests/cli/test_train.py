@@ -166,3 +166,22 @@ def test_errors_are_one_line(make_raster: Callable[..., Path], tmp_path: Path) -
     result = _run("dcgan", str(pre), "--out", str(tmp_path / "d"), "--bands", "5", "--quiet")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "5" in result.output
+
+
+def test_a_tile_larger_than_the_scenes_names_a_train_option(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The fix offered is one `rsgan train` has (--tile, --size), not `rsgan chips`'s --edge."""
+    pre = make_raster("pre.tif", width=72, height=64, count=3)
+    result = _run("cyclegan", "--domain-a", str(pre), "--domain-b", str(pre), "--out",
+                  str(tmp_path / "c"), "--tile", "2048", "--quiet")  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--edge" not in lines[0], result.output
+    assert f"{pre} (72 x 64 px) is smaller than the 2048 px chips" in lines[0]
+    assert "tile=64 (--tile 64) or less" in lines[0]
+    farm = make_raster("farm.tif", width=160, height=140, count=3)
+    result = _run("dcgan", str(farm), "--out", str(tmp_path / "d"), "--size", "256", "--quiet")
+    assert result.exit_code == 1 and "--edge" not in result.output
+    assert "image_size=128 (--size 128) or less" in result.output
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
