@@ -781,8 +781,7 @@ def prepare_cyclegan(
         raise ConfigError(
             f"tile {tile}: CycleGAN chips must be a multiple of "
             f"{ResnetGenerator.size_multiple} and at least {MIN_TILE} px (the PatchGAN's "
-            "minimum); "
-            "use e.g. 128 or 256"
+            "minimum); use e.g. 128 or 256"
         )
     from rsgan.data import UnpairedDataset
 
@@ -1181,8 +1180,7 @@ def fit(run: TrainRun, out_dir: PathLike, options: TrainOptions | None = None) -
     Writes to ``out_dir`` (rank 0 only): ``model.safetensors`` (all nets, latest),
     ``train_state.pt``, ``log.jsonl`` (one JSON object per ``log_every`` steps: step,
     epoch, lr, seconds of training since the run began (over resumes too), seconds per
-    step, the losses) and
-    ``samples/step_XXXXXX.png``.
+    step, the losses) and ``samples/step_XXXXXX.png``.
 
     A resumed run already at ``options.steps`` trains nothing and writes nothing (a
     warning says so).
