@@ -55,7 +55,13 @@ from rsgan.checkpoint import (
     save_train_state,
     unwrap,
 )
-from rsgan.errors import BandError, CheckpointError, ConfigError, OutputExistsError
+from rsgan.errors import (
+    BandError,
+    CheckpointError,
+    ConfigError,
+    OutputExistsError,
+    TileSpecError,
+)
 from rsgan.io import atomic_output, check_local_output
 from rsgan.losses import (
     ImagePool,
@@ -66,12 +72,18 @@ from rsgan.losses import (
     periodic_peaks,
 )
 from rsgan.models import (
+    DCGAN_SIZES,
     CycleGANConfig,
     DCGANConfig,
     ResnetGenerator,
     build_nets,
     make_config,
 )
+
+DEFAULT_TILE = 256
+"""CycleGAN chip size in pixels when none is given and no run is resumed."""
+MIN_TILE = 24
+"""The smallest CycleGAN chip: the default PatchGAN's (``3 * 2**n_layers`` px)."""
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
@@ -575,6 +587,20 @@ def _stored_model(out_dir: PathLike, options: TrainOptions) -> LoadedModel | Non
     return load_model(path)
 
 
+def _smaller_scene(source: Any, size: int) -> tuple[str, int, int] | None:
+    """The first scene of ``source`` smaller than ``size`` px on a side, as (path, width,
+    height); None if there is none (or ``source`` is a chip index)."""
+    from rsgan.data import _expand_sources
+    from rsgan.io import describe
+
+    scenes, _ = _expand_sources(source)
+    for scene in scenes or []:
+        info = describe(scene)
+        if min(info.width, info.height) < size:
+            return str(scene), info.width, info.height
+    return None
+
+
 def _chips(
     source: Any,
     *,
@@ -583,19 +609,119 @@ def _chips(
     max_nodata: float | None,
     stored: DomainInfo | None,
     seed: int,
+    smaller: Callable[[int], str],
 ) -> Dataset:
+    """Chips of ``size`` px of ``source`` (a Dataset as it is). ``smaller`` gives, for the
+    side of a scene smaller than the chips, the fix the caller offers (its own option:
+    ``rsgan chips``'s ``--edge pad`` is not one of training's)."""
     if _is_dataset(source):
         return source
     from rsgan.data import ChipDataset
 
-    return ChipDataset(
-        source,
-        size=size,
-        bands=bands if bands is not None else (stored.bands if stored else None),
-        normalizer=stored.normalizer if stored else None,
-        max_nodata=max_nodata,
-        seed=seed,
+    try:
+        return ChipDataset(
+            source,
+            size=size,
+            bands=bands if bands is not None else (stored.bands if stored else None),
+            normalizer=stored.normalizer if stored else None,
+            max_nodata=max_nodata,
+            seed=seed,
+        )
+    except TileSpecError:
+        small = _smaller_scene(source, size)
+        if small is None:
+            raise
+        scene, width, height = small
+        raise TileSpecError(
+            f"scene {scene} ({width} x {height} px) is smaller than the {size} px chips to "
+            f"train on; {smaller(min(width, height))}"
+        ) from None
+
+
+def _smaller_tile(side: int) -> str:
+    """The fix for a CycleGAN tile larger than a scene of ``side`` px."""
+    largest = side // ResnetGenerator.size_multiple * ResnetGenerator.size_multiple
+    if largest < MIN_TILE:
+        return f"leave the scene out (CycleGAN chips are at least {MIN_TILE} px)"
+    return f"pass tile={largest} (--tile {largest}) or less, or leave the scene out"
+
+
+def _smaller_image_size(side: int) -> str:
+    """The fix for a DCGAN image size larger than a scene of ``side`` px."""
+    fits = [s for s in DCGAN_SIZES if s <= side]
+    if not fits:
+        return f"leave the scene out (DCGAN images are at least {DCGAN_SIZES[0]} px)"
+    return f"pass image_size={fits[-1]} (--size {fits[-1]}) or less, or leave the scene out"
+
+
+_DOMAIN_LABELS = {"a": "domain A", "b": "domain B", "data": "the data"}
+
+
+def _source_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """How the scenes of one domain differ from a run's recorded ones (data summaries of
+    :func:`_summary`); None when they are the same or cannot be told (Dataset sources)."""
+    was, now = list(old.get("sources") or []), list(new.get("sources") or [])
+    if not was or not now:
+        return None
+    for old_scene, new_scene in zip(was, now, strict=False):
+        if old_scene != new_scene:
+            return f"reads {new_scene} where it read {old_scene}"
+    if old.get("scenes") != new.get("scenes"):
+        return f"reads {new.get('scenes')} scene(s) where it read {old.get('scenes')}"
+    return None
+
+
+def _warn_other_data(
+    stored: LoadedModel | None, summary: Mapping[str, Any], domains: Mapping[str, DomainInfo]
+) -> None:
+    """One warning when a resumed run reads other scenes or bands than the run recorded
+    (swapped domains, a domain pointed at another folder): it goes on, with the run's
+    normalisers, but it no longer continues the same training."""
+    if stored is None:
+        return
+    recorded = stored.metadata.get("data") or {}
+    changes = []
+    for name, new in summary.items():
+        label = _DOMAIN_LABELS.get(name, f"domain {name}")
+        change = _source_change(recorded.get(name) or {}, new)
+        if change:
+            changes.append(f"{label} {change}")
+        was, now = stored.domains[name].bands, domains[name].bands
+        if was is not None and now is not None and was != now:
+            changes.append(f"{label} reads bands {now} where it read {was}")
+    if not changes:
+        return
+    a, b = recorded.get("a") or {}, recorded.get("b") or {}
+    swapped = (
+        a.get("sources") != b.get("sources")
+        and a.get("sources") == summary.get("b", {}).get("sources")
+        and b.get("sources") == summary.get("a", {}).get("sources")
     )
+    warnings.warn(
+        f"resume: the data differ from those the run was trained on: {'; '.join(changes)}"
+        f"{' (domains A and B swapped?)' if swapped else ''}; training goes on with them "
+        "and the run's normalisers; pass the run's sources and bands to continue it as "
+        "it was",
+        stacklevel=3,
+    )
+
+
+def _resolve_tile(tile: int | None, stored: LoadedModel | None) -> int:
+    """The CycleGAN chip size: as given, else the resumed run's, else :data:`DEFAULT_TILE`.
+
+    Raises:
+        ConfigError: when resuming with a tile other than the run's (its fake pools hold
+            chips of the run's size, and the run's chips would silently change size).
+    """
+    recorded = stored.metadata.get("data", {}).get("a", {}).get("chip_size") if stored else None
+    if tile is None:
+        return int(recorded) if recorded else DEFAULT_TILE
+    if recorded and tile != recorded:
+        raise ConfigError(
+            f"resume: tile {tile} px differs from the {recorded} px chips the run was trained "
+            f"on; resume without a tile (--tile) or with tile={recorded} (--tile {recorded})"
+        )
+    return tile
 
 
 def _resolve_config(
@@ -625,7 +751,7 @@ def prepare_cyclegan(
     *,
     config: CycleGANConfig | Mapping[str, Any] | None = None,
     options: TrainOptions | None = None,
-    tile: int = 256,
+    tile: int | None = None,
     bands_a: Sequence[int] | None = None,
     bands_b: Sequence[int] | None = None,
     max_nodata: float | None = 0.5,
@@ -639,21 +765,23 @@ def prepare_cyclegan(
             yielding ``{"image": (C, H, W) float32 in [-1, 1], "mask": (H, W) bool}``.
         config: the architecture; None: the defaults with the data's band counts.
         options: training options (the seed and learning rate are used here).
-        tile: chip size in pixels (a multiple of 4, at least 24).
+        tile: chip size in pixels (a multiple of 4, at least 24); None: the resumed run's,
+            else :data:`DEFAULT_TILE` (256).
         bands_a, bands_b: 1-based bands to read from each domain (None: all).
         max_nodata: leave out chips with more nodata than this fraction.
-        stored: the checkpoint being resumed (its normalisers and bands are reused).
+        stored: the checkpoint being resumed (its normalisers, bands and tile are reused).
 
     Raises:
         BandError: the data's band counts do not match ``config``.
-        ConfigError: a bad tile size.
+        ConfigError: a bad tile size, or one other than the resumed run's.
     """
     options = options or TrainOptions()
-    if tile % ResnetGenerator.size_multiple or tile < 24:
+    tile = _resolve_tile(tile, stored)
+    if tile % ResnetGenerator.size_multiple or tile < MIN_TILE:
         raise ConfigError(
             f"tile {tile}: CycleGAN chips must be a multiple of "
-            f"{ResnetGenerator.size_multiple} and at least 24 px (the PatchGAN's minimum); "
-            "use e.g. 128 or 256"
+            f"{ResnetGenerator.size_multiple} and at least {MIN_TILE} px (the PatchGAN's "
+            "minimum); use e.g. 128 or 256"
         )
     from rsgan.data import UnpairedDataset
 
@@ -666,6 +794,7 @@ def prepare_cyclegan(
         max_nodata=max_nodata,
         stored=stored_a,
         seed=options.seed,
+        smaller=_smaller_tile,
     )
     ds_b = _chips(
         domain_b,
@@ -674,6 +803,7 @@ def prepare_cyclegan(
         max_nodata=max_nodata,
         stored=stored_b,
         seed=options.seed + 1,
+        smaller=_smaller_tile,
     )
     info_a, info_b = _domain_info(ds_a, stored_a), _domain_info(ds_b, stored_b)
     counts = {"in_channels_a": info_a.count, "in_channels_b": info_b.count}
@@ -688,6 +818,8 @@ def prepare_cyclegan(
                 f"{want}; select bands (bands_{name.lower()}=...) or use a config with "
                 f"in_channels_{name.lower()}={info.count}"
             )
+    data_summary = {"a": _summary(ds_a, tile), "b": _summary(ds_b, tile)}
+    _warn_other_data(stored, data_summary, {"a": info_a, "b": info_b})
     torch.manual_seed(options.seed)
     nets = build_nets("cyclegan", config)
     dataset = UnpairedDataset(_EpochDataset(ds_a), _EpochDataset(ds_b), seed=options.seed)
@@ -701,7 +833,7 @@ def prepare_cyclegan(
         },
         dataset=dataset,
         domains={"a": info_a, "b": info_b},
-        data_summary={"a": _summary(ds_a, tile), "b": _summary(ds_b, tile)},
+        data_summary=data_summary,
         pools={
             "A": ImagePool(config.pool_size, seed=options.seed),
             "B": ImagePool(config.pool_size, seed=options.seed + 1),
@@ -737,7 +869,13 @@ def prepare_dcgan(
         )
     stored_info = stored.domains["data"] if stored else None
     ds = _chips(
-        source, size=size, bands=bands, max_nodata=0.0, stored=stored_info, seed=options.seed
+        source,
+        size=size,
+        bands=bands,
+        max_nodata=0.0,
+        stored=stored_info,
+        seed=options.seed,
+        smaller=_smaller_image_size,
     )
     info = _domain_info(ds, stored_info)
     config = cast(
@@ -749,6 +887,8 @@ def prepare_dcgan(
             f"the chips have {info.count} band(s) but the DCGAN config expects "
             f"{config.channels}; select bands (bands=...) or use channels={info.count}"
         )
+    data_summary = {"data": _summary(ds, size)}
+    _warn_other_data(stored, data_summary, {"data": info})
     torch.manual_seed(options.seed)
     nets = build_nets("dcgan", config)
     return TrainRun(
@@ -758,7 +898,7 @@ def prepare_dcgan(
         optimizers={"G": _adam((nets["G"],), options.lr), "D": _adam((nets["D"],), options.lr)},
         dataset=_EpochDataset(ds),
         domains={"data": info},
-        data_summary={"data": _summary(ds, size)},
+        data_summary=data_summary,
         lr_lambda=_lr_lambda("dcgan", options),
     )
 
@@ -862,6 +1002,7 @@ class _Progress:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
+    seconds: float = 0.0  # training time up to ``step``, over every session of the run
 
 
 def _save_all(
@@ -871,32 +1012,42 @@ def _save_all(
     schedulers: Mapping[str, LambdaLR],
     options: TrainOptions,
     device: torch.device,
+    seconds: float,
 ) -> None:
-    save_checkpoint(
-        out / MODEL_FILE,
-        kind=run.kind,
-        config=run.config,
-        nets=run.nets,
-        domains=run.domains,
-        steps=pos.step,
-        data=run.data_summary,
-        extra={"train_options": dataclasses.asdict(options)},
-    )
-    save_train_state(  # second, and whole on its own: resume reads the weights from it
-        out / STATE_FILE,
-        {
-            "kind": run.kind,
-            "config": run.config.to_dict(),
-            "nets": {k: unwrap(n).state_dict() for k, n in run.nets.items()},
-            "step": pos.step,
-            "epoch": pos.epoch,
-            "batch_in_epoch": pos.batch_in_epoch,
-            "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-            "pools": {k: p.state_dict() for k, p in run.pools.items()},
-            "rng": _rng_state(device),
-        },
-    )
+    """Write ``model.safetensors`` and ``train_state.pt`` of step ``pos.step``, trained
+    for ``seconds`` in all.
+
+    The state is gathered and written to a temporary file first, then the model is
+    written and renamed into place, then the state: an error in any of that (a pool that
+    cannot be stacked, a full disk) leaves both files of the last save. Only a kill
+    between the two renames leaves the model ahead of the state, which :func:`_restore`
+    handles (the state is whole on its own).
+    """
+    state = {
+        "kind": run.kind,
+        "config": run.config.to_dict(),
+        "nets": {k: unwrap(n).state_dict() for k, n in run.nets.items()},
+        "step": pos.step,
+        "epoch": pos.epoch,
+        "batch_in_epoch": pos.batch_in_epoch,
+        "seconds": seconds,
+        "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+        "pools": {k: p.state_dict() for k, p in run.pools.items()},
+        "rng": _rng_state(device),
+    }
+    with atomic_output(out / STATE_FILE, overwrite=True) as state_tmp:
+        save_train_state(state_tmp, state)
+        save_checkpoint(
+            out / MODEL_FILE,
+            kind=run.kind,
+            config=run.config,
+            nets=run.nets,
+            domains=run.domains,
+            steps=pos.step,
+            data=run.data_summary,
+            extra={"train_options": dataclasses.asdict(options)},
+        )
 
 
 def _restore(
@@ -939,7 +1090,12 @@ def _restore(
         _set_rng_state(state["rng"], ctx.device)
     else:  # each rank had its own RNGs; only one set was saved, so re-derive them
         _seed_all(seed + ctx.rank + 7919 * int(state["step"]))
-    return _Progress(int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"]))
+    return _Progress(
+        int(state["step"]),
+        int(state["epoch"]),
+        int(state["batch_in_epoch"]),
+        float(state.get("seconds", 0.0)),  # states before it was saved: from 0
+    )
 
 
 def _checkpoint_weights(
@@ -1023,12 +1179,16 @@ def fit(run: TrainRun, out_dir: PathLike, options: TrainOptions | None = None) -
 
     Writes to ``out_dir`` (rank 0 only): ``model.safetensors`` (all nets, latest),
     ``train_state.pt``, ``log.jsonl`` (one JSON object per ``log_every`` steps: step,
-    epoch, lr, seconds since start, seconds per step, the losses) and
-    ``samples/step_XXXXXX.png``.
+    epoch, lr, seconds of training since the run began (over resumes too), seconds per
+    step, the losses) and ``samples/step_XXXXXX.png``.
+
+    A resumed run already at ``options.steps`` trains nothing and writes nothing (a
+    warning says so).
 
     Raises:
         OutputExistsError: ``out_dir`` holds a run and neither resume nor overwrite is set.
         CheckpointError: resume without (or with a mismatched) checkpoint/state.
+        ConfigError: resume of a run already past ``options.steps``.
         TrainingInterrupted: on Ctrl-C, after saving checkpoint and state.
 
     A run that fails (or is stopped) before writing anything removes the folders it
@@ -1145,12 +1305,20 @@ def _make_loader(
 
 
 class _Logger:
-    """Appends losses to ``log.jsonl`` and shows them on the progress bar (rank 0)."""
+    """Appends losses to ``log.jsonl`` and shows them on the progress bar (rank 0).
 
-    def __init__(self, out: Path, bar: Any, step: int) -> None:
+    Its clock starts at ``pos.seconds``, the training time of the run's earlier sessions.
+    """
+
+    def __init__(self, out: Path, bar: Any, pos: _Progress) -> None:
         self.out, self.bar = out, bar
         self.started = self.last_time = time.perf_counter()
-        self.last_step = step
+        self.last_step = pos.step
+        self.earlier = pos.seconds
+
+    def elapsed(self, now: float | None = None) -> float:
+        """Training seconds of the run so far, earlier sessions included."""
+        return self.earlier + (time.perf_counter() if now is None else now) - self.started
 
     def __call__(self, pos: _Progress, lr: float, losses: Mapping[str, float]) -> None:
         now = time.perf_counter()
@@ -1158,13 +1326,29 @@ class _Logger:
             "step": pos.step,
             "epoch": pos.epoch,
             "lr": lr,
-            "seconds": round(now - self.started, 3),
+            "seconds": round(self.elapsed(now), 3),
             "step_seconds": round((now - self.last_time) / (pos.step - self.last_step), 4),
             **losses,
         }
         _log(self.out, record)
         self.last_time, self.last_step = now, pos.step
         self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+
+
+def _nothing_to_train(out: Path, done: int, steps: int, ctx: _Dist) -> None:
+    """A resumed run already at ``steps`` (a warning: the run is as asked) or past it (an
+    error: ``steps`` is the total to reach, and a user who meant "more steps" gets none)."""
+    fix = f"steps is the total to reach, so pass more than {done} (--steps) to train on"
+    if done > steps:
+        raise ConfigError(
+            f"resume: the run in {out} is already at step {done}, past steps={steps}; {fix}"
+        )
+    if ctx.is_main:
+        warnings.warn(
+            f"resume: the run in {out} is already at step {done} of steps={steps}: nothing "
+            f"to train, nothing written; {fix}",
+            stacklevel=4,
+        )
 
 
 def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx: _Dist) -> Path:
@@ -1184,6 +1368,9 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
         if ctx.rank:
             pool.generator.manual_seed(options.seed + 1000 * ctx.rank + len(k))
     pos = _restore(run, out, schedulers, ctx, options.seed) if options.resume else _Progress()
+    if pos.step >= options.steps:
+        _nothing_to_train(out, pos.step, options.steps, ctx)
+        return out / MODEL_FILE
     if options.resume and ctx.is_main:
         _trim_log(out, pos.step)
     nets: dict[str, nn.Module] = dict(run.nets)
@@ -1193,10 +1380,6 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
     batch_size = options.batch_size or trainer.default_batch
     loader, sampler, loader_rng = _make_loader(run, options, ctx, batch_size)
 
-    def save() -> None:
-        if ctx.is_main:
-            _save_all(run, out, pos, schedulers, options, device)
-
     bar = tqdm(
         total=options.steps,
         initial=pos.step,
@@ -1205,7 +1388,12 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
         disable=not (options.progress and ctx.is_main),
         dynamic_ncols=True,
     )
-    log = _Logger(out, bar, pos.step)
+    log = _Logger(out, bar, pos)
+
+    def save() -> None:
+        if ctx.is_main:
+            _save_all(run, out, pos, schedulers, options, device, log.elapsed())
+
     with _deferred_interrupt() as stop:
         try:
             while pos.step < options.steps:
@@ -1274,7 +1462,7 @@ def train_cyclegan(
     *,
     config: CycleGANConfig | Mapping[str, Any] | None = None,
     options: TrainOptions | None = None,
-    tile: int = 256,
+    tile: int | None = None,
     bands_a: Sequence[int] | None = None,
     bands_b: Sequence[int] | None = None,
     max_nodata: float | None = 0.5,
@@ -1289,7 +1477,8 @@ def train_cyclegan(
         config: the architecture (None: defaults with the data's band counts; when
             resuming: the checkpoint's).
         options: steps, batch size, device, precision, seed, resume, ...
-        tile: chip size in pixels.
+        tile: chip size in pixels (None: 256, or the resumed run's; resuming with another
+            raises ConfigError).
         bands_a, bands_b: 1-based bands of each domain (None: all).
         max_nodata: leave out chips with more nodata than this fraction.
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -268,6 +269,36 @@ def test_refuses_to_overwrite_an_earlier_run(tmp_path: Path) -> None:
         train_cyclegan(a, b, tmp_path / "new", options=_options(steps=3, resume=True))
 
 
+def test_resume_at_or_past_its_steps_says_so(tmp_path: Path) -> None:
+    """A finished run resumed to the same steps warns and writes nothing; to fewer steps
+    (steps is the total, not more steps) it is an error."""
+    images = Chips(_textures(10, 2, 64, seed=3))
+    out = tmp_path / "run"
+    train_dcgan(images, out, config=TINY_DCGAN, options=_options(steps=2, batch_size=4))
+    files = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    with pytest.warns(UserWarning, match="already at step 2 of steps=2: nothing to train"):
+        path = train_dcgan(images, out, options=_options(steps=2, batch_size=4, resume=True))
+    assert path == out / "model.safetensors"
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files
+    with pytest.raises(ConfigError, match=r"already at step 2, past steps=1.*more than 2"):
+        train_dcgan(images, out, options=_options(steps=1, batch_size=4, resume=True))
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files
+
+
+def test_log_seconds_add_up_across_resumes(tmp_path: Path) -> None:
+    """log.jsonl's ``seconds`` go on from the resumed state's, not from 0 (examples read
+    the last one as the training time)."""
+    images = Chips(_textures(10, 2, 64, seed=3))
+    out = tmp_path / "run"
+    train_dcgan(images, out, config=TINY_DCGAN, options=_options(steps=2, batch_size=4))
+    train_dcgan(images, out, options=_options(steps=3, batch_size=4, resume=True))
+    _, second, third = _log(out)
+    # step 3 (the resumed session's first): the state's seconds (saved after step 2 was
+    # logged) plus the session's own; before, it counted from 0 again
+    assert third["seconds"] >= second["seconds"] + third["step_seconds"] - 2e-3
+    assert training.load_train_state(out / "train_state.pt")["seconds"] >= third["seconds"] - 1e-3
+
+
 def test_band_count_mismatch(tmp_path: Path) -> None:
     a, b = _masked_domains()
     config = CycleGANConfig(in_channels_a=4, ngf=4, ndf=4, n_blocks=1)
@@ -328,6 +359,31 @@ def test_from_rasters_and_generate(tmp_path: Path, make_raster: Callable[..., Pa
         generate(dc, 1, tmp_path / "gen")
     with pytest.raises(ConfigError, match="needs a dcgan checkpoint"):
         generate(ckpt, 1, tmp_path / "gen2")
+
+
+def test_resume_on_other_data_warns(tmp_path: Path, make_raster: Callable[..., Path]) -> None:
+    """Swapped domains, or a domain read from another scene, resume with one warning that
+    names the old and the new source; the same data resume without one."""
+    pre = make_raster("pre.tif", width=64, height=64, count=3, seed=1)
+    post = make_raster("post.tif", width=64, height=64, count=3, seed=2)
+    other = make_raster("other.tif", width=64, height=64, count=3, seed=3)
+    out = tmp_path / "run"
+    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1, pool_size=0)
+    train_cyclegan(pre, post, out, tile=32, config=config, options=_options(steps=1))
+
+    def resume(a: Path, b: Path, steps: int) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train_cyclegan(a, b, out, options=_options(steps=steps, resume=True))
+        return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+    assert resume(pre, post, 2) == []
+    (swapped,) = resume(post, pre, 3)
+    assert f"domain A reads {post} where it read {pre}" in swapped
+    assert f"domain B reads {pre} where it read {post}" in swapped
+    assert "swapped" in swapped and "\n" not in swapped
+    (moved,) = resume(post, other, 4)  # the checkpoint of step 3 records the swapped data
+    assert f"domain B reads {other} where it read {pre}" in moved and "domain A" not in moved
 
 
 def test_options_validation() -> None:
@@ -401,17 +457,45 @@ class _Killed(BaseException):
 
 
 def _kill_at_state_save(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
-    """Die in the ``call``-th ``save_train_state``: that step's model.safetensors is on
-    disk, its train_state.pt is not (the moment of reliability finding 14)."""
-    saved, calls = training.save_train_state, []
+    """Die right after the ``call``-th ``save_checkpoint``: that step's model.safetensors
+    is on disk, its train_state.pt is not (the moment of reliability finding 14)."""
+    saved, calls = training.save_checkpoint, []
 
-    def save_or_die(path, state):  # noqa: ANN001, ANN202
-        calls.append(state["step"])
+    def save_then_die(path, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        result = saved(path, **kwargs)
+        calls.append(kwargs["steps"])
         if len(calls) == call:
             raise _Killed
+        return result
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+
+
+def test_a_failed_save_leaves_model_and_state_of_one_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while the state is written (a full disk) keeps the model of the last save:
+    model.safetensors never claims a step whose train_state.pt is missing."""
+    from rsgan.errors import RasterWriteError
+
+    images = Chips(_textures(10, 2, 64, seed=3))
+    saved, calls = training.save_train_state, []
+
+    def save_or_fail(path, state):  # noqa: ANN001, ANN202
+        calls.append(state["step"])
+        if len(calls) == 2:
+            raise RasterWriteError("cannot write train_state.pt: no space left on device")
         return saved(path, state)
 
-    monkeypatch.setattr(training, "save_train_state", save_or_die)
+    monkeypatch.setattr(training, "save_train_state", save_or_fail)
+    out = tmp_path / "run"
+    opts = _options(steps=3, batch_size=4, checkpoint_every=1)
+    with pytest.raises(RasterWriteError, match="no space"):
+        train_dcgan(images, out, config=TINY_DCGAN, options=opts)
+    assert load_model(out / "model.safetensors").steps == 1
+    assert training.load_train_state(out / "train_state.pt")["step"] == 1
+    names = sorted(p.name for p in out.iterdir())  # no temporary left behind
+    assert names == ["log.jsonl", "model.safetensors", "train_state.pt"]
 
 
 def test_kill_between_checkpoint_and_state_resumes_exactly(

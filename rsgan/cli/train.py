@@ -30,7 +30,7 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(1),
             default=10_000,
             show_default=True,
-            help="Total training steps (a resumed run continues up to this).",
+            help="Total training steps (a resumed run continues up to this, not this many more).",
         ),
         click.option(
             "--batch-size",
@@ -185,9 +185,8 @@ def dcgan(
 @click.option(
     "--tile",
     type=click.IntRange(24),
-    default=256,
-    show_default=True,
-    help="Chip size in px (a multiple of 4).",
+    default=None,
+    help="Chip size in px, a multiple of 4 [default: 256, or the resumed run's].",
 )
 @click.option("--bands-a", type=BANDS, default=None, help="1-based bands of A (all).")
 @click.option("--bands-b", type=BANDS, default=None, help="1-based bands of B (all).")
@@ -232,7 +231,7 @@ def dcgan(
 def cyclegan(
     domain_a: tuple[str, ...],
     domain_b: tuple[str, ...],
-    tile: int,
+    tile: int | None,
     bands_a: tuple[int, ...] | None,
     bands_b: tuple[int, ...] | None,
     max_nodata: float,

@@ -53,6 +53,15 @@ def test_train_dcgan_writes_a_run(make_raster: Callable[..., Path], tmp_path: Pa
     assert resumed.exit_code == 0, resumed.output
     assert load_model(out / "model.safetensors").steps == 3
 
+    done = _run("dcgan", *[a if a != "2" else "3" for a in args[:5]], *args[5:], "--resume")
+    assert done.exit_code == 0, done.output  # nothing to train is said, not an error
+    assert "Warning: resume: the run in" in done.output and "--steps" in done.output
+    assert "already at step 3 of steps=3: nothing to train" in done.output
+    fewer = _run("dcgan", *args, "--resume")  # --steps 2: the total, not 2 more
+    assert fewer.exit_code == 1 and "already at step 3, past steps=2" in fewer.output
+    assert len(fewer.output.strip().splitlines()) == 1
+    assert load_model(out / "model.safetensors").steps == 3
+
 
 def test_train_cyclegan_and_ctrl_c(
     make_raster: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -85,6 +94,30 @@ def test_train_cyclegan_and_ctrl_c(
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.generator().modules())
     steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_cyclegan_resume_keeps_the_runs_tile(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """--resume without --tile trains on the run's chip size (not 256 px); another tile is
+    refused before anything is written."""
+    pre = make_raster("pre.tif", width=72, height=64, count=3, seed=1)
+    post = make_raster("post.tif", width=72, height=64, count=3, seed=2)
+    out = tmp_path / "run"
+    data = ["--domain-a", str(pre), "--domain-b", str(post), "--out", str(out), *FAST]
+    first = _run("cyclegan", *data, "--tile", "32", "--ngf", "4", "--ndf", "4",
+                 "--n-blocks", "1", "--steps", "2")  # fmt: skip
+    assert first.exit_code == 0, first.output
+    resumed = _run("cyclegan", *data, "--steps", "3", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    model = load_model(out / "model.safetensors")
+    assert model.steps == 3 and model.metadata["data"]["a"]["chip_size"] == 32
+    other = _run("cyclegan", *data, "--tile", "48", "--steps", "4", "--resume")
+    assert other.exit_code == 1 and "Traceback" not in other.output
+    lines = [line for line in other.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "tile 48" in lines[0] and "32 px" in lines[0], other.output
+    assert load_model(out / "model.safetensors").steps == 3
+    assert training.load_train_state(out / "train_state.pt")["step"] == 3
 
 
 def _tiny_cyclegan(make_raster: Callable[..., Path], out: Path, *options: str):  # noqa: ANN202
@@ -133,3 +166,22 @@ def test_errors_are_one_line(make_raster: Callable[..., Path], tmp_path: Path) -
     result = _run("dcgan", str(pre), "--out", str(tmp_path / "d"), "--bands", "5", "--quiet")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "5" in result.output
+
+
+def test_a_tile_larger_than_the_scenes_names_a_train_option(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The fix offered is one `rsgan train` has (--tile, --size), not `rsgan chips`'s --edge."""
+    pre = make_raster("pre.tif", width=72, height=64, count=3)
+    result = _run("cyclegan", "--domain-a", str(pre), "--domain-b", str(pre), "--out",
+                  str(tmp_path / "c"), "--tile", "2048", "--quiet")  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--edge" not in lines[0], result.output
+    assert f"{pre} (72 x 64 px) is smaller than the 2048 px chips" in lines[0]
+    assert "tile=64 (--tile 64) or less" in lines[0]
+    farm = make_raster("farm.tif", width=160, height=140, count=3)
+    result = _run("dcgan", str(farm), "--out", str(tmp_path / "d"), "--size", "256", "--quiet")
+    assert result.exit_code == 1 and "--edge" not in result.output
+    assert "image_size=128 (--size 128) or less" in result.output
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()

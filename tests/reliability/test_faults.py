@@ -253,22 +253,23 @@ def test_kill_between_the_checkpoint_and_the_state_still_resumes(tmp_path, monke
     scene = valid_scene(tmp_path / "scene.tif", size=64)
     config = {"image_size": 64, "ngf": 4, "ndf": 4, "nz": 8}
     options = {"batch_size": 1, "device": "cpu", "precision": "fp32", "progress": False}
-    saved = training.save_train_state
+    saved = training.save_checkpoint
     calls = []
 
-    def save_then_die(path, state):
-        calls.append(state["step"])
+    def save_then_die(path, **kwargs):  # model.safetensors renamed, train_state.pt not yet
+        result = saved(path, **kwargs)
+        calls.append(kwargs["steps"])
         if len(calls) == 2:
             raise _Killed
-        return saved(path, state)
+        return result
 
-    monkeypatch.setattr(training, "save_train_state", save_then_die)
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
     with pytest.raises(_Killed):
         train_dcgan(
             [scene], tmp_path / "run", config=config,
             options=TrainOptions(steps=5, checkpoint_every=1, sample_every=0, **options),
         )  # fmt: skip
-    monkeypatch.setattr(training, "save_train_state", saved)
+    monkeypatch.setattr(training, "save_checkpoint", saved)
     assert load_model(tmp_path / "run" / "model.safetensors").steps == 2
     assert load_train_state(tmp_path / "run" / "train_state.pt")["step"] == 1
     again = TrainOptions(steps=3, resume=True, checkpoint_every=1, sample_every=0, **options)
