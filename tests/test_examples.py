@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import rasterio
 import torch
 
 from rsgan.models.cyclegan import ResnetGenerator
@@ -153,3 +154,40 @@ def test_default_model_learning_rate_decays_to_zero() -> None:
         opt.step()
         schedule.step()
     assert seen == pytest.approx([1e-3] * 7 + [7.5e-4, 5e-4, 2.5e-4])
+
+
+TINY_DCGAN = ["--steps", "2", "--batch-size", "4", "--ngf", "4", "--ndf", "4", "--no-progress"]
+"""farmland_dcgan.py's options for a run of a few seconds."""
+
+
+def _farmland_images(make_raster, folder: Path, n: int = 6) -> Path:
+    """``n`` small 3-band uint8 images of 64 x 128 px: two 64 px chips each."""
+    for i in range(n):
+        make_raster(f"im{i}.tif", width=128, height=64, seed=i, folder=folder)
+    return folder
+
+
+def test_farmland_example_with_fewer_than_64_held_out_chips(make_raster, tmp_path) -> None:
+    """``farmland_dcgan.py --held-out 1`` (2 held-out chips; the real data at ``--size 256``
+    gives 20): the run ends with its report and a real-chip grid of the chips there are,
+    instead of failing to draw 64 of them after training."""
+    data = _farmland_images(make_raster, tmp_path / "images")
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--out", str(out), "--held-out", "1", "--n-samples", "4"]
+    report = _example("farmland_dcgan").main([*args, *TINY_DCGAN])
+    assert report["held_out_chips"] == 2 and (out / "report.json").exists()
+    with rasterio.open(out / "real_grid.png") as grid:
+        assert (grid.height, grid.width) == (64 + 4, 2 * 64 + 6)  # one row of 2, 2 px gaps
+    for name in ("samples_grid.png", "noise_grid.png"):
+        with rasterio.open(out / name) as grid:
+            assert grid.width == 4 * 64 + 10  # the 4 samples, and as many noise images
+
+
+def test_farmland_example_refuses_more_held_out_than_training_chips(make_raster, tmp_path) -> None:
+    """Holding out more chips than are left to train on is refused before training (the
+    SWD of real training chips draws one per held-out chip)."""
+    data = _farmland_images(make_raster, tmp_path / "images")
+    args = ["--data", str(data), "--out", str(tmp_path / "run"), "--held-out", "4"]
+    with pytest.raises(SystemExit, match="8 held-out chips but only 4 training chips"):
+        _example("farmland_dcgan").main([*args, "--n-samples", "8", *TINY_DCGAN])
+    assert not (tmp_path / "run" / "train").exists()
