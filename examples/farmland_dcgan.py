@@ -40,6 +40,7 @@ from _common import (  # noqa: E402
     SHARED_DATA,
     model_to_uint8,
     read_image,
+    run_main,
     summary,
     tile_chips,
     train_options,
@@ -289,4 +290,4 @@ def _print(report: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

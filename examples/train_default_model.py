@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,9 @@ from rsgan.metrics import per_band_wasserstein, sliced_wasserstein_distance
 from rsgan.models import CycleGANConfig, build_nets
 from rsgan.models.cyclegan import UPSAMPLE_MODES, ResnetGenerator
 from rsgan.training import linear_decay
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import run_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "rsgan" / "assets" / "default_cyclegan_joplin.safetensors"
@@ -449,4 +453,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

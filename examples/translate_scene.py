@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ import rasterio
 
 import rsgan
 from rsgan.pipelines.translate import write_before_after
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import run_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import torch
 
 from rsgan.models.cyclegan import ResnetGenerator
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
 
 
 def _example(name: str):  # noqa: ANN202
@@ -191,3 +194,48 @@ def test_farmland_example_refuses_more_held_out_than_training_chips(make_raster,
     with pytest.raises(SystemExit, match="8 held-out chips but only 4 training chips"):
         _example("farmland_dcgan").main([*args, "--n-samples", "8", *TINY_DCGAN])
     assert not (tmp_path / "run" / "train").exists()
+
+
+def test_an_example_rerun_without_overwrite_is_one_error_line(make_raster, tmp_path) -> None:
+    """Run as a script, an example turns an rsgan error (here its earlier run's outputs,
+    without ``--overwrite``) into one line ``Error: ...`` on stderr and exit status 1, as
+    the ``rsgan`` command does, not a traceback."""
+    data = _farmland_images(make_raster, tmp_path / "images")
+    args = ["--data", str(data), "--out", str(tmp_path / "run"), "--held-out", "1"]
+    args += ["--n-samples", "4", *TINY_DCGAN]
+    _example("farmland_dcgan").main(args)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    again = subprocess.run(
+        [sys.executable, str(EXAMPLES / "farmland_dcgan.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert again.returncode == 1, again.stderr
+    assert again.stderr.startswith("Error: ") and again.stderr.count("\n") == 1, again.stderr
+    assert "already holds a training run" in again.stderr and "--overwrite" in again.stderr
+
+
+def test_run_main_passes_other_exits_and_errors_through(capsys, monkeypatch) -> None:
+    """``_common.run_main``: only rsgan errors become the one line; a ``SystemExit`` of
+    the example's own (a refused option) and other exceptions keep their behaviour."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from _common import run_main
+
+    from rsgan.errors import OutputExistsError
+
+    def exists() -> None:
+        raise OutputExistsError("out.tif exists; pass --overwrite")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(exists)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "Error: out.tif exists; pass --overwrite\n"
+    with pytest.raises(SystemExit, match="--held-out 0"):
+        run_main(lambda: sys.exit("--held-out 0: hold out 1 to 99"))
+    with pytest.raises(ZeroDivisionError):
+        run_main(lambda: 1 / 0)
