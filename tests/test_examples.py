@@ -12,6 +12,8 @@ import pytest
 import rasterio
 import torch
 
+from rsgan.checkpoint import load_model
+from rsgan.errors import OutputExistsError
 from rsgan.models.cyclegan import ResnetGenerator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,8 +228,6 @@ def test_run_main_passes_other_exits_and_errors_through(capsys, monkeypatch) -> 
     monkeypatch.syspath_prepend(str(EXAMPLES))
     from _common import run_main
 
-    from rsgan.errors import OutputExistsError
-
     def exists() -> None:
         raise OutputExistsError("out.tif exists; pass --overwrite")
 
@@ -239,3 +239,31 @@ def test_run_main_passes_other_exits_and_errors_through(capsys, monkeypatch) -> 
         run_main(lambda: sys.exit("--held-out 0: hold out 1 to 99"))
     with pytest.raises(ZeroDivisionError):
         run_main(lambda: 1 / 0)
+
+
+def test_default_model_training_keeps_the_bundled_model(make_raster, tmp_path, monkeypatch):
+    """``train_default_model.py`` without ``--out`` saves under ``runs/`` of the current
+    folder, not over the shipped asset; an existing ``--out`` (the asset included) is
+    refused before training unless ``--overwrite`` is given."""
+    tdm = _example("train_default_model")
+    data = tmp_path / "joplin"
+    utm = {"crs": "EPSG:26915", "width": 160, "height": 160}
+    for name in (tdm.HOLDOUT_PRE, "tile_1361-9136.tif"):
+        make_raster(name, folder=data / "pre", seed=1, **utm)
+    for name in (tdm.HOLDOUT_POST, "tile_31500-5137.tif"):
+        make_raster(name, folder=data / "post", seed=2, **utm)
+    asset = tdm.ASSET.read_bytes()
+    tiny = ["--data", str(data), "--ngf", "4", "--n-blocks", "1", "--max-steps", "0"]
+    tiny += ["--threads", str(torch.get_num_threads())]  # main sets torch's threads
+    monkeypatch.chdir(tmp_path)
+    tdm.main(tiny)  # no step: measures the untrained generators and saves them
+    saved = tmp_path / "runs" / "default_cyclegan_joplin.safetensors"
+    assert load_model(saved).steps == 0 and tdm.ASSET.read_bytes() == asset
+    saved.write_bytes(b"an earlier run")
+    with pytest.raises(OutputExistsError, match="exists; pass --overwrite"):
+        tdm.main(tiny)
+    with pytest.raises(OutputExistsError, match="is the bundled default model"):
+        tdm.main([*tiny, "--out", str(tdm.ASSET)])
+    assert saved.read_bytes() == b"an earlier run" and tdm.ASSET.read_bytes() == asset
+    tdm.main([*tiny, "--overwrite"])
+    assert load_model(saved).steps == 0
