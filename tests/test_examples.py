@@ -267,3 +267,14 @@ def test_default_model_training_keeps_the_bundled_model(make_raster, tmp_path, m
     assert saved.read_bytes() == b"an earlier run" and tdm.ASSET.read_bytes() == asset
     tdm.main([*tiny, "--overwrite"])
     assert load_model(saved).steps == 0
+
+
+def test_translate_scene_defaults_to_the_held_out_tile(tmp_path, monkeypatch) -> None:
+    """``translate_scene.py`` without ``--scene`` shows the bundled model on the Joplin
+    pre tile it was not trained on, not the first tile by name (a training tile)."""
+    pre = tmp_path / "xview2_joplin_prepost" / "pre"
+    pre.mkdir(parents=True)
+    for name in ("tile_1361-10160", "tile_1361-9136", "tile_337-10160", "tile_337-9136"):
+        (pre / f"{name}.tif").touch()
+    monkeypatch.setenv("RSGAN_SHARED_DATA", str(tmp_path))
+    assert _example("translate_scene").default_scene() == pre / "tile_337-9136.tif"
