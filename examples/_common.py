@@ -1,4 +1,4 @@
-"""Helpers shared by the two example scripts (data loading, chips, reports).
+"""Helpers shared by the example scripts (running as a command, data loading, chips, reports).
 
 Not part of the rsgan package: the examples put their own folder on ``sys.path`` and import
 this module, so that each script stays a readable walk through the library.
@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
 
+from rsgan.errors import RsganError
 from rsgan.io import atomic_output, open_raster, read_valid_mask, write_png_grid
 from rsgan.training import TrainOptions
 
@@ -23,6 +25,20 @@ SHARED_DATA = Path(
     os.environ.get("RSGAN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 """The real imagery (``../shared/data`` next to the repository, or ``$RSGAN_SHARED_DATA``)."""
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run an example's ``main`` as the ``rsgan`` command runs its commands.
+
+    An rsgan error (an output that exists without ``--overwrite``, a raster rsgan cannot
+    read) becomes one line ``Error: <message>`` on stderr and exit status 1, without a
+    traceback; anything else propagates.
+    """
+    try:
+        main()
+    except RsganError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     SHARED_DATA,
     read_image_and_mask,
+    run_main,
     tile_chips,
     train_options,
     training_time,
@@ -508,4 +509,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

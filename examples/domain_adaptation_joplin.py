@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ from torch.nn import functional as F
 
 from rsgan.io import Normalizer, atomic_output
 from rsgan.pipelines.augment import MixedSegmentationDataset, augment_segmentation_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import run_main  # noqa: E402
 
 SHARED_DATA = Path(
     os.environ.get("RSGAN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -320,4 +324,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

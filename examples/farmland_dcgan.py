@@ -40,6 +40,7 @@ from _common import (  # noqa: E402
     SHARED_DATA,
     model_to_uint8,
     read_image,
+    run_main,
     summary,
     tile_chips,
     train_options,
@@ -54,13 +55,18 @@ from rsgan.models import DCGANConfig  # noqa: E402
 from rsgan.training import generate, train_dcgan  # noqa: E402
 
 DEFAULT_DATA = SHARED_DATA / "ucmerced_agricultural"
+GRID_IMAGES = 64
+"""Images in each PNG grid at most (8 columns); fewer when fewer held-out chips exist."""
 
 
 def split_files(folder: Path, n_held_out: int, seed: int) -> tuple[list[Path], list[Path]]:
     """Training and held-out image files: ``n_held_out`` drawn at random (seeded)."""
     files = list_image_files(folder)
-    if n_held_out >= len(files):
-        raise SystemExit(f"{folder} has {len(files)} images; hold out fewer than that (--held-out)")
+    if not 1 <= n_held_out < len(files):
+        raise SystemExit(
+            f"--held-out {n_held_out}: {folder} has {len(files)} images; hold out 1 to "
+            f"{len(files) - 1}"
+        )
     order = np.random.default_rng(seed).permutation(len(files))
     held = sorted(files[i] for i in order[:n_held_out])
     train = sorted(files[i] for i in order[n_held_out:])
@@ -151,6 +157,34 @@ def evaluate_samples(
     return {"swd": swd, "nearest_neighbour": nn}
 
 
+def write_grids(
+    samples: np.ndarray, train: np.ndarray, held_out: np.ndarray, out: Path, *, seed: int
+) -> dict[str, Path]:
+    """PNG grids of samples, held-out chips and the noise baseline (all in model range).
+
+    Each grid shows up to :data:`GRID_IMAGES` images, 8 to a row: the first samples, held-out
+    chips drawn at random (seeded; all of them when there are fewer) and as many noise images.
+
+    Args:
+        samples: ``(N, bands, rows, cols)`` generated images.
+        train: ``(M, bands, rows, cols)`` training chips (for the noise baseline).
+        held_out: ``(K, bands, rows, cols)`` held-out chips.
+        out: folder for ``samples_grid.png``, ``real_grid.png`` and ``noise_grid.png``.
+        seed: seeds the choice of held-out chips and the noise.
+    """
+    n = min(GRID_IMAGES, len(held_out))
+    shown = np.random.default_rng(seed).choice(len(held_out), n, replace=False)
+    grids = {
+        "samples_grid.png": samples[:GRID_IMAGES],
+        "real_grid.png": held_out[shown],
+        "noise_grid.png": gaussian_baseline(train, min(GRID_IMAGES, len(samples)), seed),
+    }
+    return {
+        name: write_grid(model_to_uint8(images), out / name, min(8, len(images)), overwrite=True)
+        for name, images in grids.items()
+    }
+
+
 def train_and_generate(
     args: argparse.Namespace, train_files: list[Path]
 ) -> tuple[Path, list[Path]]:
@@ -197,6 +231,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     norm = Normalizer.for_dtype("uint8", 3)
     train = norm.normalize(load_chips(train_files, args.size)).astype(np.float64)
     held = norm.normalize(load_chips(held_files, args.size)).astype(np.float64)
+    if not len(held):
+        raise SystemExit(
+            f"--size {args.size}: the held-out images are smaller than one chip; pass a "
+            "smaller --size"
+        )
+    if len(train) < len(held):  # each SWD compares as many training chips as held-out ones
+        raise SystemExit(
+            f"--held-out {args.held_out} gives {len(held)} held-out chips but only "
+            f"{len(train)} training chips; hold out fewer images"
+        )
     if args.n_samples < len(held):
         raise SystemExit(f"--n-samples {args.n_samples}: generate at least {len(held)}")
     t0 = time.perf_counter()
@@ -207,11 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     samples = norm.normalize(np.stack([read_image(f) for f in sample_files])).astype(np.float64)
     figures = evaluate_samples(samples, train, held, seed=args.seed)
 
-    write_grid(model_to_uint8(samples[:64]), args.out / "samples_grid.png", 8, overwrite=True)
-    shown = np.random.default_rng(args.seed).choice(len(held), 64, replace=False)
-    write_grid(model_to_uint8(held[shown]), args.out / "real_grid.png", 8, overwrite=True)
-    noise = gaussian_baseline(train, 64, args.seed)
-    write_grid(model_to_uint8(noise), args.out / "noise_grid.png", 8, overwrite=True)
+    write_grids(samples, train, held, args.out, seed=args.seed)
     report = {
         "data": str(args.data),
         "train_images": len(train_files),
@@ -250,4 +290,4 @@ def _print(report: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

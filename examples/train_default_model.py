@@ -7,9 +7,13 @@ unpaired on random crops of both. One pre and one post tile are held out to meas
 result: per-band Wasserstein-1 distance (DN) and sliced Wasserstein distance of the
 translated held-out pre tile to the post tiles, against the same for the untranslated tile.
 
-The generators only are saved (safetensors, float32) to
-``rsgan/assets/default_cyclegan_joplin.safetensors``, every ``--save-every`` steps and at
-the end, with the measured figures in the metadata.
+The generators only are saved (safetensors, float32) to ``--out`` (default
+``runs/default_cyclegan_joplin.safetensors`` under the current folder), every
+``--save-every`` steps and at the end, with the measured figures in the metadata. An
+existing file is refused unless ``--overwrite`` is given; the bundled model
+(``rsgan/assets/default_cyclegan_joplin.safetensors``) is replaced only by naming it:
+``--out rsgan/assets/default_cyclegan_joplin.safetensors --overwrite``
+(docs/model-card.md).
 
 Usage (about 15-20 minutes of a 2-core CPU)::
 
@@ -24,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ from rasterio.warp import calculate_default_transform
 from torch import nn
 
 from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
+from rsgan.errors import OutputExistsError
 from rsgan.io import Normalizer
 from rsgan.losses import periodic_peaks, window_power
 from rsgan.metrics import per_band_wasserstein, sliced_wasserstein_distance
@@ -44,8 +50,14 @@ from rsgan.models import CycleGANConfig, build_nets
 from rsgan.models.cyclegan import UPSAMPLE_MODES, ResnetGenerator
 from rsgan.training import linear_decay
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import run_main  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "rsgan" / "assets" / "default_cyclegan_joplin.safetensors"
+"""The bundled default model: replaced only with ``--out`` naming it and ``--overwrite``."""
+DEFAULT_OUT = Path("runs") / "default_cyclegan_joplin.safetensors"
+"""Where a run saves its generators by default, relative to the current folder."""
 HOLDOUT_PRE = "tile_337-9136.tif"
 HOLDOUT_POST = "tile_33548-6161.tif"
 
@@ -259,7 +271,7 @@ def save(nets, config, steps, metrics, opts, started, out: Path) -> None:
             "metrics": metrics,
         },
         generators_only=True,
-        overwrite=True,
+        overwrite=True,  # this run's own file, saved again and again (main checks it first)
     )
 
 
@@ -288,10 +300,30 @@ def _init_from(net: nn.Module, source: nn.Module) -> None:
             a.copy_(b)
 
 
-def main() -> None:
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse, before any training, to replace an existing ``out`` without ``overwrite``.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is False.
+    """
+    if out.exists() and not overwrite:
+        what = "is the bundled default model" if out.resolve() == ASSET else "exists"
+        raise OutputExistsError(
+            f"--out {out} {what}; pass --overwrite to replace it, or another --out"
+        )
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=ASSET)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"generators' checkpoint (default: {DEFAULT_OUT}; the bundled model is "
+        "replaced only with its path and --overwrite)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--minutes", type=float, default=Options.minutes, help="wall-clock cap")
     parser.add_argument(
         "--cpu-minutes",
@@ -345,7 +377,12 @@ def main() -> None:
         help="start the generators from this checkpoint (to continue a run, or to fine-tune "
         "a deconv checkpoint with --upsample blur)",
     )
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train and save the model as the command line ``argv`` asks (default: ``sys.argv``)."""
+    args = _parse(argv)
     opts = Options(
         ngf=args.ngf,
         n_blocks=args.n_blocks,
@@ -360,11 +397,18 @@ def main() -> None:
     )
     if not 0 <= opts.decay_steps <= opts.max_steps:
         raise SystemExit(f"--decay-steps must be 0 to --max-steps; got {opts.decay_steps}")
+    check_out(args.out, args.overwrite)
     data = (
         args.data
         or Path(os.environ.get("RSGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
         / "xview2_joplin_prepost"
     )
+    if not (data / "pre" / HOLDOUT_PRE).is_file():
+        raise SystemExit(
+            f"no Joplin tiles at {data} (pre/{HOLDOUT_PRE} is missing); pass --data or set "
+            "RSGAN_SHARED_DATA"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
@@ -449,4 +493,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import rasterio
 import torch
 
+from rsgan.checkpoint import load_model
+from rsgan.errors import OutputExistsError
 from rsgan.models.cyclegan import ResnetGenerator
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
 
 
 def _example(name: str):  # noqa: ANN202
@@ -153,3 +159,122 @@ def test_default_model_learning_rate_decays_to_zero() -> None:
         opt.step()
         schedule.step()
     assert seen == pytest.approx([1e-3] * 7 + [7.5e-4, 5e-4, 2.5e-4])
+
+
+TINY_DCGAN = ["--steps", "2", "--batch-size", "4", "--ngf", "4", "--ndf", "4", "--no-progress"]
+"""farmland_dcgan.py's options for a run of a few seconds."""
+
+
+def _farmland_images(make_raster, folder: Path, n: int = 6) -> Path:
+    """``n`` small 3-band uint8 images of 64 x 128 px: two 64 px chips each."""
+    for i in range(n):
+        make_raster(f"im{i}.tif", width=128, height=64, seed=i, folder=folder)
+    return folder
+
+
+def test_farmland_example_with_fewer_than_64_held_out_chips(make_raster, tmp_path) -> None:
+    """``farmland_dcgan.py --held-out 1`` (2 held-out chips; the real data at ``--size 256``
+    gives 20): the run ends with its report and a real-chip grid of the chips there are,
+    instead of failing to draw 64 of them after training."""
+    data = _farmland_images(make_raster, tmp_path / "images")
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--out", str(out), "--held-out", "1", "--n-samples", "4"]
+    report = _example("farmland_dcgan").main([*args, *TINY_DCGAN])
+    assert report["held_out_chips"] == 2 and (out / "report.json").exists()
+    with rasterio.open(out / "real_grid.png") as grid:
+        assert (grid.height, grid.width) == (64 + 4, 2 * 64 + 6)  # one row of 2, 2 px gaps
+    for name in ("samples_grid.png", "noise_grid.png"):
+        with rasterio.open(out / name) as grid:
+            assert grid.width == 4 * 64 + 10  # the 4 samples, and as many noise images
+
+
+def test_farmland_example_refuses_more_held_out_than_training_chips(make_raster, tmp_path) -> None:
+    """Holding out more chips than are left to train on is refused before training (the
+    SWD of real training chips draws one per held-out chip)."""
+    data = _farmland_images(make_raster, tmp_path / "images")
+    args = ["--data", str(data), "--out", str(tmp_path / "run"), "--held-out", "4"]
+    with pytest.raises(SystemExit, match="8 held-out chips but only 4 training chips"):
+        _example("farmland_dcgan").main([*args, "--n-samples", "8", *TINY_DCGAN])
+    assert not (tmp_path / "run" / "train").exists()
+
+
+def test_an_example_rerun_without_overwrite_is_one_error_line(make_raster, tmp_path) -> None:
+    """Run as a script, an example turns an rsgan error (here its earlier run's outputs,
+    without ``--overwrite``) into one line ``Error: ...`` on stderr and exit status 1, as
+    the ``rsgan`` command does, not a traceback."""
+    data = _farmland_images(make_raster, tmp_path / "images")
+    args = ["--data", str(data), "--out", str(tmp_path / "run"), "--held-out", "1"]
+    args += ["--n-samples", "4", *TINY_DCGAN]
+    _example("farmland_dcgan").main(args)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    again = subprocess.run(
+        [sys.executable, str(EXAMPLES / "farmland_dcgan.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert again.returncode == 1, again.stderr
+    assert again.stderr.startswith("Error: ") and again.stderr.count("\n") == 1, again.stderr
+    assert "already holds a training run" in again.stderr and "--overwrite" in again.stderr
+
+
+def test_run_main_passes_other_exits_and_errors_through(capsys, monkeypatch) -> None:
+    """``_common.run_main``: only rsgan errors become the one line; a ``SystemExit`` of
+    the example's own (a refused option) and other exceptions keep their behaviour."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from _common import run_main
+
+    def exists() -> None:
+        raise OutputExistsError("out.tif exists; pass --overwrite")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(exists)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "Error: out.tif exists; pass --overwrite\n"
+    with pytest.raises(SystemExit, match="--held-out 0"):
+        run_main(lambda: sys.exit("--held-out 0: hold out 1 to 99"))
+    with pytest.raises(ZeroDivisionError):
+        run_main(lambda: 1 / 0)
+
+
+def test_default_model_training_keeps_the_bundled_model(make_raster, tmp_path, monkeypatch):
+    """``train_default_model.py`` without ``--out`` saves under ``runs/`` of the current
+    folder, not over the shipped asset; an existing ``--out`` (the asset included) is
+    refused before training unless ``--overwrite`` is given."""
+    tdm = _example("train_default_model")
+    data = tmp_path / "joplin"
+    utm = {"crs": "EPSG:26915", "width": 160, "height": 160}
+    for name in (tdm.HOLDOUT_PRE, "tile_1361-9136.tif"):
+        make_raster(name, folder=data / "pre", seed=1, **utm)
+    for name in (tdm.HOLDOUT_POST, "tile_31500-5137.tif"):
+        make_raster(name, folder=data / "post", seed=2, **utm)
+    asset = tdm.ASSET.read_bytes()
+    tiny = ["--data", str(data), "--ngf", "4", "--n-blocks", "1", "--max-steps", "0"]
+    tiny += ["--threads", str(torch.get_num_threads())]  # main sets torch's threads
+    monkeypatch.chdir(tmp_path)
+    tdm.main(tiny)  # no step: measures the untrained generators and saves them
+    saved = tmp_path / "runs" / "default_cyclegan_joplin.safetensors"
+    assert load_model(saved).steps == 0 and tdm.ASSET.read_bytes() == asset
+    saved.write_bytes(b"an earlier run")
+    with pytest.raises(OutputExistsError, match="exists; pass --overwrite"):
+        tdm.main(tiny)
+    with pytest.raises(OutputExistsError, match="is the bundled default model"):
+        tdm.main([*tiny, "--out", str(tdm.ASSET)])
+    assert saved.read_bytes() == b"an earlier run" and tdm.ASSET.read_bytes() == asset
+    tdm.main([*tiny, "--overwrite"])
+    assert load_model(saved).steps == 0
+
+
+def test_translate_scene_defaults_to_the_held_out_tile(tmp_path, monkeypatch) -> None:
+    """``translate_scene.py`` without ``--scene`` shows the bundled model on the Joplin
+    pre tile it was not trained on, not the first tile by name (a training tile)."""
+    pre = tmp_path / "xview2_joplin_prepost" / "pre"
+    pre.mkdir(parents=True)
+    for name in ("tile_1361-10160", "tile_1361-9136", "tile_337-10160", "tile_337-9136"):
+        (pre / f"{name}.tif").touch()
+    monkeypatch.setenv("RSGAN_SHARED_DATA", str(tmp_path))
+    assert _example("translate_scene").default_scene() == pre / "tile_337-9136.tif"

@@ -22,8 +22,8 @@ from rsgan.pipelines.demo import run_demo
     "--scene",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Input scene (default: a Joplin tile from ../shared/data or $RSGAN_SHARED_DATA, "
-    "else a synthesised one).",
+    help="Input scene (default: the Joplin tile held out from the bundled model's training, "
+    "from $RSGAN_SHARED_DATA or ../shared/data, else a synthesised one).",
 )
 @click.option(
     "--model",
@@ -41,6 +41,8 @@ def demo(
     Writes OUT/translated.tif (same grid and CRS as the scene) and OUT/before_after.png.
     """
     result = run_demo(out_dir, scene=scene, model=model, overwrite=overwrite, progress=not quiet)
+    if result.why_synthetic:
+        click.echo(result.why_synthetic)
     kind = "synthesised scene" if result.synthetic else "scene"
     click.echo(f"{kind}: {result.scene}")
     click.echo(f"translated: {result.output}")

@@ -25,6 +25,9 @@ from rsgan.pipelines.translate import translate_raster, write_before_after
 
 SHARED_DATA_ENV = "RSGAN_SHARED_DATA"
 JOPLIN_PRE = Path("xview2_joplin_prepost") / "pre"
+JOPLIN_HELD_OUT = JOPLIN_PRE / "tile_337-9136.tif"
+"""The pre-disaster tile held out from the bundled model's training (docs/model-card.md),
+relative to the shared data folder: the demo shows the model on imagery it has not seen."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,8 @@ class DemoResult:
         quicklook: the before/after PNG.
         seconds: wall time of the translation, seconds.
         megapixels: scene size, millions of pixels.
+        why_synthetic: one line saying where real data was looked for and how to point
+            the demo at it, when the scene was synthesised; else empty.
     """
 
     scene: Path
@@ -46,6 +51,7 @@ class DemoResult:
     quicklook: Path
     seconds: float
     megapixels: float
+    why_synthetic: str = ""
 
     @property
     def mpx_per_s(self) -> float:
@@ -53,18 +59,34 @@ class DemoResult:
         return self.megapixels / self.seconds if self.seconds > 0 else float("inf")
 
 
-def find_real_scene() -> Path | None:
-    """A real Joplin pre-disaster tile: from ``$RSGAN_SHARED_DATA`` or ``../shared/data``
-    relative to the current folder; None when neither holds one."""
-    roots = []
+def shared_data_folders() -> list[Path]:
+    """Where the demo looks for the shared data, in order: ``$RSGAN_SHARED_DATA`` when
+    set, then ``../shared/data`` relative to the current folder."""
+    folders = []
     if os.environ.get(SHARED_DATA_ENV):
-        roots.append(Path(os.environ[SHARED_DATA_ENV]))
-    roots.append(Path.cwd().parent / "shared" / "data")
-    for root in roots:
-        tiles = sorted((root / JOPLIN_PRE).glob("*.tif"))
-        if tiles:
-            return tiles[0]
+        folders.append(Path(os.environ[SHARED_DATA_ENV]))
+    fallback = Path.cwd().parent / "shared" / "data"
+    if fallback not in folders:
+        folders.append(fallback)
+    return folders
+
+
+def find_real_scene() -> Path | None:
+    """The held-out Joplin pre-disaster tile (:data:`JOPLIN_HELD_OUT`) in the first of
+    :func:`shared_data_folders` that holds it; None when none does."""
+    for folder in shared_data_folders():
+        tile = folder / JOPLIN_HELD_OUT
+        if tile.is_file():
+            return tile
     return None
+
+
+def _why_synthetic() -> str:
+    where = " or ".join(str(folder) for folder in shared_data_folders())
+    return (
+        f"no real data found at {where} (looked for {JOPLIN_HELD_OUT}); set "
+        f"{SHARED_DATA_ENV} to the folder of the shared data to use a real Joplin tile"
+    )
 
 
 def synthesize_scene(
@@ -135,8 +157,9 @@ def run_demo(
 
     Args:
         out_dir: output folder.
-        scene: the input; default a real Joplin tile if found, else a synthesised scene
-            (written to ``out_dir/synthetic_scene.tif``).
+        scene: the input; default the held-out Joplin tile (:func:`find_real_scene`) if
+            found, else a synthesised scene (written to ``out_dir/synthetic_scene.tif``;
+            the result's ``why_synthetic`` says why).
         model: as :func:`rsgan.translate_raster` (default: the bundled model).
         overwrite: replace earlier demo outputs.
         progress: show a progress bar.
@@ -145,13 +168,13 @@ def run_demo(
     out = Path(out_dir).resolve()
     created = not out.exists()
     try:
-        synthetic = False
+        why_synthetic = ""
         if scene is None:
             scene = find_real_scene()
             if scene is None:
+                why_synthetic = _why_synthetic()
                 out.mkdir(parents=True, exist_ok=True)
                 scene = synthesize_scene(out / "synthetic_scene.tif", overwrite=True)
-                synthetic = True
         scene = Path(scene).resolve()
         info = describe(scene)  # a bad scene fails here, before anything is written
         output = out / "translated.tif"
@@ -169,12 +192,20 @@ def run_demo(
         raise
     return DemoResult(
         scene=scene,
-        synthetic=synthetic,
+        synthetic=bool(why_synthetic),
         output=output,
         quicklook=quicklook,
         seconds=seconds,
         megapixels=info.width * info.height / 1e6,
+        why_synthetic=why_synthetic,
     )
 
 
-__all__ = ["DemoResult", "find_real_scene", "run_demo", "synthesize_scene"]
+__all__ = [
+    "JOPLIN_HELD_OUT",
+    "DemoResult",
+    "find_real_scene",
+    "run_demo",
+    "shared_data_folders",
+    "synthesize_scene",
+]

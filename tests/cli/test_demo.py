@@ -43,6 +43,10 @@ def test_demo_synthesises_a_scene_without_data(tmp_path, tiny_default, monkeypat
     assert result.exit_code == 0, result.output
     out = tmp_path / "demo-output"
     assert "synthesised scene" in result.output and "Mpx/s" in result.output
+    # one line says why, naming where it looked and how to point it at the data
+    (why,) = [line for line in result.output.splitlines() if "no real data" in line]
+    assert str(tmp_path / "no-data-here") in why and str(tmp_path.parent / "shared") in why
+    assert "set RSGAN_SHARED_DATA" in why
     assert str(out / "translated.tif") in result.output
     with (
         rasterio.open(out / "synthetic_scene.tif") as a,
@@ -57,12 +61,29 @@ def test_demo_synthesises_a_scene_without_data(tmp_path, tiny_default, monkeypat
     assert again.exit_code == 1 and "overwrite" in again.output
 
 
+def test_demo_picks_the_tile_held_out_from_training(
+    make_raster, tmp_path, tiny_default, monkeypatch
+):
+    """Of the four Joplin pre tiles, the demo shows the one the bundled model was not
+    trained on (docs/model-card.md), not the first by name."""
+    pre = tmp_path / "data" / "xview2_joplin_prepost" / "pre"
+    pre.mkdir(parents=True)
+    for name in ("tile_1361-10160", "tile_1361-9136", "tile_337-10160", "tile_337-9136"):
+        make_raster(width=32, height=32).rename(pre / f"{name}.tif")
+    monkeypatch.setenv("RSGAN_SHARED_DATA", str(tmp_path / "data"))
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "d"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert f"scene: {pre / 'tile_337-9136.tif'}" in result.output
+    assert "synthesised" not in result.output and "no real data" not in result.output
+
+
 @pytest.mark.realdata
 def test_demo_uses_a_real_joplin_tile(tmp_path, tiny_default, shared_data, monkeypatch):
     monkeypatch.setenv("RSGAN_SHARED_DATA", str(shared_data))
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "d"), "-q"])
     assert result.exit_code == 0, result.output
-    assert "xview2_joplin_prepost" in result.output and "synthesised" not in result.output
+    assert "xview2_joplin_prepost/pre/tile_337-9136.tif" in result.output
+    assert "synthesised" not in result.output
     with rasterio.open(tmp_path / "d" / "translated.tif") as b:
         assert b.crs.to_epsg() == 26915 and b.width == 1024
 
