@@ -379,11 +379,111 @@ def _read_tile(src: Any, window: Window, bands: Sequence[int]) -> tuple[np.ndarr
     return data, valid
 
 
+FILL_CELL = 4
+"""Side (px) of the finest cells whose valid means :func:`fill_nodata` fills from."""
+
+FILL_REACH = 32
+"""Side (px) of its coarsest cells, on the scene's grid (multiples of it from the scene's
+origin): a nodata pixel's fill comes from the valid pixels within about this distance,
+the same in every tile that holds them whole. Only cells cut by a tile's edge differ
+between tilings: 32 px kept the tile-size invariance of a real scene with a collar at
+0.090 DN (0.088 with the mid-grey fill; 16 px: 0.089, whole tiles: 0.121), and fills a
+flat image's first nodata column 3 DN off its value (16 px: 13 DN)."""
+
+
+def fill_nodata(
+    data: np.ndarray, valid: np.ndarray, row_off: int, col_off: int, mid: Sequence[float]
+) -> np.ndarray:
+    """``data`` ``(C, H, W)`` (a tile at ``row_off, col_off`` of the scene) with its
+    invalid pixels filled from the valid pixels around them; valid pixels unchanged.
+
+    Pull-push (Gortler et al., SIGGRAPH 1996) over the means of the valid pixels in cells of
+    :data:`FILL_CELL` px, then 2 x 2 of those, up to :data:`FILL_REACH` px, the cells on the
+    scene's grid; each invalid pixel takes, bilinearly, the finest level's mean that holds
+    any valid pixel, and ``mid`` (per band) beyond the coarsest cells with one. The
+    generator's convolutions then see the image go on past a nodata edge instead of a
+    mid-grey wall: next to a rotated nodata collar on a real Joplin mosaic the first valid
+    pixel's distance to translating the scene without the collar fell from 11.1 to 7.5 DN,
+    the first 8 px from 7.6 to 5.5 DN (docs/translate.md). Integers are rounded."""
+    k, top = FILL_CELL, FILL_REACH
+    c, h, w = data.shape
+    pr, pc = row_off % top, col_off % top  # the scene grid's phase in this tile
+    hp, wp = -(-(pr + h) // top) * top, -(-(pc + w) // top) * top
+    values = np.zeros((c, hp, wp), np.float32)
+    inner = values[:, pr : pr + h, pc : pc + w]
+    if data.dtype.kind == "f":
+        np.copyto(inner, data, casting="unsafe", where=valid)  # NaN nodata stays out
+    else:
+        np.multiply(data, valid, out=inner, casting="unsafe")  # 10x faster than copyto
+    weights = np.zeros((1, hp, wp), np.float32)
+    weights[0, pr : pr + h, pc : pc + w] = valid
+
+    def cells(a: np.ndarray, f: int) -> np.ndarray:
+        """Sums over ``f`` x ``f`` cells, as sums of strided slices (numpy's ``sum`` over
+        an axis of 4 took 12 ms for a 768 px tile, this 0.7 ms)."""
+        rows = a[:, 0::f].copy()
+        for j in range(1, f):
+            rows += a[:, j::f]
+        out = rows[..., 0::f].copy()
+        for j in range(1, f):
+            out += rows[..., j::f]
+        return out
+
+    sums, counts = [cells(values, k)], [cells(weights, k)]
+    while k * 2 ** (len(sums) - 1) < top:
+        sums.append(cells(sums[-1], 2))
+        counts.append(cells(counts[-1], 2))
+    mids = np.asarray(mid, np.float32).reshape(c, 1, 1)
+    fill = np.where(counts[-1] > 0, sums[-1] / np.maximum(counts[-1], 1e-12), mids)
+    for total, count in zip(reversed(sums[:-1]), reversed(counts[:-1]), strict=True):
+        share = np.minimum(count, 1.0)  # any valid pixel: the cell's own mean
+        fill = total / np.maximum(count, 1e-12) * share + _upsample2(fill) * (1.0 - share)
+    rows, cols = np.nonzero(~valid)
+    picked = _bilinear_at(fill, (rows + pr + 0.5) / k - 0.5, (cols + pc + 0.5) / k - 0.5)
+    out = data.copy()
+    if out.dtype.kind in "iu":
+        info = np.iinfo(out.dtype)
+        picked = np.clip(np.rint(picked), info.min, info.max)
+    out[:, rows, cols] = picked.astype(out.dtype)
+    return out
+
+
+def _upsample2(a: np.ndarray) -> np.ndarray:
+    """Bilinear x2 upsampling of ``(C, h, w)`` (pixel centres, edges clamped)."""
+    for axis in (1, 2):
+        n = a.shape[axis]
+        before = np.take(a, np.maximum(np.arange(n) - 1, 0), axis=axis)
+        after = np.take(a, np.minimum(np.arange(n) + 1, n - 1), axis=axis)
+        pair = np.stack((0.25 * before + 0.75 * a, 0.75 * a + 0.25 * after), axis=axis + 1)
+        shape = list(a.shape)
+        shape[axis] = 2 * n
+        a = pair.reshape(shape)
+    return a
+
+
+def _bilinear_at(a: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Values of ``a`` ``(C, h, w)`` at fractional ``(y, x)`` (clamped to its edges):
+    ``(C, len(y))``."""
+    h, w = a.shape[1:]
+    y = np.clip(y, 0.0, h - 1.0).astype(np.float32)
+    x = np.clip(x, 0.0, w - 1.0).astype(np.float32)
+    y0 = np.minimum(y.astype(np.intp), max(h - 2, 0))
+    x0 = np.minimum(x.astype(np.intp), max(w - 2, 0))
+    fy, fx = y - y0, x - x0
+    dy, dx = (h > 1) * w, int(w > 1)
+    flat = a.reshape(a.shape[0], -1)
+    i = y0 * w + x0
+    top = flat.take(i, axis=1) * (1 - fx) + flat.take(i + dx, axis=1) * fx
+    bottom = flat.take(i + dy, axis=1) * (1 - fx) + flat.take(i + dy + dx, axis=1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
 def _prepare(data: np.ndarray, valid: np.ndarray, normalizer: Normalizer) -> np.ndarray:
-    """Normalised float32 model input; invalid pixels set to 0 (mid-range)."""
+    """Normalised float32 model input. Invalid pixels come filled (:func:`fill_nodata`);
+    any that are not finite (NaN nodata read without its fill) become 0 (mid-range)."""
     x = normalizer.normalize(data)
     if not valid.all():
-        x[:, ~valid] = 0.0
+        x[~np.isfinite(x)] = 0.0
     return x
 
 
@@ -402,13 +502,12 @@ def _source(data: np.ndarray, valid: np.ndarray, normalizer: Normalizer) -> np.n
 
 def _model_input(
     arrays: Sequence[np.ndarray],
-    valids: Sequence[np.ndarray],
     normalizer: Normalizer,
     device: torch.device,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """The float32 batch ``(N, C, H, W)`` in ``memory_format`` for sources from
-    :func:`_source`, invalid pixels 0. Integers are scaled and shifted straight into the
+    :func:`_source`, invalid pixels as they come (filled by :func:`fill_nodata`). Integers are scaled and shifted straight into the
     batch (one pass that also changes the layout: ``x * 2 / (hi - lo) - (2 lo / (hi - lo)
     + 1)``, :meth:`Normalizer.normalize` to float rounding) instead of normalising in numpy
     (five passes) and copying into the layout."""
@@ -424,14 +523,12 @@ def _model_input(
         scale = torch.tensor(2.0 / span, dtype=torch.float32, device=device).view(shape)
         offset = torch.tensor(-2.0 * lo / span - 1.0, dtype=torch.float32, device=device)
         offset = offset.view(shape)
-    for i, (a, valid) in enumerate(zip(arrays, valids, strict=True)):
+    for i, a in enumerate(arrays):
         source = torch.from_numpy(a).to(device)
         if scale is None or offset is None:
-            x[i].copy_(source)  # normalised by _source, invalid pixels zeroed
+            x[i].copy_(source)  # normalised by _source
             continue
         torch.addcmul(offset, source, scale, out=x[i])
-        if not valid.all():
-            x[i].masked_fill_(~torch.from_numpy(valid).to(device), 0.0)
     return x
 
 
@@ -770,7 +867,7 @@ def _to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tens
 def _forward(run: _Run, xs: list[np.ndarray], valids: list[np.ndarray]) -> np.ndarray:
     """Translate one batch of sources (:func:`_source`) -> numpy float32
     ``(N, C_out, H, W)``."""
-    x = _model_input(xs, valids, run.in_norm, run.device, run.translator.memory_format)
+    x = _model_input(xs, run.in_norm, run.device, run.translator.memory_format)
     # an all-valid batch needs no mask (masked statistics cost extra passes)
     mask = (
         None if all(v.all() for v in valids) else _to_tensor([v[None] for v in valids], run.device)
@@ -863,9 +960,7 @@ def _stats_pass(
     blocks, picks = plan.blocks, plan.picks
     items = _read_blocks(run, [blocks[i] for i in picks])
     valids = [v for _, v in items]
-    x = _model_input(
-        [d for d, _ in items], valids, run.in_norm, run.device, run.translator.memory_format
-    )
+    x = _model_input([d for d, _ in items], run.in_norm, run.device, run.translator.memory_format)
     # the boxes leave out what lies past the scene: a mask only for nodata inside it
     inside = [
         v[: run.info.height - int(blocks[i].row_off), : run.info.width - int(blocks[i].col_off)]
@@ -921,6 +1016,9 @@ def _read_source(run: _Run, src: Any, window: Window) -> tuple[np.ndarray, np.nd
     data, valid = _read_tile(src, window, run.bands)
     if run.edges is not None:
         run.edges.look(window, data)
+    if not valid.all():
+        mid = (np.asarray(run.in_norm.lo) + np.asarray(run.in_norm.hi)) / 2
+        data = fill_nodata(data, valid, int(window.row_off), int(window.col_off), mid)
     return _source(data, valid, run.in_norm), valid
 
 
