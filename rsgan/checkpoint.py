@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import struct
 import warnings
 from collections.abc import Mapping
@@ -359,12 +360,16 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
     return _read_safetensors(src, None)[0]
 
 
-def load_model(path_or_model: PathLike | LoadedModel, *, device: Any = "cpu") -> LoadedModel:
+def load_model(
+    path_or_model: PathLike | LoadedModel | None = None, *, device: Any = "cpu"
+) -> LoadedModel:
     """Load a checkpoint written by :func:`save_checkpoint` (or pass a LoadedModel through).
 
     Args:
         path_or_model: a ``.safetensors`` file (or a legacy ``.pt``/``.pth`` saved as
-            ``{"rsgan": metadata, "weights": state}``), or an already loaded model.
+            ``{"rsgan": metadata, "weights": state}``), an already loaded model, or None:
+            the model ``translate_raster`` uses by default (``$RSGAN_MODEL``, else the
+            bundled default model).
         device: where the nets go.
 
     Returns:
@@ -376,6 +381,16 @@ def load_model(path_or_model: PathLike | LoadedModel, *, device: Any = "cpu") ->
     """
     if isinstance(path_or_model, LoadedModel):
         return path_or_model.to(device)
+    if path_or_model is None:
+        from rsgan.pipelines.translate import DEFAULT_MODEL_ENV, default_model_path
+
+        path = default_model_path()
+        if os.environ.get(DEFAULT_MODEL_ENV):
+            try:
+                return load_model(path, device=device)
+            except CheckpointError as exc:
+                raise CheckpointError(f"${DEFAULT_MODEL_ENV}: {exc}") from None
+        return load_model(path, device=device)
     path = Path(path_or_model)
     if not path.is_file():
         raise CheckpointError(

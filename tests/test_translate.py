@@ -17,6 +17,7 @@ from conftest import mosaic_vrt, placed_raster
 from rasterio.enums import ColorInterp
 from torch import nn
 
+import rsgan
 from rsgan.checkpoint import DomainInfo, save_checkpoint
 from rsgan.errors import (
     BandError,
@@ -888,7 +889,18 @@ def test_model_none_uses_env_then_bundled(make_raster, tmp_path, monkeypatch):
     direct = tmp_path / "direct.tif"
     translate_raster(src, direct, ckpt, tile=32, overlap=8, progress=False)
     assert np.array_equal(rasterio.open(tmp_path / "env.tif").read(), rasterio.open(direct).read())
+    assert rsgan.load_model().path == ckpt  # load_model() loads what model=None uses
+    # a bad $RSGAN_MODEL is named as such
+    monkeypatch.setenv("RSGAN_MODEL", str(tmp_path / "nope.safetensors"))
+    with pytest.raises(ModelError, match=r"\$RSGAN_MODEL is .*nope.safetensors.*unset it"):
+        translate_raster(src, tmp_path / "o.tif", None, progress=False)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    monkeypatch.setenv("RSGAN_MODEL", str(bad))
+    with pytest.raises(CheckpointError, match=r"^\$RSGAN_MODEL: .*bad.safetensors"):
+        translate_raster(src, tmp_path / "o.tif", None, progress=False)
     monkeypatch.delenv("RSGAN_MODEL")
+    assert rsgan.load_model().path == translate_mod.DEFAULT_MODEL_PATH  # the bundled one
     monkeypatch.setattr(translate_mod, "DEFAULT_MODEL_PATH", tmp_path / "missing.safetensors")
     with pytest.raises(ModelError, match="bundled default model"):
         translate_raster(src, tmp_path / "o.tif", None, progress=False)

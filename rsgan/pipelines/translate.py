@@ -220,6 +220,11 @@ def default_model_path() -> Path:
     """
     env = os.environ.get(DEFAULT_MODEL_ENV)
     if env:
+        if not Path(env).is_file():
+            raise ModelError(
+                f"${DEFAULT_MODEL_ENV} is {env}, which is not a file; point it to a checkpoint "
+                f"(.safetensors), or unset it to use the bundled default model"
+            )
         return Path(env)
     if not DEFAULT_MODEL_PATH.is_file():
         raise ModelError(
@@ -243,7 +248,7 @@ def resolve_translator(model: Any, direction: str = "a2b") -> Translator:
     if isinstance(model, Translator):
         return model
     if model is None:
-        model = default_model_path()
+        return _from_loaded(load_model(None), direction, default_model_path().name)
     if isinstance(model, (str, os.PathLike)):
         return _from_loaded(load_model(model), direction, Path(model).name)
     if isinstance(model, LoadedModel):
