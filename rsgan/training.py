@@ -1084,6 +1084,11 @@ def _restore(
         opt.load_state_dict(state["optimizers"][name])
     for name, sched in schedulers.items():
         sched.load_state_dict(state["schedulers"][name])
+        # the optimiser's restored rate is the saved schedule's next one; a run extended
+        # (more --steps) has another schedule: its rate for this step, not the old one's
+        # (an extended run's first step trained at rate 0 when the old schedule had ended)
+        for group, base in zip(sched.optimizer.param_groups, sched.base_lrs, strict=True):
+            group["lr"] = base * run.lr_lambda(sched.last_epoch)
     for name, pool in run.pools.items():
         pool.load_state_dict(state["pools"][name], device=ctx.device)
     if ctx.world_size == 1:

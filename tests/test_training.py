@@ -299,6 +299,20 @@ def test_log_seconds_add_up_across_resumes(tmp_path: Path) -> None:
     assert training.load_train_state(out / "train_state.pt")["seconds"] >= third["seconds"] - 1e-3
 
 
+def test_extended_run_follows_its_new_schedule_from_the_first_resumed_step(
+    tmp_path: Path,
+) -> None:
+    """A finished 4-step CycleGAN run (rate down to 0 at step 4) resumed to 8 steps: the
+    new schedule (constant to 4, then down to 0 at 8) from step 5 on; step 5 trained at
+    rate 0 before (the old schedule's next rate, restored with the optimiser)."""
+    a, b = _masked_domains()
+    out = tmp_path / "run"
+    train_cyclegan(a, b, out, config=TINY, options=_options(steps=4))
+    train_cyclegan(a, b, out, options=_options(steps=8, resume=True))
+    lrs = [r["lr"] for r in _log(out)]
+    assert lrs[4:] == pytest.approx([2e-4, 1.5e-4, 1e-4, 0.5e-4])
+
+
 def test_band_count_mismatch(tmp_path: Path) -> None:
     a, b = _masked_domains()
     config = CycleGANConfig(in_channels_a=4, ngf=4, ndf=4, n_blocks=1)
