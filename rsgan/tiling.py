@@ -28,8 +28,8 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 from shapely.geometry.base import BaseGeometry
-from tqdm.auto import tqdm
 
+from rsgan._progress import tqdm
 from rsgan._types import Bands, EdgePolicy, PathLike
 from rsgan.errors import AOIError, BandError, ConfigError, RasterReadError, TileSpecError
 from rsgan.io import (

@@ -42,9 +42,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm.auto import tqdm
 
 from rsgan._device import autocast, resolve_device, resolve_precision
+from rsgan._progress import tqdm
 from rsgan._types import PathLike
 from rsgan.checkpoint import (
     DomainInfo,

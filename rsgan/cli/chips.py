@@ -7,12 +7,25 @@ from pathlib import Path
 import click
 
 from rsgan.cli._options import BANDS
+from rsgan.io import list_image_files, source_path
 from rsgan.tiling import EDGE_POLICIES, TileSpec, export_chips
+
+
+def _scene_files(scenes: tuple[str, ...]) -> list[Path | str]:
+    """SCENES with each local folder replaced by the image files directly in it, as
+    `rsgan train` reads a folder (:func:`rsgan.io.list_image_files`)."""
+    files: list[Path | str] = []
+    for scene in scenes:
+        path = source_path(scene)
+        files.extend(
+            list_image_files(path) if isinstance(path, Path) and path.is_dir() else [scene]
+        )
+    return files
 
 
 @click.command("chips", short_help="Cut scenes into GeoTIFF chips with an index.")
 # SCENES as given: a URL or /vsi path would lose the "//" of its scheme to pathlib
-@click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("scenes", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--out",
     "out_dir",
@@ -60,16 +73,20 @@ def chips(
     overwrite: bool,
     quiet: bool,
 ) -> None:
-    """Cut SCENE... into SIZE px GeoTIFF chips in OUT, with OUT/index.gpkg.
+    """Cut SCENES into SIZE px GeoTIFF chips in OUT, with OUT/index.gpkg.
 
-    Each chip keeps the scene's CRS, nodata and band metadata and has its own transform.
+    SCENES are rasters (files or URLs) or folders of them: a folder stands for the image
+    files directly in it (TIFF, PNG, JPEG; not recursive), as in `rsgan train`. Each chip keeps the scene's CRS, nodata and band metadata and has its own
+    transform.
 
     \b
-    Example:
+    Examples:
       rsgan chips scene.tif --size 256 --overlap 32 --out chips/ --max-nodata 0.1
+      rsgan chips scenes/ --size 256 --out chips/
     """
+    files = _scene_files(scenes)
     index = export_chips(
-        list(scenes),
+        files,
         out_dir,
         TileSpec(size, overlap, edge),  # type: ignore[arg-type]
         bands=bands,
@@ -82,7 +99,7 @@ def chips(
     attrs = index.attrs
     click.echo(
         f"wrote {len(index)} chip(s) of {attrs.get('chips_total', len(index))} from "
-        f"{len(scenes)} scene(s) to {out_dir} (skipped: {attrs.get('skipped_aoi', 0)} outside "
+        f"{len(files)} scene(s) to {out_dir} (skipped: {attrs.get('skipped_aoi', 0)} outside "
         f"the AOI, {attrs.get('skipped_nodata', 0)} over the nodata limit); "
         f"index: {out_dir / 'index.gpkg'}"
     )

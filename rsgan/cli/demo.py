@@ -39,10 +39,17 @@ def demo(
     """Translate a pre-disaster scene into post-tornado style with the bundled model.
 
     Writes OUT/translated.tif (same grid and CRS as the scene) and OUT/before_after.png.
+    Without --scene and without the real data, a line on stderr says where the data was
+    looked for, before the synthesised scene is made and translated.
     """
-    result = run_demo(out_dir, scene=scene, model=model, overwrite=overwrite, progress=not quiet)
-    if result.why_synthetic:
-        click.echo(result.why_synthetic)
+    result = run_demo(
+        out_dir,
+        scene=scene,
+        model=model,
+        overwrite=overwrite,
+        progress=not quiet,
+        notice=lambda line: click.echo(line, err=True),  # before the translation's wait
+    )
     kind = "synthesised scene" if result.synthetic else "scene"
     click.echo(f"{kind}: {result.scene}")
     click.echo(f"translated: {result.output}")

@@ -28,6 +28,9 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latents.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+# generate shows no progress bar; -q is accepted as by every other command, so a script
+# can pass it to all of them
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar (generate shows none).")
 def generate(
     checkpoint: Path,
     n: int,
@@ -36,6 +39,7 @@ def generate(
     seed: int,
     device: str,
     overwrite: bool,
+    quiet: bool,
 ) -> None:
     """Write N samples of the DCGAN CHECKPOINT to OUT as GeoTIFFs in the training data's
     dtype (sample_0000.tif, ...) and OUT/grid.png.

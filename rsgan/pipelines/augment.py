@@ -265,8 +265,7 @@ def augment_segmentation_dataset(
             misaligned grids, unreadable or untranslatable images); ``.index`` holds the
             written index and ``.failures`` the messages.
     """
-    from tqdm.auto import tqdm
-
+    from rsgan._progress import tqdm
     from rsgan.pipelines.translate import translate_raster
 
     check_local_output(out_dir, "output folder")

@@ -1110,7 +1110,7 @@ def translate_catalog(
         _remove_stale_temporaries(Path(job.output))
     _write_manifest(manifest_path, rows)
 
-    from tqdm.auto import tqdm
+    from rsgan._progress import tqdm
 
     with contextlib.ExitStack() as stack:
         if not jobs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +152,7 @@ def run_demo(
     model: object = None,
     overwrite: bool = False,
     progress: bool = True,
+    notice: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Translate a scene with the default model; write ``translated.tif`` and
     ``before_after.png`` into ``out_dir`` (created if missing).
@@ -163,24 +165,32 @@ def run_demo(
         model: as :func:`rsgan.translate_raster` (default: the bundled model).
         overwrite: replace earlier demo outputs.
         progress: show a progress bar.
+        notice: called with the line saying why the scene is synthesised (the result's
+            ``why_synthetic``) as soon as that is known, before the scene is made and
+            translated; the command line prints it on stderr.
     """
     check_local_output(out_dir, "output folder")
     out = Path(out_dir).resolve()
     created = not out.exists()
+    output = out / "translated.tif"
+    quicklook = out / "before_after.png"
     try:
+        # before the scene is chosen: an existing output is the one error line, with no
+        # notice before it and no scene synthesised for nothing
+        for path in (output, quicklook):
+            if path.exists() and not overwrite:
+                raise OutputExistsError(f"{path} exists; pass overwrite=True / --overwrite")
         why_synthetic = ""
         if scene is None:
             scene = find_real_scene()
             if scene is None:
                 why_synthetic = _why_synthetic()
+                if notice is not None:
+                    notice(why_synthetic)
                 out.mkdir(parents=True, exist_ok=True)
                 scene = synthesize_scene(out / "synthetic_scene.tif", overwrite=True)
         scene = Path(scene).resolve()
         info = describe(scene)  # a bad scene fails here, before anything is written
-        output = out / "translated.tif"
-        quicklook = out / "before_after.png"
-        if quicklook.exists() and not overwrite:
-            raise OutputExistsError(f"{quicklook} exists; pass overwrite=True / --overwrite")
         out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         translate_raster(scene, output, model, overwrite=overwrite, progress=progress)

@@ -45,10 +45,10 @@ import torch
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window
 from torch import nn
-from tqdm.auto import tqdm
 
 from rsgan import _memory
 from rsgan._device import autocast, preferred_precision, resolve_device, resolve_precision
+from rsgan._progress import tqdm
 from rsgan._types import PathLike
 from rsgan.errors import BandError, ConfigError, ModelError, OutputExistsError, RasterWriteError
 from rsgan.io import (

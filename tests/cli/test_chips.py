@@ -136,3 +136,29 @@ def test_sigterm_mid_export_leaves_nothing(make_raster, tmp_path: Path, monkeypa
     assert seen and all(name.startswith(".") for name in seen), seen  # it was writing
     assert [p for p in tmp_path.iterdir() if p != scene] == []  # and nothing is left
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the default is back
+
+
+def test_a_folder_of_scenes_stands_for_its_rasters(make_raster, tmp_path: Path) -> None:
+    """SCENES may be folders, as in `rsgan train`: the image files directly in it (hidden
+    files, other files and subfolders left out), beside files given one by one."""
+    folder = tmp_path / "scenes"
+    make_raster("a.tif", width=64, height=32, folder=folder)
+    make_raster("b.TIF", width=32, height=32, folder=folder, seed=1)
+    make_raster(".hidden.tif", width=32, height=32, folder=folder)
+    (folder / "notes.txt").write_text("not a raster")
+    make_raster("c.tif", width=32, height=32, folder=folder / "sub")
+    single = make_raster("d.tif", width=32, height=32)
+    out = tmp_path / "chips"
+    result = _run(str(folder), str(single), "--size", "32", "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    assert "wrote 4 chip(s) of 4 from 3 scene(s)" in result.output
+    index = load_index(out / "index.gpkg")
+    assert sorted(index.chip) == ["a_r0_c0.tif", "a_r0_c32.tif", "b_r0_c0.tif", "d_r0_c0.tif"]
+
+
+def test_a_folder_without_rasters_is_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = _one_line_error(_run(str(empty), "--size", "32", "--out", str(tmp_path / "o")))
+    assert line.startswith("Error: ") and "holds no image file" in line
+    assert not (tmp_path / "o").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import rasterio
@@ -43,8 +45,9 @@ def test_demo_synthesises_a_scene_without_data(tmp_path, tiny_default, monkeypat
     assert result.exit_code == 0, result.output
     out = tmp_path / "demo-output"
     assert "synthesised scene" in result.output and "Mpx/s" in result.output
-    # one line says why, naming where it looked and how to point it at the data
-    (why,) = [line for line in result.output.splitlines() if "no real data" in line]
+    # one line on stderr says why, naming where it looked and how to point it at the data
+    (why,) = [line for line in result.stderr.splitlines() if "no real data" in line]
+    assert "no real data" not in result.stdout
     assert str(tmp_path / "no-data-here") in why and str(tmp_path.parent / "shared") in why
     assert "set RSGAN_SHARED_DATA" in why
     assert str(out / "translated.tif") in result.output
@@ -59,6 +62,27 @@ def test_demo_synthesises_a_scene_without_data(tmp_path, tiny_default, monkeypat
         assert q.width > 2 * q.height - 20  # two images side by side
     again = CliRunner().invoke(cli, ["demo", "--out", "demo-output", "-q"])
     assert again.exit_code == 1 and "overwrite" in again.output
+    assert len(again.output.splitlines()) == 1  # the error alone, no notice before it
+
+
+def test_demo_says_why_the_scene_is_synthesised_before_translating(
+    tmp_path, tiny_default, monkeypatch
+):
+    """The reason comes first, not after the translation it would have explained."""
+    from rsgan.pipelines import demo as demo_mod
+
+    monkeypatch.setenv("RSGAN_SHARED_DATA", str(tmp_path / "no-data-here"))
+    real = demo_mod.translate_raster
+
+    def translate(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        print("<translation starts>", file=sys.stderr)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(demo_mod, "translate_raster", translate)
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "d"), "-q"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("no real data found at ") and lines[1] == "<translation starts>"
 
 
 def test_demo_picks_the_tile_held_out_from_training(

@@ -57,3 +57,14 @@ def test_generate_refuses_a_corrupt_checkpoint(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["generate", str(bad), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "truncated" in result.output
     assert "Traceback" not in result.output
+
+
+def test_generate_takes_quiet_like_the_other_commands(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path / "m.safetensors")
+    for flag, out in (("-q", tmp_path / "a"), ("--quiet", tmp_path / "b")):
+        result = CliRunner().invoke(
+            cli, ["generate", str(ckpt), "--n", "2", "--out", str(out), flag]
+        )
+        assert result.exit_code == 0, result.output
+        assert result.stderr == ""  # nothing but the summary
+        assert result.stdout == f"wrote 2 GeoTIFF sample(s) and {out / 'grid.png'}\n"
