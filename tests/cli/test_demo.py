@@ -72,6 +72,7 @@ def test_demo_says_why_the_scene_is_synthesised_before_translating(
     from rsgan.pipelines import demo as demo_mod
 
     monkeypatch.setenv("RSGAN_SHARED_DATA", str(tmp_path / "no-data-here"))
+    monkeypatch.chdir(tmp_path)  # nor beside the working folder (../shared/data)
     real = demo_mod.translate_raster
 
     def translate(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
