@@ -277,8 +277,12 @@ def _check_safetensors_header(path: Path) -> None:
     """Refuse pickles, torch zip files and truncated files before safetensors reads them."""
     size = path.stat().st_size
     with path.open("rb") as fh:
-        head = fh.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = fh.read(9)
+    # a safetensors file is its header's length (8 bytes, little-endian), then the JSON
+    # header: a length whose low byte is 0x80 begins like a pickle, but a pickle or a zip
+    # file has no "{" after its first 8 bytes
+    header_follows = head[8:9] == b"{"
+    if not header_follows and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise _fail(
             path,
             "is a pickle / torch.save file, not safetensors; rsgan never unpickles "
@@ -286,7 +290,7 @@ def _check_safetensors_header(path: Path) -> None:
         )
     if len(head) < 8:
         raise _fail(path, f"is truncated or not a safetensors file ({size} bytes)")
-    (header_len,) = struct.unpack("<Q", head)
+    (header_len,) = struct.unpack("<Q", head[:8])
     if header_len > _HEADER_LIMIT or 8 + header_len > size:
         raise _fail(path, "is truncated or corrupt (its header does not fit the file)")
 

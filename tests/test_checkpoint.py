@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,20 @@ def test_pickles_are_never_unpickled(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="without unpickling"):
         load_model(as_pt)
     assert not marker.exists()
+
+
+def test_a_header_length_starting_with_the_pickle_byte_loads(tmp_path: Path) -> None:
+    """A safetensors file begins with its header's length: where that length's low byte is
+    0x80, the byte a pickle begins with, the file is still read as the checkpoint it is
+    (metadata padded until the length ends so)."""
+    path, _ = _save(tmp_path / "model.safetensors")
+    (start,) = struct.unpack("<Q", path.read_bytes()[:8])
+    for pad in range((0x80 - start) % 256 - 8, (0x80 - start) % 256 + 16):
+        _save(path, extra={"pad": "x" * max(pad, 0)})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    assert load_model(path).metadata["extra"]["pad"].startswith("x")
 
 
 def test_legacy_pt_with_metadata_loads(tmp_path: Path) -> None:
