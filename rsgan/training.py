@@ -380,11 +380,11 @@ def dcgan_train_step(
 
 def _shown(domain: DomainInfo) -> tuple[int, ...]:
     """The 1-based bands of a domain's images that a preview shows as red, green and blue:
-    those its recorded band descriptions name (:func:`rsgan.io.preview_bands`), else
-    bands 1, 2, 3, else band 1 in grey."""
+    those its recorded colour interpretation or band descriptions name
+    (:func:`rsgan.io.preview_bands`), else bands 1, 2, 3, else band 1 in grey."""
     from rsgan.io import preview_bands
 
-    return preview_bands(domain.count, domain.descriptions or ())
+    return preview_bands(domain.count, domain.descriptions or (), domain.colorinterp or ())
 
 
 def _to_uint8(x: Tensor, bands: Sequence[int]) -> np.ndarray:
@@ -569,11 +569,12 @@ class _EpochDataset(Dataset):
 
 
 def _domain_info(dataset: Dataset, stored: DomainInfo | None = None) -> DomainInfo:
-    """Band list, count, dtype and normaliser of a chip dataset (or a generic one)."""
+    """Band list, count, dtype, normaliser, band descriptions and colour interpretation of
+    a chip dataset (or a generic one)."""
     count = getattr(dataset, "count", None)
     if count is None:
         count = int(dataset[0]["image"].shape[0])
-    descriptions = None
+    descriptions = colorinterp = None
     scenes = getattr(dataset, "scenes", None)
     bands = getattr(dataset, "bands", None)
     if scenes and bands:
@@ -581,12 +582,14 @@ def _domain_info(dataset: Dataset, stored: DomainInfo | None = None) -> DomainIn
 
         info = describe(scenes[0])
         descriptions = tuple(info.descriptions[b - 1] for b in bands)
+        colorinterp = tuple(info.colorinterp[b - 1].name for b in bands)
     return DomainInfo(
         bands=bands if bands is not None else (stored.bands if stored else None),
         count=int(count),
         dtype=str(getattr(dataset, "dtype", stored.dtype if stored else "float32")),
         normalizer=getattr(dataset, "normalizer", stored.normalizer if stored else None),
         descriptions=descriptions,
+        colorinterp=colorinterp,
     )
 
 

@@ -33,6 +33,7 @@ def _domains() -> dict[str, DomainInfo]:
             dtype="uint16",
             normalizer=norm_a,
             descriptions=("blue", "green", "red", None),
+            colorinterp=("gray", "undefined", "undefined", "undefined"),
         ),
         "b": DomainInfo(
             bands=None, count=3, dtype="uint8", normalizer=Normalizer.for_dtype("uint8", 3)
@@ -54,6 +55,15 @@ def _save(path: Path, **kwargs) -> tuple[Path, dict[str, torch.nn.Module]]:  # n
         **kwargs,
     )
     return path, nets
+
+
+def test_domains_keep_colour_interpretation_and_read_older_ones_without() -> None:
+    """A domain records its bands' colour interpretation (for the sample grids' colours);
+    a domain saved before it was recorded reads as None."""
+    domain = _domains()["a"]
+    assert DomainInfo.from_dict(domain.to_dict()).colorinterp == domain.colorinterp
+    older = {k: v for k, v in domain.to_dict().items() if k != "colorinterp"}
+    assert DomainInfo.from_dict(older).colorinterp is None
 
 
 def test_round_trip_weights_and_metadata(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from rasterio.enums import ColorInterp
 from torch.utils.data import Dataset
 
 from rsgan import training
@@ -342,13 +343,19 @@ def test_schedule_samples_and_checkpoints(tmp_path: Path) -> None:
 S2_BANDS = ["B02 blue", "B03 green", "B04 red", "B08 nir"]
 
 
-def _bgr_nir(make_raster: Callable[..., Path], name: str, size: int, **kwargs) -> Path:  # noqa: ANN003
-    """A B, G, R, NIR scene saying so in its band descriptions: blue varies across the
-    columns only, red down the rows only, green along the diagonal, NIR is noise."""
+def _bgr_nir(make_raster: Callable[..., Path], name: str, size: int, named: str) -> Path:
+    """A B, G, R, NIR scene saying so in its band ``named`` ("descriptions" or
+    "colorinterp"): blue varies across the columns only, red down the rows only, green
+    along the diagonal, NIR is noise."""
     rows, cols = np.mgrid[0:size, 0:size] * 50
     nir = np.random.default_rng(0).integers(0, 3000, (size, size))
     data = np.stack([cols, rows + cols, rows, nir]).astype(np.uint16)
-    return make_raster(name, data=data, descriptions=S2_BANDS, **kwargs)
+    colours = {
+        "descriptions": {"descriptions": S2_BANDS},
+        "colorinterp": {"colorinterp": [ColorInterp.blue, ColorInterp.green, ColorInterp.red,
+                                        ColorInterp.undefined]},
+    }  # fmt: skip
+    return make_raster(name, data=data, **colours[named])
 
 
 def _tile(png: Path, row: int, col: int, size: int, pad: int = 2) -> np.ndarray:
@@ -359,13 +366,14 @@ def _tile(png: Path, row: int, col: int, size: int, pad: int = 2) -> np.ndarray:
     return grid[:, y : y + size, x : x + size]
 
 
+@pytest.mark.parametrize("named", ["descriptions", "colorinterp"])
 def test_sample_grids_show_the_red_green_and_blue_bands(
-    tmp_path: Path, make_raster: Callable[..., Path]
+    tmp_path: Path, make_raster: Callable[..., Path], named: str
 ) -> None:
-    """A CycleGAN run on B, G, R, NIR scenes (band descriptions B02 blue, ..., B04 red)
-    shows its chips in true colour: red is band 3 (varying down the rows only), blue is
-    band 1 (across the columns only)."""
-    a = _bgr_nir(make_raster, "a.tif", 80)
+    """A CycleGAN run on B, G, R, NIR scenes (band descriptions B02 blue, ..., B04 red, or
+    colour interpretation blue, green, red, undefined) shows its chips in true colour: red
+    is band 3 (varying down the rows only), blue is band 1 (across the columns only)."""
+    a = _bgr_nir(make_raster, "a.tif", 80, named)
     b = make_raster("b.tif", width=80, height=80, count=3, seed=2)
     out = tmp_path / "run"
     config = CycleGANConfig(in_channels_a=4, ngf=4, ndf=4, n_blocks=1, pool_size=0)
