@@ -7,7 +7,8 @@ a JSON document with:
 * ``kind`` ("cyclegan" / "dcgan") and ``config`` (the architecture dataclass as a dict);
 * ``domains``: for each data domain ("a" and "b", or "data") its ``bands`` (1-based
   indexes read from the source, or null for all), ``count``, source ``dtype``,
-  ``normalizer`` (:meth:`rsgan.io.Normalizer.to_dict`) and band ``descriptions``;
+  ``normalizer`` (:meth:`rsgan.io.Normalizer.to_dict`), band ``descriptions`` and
+  ``colorinterp`` (colour interpretation names);
 * ``nets`` saved, ``generators_only``, ``steps``, a ``data`` summary, ``rsgan_version``,
   ``torch_version``, ``created`` (UTC, ISO 8601) and an optional ``extra`` dict.
 
@@ -61,6 +62,9 @@ class DomainInfo:
         dtype: the source data type (generated/translated rasters are written in it).
         normalizer: source values <-> model range [-1, 1], per band; None if unknown.
         descriptions: band descriptions of the source, one per band (None entries allowed).
+        colorinterp: colour interpretation of the source bands by name (``"red"``,
+            ``"gray"``, ``"undefined"``...), one per band; None if unknown (checkpoints of
+            rsgan before it was recorded).
     """
 
     bands: tuple[int, ...] | None
@@ -68,6 +72,7 @@ class DomainInfo:
     dtype: str
     normalizer: Normalizer | None = None
     descriptions: tuple[str | None, ...] | None = None
+    colorinterp: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.bands is not None:
@@ -78,6 +83,8 @@ class DomainInfo:
                 )
         if self.descriptions is not None:
             object.__setattr__(self, "descriptions", tuple(self.descriptions))
+        if self.colorinterp is not None:
+            object.__setattr__(self, "colorinterp", tuple(str(c) for c in self.colorinterp))
         if self.normalizer is not None and self.normalizer.count != self.count:
             raise ConfigError(
                 f"domain normaliser has {self.normalizer.count} bands but count={self.count}"
@@ -91,6 +98,7 @@ class DomainInfo:
             "dtype": self.dtype,
             "normalizer": None if self.normalizer is None else self.normalizer.to_dict(),
             "descriptions": None if self.descriptions is None else list(self.descriptions),
+            "colorinterp": None if self.colorinterp is None else list(self.colorinterp),
         }
 
     @classmethod
@@ -99,12 +107,14 @@ class DomainInfo:
         norm = data.get("normalizer")
         bands = data.get("bands")
         descriptions = data.get("descriptions")
+        colorinterp = data.get("colorinterp")
         return cls(
             bands=None if bands is None else tuple(bands),
             count=int(data["count"]),
             dtype=str(data["dtype"]),
             normalizer=None if norm is None else Normalizer.from_dict(norm),
             descriptions=None if descriptions is None else tuple(descriptions),
+            colorinterp=None if colorinterp is None else tuple(colorinterp),
         )
 
 
@@ -277,8 +287,12 @@ def _check_safetensors_header(path: Path) -> None:
     """Refuse pickles, torch zip files and truncated files before safetensors reads them."""
     size = path.stat().st_size
     with path.open("rb") as fh:
-        head = fh.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = fh.read(9)
+    # a safetensors file is its header's length (8 bytes, little-endian), then the JSON
+    # header: a length whose low byte is 0x80 begins like a pickle, but a pickle or a zip
+    # file has no "{" after its first 8 bytes
+    header_follows = head[8:9] == b"{"
+    if not header_follows and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise _fail(
             path,
             "is a pickle / torch.save file, not safetensors; rsgan never unpickles "
@@ -286,7 +300,7 @@ def _check_safetensors_header(path: Path) -> None:
         )
     if len(head) < 8:
         raise _fail(path, f"is truncated or not a safetensors file ({size} bytes)")
-    (header_len,) = struct.unpack("<Q", head)
+    (header_len,) = struct.unpack("<Q", head[:8])
     if header_len > _HEADER_LIMIT or 8 + header_len > size:
         raise _fail(path, "is truncated or corrupt (its header does not fit the file)")
 

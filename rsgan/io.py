@@ -1919,15 +1919,99 @@ def atomic_output_dir(
 
 # --------------------------------------------------------------------------- quicklooks
 
+_COLOURS = ("red", "green", "blue")
+# the colour interpretation GDAL gives bands 1-3 of a 3- or 4-band 8-bit GeoTIFF written
+# without PHOTOMETRIC (and of any RGB PNG or JPEG): it need not say what the bands hold
+_DEFAULT_RGB = (1, 2, 3)
+
+
+def _named_once(names: Sequence[Sequence[str]]) -> tuple[int, int, int] | None:
+    """The 1-based positions of the one entry naming each colour, or None."""
+    found = [[i for i, words in enumerate(names, 1) if colour in words] for colour in _COLOURS]
+    if all(len(f) == 1 for f in found):
+        return found[0][0], found[1][0], found[2][0]
+    return None
+
+
+def _colour_words(description: str | None) -> list[str]:
+    """The lower-case words of a band description, without the "red" of "red edge"."""
+    return re.findall(r"[a-z]+", re.sub(r"\bred[\W_]*edge", "", (description or "").lower()))
+
+
+def rgb_bands(
+    descriptions: Sequence[str | None], colorinterp: Sequence[ColorInterp | str]
+) -> tuple[int, int, int] | None:
+    """The red, green and blue bands (1-based, in that order) that band metadata names.
+
+    The colour interpretation decides when it names red, green and blue once each (as
+    QGIS reads it), except red, green, blue on bands 1, 2, 3, which GDAL gives 3- and
+    4-band 8-bit GeoTIFFs by default: there band descriptions naming the colours as words
+    (Sentinel-2's ``"B04 red"``; the "red" of "red edge" does not count) win. Without such
+    a colour interpretation the descriptions decide.
+
+    Args:
+        descriptions: One description per band (None where unset), e.g.
+            :attr:`RasterInfo.descriptions`.
+        colorinterp: One colour interpretation per band, as :class:`ColorInterp` or its
+            name (``"red"``), e.g. :attr:`RasterInfo.colorinterp`.
+
+    Returns:
+        ``(red, green, blue)`` band indexes, or None where neither names each colour once.
+    """
+    interp = [[c.lower() if isinstance(c, str) else ColorInterp(c).name] for c in colorinterp]
+    by_interp = _named_once(interp)
+    by_words = _named_once([_colour_words(d) for d in descriptions])
+    if by_interp is not None and (by_interp != _DEFAULT_RGB or by_words is None):
+        return by_interp
+    return by_words
+
+
+def preview_bands(
+    count: int,
+    descriptions: Sequence[str | None] = (),
+    colorinterp: Sequence[ColorInterp | str] = (),
+    *,
+    rgb: Sequence[int] | None = None,
+) -> tuple[int, ...]:
+    """The bands a picture of a raster shows as red, green and blue.
+
+    Args:
+        count: Number of bands.
+        descriptions: Band descriptions, as for :func:`rgb_bands`.
+        colorinterp: Colour interpretation per band, as for :func:`rgb_bands`.
+        rgb: 1-based ``(red, green, blue)`` bands chosen by the caller; None: those the
+            metadata names (:func:`rgb_bands`), else bands 1, 2, 3, else band 1 (grey).
+
+    Returns:
+        Three 1-based band indexes, or one (grey).
+
+    Raises:
+        BandError: ``rgb`` is not three bands between 1 and ``count``.
+    """
+    if rgb is not None:
+        if isinstance(rgb, (str, bytes)) or len(rgb) != 3:
+            raise BandError(
+                f"rgb={rgb!r}: pass three 1-based bands, red, green and blue, "
+                "e.g. rgb=(3, 2, 1) for a blue, green, red, ... raster"
+            )
+        return check_bands(count, rgb)
+    named = rgb_bands(descriptions, colorinterp)
+    if named is not None:
+        return named
+    return _DEFAULT_RGB if count >= 3 else (1,)
+
 
 def _to_rgb8(
-    array: np.ndarray, stretch: tuple[float, float] | None, mask: np.ndarray | None
+    array: np.ndarray,
+    stretch: tuple[float, float] | None,
+    mask: np.ndarray | None,
+    rgb: Sequence[int] | None = None,
 ) -> np.ndarray:
     """``(1 or 3, rows, cols)`` uint8 from any ``(bands, rows, cols)`` array."""
     arr = np.asarray(array)
     if arr.ndim != 3 or arr.shape[0] < 1:
         raise BandError(f"quicklook needs a (bands, rows, cols) array, got shape {arr.shape}")
-    arr = arr[:3] if arr.shape[0] >= 3 else arr[:1]
+    arr = arr[[b - 1 for b in preview_bands(arr.shape[0], rgb=rgb)]]
     valid = np.isfinite(arr).all(axis=0) if np.issubdtype(arr.dtype, np.floating) else None
     if mask is not None:
         valid = mask.astype(bool) if valid is None else valid & mask.astype(bool)
@@ -1971,9 +2055,10 @@ def write_quicklook_png(
     *,
     stretch: tuple[float, float] | None = (2, 98),
     mask: np.ndarray | None = None,
+    rgb: Sequence[int] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write an 8-bit PNG picture of an array (first 3 bands as RGB, else band 1 grey).
+    """Write an 8-bit PNG picture of an array (bands ``rgb`` as red, green and blue).
 
     Args:
         array: ``(bands, rows, cols)`` pixels of any numeric dtype.
@@ -1982,12 +2067,19 @@ def write_quicklook_png(
             None writes values as they are, clipped to 0..255.
         mask: Boolean ``(rows, cols)`` valid mask; invalid pixels are black and left out
             of the stretch.
+        rgb: 1-based ``(red, green, blue)`` bands of ``array``; None: the first 3 (one
+            or two bands: band 1 in grey). An array carries no band metadata: for a
+            raster's own colours pass :func:`preview_bands` of its
+            :class:`RasterInfo`.
         overwrite: Replace an existing file.
 
     Returns:
         ``path``.
+
+    Raises:
+        BandError: ``rgb`` is not three bands of ``array``.
     """
-    return _write_png(_to_rgb8(array, stretch, mask), path, overwrite)
+    return _write_png(_to_rgb8(array, stretch, mask, rgb), path, overwrite)
 
 
 def write_png_grid(
@@ -2051,10 +2143,12 @@ __all__ = [
     "open_dataset",
     "open_raster",
     "output_profile",
+    "preview_bands",
     "read_masked",
     "read_valid_mask",
     "read_window",
     "remove_stale_temporaries",
+    "rgb_bands",
     "source_name",
     "source_path",
     "source_stem",

@@ -378,16 +378,31 @@ def dcgan_train_step(
 # --------------------------------------------------------------------------- samples
 
 
-def _to_uint8(x: Tensor) -> np.ndarray:
-    """Model values [-1, 1] ``(C, H, W)`` -> uint8 for a preview (linear, clipped)."""
+def _shown(domain: DomainInfo) -> tuple[int, ...]:
+    """The 1-based bands of a domain's images that a preview shows as red, green and blue:
+    those its recorded colour interpretation or band descriptions name
+    (:func:`rsgan.io.preview_bands`), else bands 1, 2, 3, else band 1 in grey."""
+    from rsgan.io import preview_bands
+
+    return preview_bands(domain.count, domain.descriptions or (), domain.colorinterp or ())
+
+
+def _to_uint8(x: Tensor, bands: Sequence[int]) -> np.ndarray:
+    """Model values [-1, 1] ``(C, H, W)`` -> uint8 ``(len(bands), H, W)`` of the 1-based
+    ``bands`` for a preview (linear, clipped)."""
+    x = x[[b - 1 for b in bands]]
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
-def _write_grid(images: Sequence[Tensor], path: Path, ncols: int) -> Path:
+def _write_grid(
+    images: Sequence[Tensor], shown: Sequence[tuple[int, ...]], path: Path, ncols: int
+) -> Path:
+    """A grid PNG of ``images``, each showing its bands ``shown`` as red, green and blue."""
     from rsgan.io import write_png_grid
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_png_grid([_to_uint8(x) for x in images], path, ncols, overwrite=True)
+    pictures = [_to_uint8(x, bands) for x, bands in zip(images, shown, strict=True)]
+    return write_png_grid(pictures, path, ncols, overwrite=True)
 
 
 def _cyclegan_sample_inputs(run: TrainRun, n: int, seed: int) -> dict[str, Tensor]:
@@ -398,9 +413,15 @@ def _cyclegan_sample_inputs(run: TrainRun, n: int, seed: int) -> dict[str, Tenso
 
 
 def _cyclegan_samples(
-    nets: Nets, inputs: Batch, path: Path, device: torch.device, precision: str
+    nets: Nets,
+    inputs: Batch,
+    path: Path,
+    device: torch.device,
+    precision: str,
+    shown: Mapping[str, tuple[int, ...]],
 ) -> Path:
-    """Rows of A, A->B, A->B->A, then rows of B, B->A, B->A->B."""
+    """Rows of A, A->B, A->B->A, then rows of B, B->A, B->A->B; each image shows the
+    bands ``shown`` for its domain (``"a"``, ``"b"``)."""
     a, mask_a = _domain(inputs, "a", device)
     b, mask_b = _domain(inputs, "b", device)
     g_ab, g_ba = unwrap(nets["G_AB"]), unwrap(nets["G_BA"])
@@ -411,7 +432,9 @@ def _cyclegan_samples(
         rec_b = g_ab(fake_a, mask=_sparse(mask_b)) * mask_b
     rows = [x for triple in zip(a, fake_b, rec_a, strict=True) for x in triple]
     rows += [x for triple in zip(b, fake_a, rec_b, strict=True) for x in triple]
-    return _write_grid(rows, path, ncols=3)
+    row_a, row_b = [shown["a"], shown["b"], shown["a"]], [shown["b"], shown["a"], shown["b"]]
+    bands = row_a * len(a) + row_b * len(b)
+    return _write_grid(rows, bands, path, ncols=3)
 
 
 def _dcgan_sample_inputs(run: TrainRun, n: int, seed: int) -> dict[str, Tensor]:
@@ -421,7 +444,12 @@ def _dcgan_sample_inputs(run: TrainRun, n: int, seed: int) -> dict[str, Tensor]:
 
 
 def _dcgan_samples(
-    nets: Nets, inputs: Batch, path: Path, device: torch.device, precision: str
+    nets: Nets,
+    inputs: Batch,
+    path: Path,
+    device: torch.device,
+    precision: str,
+    shown: Mapping[str, tuple[int, ...]],
 ) -> Path:
     g = unwrap(nets["G"])
     was_training = g.training
@@ -429,7 +457,8 @@ def _dcgan_samples(
     with torch.no_grad(), autocast(device, precision):
         images = g(inputs["z"].to(device))
     g.train(was_training)
-    return _write_grid(list(images), path, ncols=max(1, math.isqrt(len(images))))
+    bands = [shown["data"]] * len(images)
+    return _write_grid(list(images), bands, path, ncols=max(1, math.isqrt(len(images))))
 
 
 @dataclass(frozen=True)
@@ -540,11 +569,12 @@ class _EpochDataset(Dataset):
 
 
 def _domain_info(dataset: Dataset, stored: DomainInfo | None = None) -> DomainInfo:
-    """Band list, count, dtype and normaliser of a chip dataset (or a generic one)."""
+    """Band list, count, dtype, normaliser, band descriptions and colour interpretation of
+    a chip dataset (or a generic one)."""
     count = getattr(dataset, "count", None)
     if count is None:
         count = int(dataset[0]["image"].shape[0])
-    descriptions = None
+    descriptions = colorinterp = None
     scenes = getattr(dataset, "scenes", None)
     bands = getattr(dataset, "bands", None)
     if scenes and bands:
@@ -552,12 +582,14 @@ def _domain_info(dataset: Dataset, stored: DomainInfo | None = None) -> DomainIn
 
         info = describe(scenes[0])
         descriptions = tuple(info.descriptions[b - 1] for b in bands)
+        colorinterp = tuple(info.colorinterp[b - 1].name for b in bands)
     return DomainInfo(
         bands=bands if bands is not None else (stored.bands if stored else None),
         count=int(count),
         dtype=str(getattr(dataset, "dtype", stored.dtype if stored else "float32")),
         normalizer=getattr(dataset, "normalizer", stored.normalizer if stored else None),
         descriptions=descriptions,
+        colorinterp=colorinterp,
     )
 
 
@@ -1368,6 +1400,7 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
     with _rng_preserved(device):
         n_samples = options.n_samples or trainer.default_samples
         sample_inputs = trainer.sample_inputs(run, n_samples, options.seed)
+    shown = {name: _shown(domain) for name, domain in run.domains.items()}
     _seed_all(options.seed + ctx.rank)
     for k, pool in run.pools.items():
         if ctx.rank:
@@ -1433,7 +1466,7 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
                         and pos.step % options.sample_every == 0
                     ):
                         path = out / SAMPLES_DIR / f"step_{pos.step:06d}.png"
-                        trainer.samples(nets, sample_inputs, path, device, precision)
+                        trainer.samples(nets, sample_inputs, path, device, precision, shown)
                     if options.checkpoint_every and pos.step % options.checkpoint_every == 0:
                         save()
                     if stop.agreed(ctx):
@@ -1584,6 +1617,7 @@ def generate(
         )
     g = loaded.generator()
     info = loaded.out_domain()
+    shown = _shown(info)
     dtype = info.dtype if info.normalizer is not None else "float32"
     crs, transform = None, Affine.identity()
     if template is not None:
@@ -1627,7 +1661,7 @@ def generate(
                             dst.set_band_description(b, text)
             paths.append(Path(out_dir) / name)
         write_png_grid(
-            [_to_uint8(torch.from_numpy(x)) for x in batch],
+            [_to_uint8(torch.from_numpy(x), shown) for x in batch],
             tmp / "grid.png",
             ncols=max(1, math.isqrt(n)),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ def _domains() -> dict[str, DomainInfo]:
             dtype="uint16",
             normalizer=norm_a,
             descriptions=("blue", "green", "red", None),
+            colorinterp=("gray", "undefined", "undefined", "undefined"),
         ),
         "b": DomainInfo(
             bands=None, count=3, dtype="uint8", normalizer=Normalizer.for_dtype("uint8", 3)
@@ -53,6 +55,15 @@ def _save(path: Path, **kwargs) -> tuple[Path, dict[str, torch.nn.Module]]:  # n
         **kwargs,
     )
     return path, nets
+
+
+def test_domains_keep_colour_interpretation_and_read_older_ones_without() -> None:
+    """A domain records its bands' colour interpretation (for the sample grids' colours);
+    a domain saved before it was recorded reads as None."""
+    domain = _domains()["a"]
+    assert DomainInfo.from_dict(domain.to_dict()).colorinterp == domain.colorinterp
+    older = {k: v for k, v in domain.to_dict().items() if k != "colorinterp"}
+    assert DomainInfo.from_dict(older).colorinterp is None
 
 
 def test_round_trip_weights_and_metadata(tmp_path: Path) -> None:
@@ -158,6 +169,20 @@ def test_pickles_are_never_unpickled(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="without unpickling"):
         load_model(as_pt)
     assert not marker.exists()
+
+
+def test_a_header_length_starting_with_the_pickle_byte_loads(tmp_path: Path) -> None:
+    """A safetensors file begins with its header's length: where that length's low byte is
+    0x80, the byte a pickle begins with, the file is still read as the checkpoint it is
+    (metadata padded until the length ends so)."""
+    path, _ = _save(tmp_path / "model.safetensors")
+    (start,) = struct.unpack("<Q", path.read_bytes()[:8])
+    for pad in range((0x80 - start) % 256 - 8, (0x80 - start) % 256 + 16):
+        _save(path, extra={"pad": "x" * max(pad, 0)})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    assert load_model(path).metadata["extra"]["pad"].startswith("x")
 
 
 def test_legacy_pt_with_metadata_loads(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from rsgan.io import (
     read_valid_mask,
     read_window,
     remove_stale_temporaries,
+    rgb_bands,
     warn_if_not_georeferenced,
     write_png_grid,
     write_quicklook_png,
@@ -632,6 +633,58 @@ def test_quicklook_png_stretches_and_masks(tmp_path: Path) -> None:
     assert out[0, 5, 0] == 0 and out[0, 5, 99] == 255 and (out[:, 0] == 0).all()
     with pytest.raises(OutputExistsError):
         write_quicklook_png(arr, path)
+
+
+CI = ColorInterp
+
+
+@pytest.mark.parametrize(
+    ("descriptions", "colorinterp", "expected"),
+    [
+        # Sentinel-2 band names, with the gray/undefined a uint16 GeoTIFF gets by default
+        (("B02 blue", "B03 green", "B04 red", "B08 nir"), (CI.gray,) + (CI.undefined,) * 3,
+         (3, 2, 1)),
+        # colour interpretation set on purpose
+        ((None,) * 4, (CI.blue, CI.green, CI.red, CI.undefined), (3, 2, 1)),
+        ((None,) * 4, ("undefined", "blue", "green", "red"), (4, 3, 2)),
+        # a B, G, R byte file keeps the red, green, blue GDAL gives bands 1-3 by default;
+        # its descriptions say otherwise and win
+        (("Blue", "Green", "Red"), (CI.red, CI.green, CI.blue), (3, 2, 1)),
+        # ... which stays when nothing says otherwise
+        ((None,) * 3, (CI.red, CI.green, CI.blue), (1, 2, 3)),
+        # colour interpretation set on purpose wins over descriptions
+        (("Blue", "Green", "Red"), (CI.undefined, CI.blue, CI.green, CI.red), (4, 3, 2)),
+        # all 13 Sentinel-2 bands: red edge is not red, NIR names no colour
+        (("B01 coastal aerosol", "B02 blue", "B03 green", "B04 red", "B05 red edge 1",
+          "B06 red edge 2", "B07 red edge 3", "B08 nir", "B8A narrow nir",
+          "B09 water vapour", "B10 swir cirrus", "B11 swir 1", "B12 swir 2"),
+         (CI.gray,) + (CI.undefined,) * 12, (4, 3, 2)),
+        # no colours, a colour twice, colours as parts of other words, one missing: None
+        (("a", "b", "c"), (CI.gray, CI.undefined, CI.undefined), None),
+        (("red", "red", "green", "blue"), (CI.gray,) + (CI.undefined,) * 3, None),
+        (("reddish", "greenland", "blueish"), (CI.gray, CI.undefined, CI.undefined), None),
+        (("red", "green"), (CI.gray, CI.undefined), None),
+        ((), (), None),
+    ],
+)  # fmt: skip
+def test_rgb_bands_from_colour_interpretation_or_descriptions(
+    descriptions, colorinterp, expected
+) -> None:
+    assert rgb_bands(descriptions, colorinterp) == expected
+
+
+def test_quicklook_png_shows_the_chosen_bands(tmp_path: Path) -> None:
+    """rgb=(red, green, blue) picks 1-based bands of the array; by default the first 3."""
+    arr = np.stack([np.full((4, 5), v, np.uint8) for v in (10, 20, 30, 40)])
+    path = write_quicklook_png(arr, tmp_path / "q.png", stretch=None, rgb=(4, 3, 1))
+    with rasterio.open(path) as src:
+        assert src.read()[:, 0, 0].tolist() == [40, 30, 10]
+    path = write_quicklook_png(arr, tmp_path / "d.png", stretch=None)
+    with rasterio.open(path) as src:
+        assert src.read()[:, 0, 0].tolist() == [10, 20, 30]
+    with pytest.raises(BandError, match="band 5 is out of range"):
+        write_quicklook_png(arr, tmp_path / "x.png", rgb=(5, 2, 1))
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_png_grid_layout(tmp_path: Path) -> None:

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from rasterio.enums import ColorInterp
 from torch.utils.data import Dataset
 
 from rsgan import training
-from rsgan.checkpoint import load_model
+from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
 from rsgan.errors import BandError, CheckpointError, ConfigError, OutputExistsError
+from rsgan.io import Normalizer
 from rsgan.losses import ImagePool
 from rsgan.models import CycleGANConfig, DCGANConfig, build_nets
 from rsgan.training import (
@@ -336,6 +338,73 @@ def test_schedule_samples_and_checkpoints(tmp_path: Path) -> None:
         "step_000004.png",
     ]
     assert load_model(out / "model.safetensors").steps == 4
+
+
+S2_BANDS = ["B02 blue", "B03 green", "B04 red", "B08 nir"]
+
+
+def _bgr_nir(make_raster: Callable[..., Path], name: str, size: int, named: str) -> Path:
+    """A B, G, R, NIR scene saying so in its band ``named`` ("descriptions" or
+    "colorinterp"): blue varies across the columns only, red down the rows only, green
+    along the diagonal, NIR is noise."""
+    rows, cols = np.mgrid[0:size, 0:size] * 50
+    nir = np.random.default_rng(0).integers(0, 3000, (size, size))
+    data = np.stack([cols, rows + cols, rows, nir]).astype(np.uint16)
+    colours = {
+        "descriptions": {"descriptions": S2_BANDS},
+        "colorinterp": {"colorinterp": [ColorInterp.blue, ColorInterp.green, ColorInterp.red,
+                                        ColorInterp.undefined]},
+    }  # fmt: skip
+    return make_raster(name, data=data, **colours[named])
+
+
+def _tile(png: Path, row: int, col: int, size: int, pad: int = 2) -> np.ndarray:
+    """``(3, size, size)`` picture at ``row``, ``col`` of a sample grid."""
+    with rasterio.open(png) as src:
+        grid = src.read().astype(float)
+    y, x = pad + row * (size + pad), pad + col * (size + pad)
+    return grid[:, y : y + size, x : x + size]
+
+
+@pytest.mark.parametrize("named", ["descriptions", "colorinterp"])
+def test_sample_grids_show_the_red_green_and_blue_bands(
+    tmp_path: Path, make_raster: Callable[..., Path], named: str
+) -> None:
+    """A CycleGAN run on B, G, R, NIR scenes (band descriptions B02 blue, ..., B04 red, or
+    colour interpretation blue, green, red, undefined) shows its chips in true colour: red
+    is band 3 (varying down the rows only), blue is band 1 (across the columns only)."""
+    a = _bgr_nir(make_raster, "a.tif", 80, named)
+    b = make_raster("b.tif", width=80, height=80, count=3, seed=2)
+    out = tmp_path / "run"
+    config = CycleGANConfig(in_channels_a=4, ngf=4, ndf=4, n_blocks=1, pool_size=0)
+    opts = _options(steps=1, sample_every=1, n_samples=1)
+    train_cyclegan(a, b, out, tile=32, config=config, options=opts)
+    red, _, blue = _tile(out / "samples" / "step_000001.png", 0, 0, 32)  # a chip of a.tif
+    assert np.ptp(red, axis=1).max() == 0 and np.ptp(red, axis=0).min() > 0
+    assert np.ptp(blue, axis=0).max() == 0 and np.ptp(blue, axis=1).min() > 0
+
+
+def test_generated_grid_shows_the_red_green_and_blue_bands(tmp_path: Path) -> None:
+    """`generate` with a DCGAN of B, G, R, NIR scenes (as its band descriptions record):
+    the grid's red, green and blue are bands 3, 2 and 1 of the samples it writes."""
+    config = DCGANConfig(channels=4, nz=8, ngf=2, ndf=2)
+    nets = build_nets("dcgan", config)
+    with torch.no_grad():  # unrelated output bands spanning [-1, 1]
+        last = nets["G"].model[-2].weight
+        last.copy_(torch.randn(last.shape, generator=torch.Generator().manual_seed(0)))
+    norm = Normalizer(lo=(0.0,) * 4, hi=(10000.0,) * 4, dtype="uint16")
+    domain = DomainInfo(bands=(1, 2, 3, 4), count=4, dtype="uint16", normalizer=norm,
+                        descriptions=tuple(S2_BANDS))  # fmt: skip
+    ckpt = save_checkpoint(tmp_path / "dc.safetensors", kind="dcgan", config=config,
+                           nets=nets, domains={"data": domain}, generators_only=True)  # fmt: skip
+    (sample,) = generate(ckpt, 1, tmp_path / "gen", seed=3)
+    with rasterio.open(sample) as src:
+        bands = src.read().astype(float)
+    shown = _tile(tmp_path / "gen" / "grid.png", 0, 0, 64)
+    best = [
+        int(np.argmax([np.corrcoef(c.ravel(), b.ravel())[0, 1] for b in bands])) + 1 for c in shown
+    ]
+    assert best == [3, 2, 1]
 
 
 def test_from_rasters_and_generate(tmp_path: Path, make_raster: Callable[..., Path]) -> None:

@@ -655,6 +655,83 @@ def test_quicklook_is_checked_before_any_work_and_written_after(make_raster, tmp
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+S2_BANDS = ["B02 blue", "B03 green", "B04 red", "B08 nir"]
+
+
+def _bands_shown(png: Path, src: Path, side: int = 0) -> tuple[int, ...]:
+    """The source band each channel of a quicklook shows (the best correlated one), from
+    the ``side``-th picture of a before/after PNG."""
+    with rasterio.open(png) as q, rasterio.open(src) as s:
+        shown, bands = q.read().astype(float), s.read().astype(float)
+    x0 = side * (bands.shape[2] + 8)  # before | 8 px gap | after
+    shown = shown[:, :, x0 : x0 + bands.shape[2]]
+    return tuple(
+        int(np.argmax([np.corrcoef(c.ravel(), b.ravel())[0, 1] for b in bands])) + 1 for c in shown
+    )
+
+
+def _independent_bands(make_raster, name="s2.tif", **kwargs):
+    """A 4-band uint16 scene whose bands are unrelated noise (so each is recognisable)."""
+    data = np.random.default_rng(7).integers(1, 4000, (4, 60, 70)).astype(np.uint16)
+    return make_raster(name, data=data, **kwargs)
+
+
+@pytest.mark.parametrize("named", ["descriptions", "colorinterp"])
+def test_quicklooks_show_the_bands_named_red_green_and_blue(make_raster, tmp_path, named):
+    """A Sentinel-2 style B, G, R, NIR scene is previewed in true colour: the PNG's red
+    channel shows band 3, green band 2, blue band 1, whether the bands say so by their
+    descriptions or their colour interpretation; in write_quicklook, write_before_after
+    and translate_raster's quicklook."""
+    colours = {
+        "descriptions": {"descriptions": S2_BANDS},
+        "colorinterp": {
+            "colorinterp": [
+                ColorInterp.blue,
+                ColorInterp.green,
+                ColorInterp.red,
+                ColorInterp.undefined,
+            ]  # fmt: skip
+        },
+    }
+    src = _independent_bands(make_raster, **colours[named])
+    png = translate_mod.write_quicklook(src, tmp_path / "q.png")
+    assert _bands_shown(png, src) == (3, 2, 1)
+    dst = tmp_path / "o.tif"
+    translate_raster(
+        src, dst, nn.Identity(), quicklook=tmp_path / "t.png", tile=64, overlap=16,
+        progress=False,
+    )  # fmt: skip
+    assert _bands_shown(tmp_path / "t.png", src) == (3, 2, 1)
+    both = translate_mod.write_before_after(src, dst, tmp_path / "ba.png")
+    assert _bands_shown(both, src, side=0) == _bands_shown(both, src, side=1) == (3, 2, 1)
+
+
+def test_quicklooks_of_scenes_naming_no_colours_show_bands_1_2_3(make_raster, tmp_path):
+    """Without colour interpretation or descriptions naming red, green and blue (a word
+    like "reddish" does not name red) the first three bands are red, green and blue."""
+    src = _independent_bands(make_raster, descriptions=["a", "b", "reddish", "nir"])
+    png = translate_mod.write_quicklook(src, tmp_path / "q.png")
+    assert _bands_shown(png, src) == (1, 2, 3)
+
+
+def test_quicklook_bands_can_be_chosen(make_raster, tmp_path):
+    """rgb=(red, green, blue) picks the bands, over what the scene's metadata says; a
+    selection that is not three bands of the scene is refused, naming the fix."""
+    plain = _independent_bands(make_raster)
+    png = translate_mod.write_quicklook(plain, tmp_path / "q.png", rgb=(3, 2, 1))
+    assert _bands_shown(png, plain) == (3, 2, 1)
+    named = _independent_bands(make_raster, "named.tif", descriptions=S2_BANDS)
+    png = translate_mod.write_quicklook(named, tmp_path / "nir.png", rgb=(4, 3, 2))
+    assert _bands_shown(png, named) == (4, 3, 2)  # false colour: NIR as red
+    both = translate_mod.write_before_after(plain, named, tmp_path / "ba.png", rgb=(4, 3, 2))
+    assert _bands_shown(both, plain, 0) == _bands_shown(both, named, 1) == (4, 3, 2)
+    with pytest.raises(BandError, match=r"band 5 is out of range.*4 band"):
+        translate_mod.write_quicklook(plain, tmp_path / "x.png", rgb=(5, 3, 2))
+    with pytest.raises(BandError, match=r"rgb=\(3, 2\).*three.*rgb=\(3, 2, 1\)"):
+        translate_mod.write_quicklook(plain, tmp_path / "x.png", rgb=(3, 2))
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_a_vrt_scene_keeps_the_files_it_reads(make_raster, tmp_path):
     """A VRT scene translates like a file, and neither the output nor the quicklook may
     replace a file the VRT reads (with overwrite too); the refusal comes before any work."""

@@ -29,7 +29,6 @@ import dataclasses
 import math
 import os
 import queue
-import re
 import threading
 import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -67,7 +66,9 @@ from rsgan.io import (
     open_output,
     open_raster,
     output_profile,
+    preview_bands,
     read_masked,
+    rgb_bands,
     same_file,
     source_name,
     source_path,
@@ -270,25 +271,6 @@ def _bands_hint(bands: Sequence[int]) -> str:
     return f"bands={tuple(bands)} (--bands {','.join(map(str, bands))})"
 
 
-_RGB = ("red", "green", "blue")
-
-
-def _colour_bands(info: RasterInfo) -> tuple[int, ...] | None:
-    """The source's red, green and blue bands (1-based, in that order), from descriptions
-    that name the colour as a word (Sentinel-2's ``"B04 red"``) or else from their colour
-    interpretation (which GDAL may have set by default); None unless each colour names
-    exactly one band."""
-    named = [
-        [re.findall(r"[a-z]+", (d or "").lower()) for d in info.descriptions],
-        [[c.name] for c in info.colorinterp],
-    ]
-    for words in named:
-        found = [[i for i, w in enumerate(words, 1) if colour in w] for colour in _RGB]
-        if all(len(f) == 1 for f in found):
-            return tuple(f[0] for f in found)
-    return None
-
-
 def _conversion_hint(src: Path | str, dtype: str, bands: tuple[int, ...] | None, name: str) -> str:
     """How to read ``src`` as ``dtype`` (and ``bands``) without a converted copy: a GDAL
     ``vrt://`` name that rsgan reads like a file, or gdal_translate for other sources. An
@@ -338,7 +320,7 @@ def _check_fit(
             hint = f"pass {_bands_hint(suggested)} or the {want} bands that match its training data"
         else:
             hint = f"use a model trained on {len(bands)} band(s)"
-        rgb = _colour_bands(info) if want == 3 else None
+        rgb = rgb_bands(info.descriptions, info.colorinterp) if want == 3 else None
         if rgb is not None and rgb != suggested:
             hint += f"; its red, green and blue bands, in that order, are {_bands_hint(rgb)}"
             suggested = rgb
@@ -1790,12 +1772,15 @@ def _check_quicklook(png: Path, src: Path | str, dst: Path, overwrite: bool) -> 
 # --------------------------------------------------------------------------- quicklooks
 
 
-def _preview(path: PathLike, max_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A decimated ``(bands<=3, rows, cols)`` read and its valid mask."""
+def _preview(
+    path: PathLike, max_size: int, rgb: Sequence[int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A decimated ``(3 or 1, rows, cols)`` read of the bands shown as red, green and blue
+    (:func:`rsgan.io.preview_bands`) and its valid mask."""
     with open_raster(path) as ds:
         scale = max(ds.width, ds.height) / max_size
         shape = (max(1, round(ds.height / max(scale, 1))), max(1, round(ds.width / max(scale, 1))))
-        indexes = list(range(1, min(ds.count, 3) + 1))
+        indexes = list(preview_bands(ds.count, ds.descriptions, ds.colorinterp, rgb=rgb))
         data = ds.read(indexes, out_shape=(len(indexes), *shape), resampling=Resampling.average)
         mask = ds.read_masks(1, out_shape=shape) > 0
     return data, mask
@@ -1807,14 +1792,21 @@ def write_before_after(
     png: PathLike,
     *,
     max_size: int = 1024,
+    rgb: Sequence[int] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a PNG with ``before`` and ``after`` side by side (first 3 bands, 2-98 %
-    stretch of each, decimated so each side is at most ``max_size`` px)."""
+    """Write a PNG with ``before`` and ``after`` side by side (2-98 % stretch of each,
+    decimated so each side is at most ``max_size`` px).
+
+    Each side shows the bands its raster names red, green and blue (colour interpretation
+    or band descriptions such as ``"B04 red"``, see :func:`rsgan.io.rgb_bands`), else
+    its bands 1, 2, 3, else band 1 in grey; ``rgb=(red, green, blue)`` (1-based) chooses
+    them for both.
+    """
     from rsgan.io import write_quicklook_png
 
-    a, ma = _preview(before, max_size)
-    b, mb = _preview(after, max_size)
+    a, ma = _preview(before, max_size, rgb)
+    b, mb = _preview(after, max_size, rgb)
     if a.shape[0] != b.shape[0] or a.shape[1:] != b.shape[1:]:
         raise ConfigError(
             f"before {a.shape} and after {b.shape} previews differ; pass rasters of one grid"
@@ -1838,12 +1830,26 @@ def write_before_after(
 
 
 def write_quicklook(
-    raster: PathLike, png: PathLike, *, max_size: int = 1024, overwrite: bool = False
+    raster: PathLike,
+    png: PathLike,
+    *,
+    max_size: int = 1024,
+    rgb: Sequence[int] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a PNG preview of a raster (first 3 bands, 2-98 % stretch, decimated)."""
+    """Write a PNG preview of a raster (2-98 % stretch, decimated to at most ``max_size``
+    px).
+
+    It shows the bands the raster names red, green and blue (colour interpretation or
+    band descriptions such as ``"B04 red"``, see :func:`rsgan.io.rgb_bands`), else bands
+    1, 2, 3, else band 1 in grey; ``rgb=(red, green, blue)`` (1-based) chooses them.
+
+    Raises:
+        BandError: ``rgb`` is not three bands of the raster.
+    """
     from rsgan.io import write_quicklook_png
 
-    data, mask = _preview(raster, max_size)
+    data, mask = _preview(raster, max_size, rgb)
     return write_quicklook_png(data, png, mask=mask, overwrite=overwrite)
 
 
