@@ -42,6 +42,7 @@ from rsgan.io import (
     copy_placement,
     describe,
     is_virtual,
+    list_image_files,
     open_output,
     open_raster,
     pixel_ring,
@@ -469,11 +470,22 @@ def check_scenes_alike(infos: Sequence[RasterInfo], bands: Sequence[int] | None)
     return first_bands
 
 
-def _as_paths(scenes: PathLike | Sequence[PathLike]) -> list[Path | str]:
-    """Local scenes as Paths, URLs and ``/vsi`` paths as given (:func:`rsgan.io.source_path`)."""
+def scene_paths(scenes: PathLike | Sequence[PathLike]) -> list[Path | str]:
+    """Local scenes as Paths, a local folder as the image files directly in it (as the
+    training data reads one: :func:`rsgan.io.list_image_files`), URLs and ``/vsi`` paths
+    as given (:func:`rsgan.io.source_path`).
+
+    Raises:
+        ConfigError: no scene given.
+        RasterReadError: a folder holding no image file.
+    """
     if isinstance(scenes, (str, os.PathLike)):
         scenes = [scenes]
-    paths = [source_path(s) for s in scenes]
+    paths: list[Path | str] = []
+    for scene in scenes:
+        path = source_path(scene)
+        is_folder = isinstance(path, Path) and path.is_dir()
+        paths.extend(list_image_files(path) if is_folder else [path])
     if not paths:
         raise ConfigError("no scene given; pass at least one raster")
     return paths
@@ -493,8 +505,8 @@ def chip_index(
     """List the tile grid's chips of one or more scenes, filtered by AOI and nodata.
 
     Args:
-        scenes: Raster paths. They must have the same number of (selected) bands and one
-            data type.
+        scenes: Raster paths or URLs, or folders of rasters (:func:`scene_paths`). They must
+            have the same number of (selected) bands and one data type.
         spec: Tile size, overlap and edge policy.
         bands: 1-based band indexes whose validity counts, None for all.
         aoi: Area of interest (see :func:`load_aoi`), in any CRS; it is reprojected to each
@@ -520,7 +532,7 @@ def chip_index(
             chip lies within it.
         ConfigError: ``max_nodata`` outside 0..1.
     """
-    paths = _as_paths(scenes)
+    paths = scene_paths(scenes)
     if max_nodata is not None and not 0 <= max_nodata <= 1:
         raise ConfigError(f"max_nodata {max_nodata} is a fraction; pass a value from 0 to 1")
     infos = [describe(p) for p in paths]
@@ -719,7 +731,8 @@ def export_chips(
     interrupted run leaves nothing.
 
     Args:
-        scenes: Raster paths (same band count and dtype).
+        scenes: Raster paths or URLs, or folders of rasters (:func:`scene_paths`; same band
+            count and dtype).
         out_dir: Output folder; it must not exist unless ``overwrite``.
         spec: Tile size, overlap and edge policy.
         bands: 1-based band indexes to export, None for all.
@@ -736,7 +749,7 @@ def export_chips(
         ConfigError: two scenes share a file name stem.
         The errors of :func:`chip_index`.
     """
-    paths = _as_paths(scenes)
+    paths = scene_paths(scenes)
     stems = [source_stem(p) for p in paths]
     for stem in set(stems):
         if stems.count(stem) > 1:
@@ -812,6 +825,7 @@ __all__ = [
     "sample_chips",
     "save_index",
     "scene_label",
+    "scene_paths",
     "tile_grid",
     "tile_windows",
     "window_of",

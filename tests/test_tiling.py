@@ -625,3 +625,16 @@ def test_export_write_failure_is_a_raster_write_error(make_raster, tmp_path: Pat
         done.stdout + done.stderr
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [scene.name]
+
+
+def test_export_chips_and_chip_index_take_a_folder(make_raster, tmp_path: Path) -> None:
+    """A folder stands for the rasters in it, from Python as from `rsgan chips`."""
+    folder = tmp_path / "scenes"
+    for i in range(2):
+        make_raster(f"s{i}.tif", width=64, height=32, seed=i, folder=folder)
+    (folder / "notes.txt").write_text("not a raster")
+    index = chip_index(folder, TileSpec(32))
+    assert sorted({Path(s).name for s in index["scene"]}) == ["s0.tif", "s1.tif"]
+    assert len(index) == 4
+    written = export_chips(folder, tmp_path / "chips", TileSpec(32))
+    assert len(written) == 4 and len(list((tmp_path / "chips").glob("*.tif"))) == 4

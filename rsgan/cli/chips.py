@@ -7,20 +7,7 @@ from pathlib import Path
 import click
 
 from rsgan.cli._options import BANDS
-from rsgan.io import list_image_files, source_path
-from rsgan.tiling import EDGE_POLICIES, TileSpec, export_chips
-
-
-def _scene_files(scenes: tuple[str, ...]) -> list[Path | str]:
-    """SCENES with each local folder replaced by the image files directly in it, as
-    `rsgan train` reads a folder (:func:`rsgan.io.list_image_files`)."""
-    files: list[Path | str] = []
-    for scene in scenes:
-        path = source_path(scene)
-        files.extend(
-            list_image_files(path) if isinstance(path, Path) and path.is_dir() else [scene]
-        )
-    return files
+from rsgan.tiling import EDGE_POLICIES, TileSpec, export_chips, scene_paths
 
 
 @click.command("chips", short_help="Cut scenes into GeoTIFF chips with an index.")
@@ -84,7 +71,7 @@ def chips(
       rsgan chips scene.tif --size 256 --overlap 32 --out chips/ --max-nodata 0.1
       rsgan chips scenes/ --size 256 --out chips/
     """
-    files = _scene_files(scenes)
+    files = scene_paths(scenes)  # folders as their rasters: counted in the summary
     index = export_chips(
         files,
         out_dir,
