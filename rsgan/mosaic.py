@@ -616,6 +616,8 @@ def _axis_tiles(
     size = -(-(length + (n - 1) * overlap) // n)
     size = min(-(-size // multiple) * multiple, tile)
     while True:
+        if n > length // multiple + 2:  # more tiles than offsets on the grid: no grid
+            raise _NoGrid
         last = -(-(length - size) // multiple) * multiple
         offsets = [round(i * last / (n - 1) / multiple) * multiple for i in range(n)]
         shortest = min(size - (b - a) for a, b in zip(offsets, offsets[1:], strict=False))
@@ -627,14 +629,39 @@ def _axis_tiles(
             n += 1
 
 
-def _safe_overlap(tile: int, multiple: int) -> int:
-    """The largest overlap with which no three tiles of ``tile`` px ever share a pixel."""
-    return max(0, (tile - 6 * (multiple - 1)) // 3)
+class _NoGrid(Exception):
+    """Internal: no grid of ``multiple``-aligned tiles keeps the overlap asked for (its
+    neighbours would have to step by less than ``multiple`` px)."""
 
 
-def _overlap_hint(tile: int, multiple: int) -> str:
-    safe = _safe_overlap(tile, multiple)
-    return f"overlap={safe} (--overlap {safe})"
+def _three_share(size: int, offsets: Sequence[int]) -> bool:
+    """Whether three consecutive tiles of one axis share a pixel."""
+    return any(c < a + size for a, c in zip(offsets, offsets[2:], strict=False))
+
+
+def _working_overlap(
+    width: int, height: int, tile: int, multiple: int, min_size: int, most: int
+) -> int:
+    """The largest overlap up to ``most`` px with which the balanced grid of this scene
+    has no pixel in three tiles (about a third of the tile; the grid's rounding to
+    ``multiple`` makes the exact bound depend on the scene's size)."""
+    for overlap in range(min(most, tile - 1), 0, -1):
+        try:
+            axes = [_axis_tiles(n, tile, overlap, multiple, min_size) for n in (height, width)]
+        except _NoGrid:
+            continue
+        if not any(_three_share(size, offsets) for size, offsets in axes):
+            return overlap
+    return 0
+
+
+def _overlap_hint(
+    width: int, height: int, tile: int, multiple: int, min_size: int, most: int | None = None
+) -> str:
+    """``overlap=N (--overlap N)`` for an overlap that works with ``tile`` on this scene."""
+    limit = tile // 3 if most is None else most
+    ok = _working_overlap(width, height, tile, multiple, min_size, limit)
+    return f"overlap={ok} (--overlap {ok})"
 
 
 def balanced_windows(
@@ -669,18 +696,16 @@ def balanced_windows(
     Raises:
         TileSpecError: for a tile that is not a multiple of ``multiple`` or under
             ``min_size``, an overlap outside ``0 <= overlap < tile``, or an overlap so
-            large that three tiles would share pixels (never when
-            ``3 * overlap + 6 * (multiple - 1) <= tile``).
+            large that three tiles would share pixels (about a third of the tile; the
+            error names the largest overlap that works on this scene).
     """
     if width < 1 or height < 1:
         raise TileSpecError(f"scene size {width} x {height} px is empty")
     if tile % multiple or tile < min_size:
-        fit = max(min_size, tile // multiple * multiple, multiple)
-        also = (
-            ""
-            if overlap <= _safe_overlap(fit, multiple)
-            else f" with {_overlap_hint(fit, multiple)}"
-        )
+        smallest = -(-min_size // multiple) * multiple
+        fit = max(smallest, tile // multiple * multiple, multiple)
+        hint = _overlap_hint(width, height, fit, multiple, min_size, most=overlap)
+        also = "" if hint == f"overlap={overlap} (--overlap {overlap})" else f" with {hint}"
         raise TileSpecError(
             f"tile size {tile} px does not suit the model: it needs a multiple of {multiple} "
             f"px of at least {min_size} px; use e.g. tile={fit} (--tile {fit}){also}"
@@ -688,17 +713,20 @@ def balanced_windows(
     if not 0 <= overlap < tile:
         raise TileSpecError(
             f"overlap {overlap} px must be at least 0 and smaller than the tile size {tile} px; "
-            f"use e.g. {_overlap_hint(tile, multiple)}"
+            f"use e.g. {_overlap_hint(width, height, tile, multiple, min_size)}"
         )
-    th, rows = _axis_tiles(height, tile, overlap, multiple, min_size)
-    tw, cols = _axis_tiles(width, tile, overlap, multiple, min_size)
-    for size, offsets in ((th, rows), (tw, cols)):
-        if any(c < a + size for a, c in zip(offsets, offsets[2:], strict=False)):
-            raise TileSpecError(
-                f"overlap {overlap} px is too large for tile {tile} px here: three tiles would "
-                f"overlap; use at most {_overlap_hint(tile, multiple)} (about a third of the "
-                "tile) or a larger tile"
-            )
+    try:
+        th, rows = _axis_tiles(height, tile, overlap, multiple, min_size)
+        tw, cols = _axis_tiles(width, tile, overlap, multiple, min_size)
+    except _NoGrid:  # an overlap within `multiple` of the tile: it looped forever before
+        th, rows = tw, cols = tile, [0, 0, 0]
+    if _three_share(th, rows) or _three_share(tw, cols):
+        hint = _overlap_hint(width, height, tile, multiple, min_size, most=overlap - 1)
+        raise TileSpecError(
+            f"overlap {overlap} px is too large for tile {tile} px on this "
+            f"{width} x {height} px scene: three tiles would overlap; use at most {hint} "
+            "or a larger tile"
+        )
     return [Window(c, r, tw, th) for r in rows for c in cols]
 
 

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
 
@@ -146,23 +146,51 @@ def test_balanced_windows_bad_tile():
         balanced_windows(100, 100, 32, 32, multiple=4)
 
 
-@pytest.mark.parametrize(("tile", "overlap"), [(4, 64), (30, 4), (8, 64), (100, 64), (96, 40)])
-def test_the_tile_and_overlap_an_error_suggests_work(tile: int, overlap: int) -> None:
-    """Following the suggestion of each error (tile=, overlap=) until none is left gives a
-    grid: a suggested tile 8 with the default overlap 64 used to fail next."""
+def _follow_suggestions(width: int, height: int, tile: int, overlap: int, **kw: int) -> None:
+    """Follow each error's tile= / overlap= suggestions; fail if a grid never results."""
     for _ in range(3):
         try:
-            windows = balanced_windows(300, 200, tile, overlap, multiple=4, min_size=8)
+            assert balanced_windows(width, height, tile, overlap, **kw)
+            return
         except TileSpecError as exc:
             message = str(exc)
-            assert "(--tile" in message or "(--overlap" in message, message
             found = dict(re.findall(r"\b(tile|overlap)=(\d+) \(--", message))
             assert found, message
             tile, overlap = int(found.get("tile", tile)), int(found.get("overlap", overlap))
-        else:
-            assert windows
-            return
     pytest.fail(f"still refused after following the suggestions: tile {tile}, overlap {overlap}")
+
+
+@pytest.mark.parametrize(
+    ("size", "tile", "overlap", "kw"),
+    [
+        ((300, 200), 4, 64, {}),
+        ((300, 200), 30, 4, {}),
+        ((300, 200), 8, 64, {}),
+        ((300, 200), 100, 64, {}),
+        ((300, 200), 96, 40, {}),
+        ((109, 1), 64, 19, {"multiple": 2}),  # suggested 19, the overlap refused, before
+        ((433, 433), 256, 79, {}),
+        ((1285, 700), 768, 250, {}),
+        ((300, 200), 7, 0, {"min_size": 10}),  # suggested tile=10, itself refused, before
+        ((948, 300), 748, 747, {}),  # an overlap within 4 px of the tile looped forever
+    ],
+)
+def test_the_tile_and_overlap_an_error_suggests_work(size, tile, overlap, kw) -> None:
+    """Following the suggestion of each error (tile=, overlap=) gives a grid."""
+    _follow_suggestions(*size, tile, overlap, **{"multiple": 4, "min_size": 8, **kw})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    width=st.integers(1, 2500),
+    height=st.integers(1, 2500),
+    tile=st.integers(24, 1100),  # from 24 px: tiny tiles make grids of 10**5 windows
+    overlap=st.integers(0, 1100),
+    multiple=st.sampled_from([1, 2, 4, 8]),
+    min_size=st.integers(1, 40),
+)
+def test_any_error_suggestion_works(width, height, tile, overlap, multiple, min_size) -> None:
+    _follow_suggestions(width, height, tile, overlap, multiple=multiple, min_size=min_size)
 
 
 # --------------------------------------------------------------------------- writer
