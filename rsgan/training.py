@@ -82,6 +82,8 @@ from rsgan.models import (
 
 DEFAULT_TILE = 256
 """CycleGAN chip size in pixels when none is given and no run is resumed."""
+DEFAULT_LR = 2e-4
+"""Adam learning rate when none is given and no run is resumed (both papers')."""
 MIN_TILE = 24
 """The smallest CycleGAN chip: the default PatchGAN's (``3 * 2**n_layers`` px)."""
 
@@ -136,7 +138,10 @@ class TrainOptions:
     Attributes:
         steps: total optimisation steps (a resumed run continues up to this number).
         batch_size: samples per step and process; None: 1 for cyclegan, 64 for dcgan.
-        lr: Adam learning rate (betas 0.5, 0.999 as both papers).
+        lr: Adam learning rate (betas 0.5, 0.999 as both papers); None:
+            :data:`DEFAULT_LR` (2e-4), or the resumed run's. A rate given on resume
+            replaces the run's from the resumed step on (to fine-tune at a lower rate),
+            under the same schedule.
         decay_from: step from which the learning rate decays linearly to 0 at ``steps``;
             None: ``steps // 2`` for cyclegan (the paper's half constant, half decay), no
             decay for dcgan.
@@ -157,7 +162,7 @@ class TrainOptions:
 
     steps: int = 10_000
     batch_size: int | None = None
-    lr: float = 2e-4
+    lr: float | None = None
     decay_from: int | None = None
     sample_every: int = 500
     checkpoint_every: int = 1000
@@ -183,7 +188,7 @@ class TrainOptions:
                 raise ConfigError(f"TrainOptions.{name} must be >= 0; got {getattr(self, name)}")
         if self.log_every < 1:
             raise ConfigError(f"log_every must be >= 1; got {self.log_every}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"learning rate must be a positive number; got {self.lr}")
         if self.decay_from is not None and self.decay_from < 0:
             raise ConfigError(f"decay_from must be >= 0; got {self.decay_from}")
@@ -546,6 +551,7 @@ def _lr_lambda(kind: str, options: TrainOptions) -> Callable[[int], float]:
 
 
 def _adam(nets: Sequence[nn.Module], lr: float) -> Adam:
+    """Adam at ``lr`` (a resumed run's optimisers then take the rates of its state)."""
     params = itertools.chain.from_iterable(net.parameters() for net in nets)
     return Adam(params, lr=lr, betas=(0.5, 0.999))
 
@@ -860,8 +866,8 @@ def prepare_cyclegan(
         config=config,
         nets=nets,
         optimizers={
-            "G": _adam((nets["G_AB"], nets["G_BA"]), options.lr),
-            "D": _adam((nets["D_A"], nets["D_B"]), options.lr),
+            "G": _adam((nets["G_AB"], nets["G_BA"]), options.lr or DEFAULT_LR),
+            "D": _adam((nets["D_A"], nets["D_B"]), options.lr or DEFAULT_LR),
         },
         dataset=dataset,
         domains={"a": info_a, "b": info_b},
@@ -927,7 +933,10 @@ def prepare_dcgan(
         kind="dcgan",
         config=config,
         nets=nets,
-        optimizers={"G": _adam((nets["G"],), options.lr), "D": _adam((nets["D"],), options.lr)},
+        optimizers={
+            "G": _adam((nets["G"],), options.lr or DEFAULT_LR),
+            "D": _adam((nets["D"],), options.lr or DEFAULT_LR),
+        },
         dataset=_EpochDataset(ds),
         domains={"data": info},
         data_summary=data_summary,
@@ -1078,8 +1087,14 @@ def _save_all(
             domains=run.domains,
             steps=pos.step,
             data=run.data_summary,
-            extra={"train_options": dataclasses.asdict(options)},
+            # the rate the run trains at: the given one, or the resumed run's
+            extra={"train_options": {**dataclasses.asdict(options), "lr": _base_lr(schedulers)}},
         )
+
+
+def _base_lr(schedulers: Mapping[str, LambdaLR]) -> float:
+    """The run's learning rate before its schedule's factor."""
+    return float(next(iter(schedulers.values())).base_lrs[0])
 
 
 def _restore(
@@ -1088,12 +1103,14 @@ def _restore(
     schedulers: Mapping[str, LambdaLR],
     ctx: _Dist,
     seed: int,
+    lr: float | None = None,
 ) -> _Progress:
     """Load nets, optimisers, schedulers, pools and RNGs from ``train_state.pt``.
 
     The state holds the nets' weights of its step, so it is whole on its own: a kill
     between writing ``model.safetensors`` and ``train_state.pt`` (the model one step
-    ahead) resumes from the state's step and redoes the rest exactly.
+    ahead) resumes from the state's step and redoes the rest exactly. ``lr`` (not None)
+    replaces the run's learning rate from the resumed step on, under the run's schedule.
     """
     state = load_train_state(out / STATE_FILE)
     if state.get("kind") != run.kind:
@@ -1116,11 +1133,16 @@ def _restore(
         opt.load_state_dict(state["optimizers"][name])
     for name, sched in schedulers.items():
         sched.load_state_dict(state["schedulers"][name])
+        if lr is not None:  # a rate given on resume (to fine-tune) replaces the run's
+            sched.base_lrs = [lr] * len(sched.base_lrs)
+            for group in sched.optimizer.param_groups:
+                group["initial_lr"] = lr
         # the optimiser's restored rate is the saved schedule's next one; a run extended
         # (more --steps) has another schedule: its rate for this step, not the old one's
         # (an extended run's first step trained at rate 0 when the old schedule had ended)
         for group, base in zip(sched.optimizer.param_groups, sched.base_lrs, strict=True):
             group["lr"] = base * run.lr_lambda(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
     for name, pool in run.pools.items():
         pool.load_state_dict(state["pools"][name], device=ctx.device)
     if ctx.world_size == 1:
@@ -1405,7 +1427,11 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
     for k, pool in run.pools.items():
         if ctx.rank:
             pool.generator.manual_seed(options.seed + 1000 * ctx.rank + len(k))
-    pos = _restore(run, out, schedulers, ctx, options.seed) if options.resume else _Progress()
+    pos = (
+        _restore(run, out, schedulers, ctx, options.seed, options.lr)
+        if options.resume
+        else _Progress()
+    )
     if pos.step >= options.steps:
         _nothing_to_train(out, pos.step, options.steps, ctx)
         return out / MODEL_FILE

@@ -315,6 +315,35 @@ def test_extended_run_follows_its_new_schedule_from_the_first_resumed_step(
     assert lrs[4:] == pytest.approx([2e-4, 1.5e-4, 1e-4, 0.5e-4])
 
 
+def test_a_rate_given_on_resume_replaces_the_runs(tmp_path: Path) -> None:
+    """Resuming with another lr trains at it from the resumed step on and records it (the
+    checkpoint's train_options, the state's schedule); resuming without one keeps the
+    run's. Before, the saved schedule's rate was used while the metadata said the new."""
+    images = Chips(_textures(10, 2, 64, seed=3))
+    out = tmp_path / "run"
+    opts = _options(batch_size=4)
+    train_dcgan(images, out, config=TINY_DCGAN, options=training.dataclasses.replace(opts, steps=2))
+    assert load_model(out / "model.safetensors").metadata["extra"]["train_options"]["lr"] == 2e-4
+    train_dcgan(
+        images, out, options=training.dataclasses.replace(opts, steps=3, lr=1e-3, resume=True)
+    )
+    train_dcgan(images, out, options=training.dataclasses.replace(opts, steps=4, resume=True))
+    assert [r["lr"] for r in _log(out)] == pytest.approx([2e-4, 2e-4, 1e-3, 1e-3])
+    assert load_model(out / "model.safetensors").metadata["extra"]["train_options"]["lr"] == 1e-3
+    state = training.load_train_state(out / "train_state.pt")
+    assert state["schedulers"]["G"]["base_lrs"] == pytest.approx([1e-3])
+    assert state["optimizers"]["D"]["param_groups"][0]["initial_lr"] == pytest.approx(1e-3)
+
+    # the schedulers agree with the optimisers straight after the restore
+    run = training.prepare_dcgan(images, options=opts, stored=load_model(out / "model.safetensors"))
+    schedulers = {k: training.LambdaLR(o, run.lr_lambda) for k, o in run.optimizers.items()}
+    ctx = training._Dist(0, 1, torch.device("cpu"), owns_group=False)
+    training._restore(run, out, schedulers, ctx, seed=0, lr=5e-4)
+    for name, sched in schedulers.items():
+        assert sched.get_last_lr() == [g["lr"] for g in run.optimizers[name].param_groups]
+        assert sched.get_last_lr() == pytest.approx([5e-4])
+
+
 def test_band_count_mismatch(tmp_path: Path) -> None:
     a, b = _masked_domains()
     config = CycleGANConfig(in_channels_a=4, ngf=4, ndf=4, n_blocks=1)
@@ -476,7 +505,7 @@ def test_options_validation() -> None:
         TrainOptions(resume=True, overwrite=True)
     with pytest.raises(ConfigError, match="learning rate"):
         TrainOptions(lr=0)
-    assert np.isfinite(TrainOptions().lr)
+    assert TrainOptions().lr is None  # 2e-4, or the resumed run's
 
 
 def test_generate_refuses_an_out_folder_holding_its_inputs(tmp_path: Path) -> None:
