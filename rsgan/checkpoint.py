@@ -26,6 +26,7 @@ step (see ``docs/models-and-training.md``).
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import json
 import os
 import struct
@@ -64,7 +65,12 @@ class DomainInfo:
         descriptions: band descriptions of the source, one per band (None entries allowed).
         colorinterp: colour interpretation of the source bands by name (``"red"``,
             ``"gray"``, ``"undefined"``...), one per band; None if unknown (checkpoints of
-            rsgan before it was recorded).
+            rsgan before it was recorded). rasterio ``ColorInterp`` members are stored by
+            name.
+
+    Raises:
+        ConfigError: ``bands``, ``descriptions``, ``colorinterp`` or the normaliser of
+            another length than ``count``.
     """
 
     bands: tuple[int, ...] | None
@@ -84,7 +90,16 @@ class DomainInfo:
         if self.descriptions is not None:
             object.__setattr__(self, "descriptions", tuple(self.descriptions))
         if self.colorinterp is not None:
-            object.__setattr__(self, "colorinterp", tuple(str(c) for c in self.colorinterp))
+            object.__setattr__(
+                self, "colorinterp", tuple(_colour_name(c) for c in self.colorinterp)
+            )
+        for name in ("descriptions", "colorinterp"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.count:
+                raise ConfigError(
+                    f"domain lists {len(values)} band {name} {values} but count={self.count}; "
+                    f"give one per band (None for unknown)"
+                )
         if self.normalizer is not None and self.normalizer.count != self.count:
             raise ConfigError(
                 f"domain normaliser has {self.normalizer.count} bands but count={self.count}"
@@ -116,6 +131,19 @@ class DomainInfo:
             descriptions=None if descriptions is None else tuple(descriptions),
             colorinterp=None if colorinterp is None else tuple(colorinterp),
         )
+
+
+def _colour_name(value: Any) -> str:
+    """A band's colour interpretation by name: ``"red"`` for ``ColorInterp.red`` (an
+    IntEnum, whose ``str`` is its number on Python 3.11+) or ``"Red"``."""
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, str):
+        return value.lower()
+    raise ConfigError(
+        f"colour interpretation {value!r} is neither a rasterio ColorInterp nor a name; "
+        'pass e.g. ColorInterp.red or "red"'
+    )
 
 
 def unwrap(net: nn.Module) -> nn.Module:

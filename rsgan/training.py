@@ -1590,6 +1590,17 @@ def train_dcgan(
 # --------------------------------------------------------------------------- generation
 
 
+def _colour_interpretation(info: DomainInfo) -> list[Any] | None:
+    """The recorded colour interpretation of a domain's bands as rasterio ColorInterp
+    members; None when none is recorded or a name is unknown to this rasterio."""
+    from rasterio.enums import ColorInterp
+
+    names = info.colorinterp or ()
+    if not names or any(name not in ColorInterp.__members__ for name in names):
+        return None
+    return [ColorInterp[name] for name in names]
+
+
 def generate(
     model: PathLike | LoadedModel,
     n: int,
@@ -1604,7 +1615,8 @@ def generate(
     """Write ``n`` DCGAN samples as GeoTIFF chips and a PNG grid into ``out_dir``.
 
     Chips are denormalised with the checkpoint's Normalizer into the source dtype (float32
-    model values in [-1, 1] if the checkpoint has none). With ``template``, each chip gets
+    model values in [-1, 1] if the checkpoint has none) and get the band descriptions and
+    colour interpretation the checkpoint records. With ``template``, each chip gets
     the template raster's CRS and pixel size, anchored at its upper-left corner; without,
     chips have no georeference.
 
@@ -1645,6 +1657,7 @@ def generate(
     info = loaded.out_domain()
     shown = _shown(info)
     dtype = info.dtype if info.normalizer is not None else "float32"
+    colorinterp = _colour_interpretation(info)
     crs, transform = None, Affine.identity()
     if template is not None:
         tpl = describe(template)
@@ -1680,6 +1693,8 @@ def generate(
                 "compress": "deflate",
             }
             with rasterio.open(tmp / name, "w", **profile) as dst:
+                if colorinterp:  # before the pixels: libtiff cannot change it afterwards
+                    dst.colorinterp = colorinterp
                 dst.write(values.astype(dtype))
                 if info.descriptions:
                     for b, text in enumerate(info.descriptions, start=1):

@@ -413,22 +413,33 @@ def test_sample_grids_show_the_red_green_and_blue_bands(
     assert np.ptp(blue, axis=0).max() == 0 and np.ptp(blue, axis=1).min() > 0
 
 
-def test_generated_grid_shows_the_red_green_and_blue_bands(tmp_path: Path) -> None:
-    """`generate` with a DCGAN of B, G, R, NIR scenes (as its band descriptions record):
-    the grid's red, green and blue are bands 3, 2 and 1 of the samples it writes."""
+BGR_NIR = (ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.undefined)
+
+
+@pytest.mark.parametrize("named", ["descriptions", "colorinterp"])
+def test_generated_grid_shows_the_red_green_and_blue_bands(tmp_path: Path, named: str) -> None:
+    """`generate` with a DCGAN of B, G, R, NIR scenes (as its band descriptions or colour
+    interpretation, given as rasterio's ColorInterp, record): the grid's red, green and blue
+    are bands 3, 2 and 1 of the samples it writes, which carry what the checkpoint records.
+    """
     config = DCGANConfig(channels=4, nz=8, ngf=2, ndf=2)
     nets = build_nets("dcgan", config)
     with torch.no_grad():  # unrelated output bands spanning [-1, 1]
         last = nets["G"].model[-2].weight
         last.copy_(torch.randn(last.shape, generator=torch.Generator().manual_seed(0)))
     norm = Normalizer(lo=(0.0,) * 4, hi=(10000.0,) * 4, dtype="uint16")
+    named_bands = {"descriptions": tuple(S2_BANDS), "colorinterp": BGR_NIR}
     domain = DomainInfo(bands=(1, 2, 3, 4), count=4, dtype="uint16", normalizer=norm,
-                        descriptions=tuple(S2_BANDS))  # fmt: skip
+                        **{named: named_bands[named]})  # fmt: skip
     ckpt = save_checkpoint(tmp_path / "dc.safetensors", kind="dcgan", config=config,
                            nets=nets, domains={"data": domain}, generators_only=True)  # fmt: skip
     (sample,) = generate(ckpt, 1, tmp_path / "gen", seed=3)
     with rasterio.open(sample) as src:
         bands = src.read().astype(float)
+        if named == "descriptions":
+            assert src.descriptions == tuple(S2_BANDS)
+        else:
+            assert tuple(src.colorinterp) == BGR_NIR
     shown = _tile(tmp_path / "gen" / "grid.png", 0, 0, 64)
     best = [
         int(np.argmax([np.corrcoef(c.ravel(), b.ravel())[0, 1] for b in bands])) + 1 for c in shown
