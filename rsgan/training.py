@@ -599,7 +599,19 @@ def _domain_info(dataset: Dataset, stored: DomainInfo | None = None) -> DomainIn
     )
 
 
-def _summary(dataset: Dataset, size: int) -> dict[str, Any]:
+def _chip_size(source: Any, size: int) -> int | None:
+    """The chip side in px of ``source``: ``size`` for rasters (cut into chips of it); for a
+    Dataset, the one it tells (a :class:`rsgan.data.ChipDataset`'s ``spec.size``), else
+    None (its items are not read to find out)."""
+    if not _is_dataset(source):
+        return size
+    spec_size = getattr(getattr(source, "spec", None), "size", None)
+    return int(spec_size) if isinstance(spec_size, int) else None
+
+
+def _summary(dataset: Dataset, size: int | None) -> dict[str, Any]:
+    """The data summary of one domain for the checkpoint; ``size``: its chip side in px,
+    None when unknown."""
     scenes = list(getattr(dataset, "scenes", []) or [])
     return {
         "chips": len(dataset),  # type: ignore[arg-type]
@@ -747,11 +759,15 @@ def _warn_other_data(
 def _resolve_tile(tile: int | None, stored: LoadedModel | None) -> int:
     """The CycleGAN chip size: as given, else the resumed run's, else :data:`DEFAULT_TILE`.
 
+    A run on Datasets that did not tell their chip size recorded none: any tile resumes it.
+
     Raises:
         ConfigError: when resuming with a tile other than the run's (its fake pools hold
             chips of the run's size, and the run's chips would silently change size).
     """
-    recorded = stored.metadata.get("data", {}).get("a", {}).get("chip_size") if stored else None
+    data = (stored.metadata.get("data") or {}) if stored else {}
+    sizes = [(data.get(name) or {}).get("chip_size") for name in ("a", "b")]
+    recorded = next((size for size in sizes if size), None)
     if tile is None:
         return int(recorded) if recorded else DEFAULT_TILE
     if recorded and tile != recorded:
@@ -856,7 +872,10 @@ def prepare_cyclegan(
                 f"{want}; select bands (bands_{name.lower()}=...) or use a config with "
                 f"in_channels_{name.lower()}={info.count}"
             )
-    data_summary = {"a": _summary(ds_a, tile), "b": _summary(ds_b, tile)}
+    data_summary = {
+        "a": _summary(ds_a, _chip_size(domain_a, tile)),
+        "b": _summary(ds_b, _chip_size(domain_b, tile)),
+    }
     _warn_other_data(stored, data_summary, {"a": info_a, "b": info_b})
     torch.manual_seed(options.seed)
     nets = build_nets("cyclegan", config)
@@ -925,7 +944,7 @@ def prepare_dcgan(
             f"the chips have {info.count} band(s) but the DCGAN config expects "
             f"{config.channels}; select bands (bands=...) or use channels={info.count}"
         )
-    data_summary = {"data": _summary(ds, size)}
+    data_summary = {"data": _summary(ds, _chip_size(source, size))}
     _warn_other_data(stored, data_summary, {"data": info})
     torch.manual_seed(options.seed)
     nets = build_nets("dcgan", config)

@@ -344,6 +344,31 @@ def test_a_rate_given_on_resume_replaces_the_runs(tmp_path: Path) -> None:
         assert sched.get_last_lr() == pytest.approx([5e-4])
 
 
+def test_dataset_runs_record_their_real_chip_size_or_none(
+    tmp_path: Path, make_raster: Callable[..., Path]
+) -> None:
+    """Datasets recorded chip_size = tile (256 by default) whatever their chips, and their
+    runs then refused to resume with the real tile. A Dataset that tells its size (a
+    ChipDataset's spec) records it; one that does not records None and resumes with any."""
+    from rsgan.data import ChipDataset
+
+    a, b = _masked_domains()  # 32 px chips that do not say so
+    out = tmp_path / "run"
+    train_cyclegan(a, b, out, config=TINY, options=_options(steps=1))
+    assert load_model(out / "model.safetensors").metadata["data"]["a"]["chip_size"] is None
+    train_cyclegan(a, b, out, tile=32, options=_options(steps=2, resume=True))
+
+    scene = make_raster("a.tif", width=64, height=64, count=3, seed=1)
+    chips = ChipDataset([scene], size=32, seed=0)
+    train_cyclegan(chips, b, tmp_path / "chips", config=TINY, options=_options(steps=1))
+    data = load_model(tmp_path / "chips" / "model.safetensors").metadata["data"]
+    assert (data["a"]["chip_size"], data["b"]["chip_size"]) == (32, None)
+    with pytest.raises(ConfigError, match="tile 48 px differs from the 32 px chips"):
+        train_cyclegan(
+            chips, b, tmp_path / "chips", tile=48, options=_options(steps=2, resume=True)
+        )
+
+
 def test_band_count_mismatch(tmp_path: Path) -> None:
     a, b = _masked_domains()
     config = CycleGANConfig(in_channels_a=4, ngf=4, ndf=4, n_blocks=1)
