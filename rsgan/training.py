@@ -704,6 +704,21 @@ def _smaller_image_size(side: int) -> str:
     return f"pass image_size={fits[-1]} (--size {fits[-1]}) or less, or leave the scene out"
 
 
+def _smaller_on_resume(size: int, option: str) -> Callable[[int], str]:
+    """The fix for a scene smaller than a resumed run's chips of ``size`` px, whose size
+    the run fixes (``option``: ``tile``, ``image_size``): a smaller one would be refused."""
+
+    def fix(side: int) -> str:
+        del side
+        return (
+            f"leave the scene out to resume the run (its chips are {size} px, and a resumed "
+            f"run keeps its {option}), or start a new run on it with a smaller {option} "
+            "(another out folder, or overwrite=True / --overwrite)"
+        )
+
+    return fix
+
+
 _DOMAIN_LABELS = {"a": "domain A", "b": "domain B", "data": "the data"}
 
 
@@ -841,6 +856,7 @@ def prepare_cyclegan(
 
     stored_a = stored.domains["a"] if stored else None
     stored_b = stored.domains["b"] if stored else None
+    smaller = _smaller_on_resume(tile, "tile") if stored else _smaller_tile
     ds_a = _chips(
         domain_a,
         size=tile,
@@ -848,7 +864,7 @@ def prepare_cyclegan(
         max_nodata=max_nodata,
         stored=stored_a,
         seed=options.seed,
-        smaller=_smaller_tile,
+        smaller=smaller,
     )
     ds_b = _chips(
         domain_b,
@@ -857,7 +873,7 @@ def prepare_cyclegan(
         max_nodata=max_nodata,
         stored=stored_b,
         seed=options.seed + 1,
-        smaller=_smaller_tile,
+        smaller=smaller,
     )
     info_a, info_b = _domain_info(ds_a, stored_a), _domain_info(ds_b, stored_b)
     counts = {"in_channels_a": info_a.count, "in_channels_b": info_b.count}
@@ -932,7 +948,7 @@ def prepare_dcgan(
         max_nodata=0.0,
         stored=stored_info,
         seed=options.seed,
-        smaller=_smaller_image_size,
+        smaller=_smaller_on_resume(size, "image_size") if stored else _smaller_image_size,
     )
     info = _domain_info(ds, stored_info)
     config = cast(

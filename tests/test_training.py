@@ -18,7 +18,13 @@ from torch.utils.data import Dataset
 
 from rsgan import training
 from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
-from rsgan.errors import BandError, CheckpointError, ConfigError, OutputExistsError
+from rsgan.errors import (
+    BandError,
+    CheckpointError,
+    ConfigError,
+    OutputExistsError,
+    TileSpecError,
+)
 from rsgan.io import Normalizer
 from rsgan.losses import ImagePool
 from rsgan.models import CycleGANConfig, DCGANConfig, build_nets
@@ -367,6 +373,26 @@ def test_dataset_runs_record_their_real_chip_size_or_none(
         train_cyclegan(
             chips, b, tmp_path / "chips", tile=48, options=_options(steps=2, resume=True)
         )
+
+
+def test_a_scene_too_small_to_resume_on_says_to_leave_it_out(
+    tmp_path: Path, make_raster: Callable[..., Path]
+) -> None:
+    """Resuming on a scene smaller than the run's chips suggested "pass tile=28 or less",
+    which the resume's tile check then refused; it says to leave the scene out or to start
+    a new run instead."""
+    pre = make_raster("pre.tif", width=64, height=64, count=3, seed=1)
+    post = make_raster("post.tif", width=64, height=64, count=3, seed=2)
+    small = make_raster("small.tif", width=28, height=28, count=3, seed=3)
+    out = tmp_path / "run"
+    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1, pool_size=0)
+    train_cyclegan(pre, post, out, tile=32, config=config, options=_options(steps=1))
+    with pytest.raises(TileSpecError, match="smaller than the 32 px") as info:
+        train_cyclegan(small, post, out, options=_options(steps=2, resume=True))
+    assert "leave the scene out to resume the run" in str(info.value)
+    assert "start a new run" in str(info.value) and "tile=28" not in str(info.value)
+    with pytest.raises(TileSpecError, match=r"pass tile=28 \(--tile 28\) or less"):
+        train_cyclegan(small, post, tmp_path / "new", tile=32, options=_options(steps=1))
 
 
 def test_band_count_mismatch(tmp_path: Path) -> None:
