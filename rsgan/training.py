@@ -26,6 +26,7 @@ import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -736,13 +737,35 @@ def _source_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None
     return None
 
 
+_PACKAGE_DIR = os.path.dirname(__file__) + os.sep  # as code objects name their files
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller of this function point
+    at the first caller outside rsgan (the caller of ``train_cyclegan``, ``fit``, ...),
+    however deep in rsgan the warning is issued."""
+    level, frame = 1, sys._getframe(1)  # level 1: the function about to warn
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a torchrun (``RANK``) or process group, or a single process: the one that
+    warns (once per run, not once per rank)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _warn_other_data(
     stored: LoadedModel | None, summary: Mapping[str, Any], domains: Mapping[str, DomainInfo]
 ) -> None:
-    """One warning when a resumed run reads other scenes or bands than the run recorded
-    (swapped domains, a domain pointed at another folder): it goes on, with the run's
-    normalisers, but it no longer continues the same training."""
-    if stored is None:
+    """One warning (on rank 0 only under torchrun) when a resumed run reads other scenes or
+    bands than the run recorded (swapped domains, a domain pointed at another folder): it
+    goes on, with the run's normalisers, but it no longer continues the same training."""
+    if stored is None or not _is_main_process():
         return
     recorded = stored.metadata.get("data") or {}
     changes = []
@@ -767,7 +790,7 @@ def _warn_other_data(
         f"{' (domains A and B swapped?)' if swapped else ''}; training goes on with them "
         "and the run's normalisers; pass the run's sources and bands to continue it as "
         "it was",
-        stacklevel=3,
+        stacklevel=_outside_stacklevel(),
     )
 
 
@@ -1441,7 +1464,7 @@ def _nothing_to_train(out: Path, done: int, steps: int, ctx: _Dist) -> None:
         warnings.warn(
             f"resume: the run in {out} is already at step {done} of steps={steps}: nothing "
             f"to train, nothing written; {fix}",
-            stacklevel=4,
+            stacklevel=_outside_stacklevel(),
         )
 
 

@@ -284,8 +284,9 @@ def test_resume_at_or_past_its_steps_says_so(tmp_path: Path) -> None:
     out = tmp_path / "run"
     train_dcgan(images, out, config=TINY_DCGAN, options=_options(steps=2, batch_size=4))
     files = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    with pytest.warns(UserWarning, match="already at step 2 of steps=2: nothing to train"):
+    with pytest.warns(UserWarning, match="already at step 2 of steps=2: nothing to train") as w:
         path = train_dcgan(images, out, options=_options(steps=2, batch_size=4, resume=True))
+    assert [x.filename for x in w if "nothing to train" in str(x.message)] == [__file__]
     assert path == out / "model.safetensors"
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files
     with pytest.raises(ConfigError, match=r"already at step 2, past steps=1.*more than 2"):
@@ -535,9 +536,13 @@ def test_from_rasters_and_generate(tmp_path: Path, make_raster: Callable[..., Pa
         generate(ckpt, 1, tmp_path / "gen2")
 
 
-def test_resume_on_other_data_warns(tmp_path: Path, make_raster: Callable[..., Path]) -> None:
+def test_resume_on_other_data_warns(
+    tmp_path: Path, make_raster: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Swapped domains, or a domain read from another scene, resume with one warning that
-    names the old and the new source; the same data resume without one."""
+    names the old and the new source, pointing at the caller of train_cyclegan (or of
+    prepare_cyclegan), and on rank 0 only under torchrun; the same data resume without
+    one."""
     pre = make_raster("pre.tif", width=64, height=64, count=3, seed=1)
     post = make_raster("post.tif", width=64, height=64, count=3, seed=2)
     other = make_raster("other.tif", width=64, height=64, count=3, seed=3)
@@ -549,7 +554,9 @@ def test_resume_on_other_data_warns(tmp_path: Path, make_raster: Callable[..., P
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             train_cyclegan(a, b, out, options=_options(steps=steps, resume=True))
-        return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        mine = [w for w in caught if issubclass(w.category, UserWarning)]
+        assert all(w.filename == __file__ for w in mine), [w.filename for w in mine]
+        return [str(w.message) for w in mine]
 
     assert resume(pre, post, 2) == []
     (swapped,) = resume(post, pre, 3)
@@ -558,6 +565,16 @@ def test_resume_on_other_data_warns(tmp_path: Path, make_raster: Callable[..., P
     assert "swapped" in swapped and "\n" not in swapped
     (moved,) = resume(post, other, 4)  # the checkpoint of step 3 records the swapped data
     assert f"domain B reads {other} where it read {pre}" in moved and "domain A" not in moved
+
+    stored = load_model(out / "model.safetensors")
+    with pytest.warns(UserWarning, match="data differ") as caught:
+        training.prepare_cyclegan(pre, post, options=_options(resume=True), stored=stored)
+    assert [w.filename for w in caught if "data differ" in str(w.message)] == [__file__]
+    monkeypatch.setenv("RANK", "1")  # another rank of a torchrun: rank 0 warns
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        training.prepare_cyclegan(pre, post, options=_options(resume=True), stored=stored)
+    assert not [w for w in caught if "data differ" in str(w.message)]
 
 
 def test_options_validation() -> None:
