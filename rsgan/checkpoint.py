@@ -43,7 +43,7 @@ from torch import nn
 
 from rsgan import __version__
 from rsgan._types import PathLike
-from rsgan.errors import CheckpointError, ConfigError
+from rsgan.errors import CheckpointError, ConfigError, ModelError
 from rsgan.io import Normalizer, atomic_output
 from rsgan.models import make_config, model_kind
 
@@ -51,6 +51,12 @@ METADATA_KEY = "rsgan"
 FORMAT_VERSION = 1
 LEGACY_SUFFIXES = (".pt", ".pth")
 _HEADER_LIMIT = 100 * 2**20  # safetensors refuses headers above 100 MB as well
+DEFAULT_MODEL_ENV = "RSGAN_MODEL"
+"""Environment variable naming the checkpoint used when no model is given."""
+DEFAULT_MODEL_PATH = (
+    Path(__file__).resolve().parent / "assets" / "default_cyclegan_joplin.safetensors"
+)
+"""The bundled default model (see docs/model-card.md)."""
 
 
 @dataclass(frozen=True)
@@ -402,6 +408,30 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
     return _read_safetensors(src, None)[0]
 
 
+def default_model_path() -> Path:
+    """The checkpoint used when no model is given (``load_model(None)``,
+    ``translate_raster(..., model=None)``): ``$RSGAN_MODEL`` or the bundled default.
+
+    Raises:
+        ModelError: when neither exists.
+    """
+    env = os.environ.get(DEFAULT_MODEL_ENV)
+    if env:
+        if not Path(env).is_file():
+            raise ModelError(
+                f"${DEFAULT_MODEL_ENV} is {env}, which is not a file; point it to a checkpoint "
+                f"(.safetensors), or unset it to use the bundled default model"
+            )
+        return Path(env)
+    if not DEFAULT_MODEL_PATH.is_file():
+        raise ModelError(
+            f"no model given and the bundled default model {DEFAULT_MODEL_PATH} is missing "
+            f"from this install; pass model=<checkpoint.safetensors>, --model, or set "
+            f"{DEFAULT_MODEL_ENV}"
+        )
+    return DEFAULT_MODEL_PATH
+
+
 def load_model(
     path_or_model: PathLike | LoadedModel | None = None, *, device: Any = "cpu"
 ) -> LoadedModel:
@@ -410,8 +440,8 @@ def load_model(
     Args:
         path_or_model: a ``.safetensors`` file (or a legacy ``.pt``/``.pth`` saved as
             ``{"rsgan": metadata, "weights": state}``), an already loaded model, or None:
-            the model ``translate_raster`` uses by default (``$RSGAN_MODEL``, else the
-            bundled default model).
+            the model ``translate_raster`` uses by default (:func:`default_model_path`:
+            ``$RSGAN_MODEL``, else the bundled default model).
         device: where the nets go.
 
     Returns:
@@ -419,13 +449,14 @@ def load_model(
 
     Raises:
         CheckpointError: missing, truncated or corrupt file; a pickle; missing metadata;
-            weights that do not fit the stored architecture.
+            weights that do not fit the stored architecture (for None and a bad
+            ``$RSGAN_MODEL`` file, the message begins ``$RSGAN_MODEL:``).
+        ModelError: None given, and ``$RSGAN_MODEL`` names no file, or it is unset and the
+            bundled default model is missing from the install.
     """
     if isinstance(path_or_model, LoadedModel):
         return path_or_model.to(device)
     if path_or_model is None:
-        from rsgan.pipelines.translate import DEFAULT_MODEL_ENV, default_model_path
-
         path = default_model_path()
         if os.environ.get(DEFAULT_MODEL_ENV):
             try:
@@ -513,8 +544,11 @@ def load_train_state(path: PathLike) -> dict[str, Any]:
 
 
 __all__ = [
+    "DEFAULT_MODEL_ENV",
+    "DEFAULT_MODEL_PATH",
     "DomainInfo",
     "LoadedModel",
+    "default_model_path",
     "load_model",
     "load_train_state",
     "read_metadata",

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from rasterio.enums import ColorInterp
 
+from rsgan import checkpoint as checkpoint_mod
 from rsgan.checkpoint import (
     DomainInfo,
     load_model,
@@ -262,3 +267,30 @@ def test_train_state_round_trip_and_errors(tmp_path: Path) -> None:
         load_train_state(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_train_state(tmp_path / "none.pt")
+
+
+def test_the_default_model_is_found_without_the_pipelines(tmp_path: Path) -> None:
+    """``load_model(None)`` finds the default model in rsgan.checkpoint (it imported
+    rsgan.pipelines.translate, against the package's one-way imports), and a missing one
+    is a ModelError; translate re-exports the names."""
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        from rsgan import checkpoint
+        from rsgan.errors import ModelError
+        assert checkpoint.load_model(None).path == checkpoint.DEFAULT_MODEL_PATH
+        os.environ["RSGAN_MODEL"] = {str(tmp_path / "nope.safetensors")!r}
+        try:
+            checkpoint.load_model(None)
+        except ModelError as exc:
+            assert "$RSGAN_MODEL is" in str(exc), exc
+        else:
+            raise AssertionError("no ModelError")
+        assert "rsgan.pipelines.translate" not in sys.modules, "imported the pipelines"
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "RSGAN_MODEL": ""})
+    from rsgan.pipelines import translate
+
+    assert translate.default_model_path is checkpoint_mod.default_model_path
+    assert translate.DEFAULT_MODEL_PATH == checkpoint_mod.DEFAULT_MODEL_PATH

@@ -10,11 +10,11 @@ import rasterio
 import torch
 from click.testing import CliRunner
 
+from rsgan import checkpoint as checkpoint_mod
 from rsgan.checkpoint import DomainInfo, save_checkpoint
 from rsgan.cli.main import cli
 from rsgan.io import Normalizer
 from rsgan.models import CycleGANConfig, build_nets
-from rsgan.pipelines import translate as translate_mod
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def tiny_default(tmp_path, monkeypatch):
         generators_only=True,
     )
     monkeypatch.delenv("RSGAN_MODEL", raising=False)
-    monkeypatch.setattr(translate_mod, "DEFAULT_MODEL_PATH", path)
+    monkeypatch.setattr(checkpoint_mod, "DEFAULT_MODEL_PATH", path)  # translate's default
     return path
 
 
