@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -239,6 +240,46 @@ def test_run_main_passes_other_exits_and_errors_through(capsys, monkeypatch) -> 
         run_main(lambda: sys.exit("--held-out 0: hold out 1 to 99"))
     with pytest.raises(ZeroDivisionError):
         run_main(lambda: 1 / 0)
+
+
+def test_run_main_stops_on_ctrl_c_and_sigterm_as_the_cli(capsys, monkeypatch, tmp_path) -> None:
+    """Ctrl-C and SIGTERM print one line and exit 130 and 143, as ``rsgan`` does, not a
+    traceback with exit status 1; an interrupted training says how to resume."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from _common import run_main
+
+    from rsgan.training import TrainingInterrupted
+
+    def interrupted(signum: int):  # noqa: ANN202
+        def main() -> None:
+            raise TrainingInterrupted(3, tmp_path, signum=signum)
+
+        return main
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    def terminated() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # raised as an interrupt within run_main
+
+    cases = [
+        (interrupted(signal.SIGINT), 130, "after step 3"),
+        (interrupted(signal.SIGTERM), 143, "after step 3"),
+        (ctrl_c, 130, "Interrupted."),
+        (terminated, 143, "Terminated."),
+    ]
+    for main, code, text in cases:
+        try:
+            run_main(main)
+        except SystemExit as exc:
+            assert exc.code == code
+        except KeyboardInterrupt as exc:  # would stop pytest itself
+            pytest.fail(f"run_main let {exc!r} through")
+        else:
+            pytest.fail("run_main did not exit")
+        err = capsys.readouterr().err
+        assert text in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_default_model_training_keeps_the_bundled_model(make_raster, tmp_path, monkeypatch):
