@@ -14,7 +14,7 @@ import rasterio
 import torch
 
 from rsgan.checkpoint import load_model
-from rsgan.errors import OutputExistsError
+from rsgan.errors import ConfigError, OutputExistsError
 from rsgan.models.cyclegan import ResnetGenerator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -306,6 +306,9 @@ def test_default_model_training_keeps_the_bundled_model(make_raster, tmp_path, m
     with pytest.raises(OutputExistsError, match="is the bundled default model"):
         tdm.main([*tiny, "--out", str(tdm.ASSET)])
     assert saved.read_bytes() == b"an earlier run" and tdm.ASSET.read_bytes() == asset
+    # a folder is refused up front, --overwrite or not (it failed after training)
+    with pytest.raises(ConfigError, match="is a folder; pass the checkpoint file"):
+        tdm.main([*tiny, "--out", str(tmp_path / "runs"), "--overwrite"])
     tdm.main([*tiny, "--overwrite"])
     assert load_model(saved).steps == 0
 
