@@ -21,12 +21,18 @@ from rasterio.windows import Window
 from rsgan.cli._signals import Terminated, terminate_as_interrupt
 from rsgan.errors import RsganError
 from rsgan.io import atomic_output, open_raster, read_valid_mask, write_png_grid
+from rsgan.pipelines.demo import JOPLIN_HELD_OUT
 from rsgan.training import TrainingInterrupted, TrainOptions
 
 SHARED_DATA = Path(
     os.environ.get("RSGAN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 """The real imagery (``../shared/data`` next to the repository, or ``$RSGAN_SHARED_DATA``)."""
+JOPLIN_HOLDOUT_PRE = JOPLIN_HELD_OUT.name
+"""The Joplin pre-disaster tile held out from the bundled model's training (the one
+``rsgan demo`` shows; docs/model-card.md)."""
+JOPLIN_HOLDOUT_POST = "tile_33548-6161.tif"
+"""The Joplin post-disaster tile held out from the bundled model's training."""
 
 
 def run_main(main: Callable[[], object]) -> None:

@@ -51,15 +51,15 @@ from rsgan.models.cyclegan import UPSAMPLE_MODES, ResnetGenerator
 from rsgan.training import linear_decay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import run_main  # noqa: E402
+from _common import JOPLIN_HOLDOUT_POST, JOPLIN_HOLDOUT_PRE, run_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "rsgan" / "assets" / "default_cyclegan_joplin.safetensors"
 """The bundled default model: replaced only with ``--out`` naming it and ``--overwrite``."""
 DEFAULT_OUT = Path("runs") / "default_cyclegan_joplin.safetensors"
 """Where a run saves its generators by default, relative to the current folder."""
-HOLDOUT_PRE = "tile_337-9136.tif"
-HOLDOUT_POST = "tile_33548-6161.tif"
+HOLDOUT_PRE = JOPLIN_HOLDOUT_PRE
+HOLDOUT_POST = JOPLIN_HOLDOUT_POST
 
 
 @dataclass(frozen=True)
