@@ -318,7 +318,10 @@ def _fail(path: Path, problem: str) -> CheckpointError:
 
 
 def _check_safetensors_header(path: Path) -> None:
-    """Refuse pickles, torch zip files and truncated files before safetensors reads them."""
+    """Refuse pickles, torch zip files and truncated files before safetensors reads them.
+
+    The pickle check only chooses the message: safetensors never unpickles, so a pickle
+    would be refused by it as well, in words that do not say what the file is."""
     size = path.stat().st_size
     with path.open("rb") as fh:
         head = fh.read(9)

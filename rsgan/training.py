@@ -1098,10 +1098,14 @@ class _ResumableSampler(DistributedSampler):
 
 @dataclass
 class _Progress:
+    """Where a run is: the last completed ``step``, its ``epoch`` and ``batch_in_epoch``,
+    and ``trained_seconds``, the training time up to the run's saved state over every
+    session of the run (the clock of a resumed session starts from it)."""
+
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
-    seconds: float = 0.0  # training time up to ``step``, over every session of the run
+    trained_seconds: float = 0.0
 
 
 def _save_all(
@@ -1424,14 +1428,15 @@ def _make_loader(
 class _Logger:
     """Appends losses to ``log.jsonl`` and shows them on the progress bar (rank 0).
 
-    Its clock starts at ``pos.seconds``, the training time of the run's earlier sessions.
+    Its clock starts at ``pos.trained_seconds``, the training time of the run's earlier
+    sessions.
     """
 
     def __init__(self, out: Path, bar: Any, pos: _Progress) -> None:
         self.out, self.bar = out, bar
         self.started = self.last_time = time.perf_counter()
         self.last_step = pos.step
-        self.earlier = pos.seconds
+        self.earlier = pos.trained_seconds
 
     def elapsed(self, now: float | None = None) -> float:
         """Training seconds of the run so far, earlier sessions included."""
