@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,14 +18,21 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
+from rsgan.cli._signals import Terminated, terminate_as_interrupt
 from rsgan.errors import RsganError
 from rsgan.io import atomic_output, open_raster, read_valid_mask, write_png_grid
-from rsgan.training import TrainOptions
+from rsgan.pipelines.demo import JOPLIN_HELD_OUT
+from rsgan.training import TrainingInterrupted, TrainOptions
 
 SHARED_DATA = Path(
     os.environ.get("RSGAN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 """The real imagery (``../shared/data`` next to the repository, or ``$RSGAN_SHARED_DATA``)."""
+JOPLIN_HOLDOUT_PRE = JOPLIN_HELD_OUT.name
+"""The Joplin pre-disaster tile held out from the bundled model's training (the one
+``rsgan demo`` shows; docs/model-card.md)."""
+JOPLIN_HOLDOUT_POST = "tile_33548-6161.tif"
+"""The Joplin post-disaster tile held out from the bundled model's training."""
 
 
 def run_main(main: Callable[[], object]) -> None:
@@ -32,13 +40,25 @@ def run_main(main: Callable[[], object]) -> None:
 
     An rsgan error (an output that exists without ``--overwrite``, a raster rsgan cannot
     read) becomes one line ``Error: <message>`` on stderr and exit status 1, without a
-    traceback; anything else propagates.
+    traceback. Ctrl-C becomes one line and exit status 130, SIGTERM (raised as an
+    interrupt, so outputs are cleaned up as after Ctrl-C) exit status 143; an interrupted
+    training says where its checkpoint is and how to resume. Anything else propagates.
     """
     try:
-        main()
+        with terminate_as_interrupt():
+            main()
     except RsganError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except TrainingInterrupted as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        raise SystemExit(143 if exc.signum == signal.SIGTERM else 130) from None
+    except Terminated:
+        print("Terminated.", file=sys.stderr)
+        raise SystemExit(143) from None
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def read_image(path: Path) -> np.ndarray:

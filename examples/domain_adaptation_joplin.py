@@ -51,13 +51,13 @@ from rsgan.io import Normalizer, atomic_output
 from rsgan.pipelines.augment import MixedSegmentationDataset, augment_segmentation_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import run_main  # noqa: E402
+from _common import JOPLIN_HOLDOUT_PRE, run_main  # noqa: E402
 
 SHARED_DATA = Path(
     os.environ.get("RSGAN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 JOPLIN = "xview2_joplin_prepost"
-HOLDOUT_PRE = "tile_337-9136"
+HOLDOUT_PRE = Path(JOPLIN_HOLDOUT_PRE).stem
 IGNORE = 255
 NORM = Normalizer.for_dtype("uint8", 3)
 

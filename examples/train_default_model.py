@@ -42,7 +42,7 @@ from rasterio.warp import calculate_default_transform
 from torch import nn
 
 from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
-from rsgan.errors import OutputExistsError
+from rsgan.errors import ConfigError, OutputExistsError
 from rsgan.io import Normalizer
 from rsgan.losses import periodic_peaks, window_power
 from rsgan.metrics import per_band_wasserstein, sliced_wasserstein_distance
@@ -51,15 +51,15 @@ from rsgan.models.cyclegan import UPSAMPLE_MODES, ResnetGenerator
 from rsgan.training import linear_decay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import run_main  # noqa: E402
+from _common import JOPLIN_HOLDOUT_POST, JOPLIN_HOLDOUT_PRE, run_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "rsgan" / "assets" / "default_cyclegan_joplin.safetensors"
 """The bundled default model: replaced only with ``--out`` naming it and ``--overwrite``."""
 DEFAULT_OUT = Path("runs") / "default_cyclegan_joplin.safetensors"
 """Where a run saves its generators by default, relative to the current folder."""
-HOLDOUT_PRE = "tile_337-9136.tif"
-HOLDOUT_POST = "tile_33548-6161.tif"
+HOLDOUT_PRE = JOPLIN_HOLDOUT_PRE
+HOLDOUT_POST = JOPLIN_HOLDOUT_POST
 
 
 @dataclass(frozen=True)
@@ -301,11 +301,18 @@ def _init_from(net: nn.Module, source: nn.Module) -> None:
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse, before any training, to replace an existing ``out`` without ``overwrite``.
+    """Refuse, before any training, to replace an existing ``out`` without ``overwrite``,
+    or to write over a folder at all.
 
     Raises:
+        ConfigError: ``out`` is a folder (with or without ``overwrite``).
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
     """
+    if out.is_dir():
+        raise ConfigError(
+            f"--out {out} is a folder; pass the checkpoint file to write, e.g. "
+            f"--out {out / DEFAULT_OUT.name}"
+        )
     if out.exists() and not overwrite:
         what = "is the bundled default model" if out.resolve() == ASSET else "exists"
         raise OutputExistsError(

@@ -26,6 +26,7 @@ import numpy as np
 import rasterio
 
 import rsgan
+from rsgan.pipelines.demo import JOPLIN_HELD_OUT
 from rsgan.pipelines.translate import write_before_after
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 def default_scene() -> Path:
     """The Joplin pre tile held out from the bundled model's training (docs/model-card.md)."""
     data = Path(os.environ.get("RSGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
-    tile = data / "xview2_joplin_prepost" / "pre" / "tile_337-9136.tif"
+    tile = data / JOPLIN_HELD_OUT
     if not tile.is_file():
         raise SystemExit(f"no Joplin tile {tile}; set RSGAN_SHARED_DATA or pass --scene")
     return tile

@@ -26,6 +26,7 @@ step (see ``docs/models-and-training.md``).
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import json
 import os
 import struct
@@ -42,7 +43,7 @@ from torch import nn
 
 from rsgan import __version__
 from rsgan._types import PathLike
-from rsgan.errors import CheckpointError, ConfigError
+from rsgan.errors import CheckpointError, ConfigError, ModelError
 from rsgan.io import Normalizer, atomic_output
 from rsgan.models import make_config, model_kind
 
@@ -50,6 +51,12 @@ METADATA_KEY = "rsgan"
 FORMAT_VERSION = 1
 LEGACY_SUFFIXES = (".pt", ".pth")
 _HEADER_LIMIT = 100 * 2**20  # safetensors refuses headers above 100 MB as well
+DEFAULT_MODEL_ENV = "RSGAN_MODEL"
+"""Environment variable naming the checkpoint used when no model is given."""
+DEFAULT_MODEL_PATH = (
+    Path(__file__).resolve().parent / "assets" / "default_cyclegan_joplin.safetensors"
+)
+"""The bundled default model (see docs/model-card.md)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,12 @@ class DomainInfo:
         descriptions: band descriptions of the source, one per band (None entries allowed).
         colorinterp: colour interpretation of the source bands by name (``"red"``,
             ``"gray"``, ``"undefined"``...), one per band; None if unknown (checkpoints of
-            rsgan before it was recorded).
+            rsgan before it was recorded). rasterio ``ColorInterp`` members are stored by
+            name.
+
+    Raises:
+        ConfigError: ``bands``, ``descriptions``, ``colorinterp`` or the normaliser of
+            another length than ``count``.
     """
 
     bands: tuple[int, ...] | None
@@ -84,7 +96,16 @@ class DomainInfo:
         if self.descriptions is not None:
             object.__setattr__(self, "descriptions", tuple(self.descriptions))
         if self.colorinterp is not None:
-            object.__setattr__(self, "colorinterp", tuple(str(c) for c in self.colorinterp))
+            object.__setattr__(
+                self, "colorinterp", tuple(_colour_name(c) for c in self.colorinterp)
+            )
+        for name in ("descriptions", "colorinterp"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.count:
+                raise ConfigError(
+                    f"domain lists {len(values)} band {name} {values} but count={self.count}; "
+                    f"give one per band (None for unknown)"
+                )
         if self.normalizer is not None and self.normalizer.count != self.count:
             raise ConfigError(
                 f"domain normaliser has {self.normalizer.count} bands but count={self.count}"
@@ -116,6 +137,19 @@ class DomainInfo:
             descriptions=None if descriptions is None else tuple(descriptions),
             colorinterp=None if colorinterp is None else tuple(colorinterp),
         )
+
+
+def _colour_name(value: Any) -> str:
+    """A band's colour interpretation by name: ``"red"`` for ``ColorInterp.red`` (an
+    IntEnum, whose ``str`` is its number on Python 3.11+) or ``"Red"``."""
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, str):
+        return value.lower()
+    raise ConfigError(
+        f"colour interpretation {value!r} is neither a rasterio ColorInterp nor a name; "
+        'pass e.g. ColorInterp.red or "red"'
+    )
 
 
 def unwrap(net: nn.Module) -> nn.Module:
@@ -284,7 +318,10 @@ def _fail(path: Path, problem: str) -> CheckpointError:
 
 
 def _check_safetensors_header(path: Path) -> None:
-    """Refuse pickles, torch zip files and truncated files before safetensors reads them."""
+    """Refuse pickles, torch zip files and truncated files before safetensors reads them.
+
+    The pickle check only chooses the message: safetensors never unpickles, so a pickle
+    would be refused by it as well, in words that do not say what the file is."""
     size = path.stat().st_size
     with path.open("rb") as fh:
         head = fh.read(9)
@@ -374,6 +411,30 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
     return _read_safetensors(src, None)[0]
 
 
+def default_model_path() -> Path:
+    """The checkpoint used when no model is given (``load_model(None)``,
+    ``translate_raster(..., model=None)``): ``$RSGAN_MODEL`` or the bundled default.
+
+    Raises:
+        ModelError: when neither exists.
+    """
+    env = os.environ.get(DEFAULT_MODEL_ENV)
+    if env:
+        if not Path(env).is_file():
+            raise ModelError(
+                f"${DEFAULT_MODEL_ENV} is {env}, which is not a file; point it to a checkpoint "
+                f"(.safetensors), or unset it to use the bundled default model"
+            )
+        return Path(env)
+    if not DEFAULT_MODEL_PATH.is_file():
+        raise ModelError(
+            f"no model given and the bundled default model {DEFAULT_MODEL_PATH} is missing "
+            f"from this install; pass model=<checkpoint.safetensors>, --model, or set "
+            f"{DEFAULT_MODEL_ENV}"
+        )
+    return DEFAULT_MODEL_PATH
+
+
 def load_model(
     path_or_model: PathLike | LoadedModel | None = None, *, device: Any = "cpu"
 ) -> LoadedModel:
@@ -382,8 +443,8 @@ def load_model(
     Args:
         path_or_model: a ``.safetensors`` file (or a legacy ``.pt``/``.pth`` saved as
             ``{"rsgan": metadata, "weights": state}``), an already loaded model, or None:
-            the model ``translate_raster`` uses by default (``$RSGAN_MODEL``, else the
-            bundled default model).
+            the model ``translate_raster`` uses by default (:func:`default_model_path`:
+            ``$RSGAN_MODEL``, else the bundled default model).
         device: where the nets go.
 
     Returns:
@@ -391,13 +452,14 @@ def load_model(
 
     Raises:
         CheckpointError: missing, truncated or corrupt file; a pickle; missing metadata;
-            weights that do not fit the stored architecture.
+            weights that do not fit the stored architecture (for None and a bad
+            ``$RSGAN_MODEL`` file, the message begins ``$RSGAN_MODEL:``).
+        ModelError: None given, and ``$RSGAN_MODEL`` names no file, or it is unset and the
+            bundled default model is missing from the install.
     """
     if isinstance(path_or_model, LoadedModel):
         return path_or_model.to(device)
     if path_or_model is None:
-        from rsgan.pipelines.translate import DEFAULT_MODEL_ENV, default_model_path
-
         path = default_model_path()
         if os.environ.get(DEFAULT_MODEL_ENV):
             try:
@@ -485,8 +547,11 @@ def load_train_state(path: PathLike) -> dict[str, Any]:
 
 
 __all__ = [
+    "DEFAULT_MODEL_ENV",
+    "DEFAULT_MODEL_PATH",
     "DomainInfo",
     "LoadedModel",
+    "default_model_path",
     "load_model",
     "load_train_state",
     "read_metadata",

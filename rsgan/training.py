@@ -26,6 +26,7 @@ import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -82,6 +83,8 @@ from rsgan.models import (
 
 DEFAULT_TILE = 256
 """CycleGAN chip size in pixels when none is given and no run is resumed."""
+DEFAULT_LR = 2e-4
+"""Adam learning rate when none is given and no run is resumed (both papers')."""
 MIN_TILE = 24
 """The smallest CycleGAN chip: the default PatchGAN's (``3 * 2**n_layers`` px)."""
 
@@ -136,7 +139,10 @@ class TrainOptions:
     Attributes:
         steps: total optimisation steps (a resumed run continues up to this number).
         batch_size: samples per step and process; None: 1 for cyclegan, 64 for dcgan.
-        lr: Adam learning rate (betas 0.5, 0.999 as both papers).
+        lr: Adam learning rate (betas 0.5, 0.999 as both papers); None:
+            :data:`DEFAULT_LR` (2e-4), or the resumed run's. A rate given on resume
+            replaces the run's from the resumed step on (to fine-tune at a lower rate),
+            under the same schedule.
         decay_from: step from which the learning rate decays linearly to 0 at ``steps``;
             None: ``steps // 2`` for cyclegan (the paper's half constant, half decay), no
             decay for dcgan.
@@ -157,7 +163,7 @@ class TrainOptions:
 
     steps: int = 10_000
     batch_size: int | None = None
-    lr: float = 2e-4
+    lr: float | None = None
     decay_from: int | None = None
     sample_every: int = 500
     checkpoint_every: int = 1000
@@ -183,7 +189,7 @@ class TrainOptions:
                 raise ConfigError(f"TrainOptions.{name} must be >= 0; got {getattr(self, name)}")
         if self.log_every < 1:
             raise ConfigError(f"log_every must be >= 1; got {self.log_every}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"learning rate must be a positive number; got {self.lr}")
         if self.decay_from is not None and self.decay_from < 0:
             raise ConfigError(f"decay_from must be >= 0; got {self.decay_from}")
@@ -546,6 +552,7 @@ def _lr_lambda(kind: str, options: TrainOptions) -> Callable[[int], float]:
 
 
 def _adam(nets: Sequence[nn.Module], lr: float) -> Adam:
+    """Adam at ``lr`` (a resumed run's optimisers then take the rates of its state)."""
     params = itertools.chain.from_iterable(net.parameters() for net in nets)
     return Adam(params, lr=lr, betas=(0.5, 0.999))
 
@@ -593,7 +600,19 @@ def _domain_info(dataset: Dataset, stored: DomainInfo | None = None) -> DomainIn
     )
 
 
-def _summary(dataset: Dataset, size: int) -> dict[str, Any]:
+def _chip_size(source: Any, size: int) -> int | None:
+    """The chip side in px of ``source``: ``size`` for rasters (cut into chips of it); for a
+    Dataset, the one it tells (a :class:`rsgan.data.ChipDataset`'s ``spec.size``), else
+    None (its items are not read to find out)."""
+    if not _is_dataset(source):
+        return size
+    spec_size = getattr(getattr(source, "spec", None), "size", None)
+    return int(spec_size) if isinstance(spec_size, int) else None
+
+
+def _summary(dataset: Dataset, size: int | None) -> dict[str, Any]:
+    """The data summary of one domain for the checkpoint; ``size``: its chip side in px,
+    None when unknown."""
     scenes = list(getattr(dataset, "scenes", []) or [])
     return {
         "chips": len(dataset),  # type: ignore[arg-type]
@@ -686,6 +705,21 @@ def _smaller_image_size(side: int) -> str:
     return f"pass image_size={fits[-1]} (--size {fits[-1]}) or less, or leave the scene out"
 
 
+def _smaller_on_resume(size: int, option: str) -> Callable[[int], str]:
+    """The fix for a scene smaller than a resumed run's chips of ``size`` px, whose size
+    the run fixes (``option``: ``tile``, ``image_size``): a smaller one would be refused."""
+
+    def fix(side: int) -> str:
+        del side
+        return (
+            f"leave the scene out to resume the run (its chips are {size} px, and a resumed "
+            f"run keeps its {option}), or start a new run on it with a smaller {option} "
+            "(another out folder, or overwrite=True / --overwrite)"
+        )
+
+    return fix
+
+
 _DOMAIN_LABELS = {"a": "domain A", "b": "domain B", "data": "the data"}
 
 
@@ -703,13 +737,35 @@ def _source_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None
     return None
 
 
+_PACKAGE_DIR = os.path.dirname(__file__) + os.sep  # as code objects name their files
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller of this function point
+    at the first caller outside rsgan (the caller of ``train_cyclegan``, ``fit``, ...),
+    however deep in rsgan the warning is issued."""
+    level, frame = 1, sys._getframe(1)  # level 1: the function about to warn
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a torchrun (``RANK``) or process group, or a single process: the one that
+    warns (once per run, not once per rank)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _warn_other_data(
     stored: LoadedModel | None, summary: Mapping[str, Any], domains: Mapping[str, DomainInfo]
 ) -> None:
-    """One warning when a resumed run reads other scenes or bands than the run recorded
-    (swapped domains, a domain pointed at another folder): it goes on, with the run's
-    normalisers, but it no longer continues the same training."""
-    if stored is None:
+    """One warning (on rank 0 only under torchrun) when a resumed run reads other scenes or
+    bands than the run recorded (swapped domains, a domain pointed at another folder): it
+    goes on, with the run's normalisers, but it no longer continues the same training."""
+    if stored is None or not _is_main_process():
         return
     recorded = stored.metadata.get("data") or {}
     changes = []
@@ -734,18 +790,22 @@ def _warn_other_data(
         f"{' (domains A and B swapped?)' if swapped else ''}; training goes on with them "
         "and the run's normalisers; pass the run's sources and bands to continue it as "
         "it was",
-        stacklevel=3,
+        stacklevel=_outside_stacklevel(),
     )
 
 
 def _resolve_tile(tile: int | None, stored: LoadedModel | None) -> int:
     """The CycleGAN chip size: as given, else the resumed run's, else :data:`DEFAULT_TILE`.
 
+    A run on Datasets that did not tell their chip size recorded none: any tile resumes it.
+
     Raises:
         ConfigError: when resuming with a tile other than the run's (its fake pools hold
             chips of the run's size, and the run's chips would silently change size).
     """
-    recorded = stored.metadata.get("data", {}).get("a", {}).get("chip_size") if stored else None
+    data = (stored.metadata.get("data") or {}) if stored else {}
+    sizes = [(data.get(name) or {}).get("chip_size") for name in ("a", "b")]
+    recorded = next((size for size in sizes if size), None)
     if tile is None:
         return int(recorded) if recorded else DEFAULT_TILE
     if recorded and tile != recorded:
@@ -819,6 +879,7 @@ def prepare_cyclegan(
 
     stored_a = stored.domains["a"] if stored else None
     stored_b = stored.domains["b"] if stored else None
+    smaller = _smaller_on_resume(tile, "tile") if stored else _smaller_tile
     ds_a = _chips(
         domain_a,
         size=tile,
@@ -826,7 +887,7 @@ def prepare_cyclegan(
         max_nodata=max_nodata,
         stored=stored_a,
         seed=options.seed,
-        smaller=_smaller_tile,
+        smaller=smaller,
     )
     ds_b = _chips(
         domain_b,
@@ -835,7 +896,7 @@ def prepare_cyclegan(
         max_nodata=max_nodata,
         stored=stored_b,
         seed=options.seed + 1,
-        smaller=_smaller_tile,
+        smaller=smaller,
     )
     info_a, info_b = _domain_info(ds_a, stored_a), _domain_info(ds_b, stored_b)
     counts = {"in_channels_a": info_a.count, "in_channels_b": info_b.count}
@@ -850,7 +911,10 @@ def prepare_cyclegan(
                 f"{want}; select bands (bands_{name.lower()}=...) or use a config with "
                 f"in_channels_{name.lower()}={info.count}"
             )
-    data_summary = {"a": _summary(ds_a, tile), "b": _summary(ds_b, tile)}
+    data_summary = {
+        "a": _summary(ds_a, _chip_size(domain_a, tile)),
+        "b": _summary(ds_b, _chip_size(domain_b, tile)),
+    }
     _warn_other_data(stored, data_summary, {"a": info_a, "b": info_b})
     torch.manual_seed(options.seed)
     nets = build_nets("cyclegan", config)
@@ -860,8 +924,8 @@ def prepare_cyclegan(
         config=config,
         nets=nets,
         optimizers={
-            "G": _adam((nets["G_AB"], nets["G_BA"]), options.lr),
-            "D": _adam((nets["D_A"], nets["D_B"]), options.lr),
+            "G": _adam((nets["G_AB"], nets["G_BA"]), options.lr or DEFAULT_LR),
+            "D": _adam((nets["D_A"], nets["D_B"]), options.lr or DEFAULT_LR),
         },
         dataset=dataset,
         domains={"a": info_a, "b": info_b},
@@ -907,7 +971,7 @@ def prepare_dcgan(
         max_nodata=0.0,
         stored=stored_info,
         seed=options.seed,
-        smaller=_smaller_image_size,
+        smaller=_smaller_on_resume(size, "image_size") if stored else _smaller_image_size,
     )
     info = _domain_info(ds, stored_info)
     config = cast(
@@ -919,7 +983,7 @@ def prepare_dcgan(
             f"the chips have {info.count} band(s) but the DCGAN config expects "
             f"{config.channels}; select bands (bands=...) or use channels={info.count}"
         )
-    data_summary = {"data": _summary(ds, size)}
+    data_summary = {"data": _summary(ds, _chip_size(source, size))}
     _warn_other_data(stored, data_summary, {"data": info})
     torch.manual_seed(options.seed)
     nets = build_nets("dcgan", config)
@@ -927,7 +991,10 @@ def prepare_dcgan(
         kind="dcgan",
         config=config,
         nets=nets,
-        optimizers={"G": _adam((nets["G"],), options.lr), "D": _adam((nets["D"],), options.lr)},
+        optimizers={
+            "G": _adam((nets["G"],), options.lr or DEFAULT_LR),
+            "D": _adam((nets["D"],), options.lr or DEFAULT_LR),
+        },
         dataset=_EpochDataset(ds),
         domains={"data": info},
         data_summary=data_summary,
@@ -1031,10 +1098,14 @@ class _ResumableSampler(DistributedSampler):
 
 @dataclass
 class _Progress:
+    """Where a run is: the last completed ``step``, its ``epoch`` and ``batch_in_epoch``,
+    and ``trained_seconds``, the training time up to the run's saved state over every
+    session of the run (the clock of a resumed session starts from it)."""
+
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
-    seconds: float = 0.0  # training time up to ``step``, over every session of the run
+    trained_seconds: float = 0.0
 
 
 def _save_all(
@@ -1078,8 +1149,14 @@ def _save_all(
             domains=run.domains,
             steps=pos.step,
             data=run.data_summary,
-            extra={"train_options": dataclasses.asdict(options)},
+            # the rate the run trains at: the given one, or the resumed run's
+            extra={"train_options": {**dataclasses.asdict(options), "lr": _base_lr(schedulers)}},
         )
+
+
+def _base_lr(schedulers: Mapping[str, LambdaLR]) -> float:
+    """The run's learning rate before its schedule's factor."""
+    return float(next(iter(schedulers.values())).base_lrs[0])
 
 
 def _restore(
@@ -1088,12 +1165,14 @@ def _restore(
     schedulers: Mapping[str, LambdaLR],
     ctx: _Dist,
     seed: int,
+    lr: float | None = None,
 ) -> _Progress:
     """Load nets, optimisers, schedulers, pools and RNGs from ``train_state.pt``.
 
     The state holds the nets' weights of its step, so it is whole on its own: a kill
     between writing ``model.safetensors`` and ``train_state.pt`` (the model one step
-    ahead) resumes from the state's step and redoes the rest exactly.
+    ahead) resumes from the state's step and redoes the rest exactly. ``lr`` (not None)
+    replaces the run's learning rate from the resumed step on, under the run's schedule.
     """
     state = load_train_state(out / STATE_FILE)
     if state.get("kind") != run.kind:
@@ -1116,11 +1195,16 @@ def _restore(
         opt.load_state_dict(state["optimizers"][name])
     for name, sched in schedulers.items():
         sched.load_state_dict(state["schedulers"][name])
+        if lr is not None:  # a rate given on resume (to fine-tune) replaces the run's
+            sched.base_lrs = [lr] * len(sched.base_lrs)
+            for group in sched.optimizer.param_groups:
+                group["initial_lr"] = lr
         # the optimiser's restored rate is the saved schedule's next one; a run extended
         # (more --steps) has another schedule: its rate for this step, not the old one's
         # (an extended run's first step trained at rate 0 when the old schedule had ended)
         for group, base in zip(sched.optimizer.param_groups, sched.base_lrs, strict=True):
             group["lr"] = base * run.lr_lambda(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
     for name, pool in run.pools.items():
         pool.load_state_dict(state["pools"][name], device=ctx.device)
     if ctx.world_size == 1:
@@ -1344,14 +1428,15 @@ def _make_loader(
 class _Logger:
     """Appends losses to ``log.jsonl`` and shows them on the progress bar (rank 0).
 
-    Its clock starts at ``pos.seconds``, the training time of the run's earlier sessions.
+    Its clock starts at ``pos.trained_seconds``, the training time of the run's earlier
+    sessions.
     """
 
     def __init__(self, out: Path, bar: Any, pos: _Progress) -> None:
         self.out, self.bar = out, bar
         self.started = self.last_time = time.perf_counter()
         self.last_step = pos.step
-        self.earlier = pos.seconds
+        self.earlier = pos.trained_seconds
 
     def elapsed(self, now: float | None = None) -> float:
         """Training seconds of the run so far, earlier sessions included."""
@@ -1384,7 +1469,7 @@ def _nothing_to_train(out: Path, done: int, steps: int, ctx: _Dist) -> None:
         warnings.warn(
             f"resume: the run in {out} is already at step {done} of steps={steps}: nothing "
             f"to train, nothing written; {fix}",
-            stacklevel=4,
+            stacklevel=_outside_stacklevel(),
         )
 
 
@@ -1405,7 +1490,11 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
     for k, pool in run.pools.items():
         if ctx.rank:
             pool.generator.manual_seed(options.seed + 1000 * ctx.rank + len(k))
-    pos = _restore(run, out, schedulers, ctx, options.seed) if options.resume else _Progress()
+    pos = (
+        _restore(run, out, schedulers, ctx, options.seed, options.lr)
+        if options.resume
+        else _Progress()
+    )
     if pos.step >= options.steps:
         _nothing_to_train(out, pos.step, options.steps, ctx)
         return out / MODEL_FILE
@@ -1564,6 +1653,17 @@ def train_dcgan(
 # --------------------------------------------------------------------------- generation
 
 
+def _colour_interpretation(info: DomainInfo) -> list[Any] | None:
+    """The recorded colour interpretation of a domain's bands as rasterio ColorInterp
+    members; None when none is recorded or a name is unknown to this rasterio."""
+    from rasterio.enums import ColorInterp
+
+    names = info.colorinterp or ()
+    if not names or any(name not in ColorInterp.__members__ for name in names):
+        return None
+    return [ColorInterp[name] for name in names]
+
+
 def generate(
     model: PathLike | LoadedModel,
     n: int,
@@ -1578,7 +1678,8 @@ def generate(
     """Write ``n`` DCGAN samples as GeoTIFF chips and a PNG grid into ``out_dir``.
 
     Chips are denormalised with the checkpoint's Normalizer into the source dtype (float32
-    model values in [-1, 1] if the checkpoint has none). With ``template``, each chip gets
+    model values in [-1, 1] if the checkpoint has none) and get the band descriptions and
+    colour interpretation the checkpoint records. With ``template``, each chip gets
     the template raster's CRS and pixel size, anchored at its upper-left corner; without,
     chips have no georeference.
 
@@ -1619,6 +1720,7 @@ def generate(
     info = loaded.out_domain()
     shown = _shown(info)
     dtype = info.dtype if info.normalizer is not None else "float32"
+    colorinterp = _colour_interpretation(info)
     crs, transform = None, Affine.identity()
     if template is not None:
         tpl = describe(template)
@@ -1654,6 +1756,8 @@ def generate(
                 "compress": "deflate",
             }
             with rasterio.open(tmp / name, "w", **profile) as dst:
+                if colorinterp:  # before the pixels: libtiff cannot change it afterwards
+                    dst.colorinterp = colorinterp
                 dst.write(values.astype(dtype))
                 if info.descriptions:
                     for b, text in enumerate(info.descriptions, start=1):

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from rasterio.enums import ColorInterp
 
+from rsgan import checkpoint as checkpoint_mod
 from rsgan.checkpoint import (
     DomainInfo,
     load_model,
@@ -64,6 +70,24 @@ def test_domains_keep_colour_interpretation_and_read_older_ones_without() -> Non
     assert DomainInfo.from_dict(domain.to_dict()).colorinterp == domain.colorinterp
     older = {k: v for k, v in domain.to_dict().items() if k != "colorinterp"}
     assert DomainInfo.from_dict(older).colorinterp is None
+
+
+def test_colour_interpretation_is_stored_by_name_one_per_band() -> None:
+    """rasterio's ColorInterp is an IntEnum: ``str`` gave its number on Python 3.11+, so
+    (blue, green, red, undefined) was stored as ("5", "4", "3", "0") and sample grids
+    showed the wrong bands. Lists of another length than the bands are refused."""
+    domain = DomainInfo(
+        bands=None,
+        count=4,
+        dtype="uint16",
+        colorinterp=(ColorInterp.blue, ColorInterp.green, "Red", ColorInterp.undefined),
+    )
+    assert domain.colorinterp == ("blue", "green", "red", "undefined")
+    assert DomainInfo.from_dict(domain.to_dict()).colorinterp == domain.colorinterp
+    with pytest.raises(ConfigError, match=r"3 band colorinterp .* count=4"):
+        DomainInfo(bands=None, count=4, dtype="uint8", colorinterp=("red", "green", "blue"))
+    with pytest.raises(ConfigError, match=r"2 band descriptions .* count=3"):
+        DomainInfo(bands=None, count=3, dtype="uint8", descriptions=("a", "b"))
 
 
 def test_round_trip_weights_and_metadata(tmp_path: Path) -> None:
@@ -214,7 +238,9 @@ def test_missing_metadata_and_wrong_architecture(tmp_path: Path) -> None:
         wrong_meta = json.loads(json.dumps(meta))
         wrong_meta["config"][field] = value  # metadata and weights disagree
         if bands:  # a band-count mismatch, consistent between config and domain
-            wrong_meta["domains"]["a"].update(bands=list(bands), count=3, normalizer=None)
+            wrong_meta["domains"]["a"].update(
+                bands=list(bands), count=3, normalizer=None, descriptions=None, colorinterp=None
+            )
         wrong = tmp_path / f"wrong_{field}.safetensors"
         save_file(tensors, str(wrong), metadata={"rsgan": json.dumps(wrong_meta)})
         with pytest.raises(CheckpointError, match="do not fit the stored cyclegan architecture"):
@@ -241,3 +267,30 @@ def test_train_state_round_trip_and_errors(tmp_path: Path) -> None:
         load_train_state(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_train_state(tmp_path / "none.pt")
+
+
+def test_the_default_model_is_found_without_the_pipelines(tmp_path: Path) -> None:
+    """``load_model(None)`` finds the default model in rsgan.checkpoint (it imported
+    rsgan.pipelines.translate, against the package's one-way imports), and a missing one
+    is a ModelError; translate re-exports the names."""
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        from rsgan import checkpoint
+        from rsgan.errors import ModelError
+        assert checkpoint.load_model(None).path == checkpoint.DEFAULT_MODEL_PATH
+        os.environ["RSGAN_MODEL"] = {str(tmp_path / "nope.safetensors")!r}
+        try:
+            checkpoint.load_model(None)
+        except ModelError as exc:
+            assert "$RSGAN_MODEL is" in str(exc), exc
+        else:
+            raise AssertionError("no ModelError")
+        assert "rsgan.pipelines.translate" not in sys.modules, "imported the pipelines"
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "RSGAN_MODEL": ""})
+    from rsgan.pipelines import translate
+
+    assert translate.default_model_path is checkpoint_mod.default_model_path
+    assert translate.DEFAULT_MODEL_PATH == checkpoint_mod.DEFAULT_MODEL_PATH

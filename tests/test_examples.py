@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import rasterio
 import torch
 
 from rsgan.checkpoint import load_model
-from rsgan.errors import OutputExistsError
+from rsgan.errors import ConfigError, OutputExistsError
 from rsgan.models.cyclegan import ResnetGenerator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -241,6 +242,46 @@ def test_run_main_passes_other_exits_and_errors_through(capsys, monkeypatch) -> 
         run_main(lambda: 1 / 0)
 
 
+def test_run_main_stops_on_ctrl_c_and_sigterm_as_the_cli(capsys, monkeypatch, tmp_path) -> None:
+    """Ctrl-C and SIGTERM print one line and exit 130 and 143, as ``rsgan`` does, not a
+    traceback with exit status 1; an interrupted training says how to resume."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from _common import run_main
+
+    from rsgan.training import TrainingInterrupted
+
+    def interrupted(signum: int):  # noqa: ANN202
+        def main() -> None:
+            raise TrainingInterrupted(3, tmp_path, signum=signum)
+
+        return main
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    def terminated() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # raised as an interrupt within run_main
+
+    cases = [
+        (interrupted(signal.SIGINT), 130, "after step 3"),
+        (interrupted(signal.SIGTERM), 143, "after step 3"),
+        (ctrl_c, 130, "Interrupted."),
+        (terminated, 143, "Terminated."),
+    ]
+    for main, code, text in cases:
+        try:
+            run_main(main)
+        except SystemExit as exc:
+            assert exc.code == code
+        except KeyboardInterrupt as exc:  # would stop pytest itself
+            pytest.fail(f"run_main let {exc!r} through")
+        else:
+            pytest.fail("run_main did not exit")
+        err = capsys.readouterr().err
+        assert text in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_default_model_training_keeps_the_bundled_model(make_raster, tmp_path, monkeypatch):
     """``train_default_model.py`` without ``--out`` saves under ``runs/`` of the current
     folder, not over the shipped asset; an existing ``--out`` (the asset included) is
@@ -265,6 +306,9 @@ def test_default_model_training_keeps_the_bundled_model(make_raster, tmp_path, m
     with pytest.raises(OutputExistsError, match="is the bundled default model"):
         tdm.main([*tiny, "--out", str(tdm.ASSET)])
     assert saved.read_bytes() == b"an earlier run" and tdm.ASSET.read_bytes() == asset
+    # a folder is refused up front, --overwrite or not (it failed after training)
+    with pytest.raises(ConfigError, match="is a folder; pass the checkpoint file"):
+        tdm.main([*tiny, "--out", str(tmp_path / "runs"), "--overwrite"])
     tdm.main([*tiny, "--overwrite"])
     assert load_model(saved).steps == 0
 

@@ -18,7 +18,13 @@ from torch.utils.data import Dataset
 
 from rsgan import training
 from rsgan.checkpoint import DomainInfo, load_model, save_checkpoint
-from rsgan.errors import BandError, CheckpointError, ConfigError, OutputExistsError
+from rsgan.errors import (
+    BandError,
+    CheckpointError,
+    ConfigError,
+    OutputExistsError,
+    TileSpecError,
+)
 from rsgan.io import Normalizer
 from rsgan.losses import ImagePool
 from rsgan.models import CycleGANConfig, DCGANConfig, build_nets
@@ -278,8 +284,9 @@ def test_resume_at_or_past_its_steps_says_so(tmp_path: Path) -> None:
     out = tmp_path / "run"
     train_dcgan(images, out, config=TINY_DCGAN, options=_options(steps=2, batch_size=4))
     files = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    with pytest.warns(UserWarning, match="already at step 2 of steps=2: nothing to train"):
+    with pytest.warns(UserWarning, match="already at step 2 of steps=2: nothing to train") as w:
         path = train_dcgan(images, out, options=_options(steps=2, batch_size=4, resume=True))
+    assert [x.filename for x in w if "nothing to train" in str(x.message)] == [__file__]
     assert path == out / "model.safetensors"
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files
     with pytest.raises(ConfigError, match=r"already at step 2, past steps=1.*more than 2"):
@@ -313,6 +320,80 @@ def test_extended_run_follows_its_new_schedule_from_the_first_resumed_step(
     train_cyclegan(a, b, out, options=_options(steps=8, resume=True))
     lrs = [r["lr"] for r in _log(out)]
     assert lrs[4:] == pytest.approx([2e-4, 1.5e-4, 1e-4, 0.5e-4])
+
+
+def test_a_rate_given_on_resume_replaces_the_runs(tmp_path: Path) -> None:
+    """Resuming with another lr trains at it from the resumed step on and records it (the
+    checkpoint's train_options, the state's schedule); resuming without one keeps the
+    run's. Before, the saved schedule's rate was used while the metadata said the new."""
+    images = Chips(_textures(10, 2, 64, seed=3))
+    out = tmp_path / "run"
+    opts = _options(batch_size=4)
+    train_dcgan(images, out, config=TINY_DCGAN, options=training.dataclasses.replace(opts, steps=2))
+    assert load_model(out / "model.safetensors").metadata["extra"]["train_options"]["lr"] == 2e-4
+    train_dcgan(
+        images, out, options=training.dataclasses.replace(opts, steps=3, lr=1e-3, resume=True)
+    )
+    train_dcgan(images, out, options=training.dataclasses.replace(opts, steps=4, resume=True))
+    assert [r["lr"] for r in _log(out)] == pytest.approx([2e-4, 2e-4, 1e-3, 1e-3])
+    assert load_model(out / "model.safetensors").metadata["extra"]["train_options"]["lr"] == 1e-3
+    state = training.load_train_state(out / "train_state.pt")
+    assert state["schedulers"]["G"]["base_lrs"] == pytest.approx([1e-3])
+    assert state["optimizers"]["D"]["param_groups"][0]["initial_lr"] == pytest.approx(1e-3)
+
+    # the schedulers agree with the optimisers straight after the restore
+    run = training.prepare_dcgan(images, options=opts, stored=load_model(out / "model.safetensors"))
+    schedulers = {k: training.LambdaLR(o, run.lr_lambda) for k, o in run.optimizers.items()}
+    ctx = training._Dist(0, 1, torch.device("cpu"), owns_group=False)
+    training._restore(run, out, schedulers, ctx, seed=0, lr=5e-4)
+    for name, sched in schedulers.items():
+        assert sched.get_last_lr() == [g["lr"] for g in run.optimizers[name].param_groups]
+        assert sched.get_last_lr() == pytest.approx([5e-4])
+
+
+def test_dataset_runs_record_their_real_chip_size_or_none(
+    tmp_path: Path, make_raster: Callable[..., Path]
+) -> None:
+    """Datasets recorded chip_size = tile (256 by default) whatever their chips, and their
+    runs then refused to resume with the real tile. A Dataset that tells its size (a
+    ChipDataset's spec) records it; one that does not records None and resumes with any."""
+    from rsgan.data import ChipDataset
+
+    a, b = _masked_domains()  # 32 px chips that do not say so
+    out = tmp_path / "run"
+    train_cyclegan(a, b, out, config=TINY, options=_options(steps=1))
+    assert load_model(out / "model.safetensors").metadata["data"]["a"]["chip_size"] is None
+    train_cyclegan(a, b, out, tile=32, options=_options(steps=2, resume=True))
+
+    scene = make_raster("a.tif", width=64, height=64, count=3, seed=1)
+    chips = ChipDataset([scene], size=32, seed=0)
+    train_cyclegan(chips, b, tmp_path / "chips", config=TINY, options=_options(steps=1))
+    data = load_model(tmp_path / "chips" / "model.safetensors").metadata["data"]
+    assert (data["a"]["chip_size"], data["b"]["chip_size"]) == (32, None)
+    with pytest.raises(ConfigError, match="tile 48 px differs from the 32 px chips"):
+        train_cyclegan(
+            chips, b, tmp_path / "chips", tile=48, options=_options(steps=2, resume=True)
+        )
+
+
+def test_a_scene_too_small_to_resume_on_says_to_leave_it_out(
+    tmp_path: Path, make_raster: Callable[..., Path]
+) -> None:
+    """Resuming on a scene smaller than the run's chips suggested "pass tile=28 or less",
+    which the resume's tile check then refused; it says to leave the scene out or to start
+    a new run instead."""
+    pre = make_raster("pre.tif", width=64, height=64, count=3, seed=1)
+    post = make_raster("post.tif", width=64, height=64, count=3, seed=2)
+    small = make_raster("small.tif", width=28, height=28, count=3, seed=3)
+    out = tmp_path / "run"
+    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1, pool_size=0)
+    train_cyclegan(pre, post, out, tile=32, config=config, options=_options(steps=1))
+    with pytest.raises(TileSpecError, match="smaller than the 32 px") as info:
+        train_cyclegan(small, post, out, options=_options(steps=2, resume=True))
+    assert "leave the scene out to resume the run" in str(info.value)
+    assert "start a new run" in str(info.value) and "tile=28" not in str(info.value)
+    with pytest.raises(TileSpecError, match=r"pass tile=28 \(--tile 28\) or less"):
+        train_cyclegan(small, post, tmp_path / "new", tile=32, options=_options(steps=1))
 
 
 def test_band_count_mismatch(tmp_path: Path) -> None:
@@ -384,22 +465,33 @@ def test_sample_grids_show_the_red_green_and_blue_bands(
     assert np.ptp(blue, axis=0).max() == 0 and np.ptp(blue, axis=1).min() > 0
 
 
-def test_generated_grid_shows_the_red_green_and_blue_bands(tmp_path: Path) -> None:
-    """`generate` with a DCGAN of B, G, R, NIR scenes (as its band descriptions record):
-    the grid's red, green and blue are bands 3, 2 and 1 of the samples it writes."""
+BGR_NIR = (ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.undefined)
+
+
+@pytest.mark.parametrize("named", ["descriptions", "colorinterp"])
+def test_generated_grid_shows_the_red_green_and_blue_bands(tmp_path: Path, named: str) -> None:
+    """`generate` with a DCGAN of B, G, R, NIR scenes (as its band descriptions or colour
+    interpretation, given as rasterio's ColorInterp, record): the grid's red, green and blue
+    are bands 3, 2 and 1 of the samples it writes, which carry what the checkpoint records.
+    """
     config = DCGANConfig(channels=4, nz=8, ngf=2, ndf=2)
     nets = build_nets("dcgan", config)
     with torch.no_grad():  # unrelated output bands spanning [-1, 1]
         last = nets["G"].model[-2].weight
         last.copy_(torch.randn(last.shape, generator=torch.Generator().manual_seed(0)))
     norm = Normalizer(lo=(0.0,) * 4, hi=(10000.0,) * 4, dtype="uint16")
+    named_bands = {"descriptions": tuple(S2_BANDS), "colorinterp": BGR_NIR}
     domain = DomainInfo(bands=(1, 2, 3, 4), count=4, dtype="uint16", normalizer=norm,
-                        descriptions=tuple(S2_BANDS))  # fmt: skip
+                        **{named: named_bands[named]})  # fmt: skip
     ckpt = save_checkpoint(tmp_path / "dc.safetensors", kind="dcgan", config=config,
                            nets=nets, domains={"data": domain}, generators_only=True)  # fmt: skip
     (sample,) = generate(ckpt, 1, tmp_path / "gen", seed=3)
     with rasterio.open(sample) as src:
         bands = src.read().astype(float)
+        if named == "descriptions":
+            assert src.descriptions == tuple(S2_BANDS)
+        else:
+            assert tuple(src.colorinterp) == BGR_NIR
     shown = _tile(tmp_path / "gen" / "grid.png", 0, 0, 64)
     best = [
         int(np.argmax([np.corrcoef(c.ravel(), b.ravel())[0, 1] for b in bands])) + 1 for c in shown
@@ -444,9 +536,13 @@ def test_from_rasters_and_generate(tmp_path: Path, make_raster: Callable[..., Pa
         generate(ckpt, 1, tmp_path / "gen2")
 
 
-def test_resume_on_other_data_warns(tmp_path: Path, make_raster: Callable[..., Path]) -> None:
+def test_resume_on_other_data_warns(
+    tmp_path: Path, make_raster: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Swapped domains, or a domain read from another scene, resume with one warning that
-    names the old and the new source; the same data resume without one."""
+    names the old and the new source, pointing at the caller of train_cyclegan (or of
+    prepare_cyclegan), and on rank 0 only under torchrun; the same data resume without
+    one."""
     pre = make_raster("pre.tif", width=64, height=64, count=3, seed=1)
     post = make_raster("post.tif", width=64, height=64, count=3, seed=2)
     other = make_raster("other.tif", width=64, height=64, count=3, seed=3)
@@ -458,7 +554,9 @@ def test_resume_on_other_data_warns(tmp_path: Path, make_raster: Callable[..., P
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             train_cyclegan(a, b, out, options=_options(steps=steps, resume=True))
-        return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        mine = [w for w in caught if issubclass(w.category, UserWarning)]
+        assert all(w.filename == __file__ for w in mine), [w.filename for w in mine]
+        return [str(w.message) for w in mine]
 
     assert resume(pre, post, 2) == []
     (swapped,) = resume(post, pre, 3)
@@ -468,6 +566,16 @@ def test_resume_on_other_data_warns(tmp_path: Path, make_raster: Callable[..., P
     (moved,) = resume(post, other, 4)  # the checkpoint of step 3 records the swapped data
     assert f"domain B reads {other} where it read {pre}" in moved and "domain A" not in moved
 
+    stored = load_model(out / "model.safetensors")
+    with pytest.warns(UserWarning, match="data differ") as caught:
+        training.prepare_cyclegan(pre, post, options=_options(resume=True), stored=stored)
+    assert [w.filename for w in caught if "data differ" in str(w.message)] == [__file__]
+    monkeypatch.setenv("RANK", "1")  # another rank of a torchrun: rank 0 warns
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        training.prepare_cyclegan(pre, post, options=_options(resume=True), stored=stored)
+    assert not [w for w in caught if "data differ" in str(w.message)]
+
 
 def test_options_validation() -> None:
     with pytest.raises(ConfigError, match="steps"):
@@ -476,7 +584,7 @@ def test_options_validation() -> None:
         TrainOptions(resume=True, overwrite=True)
     with pytest.raises(ConfigError, match="learning rate"):
         TrainOptions(lr=0)
-    assert np.isfinite(TrainOptions().lr)
+    assert TrainOptions().lr is None  # 2e-4, or the resumed run's
 
 
 def test_generate_refuses_an_out_folder_holding_its_inputs(tmp_path: Path) -> None:

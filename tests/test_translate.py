@@ -18,6 +18,7 @@ from rasterio.enums import ColorInterp
 from torch import nn
 
 import rsgan
+from rsgan import checkpoint as checkpoint_mod
 from rsgan.checkpoint import DomainInfo, save_checkpoint
 from rsgan.errors import (
     BandError,
@@ -978,7 +979,8 @@ def test_model_none_uses_env_then_bundled(make_raster, tmp_path, monkeypatch):
         translate_raster(src, tmp_path / "o.tif", None, progress=False)
     monkeypatch.delenv("RSGAN_MODEL")
     assert rsgan.load_model().path == translate_mod.DEFAULT_MODEL_PATH  # the bundled one
-    monkeypatch.setattr(translate_mod, "DEFAULT_MODEL_PATH", tmp_path / "missing.safetensors")
+    # the default model lives in rsgan.checkpoint (translate re-exports its names)
+    monkeypatch.setattr(checkpoint_mod, "DEFAULT_MODEL_PATH", tmp_path / "missing.safetensors")
     with pytest.raises(ModelError, match="bundled default model"):
         translate_raster(src, tmp_path / "o.tif", None, progress=False)
 

@@ -30,7 +30,9 @@ import click
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 # generate shows no progress bar; -q is accepted as by every other command, so a script
 # can pass it to all of them
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar (generate shows none).")
+@click.option(
+    "--quiet", "-q", is_flag=True, expose_value=False, help="No progress bar (generate shows none)."
+)
 def generate(
     checkpoint: Path,
     n: int,
@@ -39,7 +41,6 @@ def generate(
     seed: int,
     device: str,
     overwrite: bool,
-    quiet: bool,
 ) -> None:
     """Write N samples of the DCGAN CHECKPOINT to OUT as GeoTIFFs in the training data's
     dtype (sample_0000.tif, ...) and OUT/grid.png.

@@ -36,9 +36,11 @@ def _checkpoint_lines(meta: dict[str, Any]) -> list[str]:
             lines.append(f"  descriptions: {dom['descriptions']}")
     for name, summary in meta.get("data", {}).items():
         if isinstance(summary, dict):
+            size = summary.get("chip_size")
             lines.append(
-                f"data {name}: {summary.get('chips')} chip(s) of {summary.get('chip_size')} px "
-                f"from {summary.get('scenes')} scene(s)"
+                f"data {name}: {summary.get('chips')} chip(s) of "
+                f"{f'{size} px' if size else 'unrecorded size'} from {summary.get('scenes')} "
+                "scene(s)"
             )
     lines.append(
         f"created: {meta.get('created')} (rsgan {meta.get('rsgan_version')}, "

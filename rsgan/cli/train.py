@@ -39,7 +39,11 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Samples per step [default: 1 for cyclegan, 64 for dcgan].",
         ),
         click.option(
-            "--lr", type=float, default=2e-4, show_default=True, help="Adam learning rate."
+            "--lr",
+            type=float,
+            default=None,
+            help="Adam learning rate [default: 2e-4, or the resumed run's; a rate given "
+            "with --resume replaces the run's from the resumed step on].",
         ),
         click.option(
             "--decay-from",

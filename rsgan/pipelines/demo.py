@@ -22,7 +22,7 @@ from affine import Affine
 from rsgan._types import PathLike
 from rsgan.errors import OutputExistsError
 from rsgan.io import atomic_output, check_local_output, describe
-from rsgan.pipelines.translate import translate_raster, write_before_after
+from rsgan.pipelines.translate import resolve_translator, translate_raster, write_before_after
 
 SHARED_DATA_ENV = "RSGAN_SHARED_DATA"
 JOPLIN_PRE = Path("xview2_joplin_prepost") / "pre"
@@ -162,7 +162,9 @@ def run_demo(
         scene: the input; default the held-out Joplin tile (:func:`find_real_scene`) if
             found, else a synthesised scene (written to ``out_dir/synthetic_scene.tif``;
             the result's ``why_synthetic`` says why).
-        model: as :func:`rsgan.translate_raster` (default: the bundled model).
+        model: as :func:`rsgan.translate_raster` (default: the bundled model, or
+            ``$RSGAN_MODEL``); loaded first, so a bad one fails before the notice is given
+            or a scene synthesised.
         overwrite: replace earlier demo outputs.
         progress: show a progress bar.
         notice: called with the line saying why the scene is synthesised (the result's
@@ -180,6 +182,9 @@ def run_demo(
         for path in (output, quicklook):
             if path.exists() and not overwrite:
                 raise OutputExistsError(f"{path} exists; pass overwrite=True / --overwrite")
+        # the model next: a bad one ($RSGAN_MODEL corrupt) is the one error line, with no
+        # notice and no synthetic scene before it
+        translator = resolve_translator(model)
         why_synthetic = ""
         if scene is None:
             scene = find_real_scene()
@@ -193,7 +198,7 @@ def run_demo(
         info = describe(scene)  # a bad scene fails here, before anything is written
         out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        translate_raster(scene, output, model, overwrite=overwrite, progress=progress)
+        translate_raster(scene, output, translator, overwrite=overwrite, progress=progress)
         seconds = time.perf_counter() - started
         write_before_after(scene, output, quicklook, overwrite=overwrite)
     except BaseException:

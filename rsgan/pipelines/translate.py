@@ -49,6 +49,11 @@ from rsgan import _memory
 from rsgan._device import autocast, preferred_precision, resolve_device, resolve_precision
 from rsgan._progress import tqdm
 from rsgan._types import PathLike
+from rsgan.checkpoint import (  # re-exported: the default model's home is rsgan.checkpoint
+    DEFAULT_MODEL_ENV,
+    DEFAULT_MODEL_PATH,
+    default_model_path,
+)
 from rsgan.errors import BandError, ConfigError, ModelError, OutputExistsError, RasterWriteError
 from rsgan.io import (
     KEEP,
@@ -93,12 +98,6 @@ from rsgan.mosaic import (
 
 _T = TypeVar("_T")
 
-DEFAULT_MODEL_ENV = "RSGAN_MODEL"
-"""Environment variable naming the checkpoint used when ``model=None``."""
-DEFAULT_MODEL_PATH = (
-    Path(__file__).resolve().parents[1] / "assets" / ("default_cyclegan_joplin.safetensors")
-)
-"""The bundled default model (see docs/model-card.md)."""
 STATS_MEMORY_MB = 1536
 """Memory the scene-statistics pass may use by default (``stats_memory_mb``), MiB. It bounds
 the pixels translated together in that pass (see :func:`stats_budget_px`): a scene of up
@@ -211,29 +210,6 @@ def _from_loaded(loaded: Any, direction: str, name: str) -> Translator:
         precision=precision,
         name=name,
     )
-
-
-def default_model_path() -> Path:
-    """The checkpoint ``model=None`` uses: ``$RSGAN_MODEL`` or the bundled default.
-
-    Raises:
-        ModelError: when neither exists.
-    """
-    env = os.environ.get(DEFAULT_MODEL_ENV)
-    if env:
-        if not Path(env).is_file():
-            raise ModelError(
-                f"${DEFAULT_MODEL_ENV} is {env}, which is not a file; point it to a checkpoint "
-                f"(.safetensors), or unset it to use the bundled default model"
-            )
-        return Path(env)
-    if not DEFAULT_MODEL_PATH.is_file():
-        raise ModelError(
-            f"no model given and the bundled default model {DEFAULT_MODEL_PATH} is missing "
-            f"from this install; pass model=<checkpoint.safetensors>, --model, or set "
-            f"{DEFAULT_MODEL_ENV}"
-        )
-    return DEFAULT_MODEL_PATH
 
 
 def resolve_translator(model: Any, direction: str = "a2b") -> Translator:

@@ -10,11 +10,11 @@ import rasterio
 import torch
 from click.testing import CliRunner
 
+from rsgan import checkpoint as checkpoint_mod
 from rsgan.checkpoint import DomainInfo, save_checkpoint
 from rsgan.cli.main import cli
 from rsgan.io import Normalizer
 from rsgan.models import CycleGANConfig, build_nets
-from rsgan.pipelines import translate as translate_mod
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def tiny_default(tmp_path, monkeypatch):
         generators_only=True,
     )
     monkeypatch.delenv("RSGAN_MODEL", raising=False)
-    monkeypatch.setattr(translate_mod, "DEFAULT_MODEL_PATH", path)
+    monkeypatch.setattr(checkpoint_mod, "DEFAULT_MODEL_PATH", path)  # translate's default
     return path
 
 
@@ -84,6 +84,25 @@ def test_demo_says_why_the_scene_is_synthesised_before_translating(
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
     assert lines[0].startswith("no real data found at ") and lines[1] == "<translation starts>"
+
+
+def test_a_bad_model_fails_before_the_notice_and_the_scene(tmp_path, monkeypatch):
+    """A corrupt $RSGAN_MODEL is the one error line: no notice that the scene is
+    synthesised, no scene synthesised (it was, and was left behind, before the model was
+    found bad, and left behind in a folder that existed)."""
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    monkeypatch.setenv("RSGAN_MODEL", str(bad))
+    monkeypatch.setenv("RSGAN_SHARED_DATA", str(tmp_path / "no-data-here"))
+    monkeypatch.chdir(tmp_path)
+    for out in ("new-folder", "existing-folder"):
+        (tmp_path / "existing-folder").mkdir(exist_ok=True)
+        result = CliRunner().invoke(cli, ["demo", "--out", out, "-q"])
+        assert result.exit_code == 1
+        (line,) = result.output.splitlines()
+        assert "$RSGAN_MODEL" in line and "bad.safetensors" in line
+    assert not (tmp_path / "new-folder").exists()
+    assert list((tmp_path / "existing-folder").iterdir()) == []
 
 
 def test_demo_picks_the_tile_held_out_from_training(
