@@ -218,14 +218,17 @@ def resolve_translator(model: Any, direction: str = "a2b") -> Translator:
 
     Raises:
         CheckpointError: for a missing or corrupt checkpoint.
-        ModelError: for an object that is none of these.
+        ModelError: for an object that is none of these, or (None) a ``$RSGAN_MODEL``
+            that is not a file, or no bundled default model.
     """
     from rsgan.checkpoint import LoadedModel, load_model
 
     if isinstance(model, Translator):
         return model
     if model is None:
-        return _from_loaded(load_model(None), direction, default_model_path().name)
+        loaded = load_model(None)
+        name = loaded.path.name if loaded.path is not None else "default model"
+        return _from_loaded(loaded, direction, name)
     if isinstance(model, (str, os.PathLike)):
         return _from_loaded(load_model(model), direction, Path(model).name)
     if isinstance(model, LoadedModel):
@@ -249,31 +252,29 @@ def _bands_hint(bands: Sequence[int]) -> str:
 
 def _conversion_hint(src: Path | str, dtype: str, bands: tuple[int, ...] | None, name: str) -> str:
     """How to read ``src`` as ``dtype`` (and ``bands``) without a converted copy: a GDAL
-    ``vrt://`` name that rsgan reads like a file, or gdal_translate for other sources. An
-    integer ``dtype`` gets a linear scale from the source values LOW..HIGH onto its range."""
-    gdal_type = rasterio.dtypes._gdal_typename(dtype)  # e.g. uint8 -> Byte
+    ``vrt://`` name that rsgan reads like a file, or gdal_translate for a source whose name
+    cannot take a ``vrt://`` query (a URL, a ``/vsi`` path, a name with ``?``). An integer
+    ``dtype`` gets a linear scale from the source values LOW..HIGH onto its range."""
+    gdal_type = rasterio.dtypes.typename_fwd[rasterio.dtypes.dtype_rev[dtype]]  # uint8: Byte
     kind = np.dtype(dtype)
     target = (int(np.iinfo(kind).min), int(np.iinfo(kind).max)) if kind.kind in "iu" else None
+    onto = (
+        f" (LOW..HIGH: the source values that map onto {target[0]}..{target[1]})" if target else ""
+    )
     text = str(src)
-    if "://" in text or text.startswith("/vsi"):  # a URL or a vrt:// name: no query to add
+    if "://" in text or "?" in text or text.startswith("/vsi"):
         selection = "".join(f" -b {b}" for b in bands or ())
         scale = f" -scale LOW HIGH {target[0]} {target[1]}" if target else ""
+        readable = f"/vsicurl/{text}" if text.startswith(("http://", "https://")) else text
         return (
             f"convert it first, e.g. gdal_translate{selection} -ot {gdal_type}{scale} "
-            f"{name} converted.tif"
-            + (
-                f" (LOW..HIGH: the source values that map onto {target[0]}..{target[1]})"
-                if target
-                else ""
-            )
+            f"'{readable}' {Path(name).stem}_{dtype}.tif{onto}"
         )
     query = (f"bands={','.join(map(str, bands))}&" if bands else "") + f"ot={gdal_type}"
-    if target is None:
-        return f'read it converted: "vrt://{text}?{query}"'
-    return (
-        f'read it converted: "vrt://{text}?{query}&scale=LOW,HIGH,{target[0]},{target[1]}" '
-        f"(LOW..HIGH: the source values that map onto {target[0]}..{target[1]})"
-    )
+    if target is not None:
+        query += f"&scale=LOW,HIGH,{target[0]},{target[1]}"
+    own_bands = "; that name selects the bands itself: leave out bands= / --bands" if bands else ""
+    return f'read it converted: "vrt://{text}?{query}"{onto}{own_bands}'
 
 
 def _check_fit(
@@ -330,7 +331,10 @@ def _check_fit(
 
 def _read_tile(src: Any, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Pixels and valid mask of a window that may reach past the scene; the part outside
-    is a mirror image of the inside (so convolutions see no hard edge) and invalid."""
+    is a mirror image of the inside (so convolutions see no hard edge). A source with a
+    mask or nodata value marks that part invalid, and :func:`fill_nodata` then fills it
+    from the inside like nodata; the statistics' boxes and the writer leave it out either
+    way."""
     data, valid = read_masked(src, window, bands, boundless=True)
     r0, c0 = int(window.row_off), int(window.col_off)
     rows = min(src.height - r0, int(window.height))
@@ -981,7 +985,10 @@ def _read_source(run: _Run, src: Any, window: Window) -> tuple[np.ndarray, np.nd
         run.edges.look(window, data)
     if not valid.all():
         mid = (np.asarray(run.in_norm.lo) + np.asarray(run.in_norm.hi)) / 2
-        data = fill_nodata(data, valid, int(window.row_off), int(window.col_off), mid)
+        if valid.any():
+            data = fill_nodata(data, valid, int(window.row_off), int(window.col_off), mid)
+        else:  # nothing to fill from (and skipped unless it is the first tile): mid-grey
+            data = np.broadcast_to(mid.reshape(-1, 1, 1), data.shape).astype(data.dtype)
     return _source(data, valid, run.in_norm), valid
 
 
@@ -1831,14 +1838,17 @@ def write_quicklook(
 
 __all__ = [
     "COMPRESSIONS",
-    "EMPTY_EDGE_SHARE",
     "DEFAULT_MODEL_ENV",
     "DEFAULT_MODEL_PATH",
-    "EmptyEdgeWarning",
+    "EMPTY_EDGE_SHARE",
+    "FILL_CELL",
+    "FILL_REACH",
     "NORM_MODES",
     "STATS_MEMORY_MB",
+    "EmptyEdgeWarning",
     "Translator",
     "default_model_path",
+    "fill_nodata",
     "resolve_translator",
     "stats_budget_px",
     "translate_raster",
