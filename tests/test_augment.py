@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -275,3 +276,42 @@ def test_mixed_dataset_refuses_bad_ratios(pairs: tuple[Path, Path], tmp_path: Pa
     trimmed.to_csv(tmp_path / "aug" / "trimmed.csv", index=False)
     with pytest.raises(ConfigError, match="needs 3 translated pairs but the index has 2"):
         MixedSegmentationDataset(tmp_path / "aug" / "trimmed.csv", translated_ratio=0.5)
+
+
+def test_mixed_dataset_takes_an_index_dataframe_as_pandas_reads_it(
+    pairs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A DataFrame index (documented) without the bands column, or read back by pandas
+    with a lone band as 1.0 and empty cells as NaN, gives the same samples as the file."""
+    images, masks = pairs
+    augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", bands=(2,), **FAST)
+    by_file = MixedSegmentationDataset(tmp_path / "aug" / "index.csv", translated_ratio=0.5)
+    table = load_index(tmp_path / "aug" / "index.csv")
+    as_read = table.assign(bands=[1.0 * int(b) if b else np.nan for b in table["bands"]])
+    without = table.drop(columns=["bands"])
+    for frame in (as_read, without):
+        mixed = MixedSegmentationDataset(frame, translated_ratio=0.5)
+        assert len(mixed) == len(by_file)
+    assert MixedSegmentationDataset(as_read, translated_ratio=0.0)[0]["image"].shape[0] == 1
+    assert MixedSegmentationDataset(without, translated_ratio=0.0)[0]["image"].shape[0] == 3
+
+
+def test_a_failing_pairs_warnings_are_kept(
+    pairs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Warnings a pair gives before it fails reach the caller (they may explain it)."""
+    import rsgan.pipelines.augment as augment_mod
+    from rsgan.errors import RasterWriteError
+
+    images, masks = pairs
+    real = augment_mod.copy_mask_to_grid
+
+    def warn_then_fail(mask, info, out, **kw):  # noqa: ANN001, ANN003, ANN202
+        if "tile_1" in str(mask):
+            warnings.warn("a hint about tile_1", UserWarning, stacklevel=1)
+            raise RasterWriteError("tile_1 cannot be written")
+        return real(mask, info, out, **kw)
+
+    monkeypatch.setattr(augment_mod, "copy_mask_to_grid", warn_then_fail)
+    with pytest.warns(UserWarning, match="a hint about tile_1"), pytest.raises(AugmentError):
+        augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)

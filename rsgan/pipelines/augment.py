@@ -347,15 +347,21 @@ def augment_segmentation_dataset(
 def _not_georeferenced(unplaced: list[str], stem: str) -> Iterator[None]:
     """Hold back the no-CRS warnings of one pair (its image, mask and output each give
     one) and note the pair in ``unplaced``: the caller warns once for all pairs."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        if issubclass(w.category, NotGeoreferencedWarning):
-            if stem not in unplaced:
-                unplaced.append(stem)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    held: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                held = list(caught)
+    finally:  # a failing pair's warnings too: they may explain the failure
+        for w in held:
+            if issubclass(w.category, NotGeoreferencedWarning):
+                if stem not in unplaced:
+                    unplaced.append(stem)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _index_row(
@@ -384,7 +390,7 @@ def _index_row(
 def load_index(index: PathLike | pd.DataFrame) -> pd.DataFrame:
     """Read an augmentation index; relative paths resolve against the index's folder."""
     if isinstance(index, pd.DataFrame):
-        return index.copy()
+        return _with_bands(index.copy())
     path = Path(index)
     if not path.is_file():
         raise ConfigError(
@@ -400,14 +406,30 @@ def load_index(index: PathLike | pd.DataFrame) -> pd.DataFrame:
         )
     for column in ("image", "mask"):
         table[column] = [os.fspath(_under(path.absolute().parent, v)) for v in table[column]]
-    if BANDS_COLUMN not in table.columns:  # an index written before the column existed
+    return _with_bands(table)
+
+
+def _with_bands(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``bands`` column as text ("1,2,3", "" for all bands): added to
+    an index from before the column, and cells that pandas read as numbers (a lone band,
+    ``1.0``) or NaN made text again."""
+    if BANDS_COLUMN not in table.columns:
         table[BANDS_COLUMN] = ""
+    table[BANDS_COLUMN] = [_bands_text(v) for v in table[BANDS_COLUMN]]
     return table
+
+
+def _bands_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return str(int(value))
+    return str(value)
 
 
 def _parse_bands(value: Any) -> list[int] | None:
     """The ``bands`` cell of an index row as 1-based indexes; None for all bands."""
-    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+    text = _bands_text(value)
     return [int(b) for b in text.split(",")] if text.strip() else None
 
 
