@@ -1926,16 +1926,25 @@ _DEFAULT_RGB = (1, 2, 3)
 
 
 def _named_once(names: Sequence[Sequence[str]]) -> tuple[int, int, int] | None:
-    """The 1-based positions of the one entry naming each colour, or None."""
-    found = [[i for i, words in enumerate(names, 1) if colour in words] for colour in _COLOURS]
-    if all(len(f) == 1 for f in found):
-        return found[0][0], found[1][0], found[2][0]
-    return None
+    """The 1-based positions of the one entry naming each colour, or None. Of several
+    entries naming a colour, the one naming nothing else wins (PlanetScope's "blue" over
+    "coastal_blue", "green" over "green_i")."""
+    picks = []
+    for colour in _COLOURS:
+        found = [i for i, words in enumerate(names, 1) if colour in words]
+        if len(found) > 1:
+            found = [i for i in found if list(names[i - 1]) == [colour]]
+        if len(found) != 1:
+            return None
+        picks.append(found[0])
+    return picks[0], picks[1], picks[2]
 
 
 def _colour_words(description: str | None) -> list[str]:
-    """The lower-case words of a band description, without the "red" of "red edge"."""
-    return re.findall(r"[a-z]+", re.sub(r"\bred[\W_]*edge", "", (description or "").lower()))
+    """The lower-case words of a band description, without band ids (Sentinel-2's "B04",
+    "B8A") and the "red" of "red edge"."""
+    text = re.sub(r"\bred[\W_]*edge", "", (description or "").lower())
+    return re.findall(r"[a-z]+", re.sub(r"\bb\d+[a-z]?\b", "", text))
 
 
 def rgb_bands(

@@ -659,6 +659,12 @@ CI = ColorInterp
           "B06 red edge 2", "B07 red edge 3", "B08 nir", "B8A narrow nir",
           "B09 water vapour", "B10 swir cirrus", "B11 swir 1", "B12 swir 2"),
          (CI.gray,) + (CI.undefined,) * 12, (4, 3, 2)),
+        # PlanetScope SuperDove and WorldView: of two bands naming a colour, the one naming
+        # nothing else ("blue" over "coastal_blue", "green" over "green_i")
+        (("coastal_blue", "blue", "green_i", "green", "yellow", "red", "rededge", "nir"),
+         (CI.gray,) + (CI.undefined,) * 7, (6, 4, 2)),
+        (("Coastal Blue", "Blue", "Green", "Red", "NIR"), (CI.gray,) + (CI.undefined,) * 4,
+         (4, 3, 2)),
         # no colours, a colour twice, colours as parts of other words, one missing: None
         (("a", "b", "c"), (CI.gray, CI.undefined, CI.undefined), None),
         (("red", "red", "green", "blue"), (CI.gray,) + (CI.undefined,) * 3, None),
