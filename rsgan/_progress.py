@@ -34,7 +34,7 @@ class tqdm(_auto_tqdm):  # noqa: N801 (a drop-in for tqdm.auto.tqdm)
         closing = self.disable  # close() sets it before its last drawing
         if closing and state == self._drawn:
             return True  # the log's last line is this state already
-        if not closing and self.total is not None and self.n >= self.total:
+        if not closing and self.leave and self.total is not None and self.n >= self.total:
             return True  # complete: close() draws it, once, with the final rate and postfix
         self._drawn = state
         return super().display(msg, pos)

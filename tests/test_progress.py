@@ -74,3 +74,13 @@ def test_a_disabled_bar_writes_nothing() -> None:
     with bar_type(total=2, file=log, disable=True) as bar:
         bar.update(2)
     assert log.getvalue() == ""
+
+
+def test_a_bar_that_does_not_stay_still_shows_its_end_in_a_log() -> None:
+    """leave=False: close() draws nothing, so the completed state is drawn by the update
+    (holding it back for close() left a log ending at 67 %)."""
+    log = io.StringIO()
+    with bar_type(total=3, desc="work", file=log, delay=1.0, leave=False) as bar:
+        for _ in range(3):
+            bar.update(1)
+    assert "100%" in log.getvalue()
