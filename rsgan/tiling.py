@@ -617,7 +617,8 @@ def save_index(index: gpd.GeoDataFrame, path: PathLike, *, overwrite: bool = Fal
     suffix = dst.suffix.lower()
     if suffix not in INDEX_SUFFIXES:
         raise ConfigError(
-            f"chip index {dst}: unknown file ending {dst.suffix!r}; use {' or '.join(INDEX_SUFFIXES)}"
+            f"chip index {dst}: unknown file ending {dst.suffix!r}; use "
+            f"{' or '.join(INDEX_SUFFIXES)}"
         )
     frame = index.copy()
     frame.attrs = {}

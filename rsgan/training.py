@@ -1408,7 +1408,8 @@ def _make_loader(
     )
     if len(sampler) // batch_size == 0:
         raise ConfigError(
-            f"the data hold {len(run.dataset)} items, fewer than one batch of "  # type: ignore[arg-type]
+            f"the data hold {len(run.dataset)} items, "  # type: ignore[arg-type]
+            f"fewer than one batch of "
             f"{batch_size} per process ({ctx.world_size} process(es)); lower the batch size "
             "or add data"
         )

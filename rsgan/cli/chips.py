@@ -63,8 +63,8 @@ def chips(
     """Cut SCENES into SIZE px GeoTIFF chips in OUT, with OUT/index.gpkg.
 
     SCENES are rasters (files or URLs) or folders of them: a folder stands for the image
-    files directly in it (TIFF, PNG, JPEG; not recursive), as in `rsgan train`. Each chip keeps the scene's CRS, nodata and band metadata and has its own
-    transform.
+    files directly in it (TIFF, PNG, JPEG; not recursive), as in `rsgan train`. Each chip
+    keeps the scene's CRS, nodata and band metadata and has its own transform.
 
     \b
     Examples:

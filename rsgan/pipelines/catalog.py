@@ -994,7 +994,6 @@ def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         "model",
         "overwrite",
         "progress",
-        "quicklook",
     }
     if "quicklook" in options:
         raise ConfigError(
