@@ -35,7 +35,6 @@ from rsgan.io import (
     RasterInfo,
     compute_band_stats,
     describe,
-    list_image_files,
     open_dataset,
     read_masked,
     read_valid_mask,
@@ -51,6 +50,7 @@ from rsgan.tiling import (
     load_aoi,
     load_index,
     scene_label,
+    scene_paths,
 )
 
 MAX_OPEN_SCENES = 64
@@ -74,11 +74,7 @@ def _expand_sources(
     first = items[0]
     if len(items) == 1 and isinstance(first, Path) and first.suffix.lower() in INDEX_SUFFIXES:
         return None, load_index(first)
-    scenes: list[Path | str] = []
-    for item in items:
-        local_dir = isinstance(item, Path) and item.is_dir()
-        scenes.extend(list_image_files(item) if local_dir else [item])
-    return scenes, None
+    return scene_paths(items), None  # folders as their rasters, as rsgan chips reads them
 
 
 def _warn_plain(infos: Sequence[RasterInfo]) -> None:
