@@ -92,6 +92,8 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
 SAMPLES_DIR = "samples"
+GRID_SAMPLES = 64
+"""Samples :func:`generate` shows in ``grid.png`` (the first ones)."""
 
 Batch = Mapping[str, Tensor]
 Nets = Mapping[str, nn.Module]
@@ -1675,8 +1677,13 @@ def generate(
     overwrite: bool = False,
     batch_size: int = 64,
     device: str = "auto",
+    progress: bool = True,
 ) -> list[Path]:
     """Write ``n`` DCGAN samples as GeoTIFF chips and a PNG grid into ``out_dir``.
+
+    Samples are generated and written ``batch_size`` at a time, so memory does not grow
+    with ``n``; ``grid.png`` shows the first :data:`GRID_SAMPLES` of them. The same seed
+    gives the same samples whatever ``batch_size``.
 
     Chips are denormalised with the checkpoint's Normalizer into the source dtype (float32
     model values in [-1, 1] if the checkpoint has none) and get the band descriptions and
@@ -1693,6 +1700,7 @@ def generate(
         overwrite: replace an existing ``out_dir``.
         batch_size: samples generated at once.
         device: "auto", "cpu", "cuda".
+        progress: show a tqdm progress bar of the samples written.
 
     Returns:
         The GeoTIFF paths (the grid is ``out_dir / "grid.png"``).
@@ -1709,6 +1717,8 @@ def generate(
 
     if n < 1:
         raise ConfigError(f"n={n}: ask for at least one sample")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}: pass a positive number of samples")
     check_local_output(out_dir, "output folder")
     dev = resolve_device(device)
     loaded = load_model(model, device=dev)
@@ -1728,47 +1738,49 @@ def generate(
         res_x, res_y = tpl.res
         crs = tpl.crs
         transform = Affine(res_x, 0.0, tpl.bounds.left, 0.0, -res_y, tpl.bounds.top)
-    rng = torch.Generator().manual_seed(seed)
-    images = []
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            z = torch.randn(min(batch_size, n - start), loaded.config.nz, generator=rng)
-            images.append(g(z.to(dev)).float().cpu())
-    batch = torch.cat(images).numpy()  # (n, C, H, W) in [-1, 1]
+    # all latents first (nz floats a sample): the samples do not depend on batch_size
+    latents = torch.randn(n, loaded.config.nz, generator=torch.Generator().manual_seed(seed))
     size = loaded.config.image_size
-    paths = []
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": loaded.config.channels,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "compress": "deflate",
+    }
+    paths: list[Path] = []
+    shown_samples: list[np.ndarray] = []
     inputs = [p for p in (loaded.path, template) if p is not None]
     with (
         atomic_output_dir(out_dir, overwrite=overwrite, inputs=inputs) as tmp,
         warnings.catch_warnings(),
+        tqdm(total=n, desc="generate", unit="sample", disable=not progress) as bar,
     ):
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        for i, image in enumerate(batch):
-            values = info.normalizer.denormalize(image) if info.normalizer else image
-            name = f"sample_{i:04d}.tif"
-            profile = {
-                "driver": "GTiff",
-                "width": size,
-                "height": size,
-                "count": image.shape[0],
-                "dtype": dtype,
-                "crs": crs,
-                "transform": transform,
-                "compress": "deflate",
-            }
-            with rasterio.open(tmp / name, "w", **profile) as dst:
-                if colorinterp:  # before the pixels: libtiff cannot change it afterwards
-                    dst.colorinterp = colorinterp
-                dst.write(values.astype(dtype))
-                if info.descriptions:
-                    for b, text in enumerate(info.descriptions, start=1):
+        for z in latents.split(batch_size):
+            with torch.no_grad():
+                batch = g(z.to(dev)).float().cpu()  # (b, C, H, W) in [-1, 1]
+            for image in batch:
+                if len(shown_samples) < GRID_SAMPLES:
+                    shown_samples.append(_to_uint8(image, shown))
+                values = image.numpy()
+                if info.normalizer is not None:
+                    values = info.normalizer.denormalize(values)
+                name = f"sample_{len(paths):04d}.tif"
+                with rasterio.open(tmp / name, "w", **profile) as dst:
+                    if colorinterp:  # before the pixels: libtiff cannot change it afterwards
+                        dst.colorinterp = colorinterp
+                    dst.write(values.astype(dtype))
+                    for b, text in enumerate(info.descriptions or (), start=1):
                         if text:
                             dst.set_band_description(b, text)
-            paths.append(Path(out_dir) / name)
+                paths.append(Path(out_dir) / name)
+            bar.update(len(batch))
         write_png_grid(
-            [_to_uint8(torch.from_numpy(x), shown) for x in batch],
-            tmp / "grid.png",
-            ncols=max(1, math.isqrt(n)),
+            shown_samples, tmp / "grid.png", ncols=max(1, math.isqrt(len(shown_samples)))
         )
     return paths
 

@@ -28,11 +28,7 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latents.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-# generate shows no progress bar; -q is accepted as by every other command, so a script
-# can pass it to all of them
-@click.option(
-    "--quiet", "-q", is_flag=True, expose_value=False, help="No progress bar (generate shows none)."
-)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(
     checkpoint: Path,
     n: int,
@@ -41,9 +37,10 @@ def generate(
     seed: int,
     device: str,
     overwrite: bool,
+    quiet: bool,
 ) -> None:
     """Write N samples of the DCGAN CHECKPOINT to OUT as GeoTIFFs in the training data's
-    dtype (sample_0000.tif, ...) and OUT/grid.png.
+    dtype (sample_0000.tif, ...) and OUT/grid.png (the first 64 samples).
 
     \b
     Example:
@@ -52,7 +49,14 @@ def generate(
     from rsgan.training import generate as run_generate
 
     paths = run_generate(
-        checkpoint, n, out_dir, template=template, seed=seed, overwrite=overwrite, device=device
+        checkpoint,
+        n,
+        out_dir,
+        template=template,
+        seed=seed,
+        overwrite=overwrite,
+        device=device,
+        progress=not quiet,
     )
     click.echo(f"wrote {len(paths)} GeoTIFF sample(s) and {out_dir / 'grid.png'}")
 

@@ -68,3 +68,12 @@ def test_generate_takes_quiet_like_the_other_commands(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert result.stderr == ""  # nothing but the summary
         assert result.stdout == f"wrote 2 GeoTIFF sample(s) and {out / 'grid.png'}\n"
+
+
+def test_generate_shows_progress_unless_quiet(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path / "m.safetensors")
+    result = CliRunner().invoke(
+        cli, ["generate", str(ckpt), "--n", "3", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "generate" in result.stderr and "3/3" in result.stderr
