@@ -195,6 +195,31 @@ def test_fill_nodata_does_not_depend_on_the_tile() -> None:
     np.testing.assert_array_equal(in_a, in_b)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_fill_nodata_upsampling_gives_the_per_pixel_values(
+    monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    """Tiles with many invalid pixels are filled by upsampling the cells over the tile
+    (FILL_GATHER_SHARE); the values are the per-pixel bilinear ones to float rounding,
+    whatever the tile's offset on the cells' grid."""
+    from rsgan.pipelines import translate as translate_mod
+
+    rng = np.random.default_rng(2)
+    data = (rng.random((3, 150, 170)) * 250).astype(dtype)
+    yy, xx = np.mgrid[0:150, 0:170]
+    valid = (xx + 0.4 * yy) < 90 + 20 * np.sin(yy / 9.0)  # most of the tile invalid
+    outs = []
+    for share in (2.0, -1.0):  # every tile per pixel, then every tile upsampled
+        monkeypatch.setattr(translate_mod, "FILL_GATHER_SHARE", share)
+        outs.append(translate_mod.fill_nodata(data, valid, 36, 52, (127.5,) * 3))
+    per_pixel, upsampled = (o.astype(np.float64) for o in outs)
+    assert (~valid).mean() > 0.5
+    np.testing.assert_array_equal(upsampled[:, valid], data[:, valid].astype(np.float64))
+    tolerance = 1e-4 if dtype == "float32" else 1.0  # a rounding step at most
+    np.testing.assert_allclose(upsampled, per_pixel, rtol=0, atol=tolerance)
+    assert np.mean(upsampled != per_pixel) < (0.5 if dtype == "float32" else 0.001)
+
+
 @pytest.mark.realdata
 def test_the_fill_brings_the_pixels_next_to_nodata_closer_to_the_uncut_scene(
     shared_data: Path, make_raster: Callable[..., Path], tmp_path: Path,

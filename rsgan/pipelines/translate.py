@@ -405,13 +405,55 @@ def fill_nodata(
     for total, count in zip(reversed(sums[:-1]), reversed(counts[:-1]), strict=True):
         share = np.minimum(count, 1.0)  # any valid pixel: the cell's own mean
         fill = total / np.maximum(count, 1e-12) * share + _upsample2(fill) * (1.0 - share)
-    rows, cols = np.nonzero(~valid)
-    picked = _bilinear_at(fill, (rows + pr + 0.5) / k - 0.5, (cols + pc + 0.5) / k - 0.5)
+    invalid = ~valid
     out = data.copy()
-    if out.dtype.kind in "iu":
-        info = np.iinfo(out.dtype)
-        picked = np.clip(np.rint(picked), info.min, info.max)
-    out[:, rows, cols] = picked.astype(out.dtype)
+    if np.count_nonzero(invalid) <= FILL_GATHER_SHARE * invalid.size:
+        rows, cols = np.nonzero(invalid)
+        picked = _bilinear_at(fill, (rows + pr + 0.5) / k - 0.5, (cols + pc + 0.5) / k - 0.5)
+        out[:, rows, cols] = _rounded(picked, out.dtype)
+    else:  # the whole tile upsampled: the same values, without a gather per pixel
+        held = np.flatnonzero(invalid.any(axis=1))
+        r0, r1 = int(held[0]), int(held[-1]) + 1
+        up = _upsample_rows(fill, k)[:, pr + r0 : pr + r1]
+        up = _upsample_rows(up.transpose(0, 2, 1), k).transpose(0, 2, 1)[:, :, pc : pc + w]
+        np.copyto(out[:, r0:r1], _rounded(up, out.dtype), where=invalid[r0:r1])
+    return out
+
+
+FILL_GATHER_SHARE = 0.15
+"""Share of a tile's pixels up to which :func:`fill_nodata` picks each invalid pixel's
+value on its own (bilinear, a gather per pixel); above it, it upsamples the filled cells
+over the tile's rows that hold invalid pixels, which costs about the same whatever their
+number: on a 736 x 740 px 3-band uint8 tile, 9.2 against 20.4 ms at 50 % invalid, 9.9
+against 55.8 ms at 86 %, 4.2 against 6.2 ms (the gather faster) at 4 % (one thread, other
+jobs on the machine). The two give the same values to float rounding (at most 1 DN apart after
+rounding, on a few pixels)."""
+
+
+def _rounded(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` (float) in ``dtype``: integers rounded and clipped to its range."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    return values.astype(dtype)
+
+
+def _upsample_rows(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` ``(C, h, w)`` upsampled ``k`` times along its rows, bilinear between pixel
+    centres, edges clamped (``F.interpolate(..., mode="bilinear", align_corners=False)``
+    along one axis, to float rounding): output row ``k i + p`` lies ``(p + 0.5) / k - 0.5``
+    rows from row ``i``, so each phase ``p`` is one weighted sum of two shifted slices
+    (numpy's fancy indexing took 4x as long)."""
+    c, h, w = a.shape
+    padded = np.concatenate([a[:, :1], a, a[:, -1:]], axis=1)  # rows -1 and h clamped
+    out = np.empty((c, h * k, w), np.float32)
+    for p in range(k):
+        off = (p + 0.5) / k - 0.5
+        lo = 0 if off < 0 else 1  # padded row lo + i is row i - 1 (off < 0) or row i
+        near = 1.0 + off if off < 0 else off  # weight of the second row
+        target = out[:, p::k]
+        np.multiply(padded[:, lo : lo + h], 1.0 - near, out=target)
+        target += padded[:, lo + 1 : lo + 1 + h] * near
     return out
 
 
