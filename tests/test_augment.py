@@ -315,3 +315,35 @@ def test_a_failing_pairs_warnings_are_kept(
     monkeypatch.setattr(augment_mod, "copy_mask_to_grid", warn_then_fail)
     with pytest.warns(UserWarning, match="a hint about tile_1"), pytest.raises(AugmentError):
         augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+
+
+def test_images_named_by_vrt_urls_as_the_dtype_error_advises(
+    make_raster: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uint16 4-band images read as 8-bit RGB through ``vrt://`` names (what the error of
+    an 8-bit model on uint16 data tells the user to pass): pathlib used to fold them into
+    ``vrt:/...``, and every pair failed as "no such file"."""
+    monkeypatch.chdir(tmp_path)
+    names, masks = [], []
+    for i in range(2):
+        transform = GRID @ Affine.translation(100 * i, 0)
+        make_raster(f"s2_{i}.tif", width=48, height=40, count=4, dtype="uint16", seed=i,
+                    folder=tmp_path / "src", crs="EPSG:26915", transform=transform)  # fmt: skip
+        names.append(f"vrt://src/s2_{i}.tif?bands=3,2,1&ot=Byte&scale=0,1000,0,255")
+        masks.append(_write_mask(tmp_path / "lbl" / f"s2_{i}.tif", _mask(i), transform,
+                                 "EPSG:26915"))  # fmt: skip
+    index = augment_segmentation_dataset(names, masks, Negate(), "aug", **FAST)
+    assert sorted(Path(p).name for p in index["image"][index["translated"]]) == [
+        "s2_0.tif",
+        "s2_1.tif",
+    ]
+    original = index["image"][~index["translated"]].iloc[0]
+    assert original.startswith("vrt:///") and original.endswith("&scale=0,1000,0,255")
+    monkeypatch.chdir(tmp_path / "lbl")  # the index alone locates every file
+    for ratio in (0.0, 1.0):
+        sample = MixedSegmentationDataset(tmp_path / "aug" / "index.csv", translated_ratio=ratio)[0]
+        with rasterio.open(original) as src:  # 8-bit, bands 3, 2, 1
+            expected = Normalizer.for_dtype("uint8", 3).normalize(src.read())
+        np.testing.assert_allclose(sample["image"].numpy(), -expected if ratio else expected,
+                                   atol=1e-2)  # fmt: skip
+        np.testing.assert_array_equal(sample["mask"].numpy(), _mask(0)[0])
