@@ -347,3 +347,18 @@ def test_images_named_by_vrt_urls_as_the_dtype_error_advises(
         np.testing.assert_allclose(sample["image"].numpy(), -expected if ratio else expected,
                                    atol=1e-2)  # fmt: skip
         np.testing.assert_array_equal(sample["mask"].numpy(), _mask(0)[0])
+
+
+def test_images_given_as_their_own_masks_are_refused(
+    pairs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The images' folder given as the masks too (a slip): every image used to be paired
+    with itself and written as its own 3-band "mask", and the samples took its red band
+    for class labels, with no error."""
+    images, _ = pairs
+    with pytest.raises(AugmentError) as caught:
+        augment_segmentation_dataset(images, images, Negate(), tmp_path / "aug", **FAST)
+    assert sorted(caught.value.failures) == [f"tile_{i}" for i in range(6)]
+    assert "is also its own mask" in caught.value.failures["tile_0"]
+    assert list(caught.value.index["image"]) == []
+    assert not any((tmp_path / "aug" / "masks").iterdir())
