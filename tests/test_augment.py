@@ -362,3 +362,17 @@ def test_images_given_as_their_own_masks_are_refused(
     assert "is also its own mask" in caught.value.failures["tile_0"]
     assert list(caught.value.index["image"]) == []
     assert not any((tmp_path / "aug" / "masks").iterdir())
+
+
+def test_vector_labels_given_as_masks_are_refused_before_any_work(
+    pairs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Building footprints (GeoJSON) given as the masks used to fail every pair as
+    "has no mask named ..." / "has no image named joplin_building_footprints.*", after
+    creating the output folder; now one error says to rasterise them first."""
+    images, _ = pairs
+    footprints = tmp_path / "footprints.geojson"
+    footprints.write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(ConfigError, match=r"footprints\.geojson is a vector file.*rasterize"):
+        augment_segmentation_dataset(images, footprints, Negate(), tmp_path / "aug", **FAST)
+    assert not (tmp_path / "aug").exists()

@@ -44,6 +44,7 @@ from rsgan.io import (
     open_raster,
     output_profile,
     same_file,
+    source_name,
     source_path,
     source_stem,
 )
@@ -102,6 +103,21 @@ def _files(value: PathLike | Iterable[PathLike], what: str) -> list[Path | str]:
     return files
 
 
+VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet", ".geoparquet")
+
+
+def _refuse_vector_labels(masks: Sequence[Path | str]) -> None:
+    """Refuse vector labels (footprints) given as masks: they pair with no image."""
+    vectors = [m for m in masks if Path(source_name(m)).suffix.lower() in VECTOR_SUFFIXES]
+    if vectors:
+        raise ConfigError(
+            f"masks must be rasters on the images' grids, but {vectors[0]} is a vector file; "
+            "burn its shapes onto each image's grid first (rasterio.features.rasterize with "
+            "the image's transform and shape, as footprint_mask in "
+            "examples/domain_adaptation_joplin.py does) and pass the folder of those masks"
+        )
+
+
 def _absolute(source: Path | str) -> str:
     """``source`` as the index stores it: a local path made absolute, and so is the local
     file inside a ``vrt://`` name (GDAL reads ``vrt:///abs/path.tif?bands=1``); a URL or
@@ -129,6 +145,7 @@ def pair_files(
         stems used twice.
     """
     image_files, mask_files = _files(images, "images"), _files(masks, "masks")
+    _refuse_vector_labels(mask_files)
     by_stem: dict[str, Path | str] = {}
     problems: dict[str, str] = {}
     for mask in mask_files:
