@@ -247,8 +247,11 @@ def source_path(path: PathLike) -> Path | str:
 
 def source_name(path: PathLike) -> str:
     """The file name of a raster source: of a local path, or of a URL's or ``/vsi`` path's
-    last part, a query string left out (``https://host/a/b.tif?sig=x`` -> ``"b.tif"``)."""
+    last part, a query string left out (``https://host/a/b.tif?sig=x`` -> ``"b.tif"``), and
+    of the source inside a ``vrt://`` name (``vrt://b.tif?bands=1`` -> ``"b.tif"``)."""
     text = os.fspath(path)
+    if text.startswith("vrt://"):
+        return source_name(text[len("vrt://") :].split("?", 1)[0])
     if "://" in text:
         text = urlsplit(text).path
     return PurePosixPath(text).name

@@ -315,3 +315,64 @@ def test_a_failing_pairs_warnings_are_kept(
     monkeypatch.setattr(augment_mod, "copy_mask_to_grid", warn_then_fail)
     with pytest.warns(UserWarning, match="a hint about tile_1"), pytest.raises(AugmentError):
         augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+
+
+def test_images_named_by_vrt_urls_as_the_dtype_error_advises(
+    make_raster: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uint16 4-band images read as 8-bit RGB through ``vrt://`` names (what the error of
+    an 8-bit model on uint16 data tells the user to pass): pathlib used to fold them into
+    ``vrt:/...``, and every pair failed as "no such file"."""
+    monkeypatch.chdir(tmp_path)
+    names, masks = [], []
+    for i in range(2):
+        transform = GRID @ Affine.translation(100 * i, 0)
+        make_raster(f"s2_{i}.tif", width=48, height=40, count=4, dtype="uint16", seed=i,
+                    folder=tmp_path / "src", crs="EPSG:26915", transform=transform)  # fmt: skip
+        names.append(f"vrt://src/s2_{i}.tif?bands=3,2,1&ot=Byte&scale=0,1000,0,255")
+        masks.append(_write_mask(tmp_path / "lbl" / f"s2_{i}.tif", _mask(i), transform,
+                                 "EPSG:26915"))  # fmt: skip
+    index = augment_segmentation_dataset(names, masks, Negate(), "aug", **FAST)
+    assert sorted(Path(p).name for p in index["image"][index["translated"]]) == [
+        "s2_0.tif",
+        "s2_1.tif",
+    ]
+    original = index["image"][~index["translated"]].iloc[0]
+    assert original.startswith("vrt:///") and original.endswith("&scale=0,1000,0,255")
+    monkeypatch.chdir(tmp_path / "lbl")  # the index alone locates every file
+    for ratio in (0.0, 1.0):
+        sample = MixedSegmentationDataset(tmp_path / "aug" / "index.csv", translated_ratio=ratio)[0]
+        with rasterio.open(original) as src:  # 8-bit, bands 3, 2, 1
+            expected = Normalizer.for_dtype("uint8", 3).normalize(src.read())
+        np.testing.assert_allclose(sample["image"].numpy(), -expected if ratio else expected,
+                                   atol=1e-2)  # fmt: skip
+        np.testing.assert_array_equal(sample["mask"].numpy(), _mask(0)[0])
+
+
+def test_images_given_as_their_own_masks_are_refused(
+    pairs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The images' folder given as the masks too (a slip): every image used to be paired
+    with itself and written as its own 3-band "mask", and the samples took its red band
+    for class labels, with no error."""
+    images, _ = pairs
+    with pytest.raises(AugmentError) as caught:
+        augment_segmentation_dataset(images, images, Negate(), tmp_path / "aug", **FAST)
+    assert sorted(caught.value.failures) == [f"tile_{i}" for i in range(6)]
+    assert "is also its own mask" in caught.value.failures["tile_0"]
+    assert list(caught.value.index["image"]) == []
+    assert not any((tmp_path / "aug" / "masks").iterdir())
+
+
+def test_vector_labels_given_as_masks_are_refused_before_any_work(
+    pairs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Building footprints (GeoJSON) given as the masks used to fail every pair as
+    "has no mask named ..." / "has no image named joplin_building_footprints.*", after
+    creating the output folder; now one error says to rasterise them first."""
+    images, _ = pairs
+    footprints = tmp_path / "footprints.geojson"
+    footprints.write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(ConfigError, match=r"footprints\.geojson is a vector file.*rasterize"):
+        augment_segmentation_dataset(images, footprints, Negate(), tmp_path / "aug", **FAST)
+    assert not (tmp_path / "aug").exists()

@@ -532,3 +532,44 @@ def test_url_scenes_translate_on_the_cluster(
         in_pixels, in_grid = _pixels_and_grid(served.folder / name)
         assert out_grid == in_grid
         np.testing.assert_array_equal(out_pixels, in_pixels)
+
+
+def test_stac_item_collection_given_by_a_relative_path_gives_absolute_sources(
+    scenes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rsgan batch items.json out/` from the catalog's folder: the scenes' sources (the
+    manifest's, and each Item's derived_from link) used to stay relative to the working
+    folder, so the Items' links pointed inside OUT_DIR and workers started elsewhere (an
+    existing cluster) looked for other files; other catalog kinds gave absolute paths."""
+    _write_catalog("stac-items", scenes, tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "data")
+    manifest = translate_catalog(
+        "items.json", "out", torch.nn.Identity(), asset_key="visual", workers=0, **FAST
+    )
+    assert list(manifest["source"]) == [os.fspath(p) for p in scenes]
+    _assert_identity_outputs(manifest, scenes)
+    for row in manifest.itertuples():
+        item = json.loads(Path(row.output).with_suffix(".json").read_text())
+        links = [link["href"] for link in item["links"] if link["rel"] == "derived_from"]
+        assert links == [row.source] and item["properties"]["rsgan:source"] == row.source
+
+
+def test_rerun_redoes_a_scene_whose_row_now_names_another_file(
+    make_raster: Callable[..., Path], scenes: list[Path], tmp_path: Path
+) -> None:
+    """A catalog row edited to give a scene name another file (a reprocessed or corrected
+    scene): the rerun used to skip it, keeping the output of the old file, and the
+    manifest still named the old file as the source."""
+    catalog = tmp_path / "data" / "catalog.csv"
+    pd.DataFrame({"path": [os.fspath(p) for p in scenes]}).to_csv(catalog, index=False)
+    out = tmp_path / "out"
+    first = translate_catalog(catalog, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(first["status"]) == ["done"] * 3
+    newer = make_raster("scene_0.tif", width=32, height=32, seed=9, folder=tmp_path / "v2")
+    pd.DataFrame({"path": [os.fspath(newer), *map(os.fspath, scenes[1:])]}).to_csv(
+        catalog, index=False
+    )
+    again = translate_catalog(catalog, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(again["status"]) == ["done", "skipped", "skipped"]
+    assert again["source"][0] == os.fspath(newer)
+    _assert_identity_outputs(again.assign(status="done"), [newer, *scenes[1:]])

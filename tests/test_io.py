@@ -44,6 +44,7 @@ from rsgan.io import (
     read_window,
     remove_stale_temporaries,
     rgb_bands,
+    source_stem,
     warn_if_not_georeferenced,
     write_png_grid,
     write_quicklook_png,
@@ -909,3 +910,19 @@ def test_output_folder_removed_while_writing_is_a_raster_write_error(tmp_path: P
             target = tmp if make == "file" else tmp / "chip.tif"
             rasterio.open(target, "w", driver="GTiff", width=1, height=1, count=1, dtype="uint8")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "stem"),
+    [
+        ("data/scene.tif", "scene"),
+        ("https://host/a/scene.tif?sig=x", "scene"),
+        ("/vsizip//tmp/a.zip/scene.tif", "scene"),
+        ("vrt://scene.tif?bands=3,2,1", "scene"),  # was "": the file name read as a host
+        ("vrt://data/scene.tif?bands=1", "scene"),
+        ("vrt:///abs/data/scene.tif?ot=Byte", "scene"),
+        ("vrt:///vsicurl/https://host/scene.tif?bands=1", "scene"),
+    ],
+)
+def test_source_stem_of_paths_urls_and_vrt_names(source: str, stem: str) -> None:
+    assert source_stem(source) == stem

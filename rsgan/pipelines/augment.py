@@ -43,6 +43,10 @@ from rsgan.io import (
     open_output,
     open_raster,
     output_profile,
+    same_file,
+    source_name,
+    source_path,
+    source_stem,
 )
 
 INDEX_NAME = "index.csv"
@@ -75,8 +79,8 @@ class Pair:
     """A source image and its mask, matched by file stem."""
 
     stem: str
-    image: Path
-    mask: Path
+    image: Path | str
+    mask: Path | str
 
 
 # ---------------------------------------------------------------------------------------
@@ -84,14 +88,47 @@ class Pair:
 # ---------------------------------------------------------------------------------------
 
 
-def _files(value: PathLike | Iterable[PathLike], what: str) -> list[Path]:
+def _files(value: PathLike | Iterable[PathLike], what: str) -> list[Path | str]:
+    """The files of a folder, or the files given: local paths as :class:`Path`, a URL,
+    ``/vsi`` path or ``vrt://`` name kept as the string given (pathlib would fold its
+    ``//``; :func:`rsgan.io.source_path`)."""
     if isinstance(value, (str, os.PathLike)):
-        path = Path(value)
-        return list_image_files(path, IMAGE_EXTENSIONS) if path.is_dir() else [path]
-    files = [Path(v) for v in value]
+        source = source_path(value)
+        if isinstance(source, Path) and source.is_dir():
+            return list(list_image_files(source, IMAGE_EXTENSIONS))
+        return [source]
+    files = [source_path(v) for v in value]
     if not files:
         raise ConfigError(f"no {what} given; pass a folder or a list of files")
     return files
+
+
+VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet", ".geoparquet")
+
+
+def _refuse_vector_labels(masks: Sequence[Path | str]) -> None:
+    """Refuse vector labels (footprints) given as masks: they pair with no image."""
+    vectors = [m for m in masks if Path(source_name(m)).suffix.lower() in VECTOR_SUFFIXES]
+    if vectors:
+        raise ConfigError(
+            f"masks must be rasters on the images' grids, but {vectors[0]} is a vector file; "
+            "burn its shapes onto each image's grid first (rasterio.features.rasterize with "
+            "the image's transform and shape, as footprint_mask in "
+            "examples/domain_adaptation_joplin.py does) and pass the folder of those masks"
+        )
+
+
+def _absolute(source: Path | str) -> str:
+    """``source`` as the index stores it: a local path made absolute, and so is the local
+    file inside a ``vrt://`` name (GDAL reads ``vrt:///abs/path.tif?bands=1``); a URL or
+    ``/vsi`` path as given."""
+    text = os.fspath(source)
+    if text.startswith("vrt://"):
+        inner, sep, query = text[len("vrt://") :].partition("?")
+        if inner and source_path(inner) == Path(inner) and not Path(inner).is_absolute():
+            return f"vrt://{Path(inner).absolute()}{sep}{query}"
+        return text
+    return text if isinstance(source_path(text), str) else os.fspath(Path(text).absolute())
 
 
 def pair_files(
@@ -108,27 +145,42 @@ def pair_files(
         stems used twice.
     """
     image_files, mask_files = _files(images, "images"), _files(masks, "masks")
-    by_stem: dict[str, Path] = {}
+    _refuse_vector_labels(mask_files)
+    by_stem: dict[str, Path | str] = {}
     problems: dict[str, str] = {}
     for mask in mask_files:
-        if mask.stem in by_stem:
-            problems[mask.stem] = f"masks {by_stem[mask.stem]} and {mask} share the stem"
-        by_stem[mask.stem] = mask
+        stem = source_stem(mask)
+        if stem in by_stem:
+            problems[stem] = f"masks {by_stem[stem]} and {mask} share the stem"
+        by_stem[stem] = mask
     pairs, seen = [], set()
     for image in image_files:
-        if image.stem in seen:
-            problems[image.stem] = f"two images share the stem {image.stem!r} (e.g. {image})"
+        stem = source_stem(image)
+        if stem in seen:
+            problems[stem] = f"two images share the stem {stem!r} (e.g. {image})"
             continue
-        seen.add(image.stem)
-        partner = by_stem.get(image.stem)
+        seen.add(stem)
+        partner = by_stem.get(stem)
         if partner is None:
-            problems[image.stem] = f"image {image} has no mask named {image.stem}.*"
-        elif image.stem not in problems:
-            pairs.append(Pair(image.stem, image, partner))
+            problems[stem] = f"image {image} has no mask named {stem}.*"
+        elif _same_source(image, partner):
+            problems[stem] = (
+                f"image {image} is also its own mask ({partner}); pass the folder or "
+                "files of the masks as masks, not the images"
+            )
+        elif stem not in problems:
+            pairs.append(Pair(stem, image, partner))
     for stem, mask in by_stem.items():
         if stem not in seen:
             problems[stem] = f"mask {mask} has no image named {stem}.*"
     return pairs, problems
+
+
+def _same_source(a: Path | str, b: Path | str) -> bool:
+    """Whether two sources are one file (links resolved), or one URL or GDAL name."""
+    if isinstance(a, str) or isinstance(b, str):
+        return os.fspath(a) == os.fspath(b)
+    return same_file(a, b)
 
 
 def _pixel_grid(info: RasterInfo) -> bool:
@@ -311,7 +363,7 @@ def augment_segmentation_dataset(
             continue
         # originals stay where they are: absolute, since relative paths in the index
         # resolve against its own folder, not the caller's working directory
-        original_image, original_mask = Path(pair.image).absolute(), Path(pair.mask).absolute()
+        original_image, original_mask = _absolute(pair.image), _absolute(pair.mask)
         rows.append(
             _index_row(original_image, original_mask, pair.image, pair.mask, False, selected)
         )
@@ -365,18 +417,18 @@ def _not_georeferenced(unplaced: list[str], stem: str) -> Iterator[None]:
 
 
 def _index_row(
-    image: Path,
-    mask: Path,
-    source_image: Path,
-    source_mask: Path,
+    image: Path | str,
+    mask: Path | str,
+    source_image: Path | str,
+    source_mask: Path | str,
     translated: bool,
     bands: str = "",
 ) -> dict[str, Any]:
     return {
         "image": os.fspath(image),
         "mask": os.fspath(mask),
-        "source_image": os.fspath(Path(source_image).absolute()),
-        "source_mask": os.fspath(Path(source_mask).absolute()),
+        "source_image": _absolute(source_image),
+        "source_mask": _absolute(source_mask),
         "translated": translated,
         BANDS_COLUMN: bands,
     }
@@ -433,8 +485,10 @@ def _parse_bands(value: Any) -> list[int] | None:
     return [int(b) for b in text.split(",")] if text.strip() else None
 
 
-def _under(base: Path, value: str) -> Path:
-    p = Path(value)
+def _under(base: Path, value: str) -> Path | str:
+    p = source_path(value)
+    if isinstance(p, str):  # a URL, /vsi path or vrt:// name, as stored
+        return p
     return p if p.is_absolute() else base / p
 
 

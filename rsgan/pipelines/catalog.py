@@ -362,11 +362,10 @@ def _stac_scene(item: Any, asset_key: str | None, catalog: Path | str) -> Scene:
         )
     href = asset.get_absolute_href() or asset.href
     if not is_virtual(href):  # relative to the catalog: on the web, or a local file
-        href = (
-            urljoin(catalog, href)
-            if isinstance(catalog, str)
-            else os.fspath(_resolve(href, catalog.parent))
-        )
+        if isinstance(catalog, str):
+            href = urljoin(catalog, href)
+        else:  # absolute, as in other catalogs: workers, the manifest and Items need it
+            href = os.fspath(_expand_user(_resolve(href, catalog.parent)).absolute())
     return replace(scene, source=href)
 
 
@@ -554,7 +553,10 @@ def _plan(
         before = earlier.get(scene.name)
         ours = before is not None
         if out.exists() and not overwrite:
-            finished = _finished_earlier(before, out) if ours else None
+            # an output made from the file the catalog gives now; when the catalog gives
+            # this name another file, the output is still ours to replace, but redone
+            same_source = before is not None and before.source == scene.source
+            finished = _finished_earlier(before, out) if same_source else None
             if finished is not None:
                 rows.append(finished)
                 continue
