@@ -111,6 +111,9 @@ class RasterInfo:
             a geotransform), or empty.
         gcps_crs: The CRS of the ground control points.
         rpcs: Rational polynomial coefficients (a satellite image's sensor model), or None.
+        units: Unit of each band's values (``"m"``, ``"reflectance"``...; None where unset).
+        colormaps: Colour table of each band (``{value: (r, g, b, a)}``; None where the
+            band has none).
     """
 
     path: Path | str
@@ -136,6 +139,8 @@ class RasterInfo:
     gcps: tuple[GroundControlPoint, ...] = ()
     gcps_crs: CRS | None = None
     rpcs: RPC | None = None
+    units: tuple[str | None, ...] = ()
+    colormaps: tuple[dict[int, tuple[int, ...]] | None, ...] = ()
 
     @property
     def placed(self) -> bool:
@@ -207,7 +212,22 @@ class RasterInfo:
             is_georeferenced=src.crs is not None,
             bounds=src.bounds,
             **_placement(src),
+            units=tuple(u or None for u in src.units),
+            colormaps=_colormaps(src),
         )
+
+
+def _colormaps(src: DatasetReader) -> tuple[dict[int, tuple[int, ...]] | None, ...]:
+    """The colour table of each band of ``src`` (None for a band without one); only
+    palette bands are asked, as rasterio raises for a band without a table."""
+    tables: list[dict[int, tuple[int, ...]] | None] = []
+    for band, interp in enumerate(src.colorinterp, start=1):
+        table = None
+        if interp == ColorInterp.palette:
+            with contextlib.suppress(ValueError):
+                table = src.colormap(band)
+        tables.append(table)
+    return tuple(tables)
 
 
 def _placement(src: DatasetReader) -> dict[str, Any]:
@@ -1194,11 +1214,39 @@ def copy_placement(info: RasterInfo, dst: Any, row_off: int = 0, col_off: int = 
         dst.rpcs = rpcs
 
 
+STALE_BAND_TAGS = ("STATISTICS_",)
+"""Prefixes of band tags that describe a band's pixel values (GDAL's cached
+``STATISTICS_MINIMUM``/``MAXIMUM``/``MEAN``/``STDDEV``/``VALID_PERCENT``, written by
+``gdalinfo -stats`` into the file or its ``.aux.xml``): :func:`copy_band_metadata` leaves
+them out, since GDAL and QGIS would report (and stretch by) the source's statistics as the
+output's, whose pixels differ."""
+
+STALE_DATASET_TAGS = ("OVR_RESAMPLING_ALG",)
+"""Dataset tags that describe how the source file was written (a COG's overview
+resampling): left out by :func:`dataset_tags`, as an output has its own overviews or
+none."""
+
+
+def dataset_tags(info: RasterInfo) -> dict[str, str]:
+    """``info``'s dataset tags an output of it may carry: all but :data:`STALE_DATASET_TAGS`."""
+    return {k: v for k, v in info.tags.items() if k not in STALE_DATASET_TAGS}
+
+
+def _band_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if not k.startswith(STALE_BAND_TAGS)}
+
+
 def copy_band_metadata(info: RasterInfo, dst: Any, bands: Sequence[int] | None = None) -> None:
-    """Copy descriptions, colour interpretation, tags, scales and offsets to ``dst``.
+    """Copy descriptions, colour interpretation, colour tables, tags, scales, offsets and
+    units to ``dst``.
 
     A rasterio profile does not carry these (rasterio #955), so outputs lose them unless
-    they are copied after opening.
+    they are copied after opening (before pixels are written: libtiff cannot change the
+    colour interpretation afterwards). Cached statistics (:data:`STALE_BAND_TAGS`) and
+    the source's overview resampling (:data:`STALE_DATASET_TAGS`) are not copied: they
+    describe the source's pixels and file. A colour table goes to an output band of type
+    uint8 or uint16 (all a GeoTIFF palette can index); a palette band of another output
+    type is marked gray.
 
     Args:
         info: The source raster.
@@ -1211,22 +1259,33 @@ def copy_band_metadata(info: RasterInfo, dst: Any, bands: Sequence[int] | None =
             f"output has {dst.count} band(s) but {len(indexes)} source band(s) were selected; "
             "pass bands=(...) matching the output"
         )
-    if info.tags:
-        dst.update_tags(**info.tags)
+    tags = dataset_tags(info)
+    if tags:
+        dst.update_tags(**tags)
+    interps = [info.colorinterp[b - 1] for b in indexes]
     for out_band, src_band in enumerate(indexes, start=1):
         description = info.descriptions[src_band - 1]
         if description:
             dst.set_band_description(out_band, description)
-        band_tags = info.band_tags[src_band - 1]
+        band_tags = _band_tags(info.band_tags[src_band - 1])
         if band_tags:
             dst.update_tags(out_band, **band_tags)
-    dst.colorinterp = [info.colorinterp[b - 1] for b in indexes]
+        table = info.colormaps[src_band - 1] if info.colormaps else None
+        if interps[out_band - 1] == ColorInterp.palette:
+            if table is not None and dst.dtypes[out_band - 1] in ("uint8", "uint16"):
+                dst.write_colormap(out_band, table)
+            else:
+                interps[out_band - 1] = ColorInterp.gray
+    dst.colorinterp = interps
     scales = [info.scales[b - 1] for b in indexes]
     offsets = [info.offsets[b - 1] for b in indexes]
     if any(s != 1.0 for s in scales):
         dst.scales = scales
     if any(o != 0.0 for o in offsets):
         dst.offsets = offsets
+    units = [info.units[b - 1] if info.units else None for b in indexes]
+    if any(units):
+        dst.units = [u or "" for u in units]
 
 
 def same_file(a: PathLike, b: PathLike) -> bool:
@@ -2139,12 +2198,15 @@ __all__ = [
     "NotGeoreferencedWarning",
     "Normalizer",
     "RasterInfo",
+    "STALE_BAND_TAGS",
+    "STALE_DATASET_TAGS",
     "WindowError",
     "atomic_output",
     "atomic_output_dir",
     "check_bands",
     "compute_band_stats",
     "copy_band_metadata",
+    "dataset_tags",
     "describe",
     "is_network",
     "is_virtual",

@@ -1128,3 +1128,60 @@ def test_gdal_cache_holds_a_tile_row_of_input_blocks_up_to_a_cap(make_raster):
     assert row_blocks < translate_mod.gdal_cache_bytes(wide, 736) <= 2 * row_blocks
     huge = dataclasses.replace(wide, width=60000, count=13, dtypes=("float32",) * 13)
     assert translate_mod.gdal_cache_bytes(huge, 736) == translate_mod.GDAL_CACHE_MAX_MB * 2**20
+
+
+# --------------------------------------------------------------------------- GIS metadata
+
+
+def _sentinel2_like(path: Path) -> Path:
+    """A uint16 scene with Sentinel-2 L2A-style per-band scale/offset and units, a COG's
+    overview tag, and cached statistics in a ``.aux.xml`` (what ``gdalinfo -stats`` does)."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(800, 3000, (4, 260, 300), dtype=np.uint16)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=300,
+        height=260,
+        count=4,
+        dtype="uint16",
+        crs="EPSG:4326",
+        transform=rasterio.Affine(1e-4, 0, 2.3, 0, -1e-4, 48.8),
+        nodata=0,
+    ) as ds:
+        ds.write(data)
+        ds.scales = [1e-4] * 4
+        ds.offsets = [-0.1] * 4
+        ds.units = ["reflectance"] * 4
+        ds.update_tags(OVR_RESAMPLING_ALG="NEAREST", SENSOR="MSI")
+    with rasterio.open(path) as ds:
+        ds.stats(approx=False)  # cached in path.aux.xml as STATISTICS_*
+    assert path.with_name(path.name + ".aux.xml").exists()
+    return path
+
+
+class _Darken(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0.5 - 0.5  # every valid pixel changes
+
+
+@pytest.mark.parametrize("cog", [False, True])
+def test_output_keeps_units_and_scale_but_not_the_sources_statistics(tmp_path, cog):
+    """GDAL and QGIS read cached STATISTICS_* band tags as the raster's statistics (and
+    stretch by them): copied from the source they described other pixels. Units, scale
+    and offset still hold (values stay in source units), and the source's overview
+    resampling tag is not the output's."""
+    src = _sentinel2_like(tmp_path / "s2.tif")
+    dst = tmp_path / "out.tif"
+    translate_raster(src, dst, _Darken(), tile=128, overlap=16, cog=cog, progress=False)
+    with rasterio.open(dst) as ds:
+        assert ds.units == ("reflectance",) * 4
+        assert ds.scales == (1e-4,) * 4 and ds.offsets == (-0.1,) * 4
+        assert ds.tags()["SENSOR"] == "MSI"
+        assert bool(ds.overviews(1)) == cog
+        assert ds.tags().get("OVR_RESAMPLING_ALG") == ("AVERAGE" if cog else None)
+        assert not any(k.startswith("STATISTICS_") for b in range(1, 5) for k in ds.tags(b))
+        pixels = ds.read(masked=True)
+        for band, stats in enumerate(ds.stats(approx=False)):
+            assert (stats.min, stats.max) == (pixels[band].min(), pixels[band].max())

@@ -64,6 +64,7 @@ from rsgan.io import (
     check_local_output,
     copy_band_metadata,
     copy_placement,
+    dataset_tags,
     describe,
     files_read_by,
     is_network,
@@ -1409,8 +1410,8 @@ def _write_mosaic(
     with open_output(dst_path, **profile) as ds:
         if out_count == len(run.bands):
             copy_band_metadata(info, ds, run.bands)
-        elif info.tags:
-            ds.update_tags(**info.tags)
+        elif tags := dataset_tags(info):
+            ds.update_tags(**tags)
         copy_placement(info, ds)  # ground control points / RPCs: the same pixel grid
         writer = MosaicWriter(
             ds,
@@ -1467,6 +1468,7 @@ def _finish_cog(gtiff: Path, dst: Path, compress: str) -> None:
         if factors:
             ds.build_overviews(factors, Resampling.average)
             ds.update_tags(ns="rio_overview", resampling="average")
+            ds.update_tags(OVR_RESAMPLING_ALG="AVERAGE")  # as GDAL's COG driver records it
     rasterio.shutil.copy(
         gtiff,
         dst,
@@ -1559,7 +1561,9 @@ def translate_raster(
 
     Returns:
         ``dst`` as a Path. The output has the source's size, CRS, transform, nodata, band
-        descriptions, colour interpretation and tags (when the band counts match); pixels
+        descriptions, colour interpretation, units, scales, offsets and tags (when the
+        band counts match; not cached statistics, see
+        :func:`rsgan.io.copy_band_metadata`); pixels
         that were invalid in the source are nodata (or masked) in the output.
 
     Raises:
