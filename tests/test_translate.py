@@ -1185,3 +1185,32 @@ def test_output_keeps_units_and_scale_but_not_the_sources_statistics(tmp_path, c
         pixels = ds.read(masked=True)
         for band, stats in enumerate(ds.stats(approx=False)):
             assert (stats.min, stats.max) == (pixels[band].min(), pixels[band].max())
+
+
+@pytest.mark.parametrize(
+    ("src_dtype", "nodata", "dtype", "message"),
+    [
+        ("int16", -9999, "uint8", "cannot hold the nodata value -9999.0 of scene.tif"),
+        ("uint16", 65535, "int16", "cannot hold the nodata value 65535.0"),
+        ("float32", float("nan"), "uint16", "cannot hold the nodata value nan"),
+        ("uint16", 0, "uint8", r"span 0\.\.65535 in source units"),
+    ],
+)
+def test_an_output_dtype_that_cannot_hold_the_values_is_refused_before_any_work(
+    make_raster, tmp_path, monkeypatch, src_dtype, nodata, dtype, message
+):
+    """The source's nodata must fit the output dtype: it was refused only once the first
+    tile was translated, with a hint (pass nodata=...) that sets the source's nodata in
+    translate_raster. An integer dtype narrower than the values (uint16 reflectances as
+    uint8, not rescaled) wrote every pixel above 255 as 255."""
+    src = make_raster(dtype=src_dtype, nodata=nodata)
+    monkeypatch.setattr(translate_mod, "_translated_tiles", _no_work)
+    with pytest.raises(ConfigError, match=message):
+        translate_raster(
+            src, tmp_path / "o.tif", nn.Identity(), dtype=dtype, tile=64, overlap=16, progress=False
+        )
+    assert not (tmp_path / "o.tif").exists()
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("work started")

@@ -1539,7 +1539,10 @@ def translate_raster(
         cog: write a Cloud Optimized GeoTIFF with overviews.
         progress: show a progress bar over tiles.
         norm: ``"scene"`` (seam-free, default) or ``"tile"`` (per-tile statistics).
-        dtype: output data type (default the source's; e.g. ``"float32"``).
+        dtype: output data type (default the source's; e.g. ``"float32"``). Values
+            stay in source units (not rescaled), so an integer type must hold the range
+            the output is mapped back to and the source's nodata (else ``ConfigError``
+            before any work).
         precision: ``"fp32"`` or ``"bf16"``; None: the model's preference (the bundled
             model: bf16) where the device computes bf16 natively (a CPU with AVX512-BF16
             or AMX, a CUDA GPU of compute capability 8.0+; emulated bf16 ran 2.5-8.7x the
@@ -1619,6 +1622,8 @@ def translate_raster(
     _check_fit(translator, info, selected, src_path)
     src_dtype = info.dtypes[selected[0] - 1]
     in_norm = translator.in_normalizer or Normalizer.for_dtype(src_dtype, len(selected))
+    if dtype is not None:
+        _check_output_dtype(dtype, info, translator.out_normalizer or in_norm)
     budget_px = stats_budget_px(translator.net, stats_memory_mb or STATS_MEMORY_MB)
     windows = _plan_windows(info, translator, tile, overlap, norm, budget_px)
     torch_device = resolve_device(device)
@@ -1722,6 +1727,33 @@ def _check_dtype(dtype: str) -> None:
         raise ConfigError(
             f"dtype {dtype!r} is not a raster data type rsgan writes; use one of "
             f"{', '.join(_OUTPUT_DTYPES)}"
+        )
+
+
+def _check_output_dtype(dtype: str, info: RasterInfo, out_norm: Normalizer) -> None:
+    """Refuse, before any work, an output dtype that cannot hold the source's nodata
+    value or the range the model's output is mapped back to (``out_norm``: source units;
+    an integer dtype would clip every value beyond it, e.g. uint16 reflectances written
+    as uint8 all 255)."""
+    target = np.dtype(dtype)
+    if not np.issubdtype(target, np.integer):
+        return
+    limits = np.iinfo(target)
+    name = source_name(info.path)
+    nodata = info.nodata
+    if nodata is not None and not (math.isfinite(nodata) and limits.min <= nodata <= limits.max):
+        holds = dict.fromkeys(("float32", info.dtypes[0]))
+        raise ConfigError(
+            f"dtype {target.name} cannot hold the nodata value {nodata} of {name}; pick an "
+            f"output dtype that holds it ({' or '.join(holds)})"
+        )
+    lo, hi = min(out_norm.lo), max(out_norm.hi)
+    if lo < limits.min or hi > limits.max:
+        raise ConfigError(
+            f"dtype {target.name} ({limits.min}..{limits.max}) cannot hold the output's "
+            f"values, which span {lo:g}..{hi:g} in source units (dtype only changes the "
+            f"storage type; it does not rescale): every value beyond would be clipped; use "
+            f"float32 or {out_norm.dtype}, or rescale the output afterwards"
         )
 
 
