@@ -1236,7 +1236,9 @@ def _band_tags(tags: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in tags.items() if not k.startswith(STALE_BAND_TAGS)}
 
 
-def copy_band_metadata(info: RasterInfo, dst: Any, bands: Sequence[int] | None = None) -> None:
+def copy_band_metadata(
+    info: RasterInfo, dst: Any, bands: Sequence[int] | None = None, *, same_units: bool = True
+) -> None:
     """Copy descriptions, colour interpretation, colour tables, tags, scales, offsets and
     units to ``dst``.
 
@@ -1252,6 +1254,8 @@ def copy_band_metadata(info: RasterInfo, dst: Any, bands: Sequence[int] | None =
         info: The source raster.
         dst: A dataset open for writing, with one band per selected source band.
         bands: The source bands that became ``dst`` bands 1..n, None for all.
+        same_units: Whether ``dst``'s values are in the source's units: False leaves out the
+            scales, offsets and units (values of another domain or data type).
     """
     indexes = check_bands(info.count, bands, path=info.path)
     if dst.count != len(indexes):
@@ -1277,15 +1281,17 @@ def copy_band_metadata(info: RasterInfo, dst: Any, bands: Sequence[int] | None =
             else:
                 interps[out_band - 1] = ColorInterp.gray
     dst.colorinterp = interps
+    if not same_units:
+        return
     scales = [info.scales[b - 1] for b in indexes]
     offsets = [info.offsets[b - 1] for b in indexes]
     if any(s != 1.0 for s in scales):
         dst.scales = scales
     if any(o != 0.0 for o in offsets):
         dst.offsets = offsets
-    units = [info.units[b - 1] if info.units else None for b in indexes]
-    if any(units):
-        dst.units = [u or "" for u in units]
+    band_units = [info.units[b - 1] if info.units else None for b in indexes]
+    if any(band_units):
+        dst.units = [u or "" for u in band_units]
 
 
 def same_file(a: PathLike, b: PathLike) -> bool:

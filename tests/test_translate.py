@@ -1214,3 +1214,56 @@ def test_an_output_dtype_that_cannot_hold_the_values_is_refused_before_any_work(
 
 def _no_work(*args, **kwargs):
     raise AssertionError("work started")
+
+
+def test_a_model_into_another_dtypes_domain_drops_the_sources_scale_and_unit(tmp_path):
+    """A CycleGAN from uint16 reflectance (scale 0.0001, offset -0.1) into a uint8 domain
+    writes 0..255 values: the source's scale, offset and unit, copied before, made GDAL
+    and QGIS read them as reflectances of -0.1..-0.07. A model within the source's data
+    type keeps them."""
+    src = _sentinel2_like(tmp_path / "s2.tif")
+    config = CycleGANConfig(in_channels_a=4, in_channels_b=4, ngf=4, n_blocks=1, ndf=4)
+    torch.manual_seed(0)
+    reflectance = Normalizer(lo=(0.0,) * 4, hi=(3000.0,) * 4, dtype="uint16")
+    domains = {
+        "a": DomainInfo(bands=(1, 2, 3, 4), count=4, dtype="uint16", normalizer=reflectance),
+        "b": DomainInfo(
+            bands=(1, 2, 3, 4), count=4, dtype="uint8", normalizer=Normalizer.for_dtype("uint8", 4)
+        ),
+    }
+    for name, b in (("to_uint8", domains["b"]), ("to_uint16", domains["a"])):
+        ckpt = save_checkpoint(
+            tmp_path / f"{name}.safetensors",
+            kind="cyclegan",
+            config=config,
+            nets=build_nets("cyclegan", config),
+            domains={"a": domains["a"], "b": b},
+            generators_only=True,
+        )
+        dst = tmp_path / f"{name}.tif"
+        translate_raster(src, dst, ckpt, tile=64, overlap=16, progress=False)
+        with rasterio.open(dst) as ds:
+            kept = name == "to_uint16"
+            assert ds.scales == ((1e-4,) * 4 if kept else (1.0,) * 4)
+            assert ds.offsets == ((-0.1,) * 4 if kept else (0.0,) * 4)
+            assert ds.units == (("reflectance",) * 4 if kept else (None,) * 4)
+            assert ds.tags()["SENSOR"] == "MSI"  # the rest of the metadata is kept
+
+
+def test_the_suggested_conversion_of_a_scaled_source_resets_its_scale(tmp_path):
+    """GDAL keeps a band's scale and offset through vrt://'s ot/scale rescaling, where
+    they no longer describe the values: the name rsgan suggests for a Sentinel-2 style
+    source (scale 0.0001, offset -0.1) for a uint8 model resets them, and the output of
+    that conversion is not read as reflectance."""
+    ckpt = _tiny_checkpoint(tmp_path / "m.safetensors", dtype="uint8", count=4)
+    src = _sentinel2_like(tmp_path / "s2.tif")
+    with pytest.raises(ModelError) as refused:
+        translate_raster(src, tmp_path / "o.tif", ckpt, progress=False)
+    vrt = re.search(r'"(vrt://[^"]+)"', str(refused.value))
+    assert vrt is not None and vrt.group(1).endswith("&a_scale=1&a_offset=0")
+    dst = tmp_path / "o.tif"
+    converted = vrt.group(1).replace("LOW,HIGH", "0,3000")
+    translate_raster(converted, dst, ckpt, tile=64, overlap=16, progress=False)
+    with rasterio.open(dst) as ds:
+        assert ds.dtypes == ("uint8",) * 4
+        assert ds.scales == (1.0,) * 4 and ds.offsets == (0.0,) * 4

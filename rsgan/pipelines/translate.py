@@ -251,11 +251,19 @@ def _bands_hint(bands: Sequence[int]) -> str:
     return f"bands={tuple(bands)} (--bands {','.join(map(str, bands))})"
 
 
-def _conversion_hint(src: Path | str, dtype: str, bands: tuple[int, ...] | None, name: str) -> str:
+def _conversion_hint(
+    src: Path | str,
+    dtype: str,
+    bands: tuple[int, ...] | None,
+    name: str,
+    scaled: bool = False,
+) -> str:
     """How to read ``src`` as ``dtype`` (and ``bands``) without a converted copy: a GDAL
     ``vrt://`` name that rsgan reads like a file, or gdal_translate for a source whose name
     cannot take a ``vrt://`` query (a URL, a ``/vsi`` path, a name with ``?``). An integer
-    ``dtype`` gets a linear scale from the source values LOW..HIGH onto its range."""
+    ``dtype`` gets a linear scale from the source values LOW..HIGH onto its range; with
+    ``scaled`` (the source's bands have a scale or offset, which GDAL keeps through that
+    rescaling, where they no longer describe the values) scale 1 and offset 0 too."""
     gdal_type = rasterio.dtypes.typename_fwd[rasterio.dtypes.dtype_rev[dtype]]  # uint8: Byte
     kind = np.dtype(dtype)
     target = (int(np.iinfo(kind).min), int(np.iinfo(kind).max)) if kind.kind in "iu" else None
@@ -266,6 +274,8 @@ def _conversion_hint(src: Path | str, dtype: str, bands: tuple[int, ...] | None,
     if "://" in text or "?" in text or text.startswith("/vsi"):
         selection = "".join(f" -b {b}" for b in bands or ())
         scale = f" -scale LOW HIGH {target[0]} {target[1]}" if target else ""
+        if target and scaled:
+            scale += " -a_scale 1 -a_offset 0"
         readable = f"/vsicurl/{text}" if text.startswith(("http://", "https://")) else text
         return (
             f"convert it first, e.g. gdal_translate{selection} -ot {gdal_type}{scale} "
@@ -274,6 +284,8 @@ def _conversion_hint(src: Path | str, dtype: str, bands: tuple[int, ...] | None,
     query = (f"bands={','.join(map(str, bands))}&" if bands else "") + f"ot={gdal_type}"
     if target is not None:
         query += f"&scale=LOW,HIGH,{target[0]},{target[1]}"
+        if scaled:
+            query += "&a_scale=1&a_offset=0"
     own_bands = "; that name selects the bands itself: leave out bands= / --bands" if bands else ""
     return f'read it converted: "vrt://{text}?{query}"{onto}{own_bands}'
 
@@ -285,6 +297,7 @@ def _check_fit(
     when both are wrong, both problems in one message."""
     name = source_name(src)
     want = translator.in_count
+    scaled = any(s != 1.0 for s in info.scales) or any(o != 0.0 for o in info.offsets)
     wrong_type = translator.in_dtype is not None and any(
         np.dtype(info.dtypes[b - 1]) != np.dtype(translator.in_dtype) for b in bands
     )
@@ -306,7 +319,7 @@ def _check_fit(
             dtype = info.dtypes[suggested[0] - 1]
             hint += (
                 f". It also needs {translator.in_dtype} data and {name} is {dtype}: "
-                + _conversion_hint(src, str(translator.in_dtype), suggested, name)
+                + _conversion_hint(src, str(translator.in_dtype), suggested, name, scaled)
             )
         raise BandError(
             f"{translator.name} expects {want} band(s); {name} gives {len(bands)} "
@@ -322,7 +335,7 @@ def _check_fit(
         selected = None if bands == tuple(range(1, info.count + 1)) else bands
         raise ModelError(
             f"{translator.name} was trained on {translator.in_dtype} data but {name} is "
-            f"{dtype}; {_conversion_hint(src, str(translator.in_dtype), selected, name)}, "
+            f"{dtype}; {_conversion_hint(src, str(translator.in_dtype), selected, name, scaled)}, "
             f"or use a model trained on {dtype} data"
         )
 
@@ -1409,7 +1422,12 @@ def _write_mosaic(
     blended: queue.Queue[Any] = queue.Queue(maxsize=4)
     with open_output(dst_path, **profile) as ds:
         if out_count == len(run.bands):
-            copy_band_metadata(info, ds, run.bands)
+            # a model whose output domain holds another data type (uint16 reflectance to
+            # uint8 DN) writes values the source's scale, offset and unit do not describe
+            same_units = translator.out_normalizer is None or (
+                translator.out_normalizer.dtype == run.in_norm.dtype
+            )
+            copy_band_metadata(info, ds, run.bands, same_units=same_units)
         elif tags := dataset_tags(info):
             ds.update_tags(**tags)
         copy_placement(info, ds)  # ground control points / RPCs: the same pixel grid
