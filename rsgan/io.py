@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -114,6 +114,8 @@ class RasterInfo:
         units: Unit of each band's values (``"m"``, ``"reflectance"``...; None where unset).
         colormaps: Colour table of each band (``{value: (r, g, b, a)}``; None where the
             band has none).
+        imagery: Tags of GDAL's ``IMAGERY`` metadata domain (acquisition date, satellite,
+            cloud cover: what drivers of satellite products record there).
     """
 
     path: Path | str
@@ -141,6 +143,7 @@ class RasterInfo:
     rpcs: RPC | None = None
     units: tuple[str | None, ...] = ()
     colormaps: tuple[dict[int, tuple[int, ...]] | None, ...] = ()
+    imagery: dict[str, str] = field(default_factory=dict)
 
     @property
     def placed(self) -> bool:
@@ -214,6 +217,7 @@ class RasterInfo:
             **_placement(src),
             units=tuple(u or None for u in src.units),
             colormaps=_colormaps(src),
+            imagery=dict(src.tags(ns="IMAGERY")),
         )
 
 
@@ -1232,6 +1236,16 @@ def dataset_tags(info: RasterInfo) -> dict[str, str]:
     return {k: v for k, v in info.tags.items() if k not in STALE_DATASET_TAGS}
 
 
+def copy_dataset_tags(info: RasterInfo, dst: Any) -> None:
+    """Copy ``info``'s dataset tags (:func:`dataset_tags`) and its ``IMAGERY`` domain to
+    ``dst``, a dataset open for writing."""
+    tags = dataset_tags(info)
+    if tags:
+        dst.update_tags(**tags)
+    if info.imagery:
+        dst.update_tags(ns="IMAGERY", **info.imagery)
+
+
 def _band_tags(tags: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in tags.items() if not k.startswith(STALE_BAND_TAGS)}
 
@@ -1239,8 +1253,8 @@ def _band_tags(tags: Mapping[str, str]) -> dict[str, str]:
 def copy_band_metadata(
     info: RasterInfo, dst: Any, bands: Sequence[int] | None = None, *, same_units: bool = True
 ) -> None:
-    """Copy descriptions, colour interpretation, colour tables, tags, scales, offsets and
-    units to ``dst``.
+    """Copy descriptions, colour interpretation, colour tables, tags (the default and
+    ``IMAGERY`` metadata domains), scales, offsets and units to ``dst``.
 
     A rasterio profile does not carry these (rasterio #955), so outputs lose them unless
     they are copied after opening (before pixels are written: libtiff cannot change the
@@ -1263,9 +1277,7 @@ def copy_band_metadata(
             f"output has {dst.count} band(s) but {len(indexes)} source band(s) were selected; "
             "pass bands=(...) matching the output"
         )
-    tags = dataset_tags(info)
-    if tags:
-        dst.update_tags(**tags)
+    copy_dataset_tags(info, dst)
     interps = [info.colorinterp[b - 1] for b in indexes]
     for out_band, src_band in enumerate(indexes, start=1):
         description = info.descriptions[src_band - 1]
@@ -2212,6 +2224,7 @@ __all__ = [
     "check_bands",
     "compute_band_stats",
     "copy_band_metadata",
+    "copy_dataset_tags",
     "dataset_tags",
     "describe",
     "is_network",

@@ -912,7 +912,8 @@ def test_output_folder_removed_while_writing_is_a_raster_write_error(tmp_path: P
 
 
 def test_copy_band_metadata_palette_units_and_stale_tags(tmp_path: Path) -> None:
-    """Units and colour tables are copied; cached statistics and a COG's overview
+    """Units, colour tables and the IMAGERY domain (acquisition metadata) are copied;
+    cached statistics and a COG's overview
     resampling are not (they describe the source's pixels and file); a palette band
     written as float32, which no colour table can index, is marked gray."""
     src_path = tmp_path / "pal.tif"
@@ -932,6 +933,7 @@ def test_copy_band_metadata_palette_units_and_stale_tags(tmp_path: Path) -> None
         ds.units = ["class"]
         ds.update_tags(1, STATISTICS_MAXIMUM="2", CLASS_1="crop")
         ds.update_tags(OVR_RESAMPLING_ALG="NEAREST", K="v")
+        ds.update_tags(ns="IMAGERY", CLOUDCOVER="3", SATELLITEID="S2A")
     info = describe(src_path)
     assert info.units == ("class",) and info.colormaps[0] is not None
     for dtype in ("uint8", "float32"):
@@ -943,6 +945,7 @@ def test_copy_band_metadata_palette_units_and_stale_tags(tmp_path: Path) -> None
             assert out.units == ("class",)
             assert out.tags(1) == {"CLASS_1": "crop"}
             assert "OVR_RESAMPLING_ALG" not in out.tags() and out.tags()["K"] == "v"
+            assert out.tags(ns="IMAGERY") == {"CLOUDCOVER": "3", "SATELLITEID": "S2A"}
             if dtype == "uint8":
                 assert out.colorinterp == (ColorInterp.palette,)
                 assert {k: out.colormap(1)[k] for k in table} == table

@@ -1155,6 +1155,7 @@ def _sentinel2_like(path: Path) -> Path:
         ds.offsets = [-0.1] * 4
         ds.units = ["reflectance"] * 4
         ds.update_tags(OVR_RESAMPLING_ALG="NEAREST", SENSOR="MSI")
+        ds.update_tags(ns="IMAGERY", SATELLITEID="S2A", CLOUDCOVER="3")
     with rasterio.open(path) as ds:
         ds.stats(approx=False)  # cached in path.aux.xml as STATISTICS_*
     assert path.with_name(path.name + ".aux.xml").exists()
@@ -1171,7 +1172,8 @@ def test_output_keeps_units_and_scale_but_not_the_sources_statistics(tmp_path, c
     """GDAL and QGIS read cached STATISTICS_* band tags as the raster's statistics (and
     stretch by them): copied from the source they described other pixels. Units, scale
     and offset still hold (values stay in source units), and the source's overview
-    resampling tag is not the output's."""
+    resampling tag is not the output's. The IMAGERY domain (acquisition metadata) is
+    kept in a GeoTIFF."""
     src = _sentinel2_like(tmp_path / "s2.tif")
     dst = tmp_path / "out.tif"
     translate_raster(src, dst, _Darken(), tile=128, overlap=16, cog=cog, progress=False)
@@ -1179,6 +1181,8 @@ def test_output_keeps_units_and_scale_but_not_the_sources_statistics(tmp_path, c
         assert ds.units == ("reflectance",) * 4
         assert ds.scales == (1e-4,) * 4 and ds.offsets == (-0.1,) * 4
         assert ds.tags()["SENSOR"] == "MSI"
+        # GDAL's COG driver copies the default metadata domain only
+        assert ds.tags(ns="IMAGERY") == ({} if cog else {"SATELLITEID": "S2A", "CLOUDCOVER": "3"})
         assert bool(ds.overviews(1)) == cog
         assert ds.tags().get("OVR_RESAMPLING_ALG") == ("AVERAGE" if cog else None)
         assert not any(k.startswith("STATISTICS_") for b in range(1, 5) for k in ds.tags(b))

@@ -63,8 +63,8 @@ from rsgan.io import (
     check_bands,
     check_local_output,
     copy_band_metadata,
+    copy_dataset_tags,
     copy_placement,
-    dataset_tags,
     describe,
     files_read_by,
     is_network,
@@ -1428,8 +1428,8 @@ def _write_mosaic(
                 translator.out_normalizer.dtype == run.in_norm.dtype
             )
             copy_band_metadata(info, ds, run.bands, same_units=same_units)
-        elif tags := dataset_tags(info):
-            ds.update_tags(**tags)
+        else:
+            copy_dataset_tags(info, ds)
         copy_placement(info, ds)  # ground control points / RPCs: the same pixel grid
         writer = MosaicWriter(
             ds,
@@ -1584,8 +1584,8 @@ def translate_raster(
         ``dst`` as a Path. The output has the source's size, CRS, transform, nodata, band
         descriptions, colour interpretation, units, scales, offsets and tags (when the
         band counts match; not cached statistics, see
-        :func:`rsgan.io.copy_band_metadata`); pixels
-        that were invalid in the source are nodata (or masked) in the output.
+        :func:`rsgan.io.copy_band_metadata`; the ``IMAGERY`` domain except in a COG);
+        pixels that were invalid in the source are nodata (or masked) in the output.
 
     Raises:
         RasterReadError: ``src`` is missing or not a raster.
