@@ -41,7 +41,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 import torch
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.windows import Window
 from torch import nn
 
@@ -1484,9 +1484,12 @@ def _finish_cog(gtiff: Path, dst: Path, compress: str) -> None:
     with open_output(gtiff, "r+") as ds:
         factors = _overview_factors(ds.width, ds.height)
         if factors:
-            ds.build_overviews(factors, Resampling.average)
-            ds.update_tags(ns="rio_overview", resampling="average")
-            ds.update_tags(OVR_RESAMPLING_ALG="AVERAGE")  # as GDAL's COG driver records it
+            # class values of a paletted band must not be averaged into other classes
+            paletted = ColorInterp.palette in ds.colorinterp
+            resampling = Resampling.nearest if paletted else Resampling.average
+            ds.build_overviews(factors, resampling)
+            ds.update_tags(ns="rio_overview", resampling=resampling.name)
+            ds.update_tags(OVR_RESAMPLING_ALG=resampling.name.upper())  # as GDAL's COG does
     rasterio.shutil.copy(
         gtiff,
         dst,
