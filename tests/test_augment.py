@@ -14,11 +14,12 @@ import torch
 from affine import Affine
 
 from rsgan.errors import ConfigError, OutputExistsError
-from rsgan.io import Normalizer, NotGeoreferencedWarning
+from rsgan.io import Normalizer, NotGeoreferencedWarning, describe
 from rsgan.pipelines.augment import (
     AugmentError,
     MixedSegmentationDataset,
     augment_segmentation_dataset,
+    copy_mask_to_grid,
     load_index,
 )
 
@@ -315,3 +316,23 @@ def test_a_failing_pairs_warnings_are_kept(
     monkeypatch.setattr(augment_mod, "copy_mask_to_grid", warn_then_fail)
     with pytest.warns(UserWarning, match="a hint about tile_1"), pytest.raises(AugmentError):
         augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+
+
+def test_a_copied_mask_keeps_its_band_description_and_tags(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The mask's band description and class tags travel with it (only its colour table
+    did), its cached statistics do not; it takes the image's grid."""
+    image = make_raster("image.tif", width=48, height=40, transform=GRID)
+    mask = _write_mask(tmp_path / "mask.tif", _mask(0), None, None)
+    with rasterio.open(mask, "r+") as ds:
+        ds.set_band_description(1, "land cover")
+        ds.update_tags(1, CLASS_1="building", STATISTICS_MAXIMUM="255")
+        ds.update_tags(LABELLER="team a")
+    out = copy_mask_to_grid(mask, describe(image), tmp_path / "copied.tif")
+    with rasterio.open(out) as ds, rasterio.open(image) as grid:
+        assert ds.descriptions == ("land cover",)
+        assert ds.tags(1) == {"CLASS_1": "building"}
+        assert ds.tags()["LABELLER"] == "team a"
+        assert {k: ds.colormap(1)[k] for k in COLORS} == COLORS
+        assert (ds.crs, ds.transform, ds.nodata) == (grid.crs, grid.transform, 255)
