@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -111,6 +111,11 @@ class RasterInfo:
             a geotransform), or empty.
         gcps_crs: The CRS of the ground control points.
         rpcs: Rational polynomial coefficients (a satellite image's sensor model), or None.
+        units: Unit of each band's values (``"m"``, ``"reflectance"``...; None where unset).
+        colormaps: Colour table of each band (``{value: (r, g, b, a)}``; None where the
+            band has none).
+        imagery: Tags of GDAL's ``IMAGERY`` metadata domain (acquisition date, satellite,
+            cloud cover: what drivers of satellite products record there).
     """
 
     path: Path | str
@@ -136,6 +141,9 @@ class RasterInfo:
     gcps: tuple[GroundControlPoint, ...] = ()
     gcps_crs: CRS | None = None
     rpcs: RPC | None = None
+    units: tuple[str | None, ...] = ()
+    colormaps: tuple[dict[int, tuple[int, ...]] | None, ...] = ()
+    imagery: dict[str, str] = field(default_factory=dict)
 
     @property
     def placed(self) -> bool:
@@ -207,7 +215,23 @@ class RasterInfo:
             is_georeferenced=src.crs is not None,
             bounds=src.bounds,
             **_placement(src),
+            units=tuple(u or None for u in src.units),
+            colormaps=_colormaps(src),
+            imagery=dict(src.tags(ns="IMAGERY")),
         )
+
+
+def _colormaps(src: DatasetReader) -> tuple[dict[int, tuple[int, ...]] | None, ...]:
+    """The colour table of each band of ``src`` (None for a band without one); only
+    palette bands are asked, as rasterio raises for a band without a table."""
+    tables: list[dict[int, tuple[int, ...]] | None] = []
+    for band, interp in enumerate(src.colorinterp, start=1):
+        table = None
+        if interp == ColorInterp.palette:
+            with contextlib.suppress(ValueError):
+                table = src.colormap(band)
+        tables.append(table)
+    return tuple(tables)
 
 
 def _placement(src: DatasetReader) -> dict[str, Any]:
@@ -1197,16 +1221,58 @@ def copy_placement(info: RasterInfo, dst: Any, row_off: int = 0, col_off: int = 
         dst.rpcs = rpcs
 
 
-def copy_band_metadata(info: RasterInfo, dst: Any, bands: Sequence[int] | None = None) -> None:
-    """Copy descriptions, colour interpretation, tags, scales and offsets to ``dst``.
+STALE_BAND_TAGS = ("STATISTICS_",)
+"""Prefixes of band tags that describe a band's pixel values (GDAL's cached
+``STATISTICS_MINIMUM``/``MAXIMUM``/``MEAN``/``STDDEV``/``VALID_PERCENT``, written by
+``gdalinfo -stats`` into the file or its ``.aux.xml``): :func:`copy_band_metadata` leaves
+them out, since GDAL and QGIS would report (and stretch by) the source's statistics as the
+output's, whose pixels differ."""
+
+STALE_DATASET_TAGS = ("OVR_RESAMPLING_ALG",)
+"""Dataset tags that describe how the source file was written (a COG's overview
+resampling): left out by :func:`dataset_tags`, as an output has its own overviews or
+none."""
+
+
+def dataset_tags(info: RasterInfo) -> dict[str, str]:
+    """``info``'s dataset tags an output of it may carry: all but :data:`STALE_DATASET_TAGS`."""
+    return {k: v for k, v in info.tags.items() if k not in STALE_DATASET_TAGS}
+
+
+def copy_dataset_tags(info: RasterInfo, dst: Any) -> None:
+    """Copy ``info``'s dataset tags (:func:`dataset_tags`) and its ``IMAGERY`` domain to
+    ``dst``, a dataset open for writing."""
+    tags = dataset_tags(info)
+    if tags:
+        dst.update_tags(**tags)
+    if info.imagery:
+        dst.update_tags(ns="IMAGERY", **info.imagery)
+
+
+def _band_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if not k.startswith(STALE_BAND_TAGS)}
+
+
+def copy_band_metadata(
+    info: RasterInfo, dst: Any, bands: Sequence[int] | None = None, *, same_units: bool = True
+) -> None:
+    """Copy descriptions, colour interpretation, colour tables, tags (the default and
+    ``IMAGERY`` metadata domains), scales, offsets and units to ``dst``.
 
     A rasterio profile does not carry these (rasterio #955), so outputs lose them unless
-    they are copied after opening.
+    they are copied after opening (before pixels are written: libtiff cannot change the
+    colour interpretation afterwards). Cached statistics (:data:`STALE_BAND_TAGS`) and
+    the source's overview resampling (:data:`STALE_DATASET_TAGS`) are not copied: they
+    describe the source's pixels and file. A colour table goes to an output band of type
+    uint8 or uint16 (all a GeoTIFF palette can index); a palette band of another output
+    type is marked gray.
 
     Args:
         info: The source raster.
         dst: A dataset open for writing, with one band per selected source band.
         bands: The source bands that became ``dst`` bands 1..n, None for all.
+        same_units: Whether ``dst``'s values are in the source's units: False leaves out the
+            scales, offsets and units (values of another domain or data type).
     """
     indexes = check_bands(info.count, bands, path=info.path)
     if dst.count != len(indexes):
@@ -1214,22 +1280,33 @@ def copy_band_metadata(info: RasterInfo, dst: Any, bands: Sequence[int] | None =
             f"output has {dst.count} band(s) but {len(indexes)} source band(s) were selected; "
             "pass bands=(...) matching the output"
         )
-    if info.tags:
-        dst.update_tags(**info.tags)
+    copy_dataset_tags(info, dst)
+    interps = [info.colorinterp[b - 1] for b in indexes]
     for out_band, src_band in enumerate(indexes, start=1):
         description = info.descriptions[src_band - 1]
         if description:
             dst.set_band_description(out_band, description)
-        band_tags = info.band_tags[src_band - 1]
+        band_tags = _band_tags(info.band_tags[src_band - 1])
         if band_tags:
             dst.update_tags(out_band, **band_tags)
-    dst.colorinterp = [info.colorinterp[b - 1] for b in indexes]
+        table = info.colormaps[src_band - 1] if info.colormaps else None
+        if interps[out_band - 1] == ColorInterp.palette:
+            if table is not None and dst.dtypes[out_band - 1] in ("uint8", "uint16"):
+                dst.write_colormap(out_band, table)
+            else:
+                interps[out_band - 1] = ColorInterp.gray
+    dst.colorinterp = interps
+    if not same_units:
+        return
     scales = [info.scales[b - 1] for b in indexes]
     offsets = [info.offsets[b - 1] for b in indexes]
     if any(s != 1.0 for s in scales):
         dst.scales = scales
     if any(o != 0.0 for o in offsets):
         dst.offsets = offsets
+    band_units = [info.units[b - 1] if info.units else None for b in indexes]
+    if any(band_units):
+        dst.units = [u or "" for u in band_units]
 
 
 def same_file(a: PathLike, b: PathLike) -> bool:
@@ -2142,12 +2219,16 @@ __all__ = [
     "NotGeoreferencedWarning",
     "Normalizer",
     "RasterInfo",
+    "STALE_BAND_TAGS",
+    "STALE_DATASET_TAGS",
     "WindowError",
     "atomic_output",
     "atomic_output_dir",
     "check_bands",
     "compute_band_stats",
     "copy_band_metadata",
+    "copy_dataset_tags",
+    "dataset_tags",
     "describe",
     "is_network",
     "is_virtual",

@@ -725,7 +725,8 @@ def export_chips(
     """Cut scenes into GeoTIFF chips, each with its own transform and the scene's CRS.
 
     Writes ``out_dir/<scene stem>_r<row>_c<col>.tif`` per chip (nodata, band
-    descriptions, colour interpretation and tags copied; pixels outside the scene with
+    descriptions, colour interpretation, colour tables, units, scales, offsets and tags
+    copied, as :func:`rsgan.io.copy_band_metadata`; pixels outside the scene with
     ``edge="pad"`` are nodata, or masked when the scene has no nodata value) and
     ``out_dir/index.gpkg`` (the :func:`chip_index` columns plus ``chip``, the chip's file
     name). The folder is built aside and renamed into place at the end, so a failed or

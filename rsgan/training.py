@@ -1688,14 +1688,14 @@ def generate(
     Chips are denormalised with the checkpoint's Normalizer into the source dtype (float32
     model values in [-1, 1] if the checkpoint has none) and get the band descriptions and
     colour interpretation the checkpoint records. With ``template``, each chip gets
-    the template raster's CRS and pixel size, anchored at its upper-left corner; without,
-    chips have no georeference.
+    the template raster's CRS and geotransform (its pixel size and orientation, anchored
+    at the corner of its pixel (0, 0)); without, chips have no georeference.
 
     Args:
         model: a dcgan checkpoint (path or loaded).
         n: number of samples.
         out_dir: folder to create (``sample_0000.tif``, ..., ``grid.png``).
-        template: a raster whose CRS and resolution the chips take.
+        template: a raster whose CRS and geotransform the chips take.
         seed: seeds the latent vectors.
         overwrite: replace an existing ``out_dir``.
         batch_size: samples generated at once.
@@ -1735,9 +1735,9 @@ def generate(
     crs, transform = None, Affine.identity()
     if template is not None:
         tpl = describe(template)
-        res_x, res_y = tpl.res
-        crs = tpl.crs
-        transform = Affine(res_x, 0.0, tpl.bounds.left, 0.0, -res_y, tpl.bounds.top)
+        # the template's own geotransform: its pixel size, orientation (a south-up or
+        # rotated grid stays one) and pixel (0, 0) corner
+        crs, transform = tpl.crs, tpl.transform
     # all latents first (nz floats a sample): the samples do not depend on batch_size
     latents = torch.randn(n, loaded.config.nz, generator=torch.Generator().manual_seed(seed))
     size = loaded.config.image_size

@@ -14,11 +14,12 @@ import torch
 from affine import Affine
 
 from rsgan.errors import ConfigError, OutputExistsError
-from rsgan.io import Normalizer, NotGeoreferencedWarning
+from rsgan.io import Normalizer, NotGeoreferencedWarning, describe
 from rsgan.pipelines.augment import (
     AugmentError,
     MixedSegmentationDataset,
     augment_segmentation_dataset,
+    copy_mask_to_grid,
     load_index,
 )
 
@@ -376,3 +377,23 @@ def test_vector_labels_given_as_masks_are_refused_before_any_work(
     with pytest.raises(ConfigError, match=r"footprints\.geojson is a vector file.*rasterize"):
         augment_segmentation_dataset(images, footprints, Negate(), tmp_path / "aug", **FAST)
     assert not (tmp_path / "aug").exists()
+
+
+def test_a_copied_mask_keeps_its_band_description_and_tags(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The mask's band description and class tags travel with it (only its colour table
+    did), its cached statistics do not; it takes the image's grid."""
+    image = make_raster("image.tif", width=48, height=40, transform=GRID)
+    mask = _write_mask(tmp_path / "mask.tif", _mask(0), None, None)
+    with rasterio.open(mask, "r+") as ds:
+        ds.set_band_description(1, "land cover")
+        ds.update_tags(1, CLASS_1="building", STATISTICS_MAXIMUM="255")
+        ds.update_tags(LABELLER="team a")
+    out = copy_mask_to_grid(mask, describe(image), tmp_path / "copied.tif")
+    with rasterio.open(out) as ds, rasterio.open(image) as grid:
+        assert ds.descriptions == ("land cover",)
+        assert ds.tags(1) == {"CLASS_1": "building"}
+        assert ds.tags()["LABELLER"] == "team a"
+        assert {k: ds.colormap(1)[k] for k in COLORS} == COLORS
+        assert (ds.crs, ds.transform, ds.nodata) == (grid.crs, grid.transform, 255)

@@ -573,3 +573,46 @@ def test_rerun_redoes_a_scene_whose_row_now_names_another_file(
     assert list(again["status"]) == ["done", "skipped", "skipped"]
     assert again["source"][0] == os.fspath(newer)
     _assert_identity_outputs(again.assign(status="done"), [newer, *scenes[1:]])
+
+
+def test_stac_item_of_a_custom_crs_has_wkt2_and_band_scales(tmp_path: Path) -> None:
+    """A CRS without an EPSG code goes into ``proj:wkt2`` as WKT2 (it was GDAL's WKT1,
+    which STAC readers parsing WKT2 refuse), and each band's scale, offset and unit, which
+    the output keeps, into ``raster:bands``."""
+    from pyproj import CRS as ProjCRS
+
+    wkt = (
+        'PROJCS["custom_tm",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,'
+        '298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],'
+        'PROJECTION["Transverse_Mercator"],PARAMETER["latitude_of_origin",12.5],'
+        'PARAMETER["central_meridian",-99.25],PARAMETER["scale_factor",0.9996],'
+        'PARAMETER["false_easting",123456],PARAMETER["false_northing",0],UNIT["metre",1]]'
+    )
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    with rasterio.open(
+        folder / "s.tif",
+        "w",
+        driver="GTiff",
+        width=64,
+        height=48,
+        count=2,
+        dtype="uint16",
+        crs=rasterio.crs.CRS.from_wkt(wkt),
+        transform=rasterio.Affine(10, 0, 123456, 0, -10, 1400000),
+    ) as ds:
+        ds.write(np.random.default_rng(0).integers(1, 3000, (2, 48, 64), dtype=np.uint16))
+        ds.scales = [1e-4, 1e-4]
+        ds.offsets = [-0.1, -0.1]
+        ds.units = ["reflectance", "reflectance"]
+    out = tmp_path / "out"
+    manifest = translate_catalog(folder, out, torch.nn.Identity(), workers=0, **FAST)
+    assert set(manifest["status"]) == {"done"}
+    item = json.loads((out / "s_translated.json").read_text())
+    text = item["properties"]["proj:wkt2"]
+    assert text.startswith("PROJCRS[")  # WKT2, not WKT1's PROJCS[
+    assert ProjCRS.from_wkt(text).equals(ProjCRS.from_wkt(wkt))
+    bands = item["assets"]["data"]["raster:bands"]
+    assert [(b["scale"], b["offset"], b["unit"]) for b in bands] == [
+        (1e-4, -0.1, "reflectance")
+    ] * 2

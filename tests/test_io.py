@@ -926,3 +926,45 @@ def test_output_folder_removed_while_writing_is_a_raster_write_error(tmp_path: P
 )
 def test_source_stem_of_paths_urls_and_vrt_names(source: str, stem: str) -> None:
     assert source_stem(source) == stem
+
+
+def test_copy_band_metadata_palette_units_and_stale_tags(tmp_path: Path) -> None:
+    """Units, colour tables and the IMAGERY domain (acquisition metadata) are copied;
+    cached statistics and a COG's overview
+    resampling are not (they describe the source's pixels and file); a palette band
+    written as float32, which no colour table can index, is marked gray."""
+    src_path = tmp_path / "pal.tif"
+    table = {0: (0, 0, 0, 255), 1: (10, 200, 30, 255), 2: (200, 10, 30, 255)}
+    profile = {
+        "driver": "GTiff",
+        "width": 20,
+        "height": 10,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": "EPSG:32614",
+        "transform": rasterio.Affine(2, 0, 500000, 0, -2, 5200000),
+    }
+    with rasterio.open(src_path, "w", photometric="palette", **profile) as ds:
+        ds.write(np.ones((1, 10, 20), np.uint8))
+        ds.write_colormap(1, table)
+        ds.units = ["class"]
+        ds.update_tags(1, STATISTICS_MAXIMUM="2", CLASS_1="crop")
+        ds.update_tags(OVR_RESAMPLING_ALG="NEAREST", K="v")
+        ds.update_tags(ns="IMAGERY", CLOUDCOVER="3", SATELLITEID="S2A")
+    info = describe(src_path)
+    assert info.units == ("class",) and info.colormaps[0] is not None
+    for dtype in ("uint8", "float32"):
+        dst_path = tmp_path / f"out_{dtype}.tif"
+        with rasterio.open(dst_path, "w", **{**profile, "dtype": dtype}) as dst:
+            copy_band_metadata(info, dst)
+            dst.write(np.ones((1, 10, 20), dtype))
+        with rasterio.open(dst_path) as out:
+            assert out.units == ("class",)
+            assert out.tags(1) == {"CLASS_1": "crop"}
+            assert "OVR_RESAMPLING_ALG" not in out.tags() and out.tags()["K"] == "v"
+            assert out.tags(ns="IMAGERY") == {"CLOUDCOVER": "3", "SATELLITEID": "S2A"}
+            if dtype == "uint8":
+                assert out.colorinterp == (ColorInterp.palette,)
+                assert {k: out.colormap(1)[k] for k in table} == table
+            else:
+                assert out.colorinterp == (ColorInterp.gray,)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from affine import Affine
 from rasterio.enums import ColorInterp
 from torch.utils.data import Dataset
 
@@ -801,3 +802,31 @@ def test_periodic_loss_trains_the_stride_pattern_away() -> None:
         sum(v for k, v in losses.items() if k not in ("G", "D_A", "D_B")), rel=1e-5
     )
     assert with_ < 0.5 * without, (with_, without)
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        Affine(10.0, 0.0, 500000.0, 0.0, 10.0, 4000000.0),  # south-up (rows go north)
+        Affine(8.66, 5.0, 500000.0, 5.0, -8.66, 4000000.0),  # rotated 30 degrees
+    ],
+    ids=["south-up", "rotated"],
+)
+def test_generate_takes_the_templates_geotransform(
+    tmp_path: Path, make_raster: Callable[..., Path], transform: Affine
+) -> None:
+    """Samples lay on the template's grid from its pixel (0, 0): a south-up template
+    gave north-up samples hanging south of it (anchored at its bounds' "top", its
+    southern edge), a rotated one a pixel size of |a| (8.66 for 10 m pixels) and an
+    anchor off every pixel of the template."""
+    farm = make_raster("farm.tif", width=96, height=96, count=3, transform=transform)
+    dc = train_dcgan(
+        farm,
+        tmp_path / "dc",
+        config=DCGANConfig(channels=3, nz=8, ngf=2, ndf=2),
+        options=_options(steps=1),
+    )
+    paths = generate(dc, 1, tmp_path / "gen", template=farm, seed=0)
+    with rasterio.open(paths[0]) as sample, rasterio.open(farm) as tpl:
+        assert sample.crs == tpl.crs
+        assert sample.transform == tpl.transform

@@ -1128,3 +1128,177 @@ def test_gdal_cache_holds_a_tile_row_of_input_blocks_up_to_a_cap(make_raster):
     assert row_blocks < translate_mod.gdal_cache_bytes(wide, 736) <= 2 * row_blocks
     huge = dataclasses.replace(wide, width=60000, count=13, dtypes=("float32",) * 13)
     assert translate_mod.gdal_cache_bytes(huge, 736) == translate_mod.GDAL_CACHE_MAX_MB * 2**20
+
+
+# --------------------------------------------------------------------------- GIS metadata
+
+
+def _sentinel2_like(path: Path) -> Path:
+    """A uint16 scene with Sentinel-2 L2A-style per-band scale/offset and units, a COG's
+    overview tag, and cached statistics in a ``.aux.xml`` (what ``gdalinfo -stats`` does)."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(800, 3000, (4, 260, 300), dtype=np.uint16)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=300,
+        height=260,
+        count=4,
+        dtype="uint16",
+        crs="EPSG:4326",
+        transform=rasterio.Affine(1e-4, 0, 2.3, 0, -1e-4, 48.8),
+        nodata=0,
+    ) as ds:
+        ds.write(data)
+        ds.scales = [1e-4] * 4
+        ds.offsets = [-0.1] * 4
+        ds.units = ["reflectance"] * 4
+        ds.update_tags(OVR_RESAMPLING_ALG="NEAREST", SENSOR="MSI")
+        ds.update_tags(ns="IMAGERY", SATELLITEID="S2A", CLOUDCOVER="3")
+    with rasterio.open(path) as ds:
+        ds.stats(approx=False)  # cached in path.aux.xml as STATISTICS_*
+    assert path.with_name(path.name + ".aux.xml").exists()
+    return path
+
+
+class _Darken(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0.5 - 0.5  # every valid pixel changes
+
+
+@pytest.mark.parametrize("cog", [False, True])
+def test_output_keeps_units_and_scale_but_not_the_sources_statistics(tmp_path, cog):
+    """GDAL and QGIS read cached STATISTICS_* band tags as the raster's statistics (and
+    stretch by them): copied from the source they described other pixels. Units, scale
+    and offset still hold (values stay in source units), and the source's overview
+    resampling tag is not the output's. The IMAGERY domain (acquisition metadata) is
+    kept in a GeoTIFF."""
+    src = _sentinel2_like(tmp_path / "s2.tif")
+    dst = tmp_path / "out.tif"
+    translate_raster(src, dst, _Darken(), tile=128, overlap=16, cog=cog, progress=False)
+    with rasterio.open(dst) as ds:
+        assert ds.units == ("reflectance",) * 4
+        assert ds.scales == (1e-4,) * 4 and ds.offsets == (-0.1,) * 4
+        assert ds.tags()["SENSOR"] == "MSI"
+        # GDAL's COG driver copies the default metadata domain only
+        assert ds.tags(ns="IMAGERY") == ({} if cog else {"SATELLITEID": "S2A", "CLOUDCOVER": "3"})
+        assert bool(ds.overviews(1)) == cog
+        assert ds.tags().get("OVR_RESAMPLING_ALG") == ("AVERAGE" if cog else None)
+        assert not any(k.startswith("STATISTICS_") for b in range(1, 5) for k in ds.tags(b))
+        pixels = ds.read(masked=True)
+        for band, stats in enumerate(ds.stats(approx=False)):
+            assert (stats.min, stats.max) == (pixels[band].min(), pixels[band].max())
+
+
+@pytest.mark.parametrize(
+    ("src_dtype", "nodata", "dtype", "message"),
+    [
+        ("int16", -9999, "uint8", "cannot hold the nodata value -9999.0 of scene.tif"),
+        ("uint16", 65535, "int16", "cannot hold the nodata value 65535.0"),
+        ("float32", float("nan"), "uint16", "cannot hold the nodata value nan"),
+        ("uint16", 0, "uint8", r"span 0\.\.65535 in source units"),
+    ],
+)
+def test_an_output_dtype_that_cannot_hold_the_values_is_refused_before_any_work(
+    make_raster, tmp_path, monkeypatch, src_dtype, nodata, dtype, message
+):
+    """The source's nodata must fit the output dtype: it was refused only once the first
+    tile was translated, with a hint (pass nodata=...) that sets the source's nodata in
+    translate_raster. An integer dtype narrower than the values (uint16 reflectances as
+    uint8, not rescaled) wrote every pixel above 255 as 255."""
+    src = make_raster(dtype=src_dtype, nodata=nodata)
+    monkeypatch.setattr(translate_mod, "_translated_tiles", _no_work)
+    with pytest.raises(ConfigError, match=message):
+        translate_raster(
+            src, tmp_path / "o.tif", nn.Identity(), dtype=dtype, tile=64, overlap=16, progress=False
+        )
+    assert not (tmp_path / "o.tif").exists()
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("work started")
+
+
+def test_a_model_into_another_dtypes_domain_drops_the_sources_scale_and_unit(tmp_path):
+    """A CycleGAN from uint16 reflectance (scale 0.0001, offset -0.1) into a uint8 domain
+    writes 0..255 values: the source's scale, offset and unit, copied before, made GDAL
+    and QGIS read them as reflectances of -0.1..-0.07. A model within the source's data
+    type keeps them."""
+    src = _sentinel2_like(tmp_path / "s2.tif")
+    config = CycleGANConfig(in_channels_a=4, in_channels_b=4, ngf=4, n_blocks=1, ndf=4)
+    torch.manual_seed(0)
+    reflectance = Normalizer(lo=(0.0,) * 4, hi=(3000.0,) * 4, dtype="uint16")
+    domains = {
+        "a": DomainInfo(bands=(1, 2, 3, 4), count=4, dtype="uint16", normalizer=reflectance),
+        "b": DomainInfo(
+            bands=(1, 2, 3, 4), count=4, dtype="uint8", normalizer=Normalizer.for_dtype("uint8", 4)
+        ),
+    }
+    for name, b in (("to_uint8", domains["b"]), ("to_uint16", domains["a"])):
+        ckpt = save_checkpoint(
+            tmp_path / f"{name}.safetensors",
+            kind="cyclegan",
+            config=config,
+            nets=build_nets("cyclegan", config),
+            domains={"a": domains["a"], "b": b},
+            generators_only=True,
+        )
+        dst = tmp_path / f"{name}.tif"
+        translate_raster(src, dst, ckpt, tile=64, overlap=16, progress=False)
+        with rasterio.open(dst) as ds:
+            kept = name == "to_uint16"
+            assert ds.scales == ((1e-4,) * 4 if kept else (1.0,) * 4)
+            assert ds.offsets == ((-0.1,) * 4 if kept else (0.0,) * 4)
+            assert ds.units == (("reflectance",) * 4 if kept else (None,) * 4)
+            assert ds.tags()["SENSOR"] == "MSI"  # the rest of the metadata is kept
+
+
+def test_the_suggested_conversion_of_a_scaled_source_resets_its_scale(tmp_path):
+    """GDAL keeps a band's scale and offset through vrt://'s ot/scale rescaling, where
+    they no longer describe the values: the name rsgan suggests for a Sentinel-2 style
+    source (scale 0.0001, offset -0.1) for a uint8 model resets them, and the output of
+    that conversion is not read as reflectance."""
+    ckpt = _tiny_checkpoint(tmp_path / "m.safetensors", dtype="uint8", count=4)
+    src = _sentinel2_like(tmp_path / "s2.tif")
+    with pytest.raises(ModelError) as refused:
+        translate_raster(src, tmp_path / "o.tif", ckpt, progress=False)
+    vrt = re.search(r'"(vrt://[^"]+)"', str(refused.value))
+    assert vrt is not None and vrt.group(1).endswith("&a_scale=1&a_offset=0")
+    dst = tmp_path / "o.tif"
+    converted = vrt.group(1).replace("LOW,HIGH", "0,3000")
+    translate_raster(converted, dst, ckpt, tile=64, overlap=16, progress=False)
+    with rasterio.open(dst) as ds:
+        assert ds.dtypes == ("uint8",) * 4
+        assert ds.scales == (1.0,) * 4 and ds.offsets == (0.0,) * 4
+
+
+def test_cog_overviews_of_a_paletted_band_hold_its_classes(tmp_path):
+    """A paletted band keeps its colour table, and a COG's overviews of it are sampled,
+    not averaged: an average of classes 1 and 5 is class 3, a class no pixel has."""
+    src = tmp_path / "classes.tif"
+    rows, cols = np.mgrid[:300, :320]
+    classes = np.where((rows // 3 + cols // 3) % 2 == 0, 1, 5).astype(np.uint8)[None]
+    table = {1: (0, 128, 0, 255), 5: (200, 200, 0, 255)}
+    with rasterio.open(
+        src,
+        "w",
+        driver="GTiff",
+        width=320,
+        height=300,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32614",
+        transform=rasterio.Affine(2, 0, 500000, 0, -2, 5200000),
+        photometric="palette",
+    ) as ds:
+        ds.write(classes)
+        ds.write_colormap(1, table)
+    dst = tmp_path / "cog.tif"
+    translate_raster(src, dst, nn.Identity(), tile=128, overlap=16, cog=True, progress=False)
+    with rasterio.open(dst) as ds:
+        assert ds.colorinterp == (ColorInterp.palette,)
+        assert {k: ds.colormap(1)[k] for k in table} == table
+        assert ds.overviews(1) and ds.tags()["OVR_RESAMPLING_ALG"] == "NEAREST"
+        overview = ds.read(1, out_shape=(ds.height // 2, ds.width // 2))
+        assert set(np.unique(overview)) <= {1, 5}

@@ -23,7 +23,7 @@ import click
     "--template",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Raster whose CRS and pixel size the chips take.",
+    help="Raster whose CRS and geotransform (pixel size, orientation, corner) the chips take.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latents.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")

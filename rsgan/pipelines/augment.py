@@ -37,6 +37,7 @@ from rsgan.io import (
     RasterInfo,
     atomic_output,
     check_local_output,
+    copy_band_metadata,
     copy_placement,
     describe,
     list_image_files,
@@ -228,7 +229,8 @@ def copy_mask_to_grid(
 ) -> Path:
     """Write ``mask``'s pixels unchanged onto ``grid`` (its size, transform and CRS).
 
-    The mask keeps its own bands, data type, nodata and colour table.
+    The mask keeps its own bands, data type, nodata, colour table, band descriptions and
+    tags (:func:`rsgan.io.copy_band_metadata`).
 
     Raises:
         PairError: the mask's size differs from the grid's.
@@ -241,22 +243,14 @@ def copy_mask_to_grid(
                 f"{grid.path} is {grid.width}x{grid.height} px"
             )
         data = src.read()
-        colormap = _colormap(src)
+        own = RasterInfo.from_dataset(src)
         profile = output_profile(grid, count=src.count, dtype=src.dtypes[0], nodata=src.nodata)
     with atomic_output(dst, overwrite=overwrite, inputs=(mask,)) as tmp:
         with open_output(tmp, **profile) as out:
+            copy_band_metadata(own, out)  # before the pixels, as the colour interpretation
             copy_placement(grid, out)
             out.write(data)
-            if colormap is not None:
-                out.write_colormap(1, colormap)
     return dst
-
-
-def _colormap(src: Any) -> dict[int, tuple[int, ...]] | None:
-    try:
-        return src.colormap(1)
-    except ValueError:  # the band has no colour table
-        return None
 
 
 def _output_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:

@@ -767,12 +767,25 @@ def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[s
         if epsg is not None:
             proj.code = f"EPSG:{epsg}"
         else:
-            proj.wkt2 = info.crs.to_wkt()
+            proj.wkt2 = info.crs.to_wkt(version="WKT2_2019")  # GDAL's default is WKT1
     else:
         proj.code = None
     bands = [
-        RasterBand.create(nodata=nd, data_type=dt)
-        for nd, dt in zip(info.nodatavals, info.dtypes, strict=True)
+        RasterBand.create(
+            nodata=nd,
+            data_type=dt,
+            scale=scale if scale != 1.0 else None,
+            offset=offset if offset != 0.0 else None,
+            unit=unit or None,
+        )
+        for nd, dt, scale, offset, unit in zip(
+            info.nodatavals,
+            info.dtypes,
+            info.scales,
+            info.offsets,
+            info.units or (None,) * info.count,
+            strict=True,
+        )
     ]
     RasterExtension.ext(asset, add_if_missing=True).bands = bands
     FileExtension.ext(asset, add_if_missing=True).checksum = "1220" + checksum

@@ -41,7 +41,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 import torch
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.windows import Window
 from torch import nn
 
@@ -63,6 +63,7 @@ from rsgan.io import (
     check_bands,
     check_local_output,
     copy_band_metadata,
+    copy_dataset_tags,
     copy_placement,
     describe,
     files_read_by,
@@ -250,11 +251,19 @@ def _bands_hint(bands: Sequence[int]) -> str:
     return f"bands={tuple(bands)} (--bands {','.join(map(str, bands))})"
 
 
-def _conversion_hint(src: Path | str, dtype: str, bands: tuple[int, ...] | None, name: str) -> str:
+def _conversion_hint(
+    src: Path | str,
+    dtype: str,
+    bands: tuple[int, ...] | None,
+    name: str,
+    scaled: bool = False,
+) -> str:
     """How to read ``src`` as ``dtype`` (and ``bands``) without a converted copy: a GDAL
     ``vrt://`` name that rsgan reads like a file, or gdal_translate for a source whose name
     cannot take a ``vrt://`` query (a URL, a ``/vsi`` path, a name with ``?``). An integer
-    ``dtype`` gets a linear scale from the source values LOW..HIGH onto its range."""
+    ``dtype`` gets a linear scale from the source values LOW..HIGH onto its range; with
+    ``scaled`` (the source's bands have a scale or offset, which GDAL keeps through that
+    rescaling, where they no longer describe the values) scale 1 and offset 0 too."""
     gdal_type = rasterio.dtypes.typename_fwd[rasterio.dtypes.dtype_rev[dtype]]  # uint8: Byte
     kind = np.dtype(dtype)
     target = (int(np.iinfo(kind).min), int(np.iinfo(kind).max)) if kind.kind in "iu" else None
@@ -265,6 +274,8 @@ def _conversion_hint(src: Path | str, dtype: str, bands: tuple[int, ...] | None,
     if "://" in text or "?" in text or text.startswith("/vsi"):
         selection = "".join(f" -b {b}" for b in bands or ())
         scale = f" -scale LOW HIGH {target[0]} {target[1]}" if target else ""
+        if target and scaled:
+            scale += " -a_scale 1 -a_offset 0"
         readable = f"/vsicurl/{text}" if text.startswith(("http://", "https://")) else text
         return (
             f"convert it first, e.g. gdal_translate{selection} -ot {gdal_type}{scale} "
@@ -273,6 +284,8 @@ def _conversion_hint(src: Path | str, dtype: str, bands: tuple[int, ...] | None,
     query = (f"bands={','.join(map(str, bands))}&" if bands else "") + f"ot={gdal_type}"
     if target is not None:
         query += f"&scale=LOW,HIGH,{target[0]},{target[1]}"
+        if scaled:
+            query += "&a_scale=1&a_offset=0"
     own_bands = "; that name selects the bands itself: leave out bands= / --bands" if bands else ""
     return f'read it converted: "vrt://{text}?{query}"{onto}{own_bands}'
 
@@ -284,6 +297,7 @@ def _check_fit(
     when both are wrong, both problems in one message."""
     name = source_name(src)
     want = translator.in_count
+    scaled = any(s != 1.0 for s in info.scales) or any(o != 0.0 for o in info.offsets)
     wrong_type = translator.in_dtype is not None and any(
         np.dtype(info.dtypes[b - 1]) != np.dtype(translator.in_dtype) for b in bands
     )
@@ -305,7 +319,7 @@ def _check_fit(
             dtype = info.dtypes[suggested[0] - 1]
             hint += (
                 f". It also needs {translator.in_dtype} data and {name} is {dtype}: "
-                + _conversion_hint(src, str(translator.in_dtype), suggested, name)
+                + _conversion_hint(src, str(translator.in_dtype), suggested, name, scaled)
             )
         raise BandError(
             f"{translator.name} expects {want} band(s); {name} gives {len(bands)} "
@@ -321,7 +335,7 @@ def _check_fit(
         selected = None if bands == tuple(range(1, info.count + 1)) else bands
         raise ModelError(
             f"{translator.name} was trained on {translator.in_dtype} data but {name} is "
-            f"{dtype}; {_conversion_hint(src, str(translator.in_dtype), selected, name)}, "
+            f"{dtype}; {_conversion_hint(src, str(translator.in_dtype), selected, name, scaled)}, "
             f"or use a model trained on {dtype} data"
         )
 
@@ -1450,9 +1464,14 @@ def _write_mosaic(
     blended: queue.Queue[Any] = queue.Queue(maxsize=4)
     with open_output(dst_path, **profile) as ds:
         if out_count == len(run.bands):
-            copy_band_metadata(info, ds, run.bands)
-        elif info.tags:
-            ds.update_tags(**info.tags)
+            # a model whose output domain holds another data type (uint16 reflectance to
+            # uint8 DN) writes values the source's scale, offset and unit do not describe
+            same_units = translator.out_normalizer is None or (
+                translator.out_normalizer.dtype == run.in_norm.dtype
+            )
+            copy_band_metadata(info, ds, run.bands, same_units=same_units)
+        else:
+            copy_dataset_tags(info, ds)
         copy_placement(info, ds)  # ground control points / RPCs: the same pixel grid
         writer = MosaicWriter(
             ds,
@@ -1507,8 +1526,12 @@ def _finish_cog(gtiff: Path, dst: Path, compress: str) -> None:
     with open_output(gtiff, "r+") as ds:
         factors = _overview_factors(ds.width, ds.height)
         if factors:
-            ds.build_overviews(factors, Resampling.average)
-            ds.update_tags(ns="rio_overview", resampling="average")
+            # class values of a paletted band must not be averaged into other classes
+            paletted = ColorInterp.palette in ds.colorinterp
+            resampling = Resampling.nearest if paletted else Resampling.average
+            ds.build_overviews(factors, resampling)
+            ds.update_tags(ns="rio_overview", resampling=resampling.name)
+            ds.update_tags(OVR_RESAMPLING_ALG=resampling.name.upper())  # as GDAL's COG does
     rasterio.shutil.copy(
         gtiff,
         dst,
@@ -1579,7 +1602,10 @@ def translate_raster(
         cog: write a Cloud Optimized GeoTIFF with overviews.
         progress: show a progress bar over tiles.
         norm: ``"scene"`` (seam-free, default) or ``"tile"`` (per-tile statistics).
-        dtype: output data type (default the source's; e.g. ``"float32"``).
+        dtype: output data type (default the source's; e.g. ``"float32"``). Values
+            stay in source units (not rescaled), so an integer type must hold the range
+            the output is mapped back to and the source's nodata (else ``ConfigError``
+            before any work).
         precision: ``"fp32"`` or ``"bf16"``; None: the model's preference (the bundled
             model: bf16) where the device computes bf16 natively (a CPU with AVX512-BF16
             or AMX, a CUDA GPU of compute capability 8.0+; emulated bf16 ran 2.5-8.7x the
@@ -1601,8 +1627,10 @@ def translate_raster(
 
     Returns:
         ``dst`` as a Path. The output has the source's size, CRS, transform, nodata, band
-        descriptions, colour interpretation and tags (when the band counts match); pixels
-        that were invalid in the source are nodata (or masked) in the output.
+        descriptions, colour interpretation, units, scales, offsets and tags (when the
+        band counts match; not cached statistics, see
+        :func:`rsgan.io.copy_band_metadata`; the ``IMAGERY`` domain except in a COG);
+        pixels that were invalid in the source are nodata (or masked) in the output.
 
     Raises:
         RasterReadError: ``src`` is missing or not a raster.
@@ -1657,6 +1685,8 @@ def translate_raster(
     _check_fit(translator, info, selected, src_path)
     src_dtype = info.dtypes[selected[0] - 1]
     in_norm = translator.in_normalizer or Normalizer.for_dtype(src_dtype, len(selected))
+    if dtype is not None:
+        _check_output_dtype(dtype, info, translator.out_normalizer or in_norm)
     budget_px = stats_budget_px(translator.net, stats_memory_mb or STATS_MEMORY_MB)
     windows = _plan_windows(info, translator, tile, overlap, norm, budget_px)
     torch_device = resolve_device(device)
@@ -1760,6 +1790,33 @@ def _check_dtype(dtype: str) -> None:
         raise ConfigError(
             f"dtype {dtype!r} is not a raster data type rsgan writes; use one of "
             f"{', '.join(_OUTPUT_DTYPES)}"
+        )
+
+
+def _check_output_dtype(dtype: str, info: RasterInfo, out_norm: Normalizer) -> None:
+    """Refuse, before any work, an output dtype that cannot hold the source's nodata
+    value or the range the model's output is mapped back to (``out_norm``: source units;
+    an integer dtype would clip every value beyond it, e.g. uint16 reflectances written
+    as uint8 all 255)."""
+    target = np.dtype(dtype)
+    if not np.issubdtype(target, np.integer):
+        return
+    limits = np.iinfo(target)
+    name = source_name(info.path)
+    nodata = info.nodata
+    if nodata is not None and not (math.isfinite(nodata) and limits.min <= nodata <= limits.max):
+        holds = dict.fromkeys(("float32", info.dtypes[0]))
+        raise ConfigError(
+            f"dtype {target.name} cannot hold the nodata value {nodata} of {name}; pick an "
+            f"output dtype that holds it ({' or '.join(holds)})"
+        )
+    lo, hi = min(out_norm.lo), max(out_norm.hi)
+    if lo < limits.min or hi > limits.max:
+        raise ConfigError(
+            f"dtype {target.name} ({limits.min}..{limits.max}) cannot hold the output's "
+            f"values, which span {lo:g}..{hi:g} in source units (dtype only changes the "
+            f"storage type; it does not rescale): every value beyond would be clipped; use "
+            f"float32 or {out_norm.dtype}, or rescale the output afterwards"
         )
 
 
