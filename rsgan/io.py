@@ -783,7 +783,7 @@ def compute_band_stats(
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    files = [Path(p) for p in paths]
+    files = [source_path(p) for p in paths]  # a URL as given: Path folds its "//"
     if not files:
         raise ConfigError("compute_band_stats got no files; pass at least one raster")
     if max_windows < 1 or window_size < 1:
