@@ -796,7 +796,7 @@ def compute_band_stats(
             raise ConfigError(f"percentile {p} is outside 0..100")
     rng = np.random.default_rng(seed)
     acc: _Moments | None = None
-    first: tuple[Path, Bands, str] | None = None
+    first: tuple[Path | str, Bands, str] | None = None
     for path in files:
         with open_raster(path) as src:
             indexes = check_bands(src.count, bands, path=path)

@@ -652,6 +652,49 @@ def _smaller_scene(source: Any, size: int) -> tuple[str, int, int] | None:
     return None
 
 
+def _check_resumed_domain(
+    source: Any, bands: Sequence[int] | None, stored: DomainInfo, name: str
+) -> None:
+    """Refuse data that the resumed run's normaliser of domain ``name`` (``"a"``, ``"b"``,
+    ``"data"``) does not fit: another number of bands, or another data type (its
+    ``lo..hi`` are source values of the run's type: uint16 reflectances clip uint8 data to
+    -1, and the checkpoint would record a uint8 domain denormalised into them). Checked on
+    the header of the first scene (``check_scenes_alike`` makes the others alike)."""
+    from rsgan.data import _expand_sources
+    from rsgan.io import check_bands, describe, source_path
+
+    scenes, index = _expand_sources(source)
+    if scenes:
+        scene: Path | str = scenes[0]
+    elif index is not None and len(index):
+        scene = source_path(index["scene"].iloc[0])
+    else:
+        return
+    info = describe(scene)
+    chosen = check_bands(info.count, bands, path=scene)
+    label = "the run" if name == "data" else _DOMAIN_LABELS.get(name, f"domain {name}")
+    new_run = (
+        "or start a new run on these data (another out folder, or overwrite=True / --overwrite)"
+    )
+    if len(chosen) != stored.count:
+        run_bands = stored.bands or tuple(range(1, stored.count + 1))
+        option = "bands" if name == "data" else f"bands_{name}"
+        flag = "--" + option.replace("_", "-")
+        raise BandError(
+            f"resume: {label} was trained on {stored.count} band(s) {tuple(run_bands)}, but "
+            f"bands {chosen} of {scene} are {len(chosen)}; resume with {option}="
+            f"{tuple(run_bands)} ({flag} {','.join(map(str, run_bands))}), {new_run}"
+        )
+    dtype = info.dtypes[chosen[0] - 1]
+    if dtype != stored.dtype and stored.normalizer is not None:
+        lo, hi = stored.normalizer.lo[0], stored.normalizer.hi[0]
+        raise BandError(
+            f"resume: {label} was trained on {stored.dtype} data (its normaliser maps "
+            f"{lo:g}..{hi:g} of band {chosen[0]} onto -1..1), but {scene} is {dtype}; resume "
+            f"on {stored.dtype} data like the run's, {new_run}"
+        )
+
+
 def _chips(
     source: Any,
     *,
@@ -661,19 +704,23 @@ def _chips(
     stored: DomainInfo | None,
     seed: int,
     smaller: Callable[[int], str],
+    name: str,
 ) -> Dataset:
-    """Chips of ``size`` px of ``source`` (a Dataset as it is). ``smaller`` gives, for the
-    side of a scene smaller than the chips, the fix the caller offers (its own option:
-    ``rsgan chips``'s ``--edge pad`` is not one of training's)."""
+    """Chips of ``size`` px of ``source`` (a Dataset as it is), domain ``name`` of the run.
+    ``smaller`` gives, for the side of a scene smaller than the chips, the fix the caller
+    offers (its own option: ``rsgan chips``'s ``--edge pad`` is not one of training's)."""
     if _is_dataset(source):
         return source
     from rsgan.data import ChipDataset
 
+    bands = bands if bands is not None else (stored.bands if stored else None)
+    if stored is not None and stored.normalizer is not None:
+        _check_resumed_domain(source, bands, stored, name)
     try:
         return ChipDataset(
             source,
             size=size,
-            bands=bands if bands is not None else (stored.bands if stored else None),
+            bands=bands,
             normalizer=stored.normalizer if stored else None,
             max_nodata=max_nodata,
             seed=seed,
@@ -888,6 +935,7 @@ def prepare_cyclegan(
         stored=stored_a,
         seed=options.seed,
         smaller=smaller,
+        name="a",
     )
     ds_b = _chips(
         domain_b,
@@ -897,6 +945,7 @@ def prepare_cyclegan(
         stored=stored_b,
         seed=options.seed + 1,
         smaller=smaller,
+        name="b",
     )
     info_a, info_b = _domain_info(ds_a, stored_a), _domain_info(ds_b, stored_b)
     counts = {"in_channels_a": info_a.count, "in_channels_b": info_b.count}
@@ -972,6 +1021,7 @@ def prepare_dcgan(
         stored=stored_info,
         seed=options.seed,
         smaller=_smaller_on_resume(size, "image_size") if stored else _smaller_image_size,
+        name="data",
     )
     info = _domain_info(ds, stored_info)
     config = cast(
