@@ -195,7 +195,20 @@ class Translator:
 
 
 def _from_loaded(loaded: Any, direction: str, name: str) -> Translator:
-    """A Translator from a :class:`rsgan.checkpoint.LoadedModel`."""
+    """A Translator from a :class:`rsgan.checkpoint.LoadedModel`.
+
+    Raises:
+        ConfigError: for a model none of whose generators reads images (a DCGAN's read
+            latent vectors: it is for :func:`rsgan.training.generate`).
+    """
+    from rsgan.models import model_kind
+
+    if all(src is None for _, src, _ in model_kind(loaded.kind).directions.values()):
+        raise ConfigError(
+            f"translation needs a cyclegan checkpoint; {name} is a {loaded.kind}, whose "
+            "generator makes images from random vectors: use it with `rsgan generate` "
+            "(rsgan.training.generate)"
+        )
     net = loaded.generator(direction)
     src, dst = loaded.in_domain(direction), loaded.out_domain(direction)
     meta = loaded.metadata or {}
