@@ -877,11 +877,37 @@ def _resolve_config(
         config = {**base, **(config or {})}
     config = make_config(kind, config)
     if stored is not None and config != stored.config:
+        given, run = config.to_dict(), stored.config.to_dict()
+        names = [name for name in given if given[name] != run.get(name)]
+        flags = [_CONFIG_FLAGS[name] for name in names if name in _CONFIG_FLAGS]
+
+        def listed(values: Mapping[str, Any]) -> str:
+            return ", ".join(f"{name}={values.get(name)!r}" for name in names)
+
+        one = len(names) == 1
         raise ConfigError(
-            f"resume: the given config {config} differs from the checkpoint's "
-            f"{stored.config}; resume without a config (or with the same one)"
+            f"resume: {listed(given)} {'differs' if one else 'differ'} from the run's "
+            f"{listed(run)} (a run keeps its architecture and loss weights); resume without "
+            f"{'it' if one else 'them'} (leave {'it' if one else 'them'} out of config"
+            f"{', no ' + ', '.join(flags) if flags else ''}) or start a new run "
+            "(another out folder, or overwrite=True / --overwrite)"
         )
     return config
+
+
+_CONFIG_FLAGS = {
+    "ngf": "--ngf",
+    "ndf": "--ndf",
+    "nz": "--nz",
+    "image_size": "--size",
+    "n_blocks": "--n-blocks",
+    "lambda_cycle": "--lambda-cycle",
+    "lambda_identity": "--lambda-identity",
+    "pool_size": "--pool-size",
+    "upsample": "--upsample",
+    "lambda_periodic": "--lambda-periodic",
+}
+"""The ``rsgan train`` options of config fields, for resume errors."""
 
 
 def prepare_cyclegan(

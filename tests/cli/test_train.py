@@ -120,6 +120,23 @@ def test_cyclegan_resume_keeps_the_runs_tile(
     assert training.load_train_state(out / "train_state.pt")["step"] == 3
 
 
+def test_resume_with_other_architecture_options_names_them(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """--resume with another --ngf (or --upsample, ...) printed both whole configs (some
+    400 characters) and said "resume without a config", an option the command does not
+    have; it names the options that differ, with the run's values."""
+    out = tmp_path / "run"
+    assert _tiny_cyclegan(make_raster, out).exit_code == 0
+    pre, post = tmp_path / "pre.tif", tmp_path / "post.tif"
+    other = _run("cyclegan", "--domain-a", str(pre), "--domain-b", str(post), "--out", str(out),
+                 "--ngf", "8", "--upsample", "blur", "--steps", "2", "--resume", *FAST)  # fmt: skip
+    assert other.exit_code == 1 and "Traceback" not in other.output
+    (line,) = [line for line in other.output.splitlines() if line.strip()]
+    assert "ngf=8, upsample='blur'" in line and "ngf=4, upsample='deconv'" in line, line
+    assert "--ngf, --upsample" in line and "CycleGANConfig(" not in line, line
+
+
 def _tiny_cyclegan(make_raster: Callable[..., Path], out: Path, *options: str):  # noqa: ANN202
     """One step of a tiny CycleGAN on two 64 px scenes, with ``options``."""
     pre = make_raster("pre.tif", width=64, height=64, count=3, seed=1)
