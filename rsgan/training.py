@@ -60,6 +60,7 @@ from rsgan.errors import (
     BandError,
     CheckpointError,
     ConfigError,
+    NoChipsError,
     OutputExistsError,
     TileSpecError,
 )
@@ -725,6 +726,8 @@ def _chips(
             max_nodata=max_nodata,
             seed=seed,
         )
+    except NoChipsError:
+        raise NoChipsError(_no_chips(name, size, max_nodata)) from None
     except TileSpecError:
         small = _smaller_scene(source, size)
         if small is None:
@@ -734,6 +737,23 @@ def _chips(
             f"scene {scene} ({width} x {height} px) is smaller than the {size} px chips to "
             f"train on; {smaller(min(width, height))}"
         ) from None
+
+
+def _no_chips(name: str, size: int, max_nodata: float | None) -> str:
+    """Why no chip of domain ``name`` was kept, and the fix (the nodata filter)."""
+    if name == "data":
+        smaller = "a smaller image_size (--size) or " if size > DCGAN_SIZES[0] else ""
+        return (
+            f"no chip of {size} px of the data is free of nodata, and a DCGAN trains on "
+            f"chips without nodata (its losses have no mask); pass {smaller}scenes with "
+            f"complete areas of {size} px, or, if the pixels equal to the nodata value are "
+            "real, scenes without that nodata value"
+        )
+    return (
+        f"{_DOMAIN_LABELS.get(name, f'domain {name}')}: no chip of {size} px has at most "
+        f"{max_nodata or 0:.0%} nodata pixels; raise max_nodata (--max-nodata), pass a "
+        "smaller tile (--tile) or scenes with fewer nodata pixels"
+    )
 
 
 def _smaller_tile(side: int) -> str:
