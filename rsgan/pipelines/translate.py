@@ -56,7 +56,6 @@ from rsgan.checkpoint import (  # re-exported: the default model's home is rsgan
 )
 from rsgan.errors import BandError, ConfigError, ModelError, OutputExistsError, RasterWriteError
 from rsgan.io import (
-    KEEP,
     Normalizer,
     RasterInfo,
     atomic_output,
@@ -162,6 +161,8 @@ class Translator:
             band counts match, else the output dtype's natural range.
         in_count: bands the net reads (None: unknown, any).
         in_dtype: source dtype the net was trained on (None: any).
+        out_dtype: data type of the domain the net writes, the output's default (None:
+            the source's).
         in_bands: source bands used in training (None: unknown).
         precision: preferred inference precision ("fp32" or "bf16"), or None.
         name: for messages.
@@ -175,6 +176,7 @@ class Translator:
     in_bands: tuple[int, ...] | None = None
     precision: str | None = None
     name: str = "model"
+    out_dtype: str | None = None
 
     @property
     def size_multiple(self) -> int:
@@ -222,6 +224,9 @@ def _from_loaded(loaded: Any, direction: str, name: str) -> Translator:
         in_bands=src.bands,
         precision=precision,
         name=name,
+        # the type of the values its normaliser gives back (a domain without one was
+        # trained on float Datasets: its recorded dtype says nothing of a raster's)
+        out_dtype=dst.dtype if dst.normalizer is not None else None,
     )
 
 
@@ -1382,6 +1387,14 @@ def _fast_denormalize(normalizer: Normalizer, dtype: str) -> Callable[[np.ndarra
     return denormalize
 
 
+def _holds(dtype: str, value: float | None) -> bool:
+    """Whether rasters of ``dtype`` can hold the nodata ``value`` (None: no value, held)."""
+    if value is None or not np.issubdtype(np.dtype(dtype), np.integer):
+        return True
+    limits = np.iinfo(dtype)
+    return math.isfinite(value) and limits.min <= value <= limits.max and value == int(value)
+
+
 def _write_mosaic(
     run: _Run,
     dst_path: Path,
@@ -1407,14 +1420,18 @@ def _write_mosaic(
             f"{out_norm.count}; the checkpoint's metadata does not fit its generator"
         )
     options = COMPRESSIONS[run.compress]
+    # a source nodata value the output type cannot hold (65535 of a uint16 scene, written
+    # as uint8): the output marks its invalid pixels with a mask instead
+    nodata = info.nodata if _holds(dtype, info.nodata) else None
     profile = output_profile(
-        info, count=out_count, dtype=dtype, nodata=KEEP, compress=options.get("compress")
+        info, count=out_count, dtype=dtype, nodata=nodata, compress=options.get("compress")
     )
     profile.update({k: v for k, v in options.items() if k != "compress"})
-    needs_mask = info.nodata is None and any(
-        list(info.mask_flags[b - 1]) != [MaskFlags.all_valid] for b in run.bands
+    needs_mask = (info.nodata is not None and nodata is None) or (
+        info.nodata is None
+        and any(list(info.mask_flags[b - 1]) != [MaskFlags.all_valid] for b in run.bands)
     )
-    fill = info.nodata
+    fill = nodata
     if fill is None and np.issubdtype(np.dtype(dtype), np.floating) and not needs_mask:
         fill = float("nan")
     stop = threading.Event()
@@ -1550,7 +1567,9 @@ def translate_raster(
         cog: write a Cloud Optimized GeoTIFF with overviews.
         progress: show a progress bar over tiles.
         norm: ``"scene"`` (seam-free, default) or ``"tile"`` (per-tile statistics).
-        dtype: output data type (default the source's; e.g. ``"float32"``).
+        dtype: output data type (default the data type of the domain the model writes,
+            e.g. uint16 for a model from uint8 aerial photos to Sentinel-2; the source's
+            for a model that records none; e.g. ``"float32"``).
         precision: ``"fp32"`` or ``"bf16"``; None: the model's preference (the bundled
             model: bf16) where the device computes bf16 natively (a CPU with AVX512-BF16
             or AMX, a CUDA GPU of compute capability 8.0+; emulated bf16 ran 2.5-8.7x the
@@ -1628,6 +1647,7 @@ def translate_raster(
     _check_fit(translator, info, selected, src_path)
     src_dtype = info.dtypes[selected[0] - 1]
     in_norm = translator.in_normalizer or Normalizer.for_dtype(src_dtype, len(selected))
+    dtype = dtype or translator.out_dtype  # a uint8 -> uint16 model writes uint16
     budget_px = stats_budget_px(translator.net, stats_memory_mb or STATS_MEMORY_MB)
     windows = _plan_windows(info, translator, tile, overlap, norm, budget_px)
     torch_device = resolve_device(device)
