@@ -163,6 +163,9 @@ class Translator:
         in_dtype: source dtype the net was trained on (None: any).
         out_dtype: data type of the domain the net writes, the output's default (None:
             the source's).
+        out_descriptions, out_colorinterp: band descriptions and colour interpretation
+            (names) of the domain the net writes, for a model whose two domains differ in
+            them (another sensor's bands); None: the source bands' are copied.
         in_bands: source bands used in training (None: unknown).
         precision: preferred inference precision ("fp32" or "bf16"), or None.
         name: for messages.
@@ -177,6 +180,8 @@ class Translator:
     precision: str | None = None
     name: str = "model"
     out_dtype: str | None = None
+    out_descriptions: tuple[str | None, ...] | None = None
+    out_colorinterp: tuple[str, ...] | None = None
 
     @property
     def size_multiple(self) -> int:
@@ -215,6 +220,11 @@ def _from_loaded(loaded: Any, direction: str, name: str) -> Translator:
     src, dst = loaded.in_domain(direction), loaded.out_domain(direction)
     meta = loaded.metadata or {}
     precision = (meta.get("extra") or {}).get("inference_precision")
+    crosses = (src.count, src.descriptions, src.colorinterp) != (
+        dst.count,
+        dst.descriptions,
+        dst.colorinterp,
+    )
     return Translator(
         net=net,
         in_normalizer=src.normalizer,
@@ -227,6 +237,10 @@ def _from_loaded(loaded: Any, direction: str, name: str) -> Translator:
         # the type of the values its normaliser gives back (a domain without one was
         # trained on float Datasets: its recorded dtype says nothing of a raster's)
         out_dtype=dst.dtype if dst.normalizer is not None else None,
+        # bands of another sensor (NAIP R, G, B -> Sentinel-2 B08, B04, B03) are named as
+        # the model's output domain names them, not as the source's
+        out_descriptions=dst.descriptions if crosses else None,
+        out_colorinterp=dst.colorinterp if crosses else None,
     )
 
 
@@ -1387,6 +1401,24 @@ def _fast_denormalize(normalizer: Normalizer, dtype: str) -> Callable[[np.ndarra
     return denormalize
 
 
+def _name_output_bands(ds: Any, translator: Translator, info: RasterInfo) -> None:
+    """The scene's tags, and the band descriptions and colour interpretation of the
+    domain ``translator`` writes (before any pixel: libtiff cannot change the colour
+    interpretation afterwards)."""
+    from rasterio.enums import ColorInterp
+
+    if info.tags:
+        ds.update_tags(**info.tags)
+    names = translator.out_colorinterp or ()
+    if len(names) == ds.count and all(name in ColorInterp.__members__ for name in names):
+        ds.colorinterp = [ColorInterp[name] for name in names]
+    descriptions = translator.out_descriptions or ()
+    if len(descriptions) == ds.count:
+        for band, text in enumerate(descriptions, start=1):
+            if text:
+                ds.set_band_description(band, text)
+
+
 def _holds(dtype: str, value: float | None) -> bool:
     """Whether rasters of ``dtype`` can hold the nodata ``value`` (None: no value, held)."""
     if value is None or not np.issubdtype(np.dtype(dtype), np.integer):
@@ -1437,7 +1469,9 @@ def _write_mosaic(
     stop = threading.Event()
     blended: queue.Queue[Any] = queue.Queue(maxsize=4)
     with open_output(dst_path, **profile) as ds:
-        if out_count == len(run.bands):
+        if translator.out_descriptions or translator.out_colorinterp:
+            _name_output_bands(ds, translator, info)
+        elif out_count == len(run.bands):
             copy_band_metadata(info, ds, run.bands)
         elif info.tags:
             ds.update_tags(**info.tags)
