@@ -25,6 +25,7 @@ step (see ``docs/models-and-training.md``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import enum
 import json
@@ -239,7 +240,27 @@ def save_checkpoint(
     dst = Path(path)
     with atomic_output(dst, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+        # safetensors creates its file readable by its owner only (0600); a checkpoint is
+        # shared like the run's other files, so it gets the mode any new file gets
+        os.chmod(tmp, _new_file_mode())
     return dst
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (changing it,
+    even for a moment, would give files that other threads create meanwhile mode 0666)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode() -> int:
+    """The permissions ``open(path, "w")`` gives a new file: 0666 less the umask."""
+    return 0o666 & ~_umask()
 
 
 @dataclass

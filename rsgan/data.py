@@ -28,7 +28,7 @@ from shapely.geometry.base import BaseGeometry
 from torch.utils.data import Dataset
 
 from rsgan._types import Bands, EdgePolicy
-from rsgan.errors import BandError, ConfigError
+from rsgan.errors import BandError, ConfigError, NoChipsError
 from rsgan.io import (
     Normalizer,
     NotGeoreferencedWarning,
@@ -189,7 +189,7 @@ class ChipDataset(Dataset):
                 max_nodata=max_nodata,
             )
         if len(index) == 0:
-            raise ConfigError(
+            raise NoChipsError(
                 f"no chip of {size} px passes the filters (max_nodata={max_nodata}, "
                 f"aoi={'given' if aoi is not None else 'none'}); relax them"
             )

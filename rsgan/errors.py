@@ -53,6 +53,10 @@ class ConfigError(RsganError, ValueError):
     """An option value that is out of range or of the wrong kind."""
 
 
+class NoChipsError(ConfigError):
+    """No chip of the sources passes the filters (nodata fraction, area of interest)."""
+
+
 class MissingDependencyError(RsganError, ImportError):
     """An optional dependency (e.g. ``dask``) is needed but not installed."""
 
@@ -65,6 +69,7 @@ __all__ = [
     "ConfigError",
     "MissingDependencyError",
     "ModelError",
+    "NoChipsError",
     "OutputExistsError",
     "RasterReadError",
     "RasterWriteError",

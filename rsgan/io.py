@@ -810,7 +810,7 @@ def compute_band_stats(
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    files = [Path(p) for p in paths]
+    files = [source_path(p) for p in paths]  # a URL as given: Path folds its "//"
     if not files:
         raise ConfigError("compute_band_stats got no files; pass at least one raster")
     if max_windows < 1 or window_size < 1:
@@ -823,7 +823,7 @@ def compute_band_stats(
             raise ConfigError(f"percentile {p} is outside 0..100")
     rng = np.random.default_rng(seed)
     acc: _Moments | None = None
-    first: tuple[Path, Bands, str] | None = None
+    first: tuple[Path | str, Bands, str] | None = None
     for path in files:
         with open_raster(path) as src:
             indexes = check_bands(src.count, bands, path=path)

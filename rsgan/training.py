@@ -60,6 +60,7 @@ from rsgan.errors import (
     BandError,
     CheckpointError,
     ConfigError,
+    NoChipsError,
     OutputExistsError,
     TileSpecError,
 )
@@ -654,6 +655,49 @@ def _smaller_scene(source: Any, size: int) -> tuple[str, int, int] | None:
     return None
 
 
+def _check_resumed_domain(
+    source: Any, bands: Sequence[int] | None, stored: DomainInfo, name: str
+) -> None:
+    """Refuse data that the resumed run's normaliser of domain ``name`` (``"a"``, ``"b"``,
+    ``"data"``) does not fit: another number of bands, or another data type (its
+    ``lo..hi`` are source values of the run's type: uint16 reflectances clip uint8 data to
+    -1, and the checkpoint would record a uint8 domain denormalised into them). Checked on
+    the header of the first scene (``check_scenes_alike`` makes the others alike)."""
+    from rsgan.data import _expand_sources
+    from rsgan.io import check_bands, describe, source_path
+
+    scenes, index = _expand_sources(source)
+    if scenes:
+        scene: Path | str = scenes[0]
+    elif index is not None and len(index):
+        scene = source_path(index["scene"].iloc[0])
+    else:
+        return
+    info = describe(scene)
+    chosen = check_bands(info.count, bands, path=scene)
+    label = "the run" if name == "data" else _DOMAIN_LABELS.get(name, f"domain {name}")
+    new_run = (
+        "or start a new run on these data (another out folder, or overwrite=True / --overwrite)"
+    )
+    if len(chosen) != stored.count:
+        run_bands = stored.bands or tuple(range(1, stored.count + 1))
+        option = "bands" if name == "data" else f"bands_{name}"
+        flag = "--" + option.replace("_", "-")
+        raise BandError(
+            f"resume: {label} was trained on {stored.count} band(s) {tuple(run_bands)}, but "
+            f"bands {chosen} of {scene} are {len(chosen)}; resume with {option}="
+            f"{tuple(run_bands)} ({flag} {','.join(map(str, run_bands))}), {new_run}"
+        )
+    dtype = info.dtypes[chosen[0] - 1]
+    if dtype != stored.dtype and stored.normalizer is not None:
+        lo, hi = stored.normalizer.lo[0], stored.normalizer.hi[0]
+        raise BandError(
+            f"resume: {label} was trained on {stored.dtype} data (its normaliser maps "
+            f"{lo:g}..{hi:g} of band {chosen[0]} onto -1..1), but {scene} is {dtype}; resume "
+            f"on {stored.dtype} data like the run's, {new_run}"
+        )
+
+
 def _chips(
     source: Any,
     *,
@@ -663,23 +707,29 @@ def _chips(
     stored: DomainInfo | None,
     seed: int,
     smaller: Callable[[int], str],
+    name: str,
 ) -> Dataset:
-    """Chips of ``size`` px of ``source`` (a Dataset as it is). ``smaller`` gives, for the
-    side of a scene smaller than the chips, the fix the caller offers (its own option:
-    ``rsgan chips``'s ``--edge pad`` is not one of training's)."""
+    """Chips of ``size`` px of ``source`` (a Dataset as it is), domain ``name`` of the run.
+    ``smaller`` gives, for the side of a scene smaller than the chips, the fix the caller
+    offers (its own option: ``rsgan chips``'s ``--edge pad`` is not one of training's)."""
     if _is_dataset(source):
         return source
     from rsgan.data import ChipDataset
 
+    bands = bands if bands is not None else (stored.bands if stored else None)
+    if stored is not None and stored.normalizer is not None:
+        _check_resumed_domain(source, bands, stored, name)
     try:
         return ChipDataset(
             source,
             size=size,
-            bands=bands if bands is not None else (stored.bands if stored else None),
+            bands=bands,
             normalizer=stored.normalizer if stored else None,
             max_nodata=max_nodata,
             seed=seed,
         )
+    except NoChipsError:
+        raise NoChipsError(_no_chips(name, size, max_nodata)) from None
     except TileSpecError:
         small = _smaller_scene(source, size)
         if small is None:
@@ -689,6 +739,23 @@ def _chips(
             f"scene {scene} ({width} x {height} px) is smaller than the {size} px chips to "
             f"train on; {smaller(min(width, height))}"
         ) from None
+
+
+def _no_chips(name: str, size: int, max_nodata: float | None) -> str:
+    """Why no chip of domain ``name`` was kept, and the fix (the nodata filter)."""
+    if name == "data":
+        smaller = "a smaller image_size (--size) or " if size > DCGAN_SIZES[0] else ""
+        return (
+            f"no chip of {size} px of the data is free of nodata, and a DCGAN trains on "
+            f"chips without nodata (its losses have no mask); pass {smaller}scenes with "
+            f"complete areas of {size} px, or, if the pixels equal to the nodata value are "
+            "real, scenes without that nodata value"
+        )
+    return (
+        f"{_DOMAIN_LABELS.get(name, f'domain {name}')}: no chip of {size} px has at most "
+        f"{max_nodata or 0:.0%} nodata pixels; raise max_nodata (--max-nodata), pass a "
+        "smaller tile (--tile) or scenes with fewer nodata pixels"
+    )
 
 
 def _smaller_tile(side: int) -> str:
@@ -832,11 +899,37 @@ def _resolve_config(
         config = {**base, **(config or {})}
     config = make_config(kind, config)
     if stored is not None and config != stored.config:
+        given, run = config.to_dict(), stored.config.to_dict()
+        names = [name for name in given if given[name] != run.get(name)]
+        flags = [_CONFIG_FLAGS[name] for name in names if name in _CONFIG_FLAGS]
+
+        def listed(values: Mapping[str, Any]) -> str:
+            return ", ".join(f"{name}={values.get(name)!r}" for name in names)
+
+        one = len(names) == 1
         raise ConfigError(
-            f"resume: the given config {config} differs from the checkpoint's "
-            f"{stored.config}; resume without a config (or with the same one)"
+            f"resume: {listed(given)} {'differs' if one else 'differ'} from the run's "
+            f"{listed(run)} (a run keeps its architecture and loss weights); resume without "
+            f"{'it' if one else 'them'} (leave {'it' if one else 'them'} out of config"
+            f"{', no ' + ', '.join(flags) if flags else ''}) or start a new run "
+            "(another out folder, or overwrite=True / --overwrite)"
         )
     return config
+
+
+_CONFIG_FLAGS = {
+    "ngf": "--ngf",
+    "ndf": "--ndf",
+    "nz": "--nz",
+    "image_size": "--size",
+    "n_blocks": "--n-blocks",
+    "lambda_cycle": "--lambda-cycle",
+    "lambda_identity": "--lambda-identity",
+    "pool_size": "--pool-size",
+    "upsample": "--upsample",
+    "lambda_periodic": "--lambda-periodic",
+}
+"""The ``rsgan train`` options of config fields, for resume errors."""
 
 
 def prepare_cyclegan(
@@ -890,6 +983,7 @@ def prepare_cyclegan(
         stored=stored_a,
         seed=options.seed,
         smaller=smaller,
+        name="a",
     )
     ds_b = _chips(
         domain_b,
@@ -899,6 +993,7 @@ def prepare_cyclegan(
         stored=stored_b,
         seed=options.seed + 1,
         smaller=smaller,
+        name="b",
     )
     info_a, info_b = _domain_info(ds_a, stored_a), _domain_info(ds_b, stored_b)
     counts = {"in_channels_a": info_a.count, "in_channels_b": info_b.count}
@@ -974,6 +1069,7 @@ def prepare_dcgan(
         stored=stored_info,
         seed=options.seed,
         smaller=_smaller_on_resume(size, "image_size") if stored else _smaller_image_size,
+        name="data",
     )
     info = _domain_info(ds, stored_info)
     config = cast(

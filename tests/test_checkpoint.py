@@ -109,6 +109,24 @@ def test_round_trip_weights_and_metadata(tmp_path: Path) -> None:
     assert not loaded.generator().training
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_a_checkpoint_gets_the_permissions_of_any_new_file(tmp_path: Path, umask: int) -> None:
+    """safetensors writes its files readable by their owner only (0600), so a model
+    trained on a shared machine could not be read by the team (or a server) that reads
+    everything else the run wrote (train_state.pt, log.jsonl, samples: 0644 under the
+    usual umask 022). A checkpoint gets the mode of any new file: 0666 less the umask."""
+    old = os.umask(umask)
+    try:
+        path, _ = _save(tmp_path / "model.safetensors")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~umask
+    load_model(path)
+
+
 def test_generators_only_is_smaller_and_loads(tmp_path: Path) -> None:
     full, _ = _save(tmp_path / "full.safetensors")
     small, _ = _save(tmp_path / "small.safetensors", generators_only=True)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,42 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path: Path) -> None:
         records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in records] == [1, 2, 3]
         assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000002.png"]
+
+
+@pytest.mark.timeout(300)
+def test_rsgan_train_under_torchrun_speaks_once_and_resumes(
+    tmp_path: Path, make_raster: Callable[..., Path]
+) -> None:
+    """`torchrun --nproc_per_node 2 rsgan train ...`: every rank printed its warnings, its
+    "checkpoint:" line and on Ctrl-C its resume hint, so each line came twice; rank 0
+    speaks for the run (errors still come from every rank). The same command with
+    --resume continues the run from its state under DDP."""
+    scene = make_raster("farm.tif", width=128, height=128, count=3, crs=None)
+    script = tmp_path / "rsgan_cli.py"
+    script.write_text("import sys\nfrom rsgan.cli.main import cli\nsys.exit(cli())\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME=_loopback())
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])
+    out = tmp_path / "run"
+
+    def torchrun(steps: int, *extra: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+               "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+               str(_free_port()), str(script), "train", "dcgan", str(scene), "--out",
+               str(out), "--ngf", "2", "--ndf", "2", "--nz", "4", "--batch-size", "1",
+               "--steps", str(steps), "--log-every", "1", "--sample-every", "1", "-q",
+               *extra]  # fmt: skip
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+
+    first = torchrun(1)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("checkpoint:") == 1, first.stdout
+    assert first.stderr.count("have no CRS") == 1, first.stderr[-3000:]
+    resumed = torchrun(2, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("checkpoint:") == 1, resumed.stdout
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert load_model(out / "model.safetensors").steps == 2
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "step_000001.png", "step_000002.png"
+    ]  # fmt: skip

@@ -360,6 +360,28 @@ def test_training_reads_a_url(
     assert model.is_file() and "/farm.tif" in served.requests()
 
 
+def test_uint16_training_data_over_a_url_get_the_files_statistics(
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
+) -> None:
+    """Sentinel-2 style uint16 scenes over HTTP: their normaliser comes from percentiles of
+    the pixels (unlike uint8's fixed 0..255), read over the URL as given; it used to be
+    looked up as a local file "http:/host/..." (pathlib's folding), so training on any
+    non-uint8 URL failed with "no such file"."""
+    from rsgan.data import ChipDataset
+    from rsgan.io import compute_band_stats
+    from rsgan.training import TrainOptions, train_cyclegan
+
+    local = make_raster("s2.tif", width=120, height=100, count=4, dtype="uint16", nodata=0,
+                        collar=6, seed=5, folder=served.folder)  # fmt: skip
+    url = f"{served.base}/s2.tif?sig=abc"
+    assert compute_band_stats(url).percentiles == compute_band_stats(local).percentiles
+    assert ChipDataset(url, size=32).normalizer == ChipDataset(local, size=32).normalizer
+    model = train_cyclegan(url, local, tmp_path / "run", tile=32,
+                           config={"ngf": 4, "ndf": 4, "n_blocks": 1},
+                           options=TrainOptions(steps=1, progress=False, sample_every=0))  # fmt: skip
+    assert model.is_file() and "/s2.tif?sig=abc" in served.requests()
+
+
 def test_a_stac_catalog_on_the_web(
     make_raster: Callable[..., Path], served: Served, tmp_path: Path
 ) -> None:

@@ -274,7 +274,7 @@ def test_refuses_to_overwrite_an_earlier_run(tmp_path: Path) -> None:
     train_cyclegan(a, b, out, config=TINY, options=_options(steps=2, overwrite=True))
     assert len(_log(out)) == 2
     other = CycleGANConfig(ngf=8, ndf=4, n_blocks=1, pool_size=3)
-    with pytest.raises(ConfigError, match="differs from the checkpoint"):
+    with pytest.raises(ConfigError, match=r"ngf=8 differs from the run.s ngf=4"):
         train_cyclegan(a, b, out, config=other, options=_options(steps=3, resume=True))
     with pytest.raises(Exception, match="does not exist"):
         train_cyclegan(a, b, tmp_path / "new", options=_options(steps=3, resume=True))
@@ -606,6 +606,34 @@ def test_resume_on_other_data_warns(
         warnings.simplefilter("always")
         training.prepare_cyclegan(pre, post, options=_options(resume=True), stored=stored)
     assert not [w for w in caught if "data differ" in str(w.message)]
+
+
+def test_resume_refuses_data_the_runs_normalisers_do_not_fit(
+    tmp_path: Path, make_raster: Callable[..., Path]
+) -> None:
+    """Resuming a uint16 run on uint8 data went on with the run's uint16 normaliser: every
+    chip was clipped to -1 (black) and the checkpoint then recorded a uint8 domain whose
+    normaliser maps onto 796..2449; other bands, fewer than the run's, failed with "pass a
+    normaliser made for these bands", which no training option does. Both are refused
+    before anything is written, naming the run's dtype or bands and the fix."""
+    pre = make_raster("pre.tif", width=64, height=64, count=4, dtype="uint16", seed=1)
+    post = make_raster("post.tif", width=64, height=64, count=4, dtype="uint16", seed=2)
+    naip = make_raster("naip.tif", width=64, height=64, count=4, dtype="uint8", seed=3)
+    out = tmp_path / "run"
+    config = {"ngf": 4, "ndf": 4, "n_blocks": 1, "pool_size": 0}
+    train_cyclegan(pre, post, out, tile=32, config=config, options=_options(steps=1))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(BandError, match=r"domain A .* uint16 .*/naip\.tif is uint8") as info:
+        train_cyclegan(naip, post, out, options=_options(steps=2, resume=True))
+    assert "start a new run" in str(info.value)
+    with pytest.raises(BandError, match=r"domain B was trained on 4 band\(s\) \(1, 2, 3, 4\)"):
+        train_cyclegan(pre, post, out, bands_b=(1, 2, 3), options=_options(steps=2, resume=True))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    dcgan_out = tmp_path / "dcgan"
+    big = make_raster("big.tif", width=128, height=64, count=4, dtype="uint16", seed=4)
+    train_dcgan(big, dcgan_out, config={"ngf": 4, "ndf": 4}, options=_options(steps=1))
+    with pytest.raises(BandError, match=r"bands=\(1, 2, 3, 4\) \(--bands 1,2,3,4\)"):
+        train_dcgan(big, dcgan_out, bands=(1, 2), options=_options(steps=2, resume=True))
 
 
 def test_options_validation() -> None:

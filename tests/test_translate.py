@@ -920,6 +920,50 @@ def test_checkpoint_path_and_direction(make_raster, tmp_path):
     assert not np.array_equal(outs[0], outs[1])
 
 
+def test_a_model_between_data_types_writes_its_output_domains_type(make_raster, tmp_path):
+    """A CycleGAN from uint8 aerial RGB (NAIP) to uint16 Sentinel-2: translate wrote the
+    source's uint8 by default, and the Sentinel-2 values (hundreds to thousands) were
+    clipped to 255 in every pixel: a white scene. The output takes the data type of the
+    domain the model writes (``dtype=`` still overrides it) and the names of its bands
+    (they were the source's red, green, blue); back, b2a, writes uint8, and
+    a source nodata value that uint8 cannot hold (65535) becomes a mask (it was refused,
+    naming an option translate does not have)."""
+    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1)
+    torch.manual_seed(0)
+    naip = DomainInfo(bands=(1, 2, 3), count=3, dtype="uint8",
+                      normalizer=Normalizer.for_dtype("uint8", 3))  # fmt: skip
+    s2_norm = Normalizer(lo=(300, 400, 200), hi=(2400, 2600, 3000), dtype="uint16")
+    s2 = DomainInfo(bands=(4, 3, 2), count=3, dtype="uint16", normalizer=s2_norm,
+                    descriptions=("B08 nir", "B04 red", "B03 green"),
+                    colorinterp=("gray", "undefined", "undefined"))  # fmt: skip
+    ckpt = save_checkpoint(tmp_path / "naip2s2.safetensors", kind="cyclegan", config=config,
+                           nets=build_nets("cyclegan", config), domains={"a": naip, "b": s2},
+                           generators_only=True)  # fmt: skip
+    src = make_raster(width=90, height=70, nodata=0, collar=4)
+    dst = tmp_path / "s2_style.tif"
+    translate_raster(src, dst, ckpt, tile=32, overlap=8, progress=False)
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        assert b.dtypes == ("uint16",) * 3 and b.nodata == 0
+        assert (b.read_masks(1) == a.read_masks(1)).all()
+        assert b.descriptions == ("B08 nir", "B04 red", "B03 green")  # the bands it made
+        assert b.colorinterp[0] == ColorInterp.gray and a.colorinterp[0] == ColorInterp.red
+        values = b.read(masked=True)
+    for band, lo, hi in zip(values, s2_norm.lo, s2_norm.hi, strict=True):
+        assert lo <= band.min() and band.max() <= hi and band.max() < hi and band.std() > 0
+    translate_raster(src, dst, ckpt, tile=32, overlap=8, dtype="float32", progress=False,
+                     overwrite=True)  # fmt: skip
+    with rasterio.open(dst) as b:
+        assert b.dtypes == ("float32",) * 3
+    # back, from a scene whose nodata uint8 cannot hold: a mask marks the invalid pixels
+    s2_src = make_raster("s2.tif", width=90, height=70, count=3, dtype="uint16",
+                         nodata=65535, collar=5)  # fmt: skip
+    back = translate_raster(s2_src, tmp_path / "naip_style.tif", ckpt, direction="b2a",
+                            tile=32, overlap=8, progress=False)  # fmt: skip
+    with rasterio.open(s2_src) as a, rasterio.open(back) as b:
+        assert b.dtypes == ("uint8",) * 3 and b.nodata is None and 0 < b.read().std()
+        assert (b.dataset_mask() == a.dataset_mask()).all() and (a.dataset_mask() == 0).any()
+
+
 def test_checkpoint_dtype_mismatch(make_raster, tmp_path):
     ckpt = _tiny_checkpoint(tmp_path / "m.safetensors", dtype="uint16")
     src = make_raster(dtype="uint8")

@@ -1,6 +1,9 @@
-"""Parsers for option values shared by several commands (band lists, sizes)."""
+"""Parsers for option values shared by several commands (band lists, sizes), and what
+every command needs to know of how it was launched."""
 
 from __future__ import annotations
+
+import os
 
 import click
 
@@ -50,3 +53,9 @@ class BandsParamType(click.ParamType):
 
 
 BANDS = BandsParamType()
+
+
+def other_rank() -> bool:
+    """Whether this process is a torchrun worker other than rank 0 (``RANK``). Its
+    warnings and messages repeat rank 0's, which speaks for the run."""
+    return os.environ.get("RANK", "0").strip() not in ("", "0")

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from rsgan.cli._options import BANDS
+from rsgan.cli._options import BANDS, other_rank
 
 _PRECISIONS = click.Choice(["fp32", "bf16"])
 
@@ -118,9 +118,11 @@ def _call(train: Callable[..., Path], *args: Any, **kwargs: Any) -> None:
     try:
         path = train(*args, **kwargs)
     except TrainingInterrupted as exc:
-        click.echo(f"\n{exc}", err=True)
+        if not other_rank():  # under torchrun rank 0 says it for the run
+            click.echo(f"\n{exc}", err=True)
         sys.exit(143 if exc.signum == signal.SIGTERM else 130)
-    click.echo(f"checkpoint: {path}")
+    if not other_rank():
+        click.echo(f"checkpoint: {path}")
 
 
 @click.group("train", short_help="Train a DCGAN or a CycleGAN.")

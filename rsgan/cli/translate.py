@@ -53,7 +53,10 @@ from rsgan.pipelines.translate import COMPRESSIONS, NORM_MODES, translate_raster
     ),
 )
 @click.option(
-    "--dtype", default=None, help="Output data type (default the source's), e.g. float32."
+    "--dtype",
+    default=None,
+    help="Output data type, e.g. float32 [default: that of the domain the model writes, "
+    "else the source's].",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing DST.")
 @click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF with overviews.")

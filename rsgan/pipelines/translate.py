@@ -56,7 +56,6 @@ from rsgan.checkpoint import (  # re-exported: the default model's home is rsgan
 )
 from rsgan.errors import BandError, ConfigError, ModelError, OutputExistsError, RasterWriteError
 from rsgan.io import (
-    KEEP,
     Normalizer,
     RasterInfo,
     atomic_output,
@@ -163,6 +162,11 @@ class Translator:
             band counts match, else the output dtype's natural range.
         in_count: bands the net reads (None: unknown, any).
         in_dtype: source dtype the net was trained on (None: any).
+        out_dtype: data type of the domain the net writes, the output's default (None:
+            the source's).
+        out_descriptions, out_colorinterp: band descriptions and colour interpretation
+            (names) of the domain the net writes, for a model whose two domains differ in
+            them (another sensor's bands); None: the source bands' are copied.
         in_bands: source bands used in training (None: unknown).
         precision: preferred inference precision ("fp32" or "bf16"), or None.
         name: for messages.
@@ -176,6 +180,9 @@ class Translator:
     in_bands: tuple[int, ...] | None = None
     precision: str | None = None
     name: str = "model"
+    out_dtype: str | None = None
+    out_descriptions: tuple[str | None, ...] | None = None
+    out_colorinterp: tuple[str, ...] | None = None
 
     @property
     def size_multiple(self) -> int:
@@ -196,11 +203,29 @@ class Translator:
 
 
 def _from_loaded(loaded: Any, direction: str, name: str) -> Translator:
-    """A Translator from a :class:`rsgan.checkpoint.LoadedModel`."""
+    """A Translator from a :class:`rsgan.checkpoint.LoadedModel`.
+
+    Raises:
+        ConfigError: for a model none of whose generators reads images (a DCGAN's read
+            latent vectors: it is for :func:`rsgan.training.generate`).
+    """
+    from rsgan.models import model_kind
+
+    if all(src is None for _, src, _ in model_kind(loaded.kind).directions.values()):
+        raise ConfigError(
+            f"translation needs a cyclegan checkpoint; {name} is a {loaded.kind}, whose "
+            "generator makes images from random vectors: use it with `rsgan generate` "
+            "(rsgan.training.generate)"
+        )
     net = loaded.generator(direction)
     src, dst = loaded.in_domain(direction), loaded.out_domain(direction)
     meta = loaded.metadata or {}
     precision = (meta.get("extra") or {}).get("inference_precision")
+    crosses = (src.count, src.descriptions, src.colorinterp) != (
+        dst.count,
+        dst.descriptions,
+        dst.colorinterp,
+    )
     return Translator(
         net=net,
         in_normalizer=src.normalizer,
@@ -210,6 +235,13 @@ def _from_loaded(loaded: Any, direction: str, name: str) -> Translator:
         in_bands=src.bands,
         precision=precision,
         name=name,
+        # the type of the values its normaliser gives back (a domain without one was
+        # trained on float Datasets: its recorded dtype says nothing of a raster's)
+        out_dtype=dst.dtype if dst.normalizer is not None else None,
+        # bands of another sensor (NAIP R, G, B -> Sentinel-2 B08, B04, B03) are named as
+        # the model's output domain names them, not as the source's
+        out_descriptions=dst.descriptions if crosses else None,
+        out_colorinterp=dst.colorinterp if crosses else None,
     )
 
 
@@ -1425,6 +1457,31 @@ def _fast_denormalize(normalizer: Normalizer, dtype: str) -> Callable[[np.ndarra
     return denormalize
 
 
+def _name_output_bands(ds: Any, translator: Translator, info: RasterInfo) -> None:
+    """The scene's tags, and the band descriptions and colour interpretation of the
+    domain ``translator`` writes (before any pixel: libtiff cannot change the colour
+    interpretation afterwards)."""
+    from rasterio.enums import ColorInterp
+
+    copy_dataset_tags(info, ds)
+    names = translator.out_colorinterp or ()
+    if len(names) == ds.count and all(name in ColorInterp.__members__ for name in names):
+        ds.colorinterp = [ColorInterp[name] for name in names]
+    descriptions = translator.out_descriptions or ()
+    if len(descriptions) == ds.count:
+        for band, text in enumerate(descriptions, start=1):
+            if text:
+                ds.set_band_description(band, text)
+
+
+def _holds(dtype: str, value: float | None) -> bool:
+    """Whether rasters of ``dtype`` can hold the nodata ``value`` (None: no value, held)."""
+    if value is None or not np.issubdtype(np.dtype(dtype), np.integer):
+        return True
+    limits = np.iinfo(dtype)
+    return math.isfinite(value) and limits.min <= value <= limits.max and value == int(value)
+
+
 def _write_mosaic(
     run: _Run,
     dst_path: Path,
@@ -1450,20 +1507,26 @@ def _write_mosaic(
             f"{out_norm.count}; the checkpoint's metadata does not fit its generator"
         )
     options = COMPRESSIONS[run.compress]
+    # a source nodata value the output type cannot hold (65535 of a uint16 scene, written
+    # as uint8): the output marks its invalid pixels with a mask instead
+    nodata = info.nodata if _holds(dtype, info.nodata) else None
     profile = output_profile(
-        info, count=out_count, dtype=dtype, nodata=KEEP, compress=options.get("compress")
+        info, count=out_count, dtype=dtype, nodata=nodata, compress=options.get("compress")
     )
     profile.update({k: v for k, v in options.items() if k != "compress"})
-    needs_mask = info.nodata is None and any(
-        list(info.mask_flags[b - 1]) != [MaskFlags.all_valid] for b in run.bands
+    needs_mask = (info.nodata is not None and nodata is None) or (
+        info.nodata is None
+        and any(list(info.mask_flags[b - 1]) != [MaskFlags.all_valid] for b in run.bands)
     )
-    fill = info.nodata
+    fill = nodata
     if fill is None and np.issubdtype(np.dtype(dtype), np.floating) and not needs_mask:
         fill = float("nan")
     stop = threading.Event()
     blended: queue.Queue[Any] = queue.Queue(maxsize=4)
     with open_output(dst_path, **profile) as ds:
-        if out_count == len(run.bands):
+        if translator.out_descriptions or translator.out_colorinterp:
+            _name_output_bands(ds, translator, info)
+        elif out_count == len(run.bands):
             # a model whose output domain holds another data type (uint16 reflectance to
             # uint8 DN) writes values the source's scale, offset and unit do not describe
             same_units = translator.out_normalizer is None or (
@@ -1602,10 +1665,12 @@ def translate_raster(
         cog: write a Cloud Optimized GeoTIFF with overviews.
         progress: show a progress bar over tiles.
         norm: ``"scene"`` (seam-free, default) or ``"tile"`` (per-tile statistics).
-        dtype: output data type (default the source's; e.g. ``"float32"``). Values
-            stay in source units (not rescaled), so an integer type must hold the range
-            the output is mapped back to and the source's nodata (else ``ConfigError``
-            before any work).
+        dtype: output data type (default the data type of the domain the model writes,
+            e.g. uint16 for a model from uint8 aerial photos to Sentinel-2; the source's
+            for a model that records none; e.g. ``"float32"``). Values stay in source
+            units (not rescaled), so a given integer type must hold the range the output
+            is mapped back to and the source's nodata (else ``ConfigError`` before any
+            work).
         precision: ``"fp32"`` or ``"bf16"``; None: the model's preference (the bundled
             model: bf16) where the device computes bf16 natively (a CPU with AVX512-BF16
             or AMX, a CUDA GPU of compute capability 8.0+; emulated bf16 ran 2.5-8.7x the
@@ -1687,6 +1752,7 @@ def translate_raster(
     in_norm = translator.in_normalizer or Normalizer.for_dtype(src_dtype, len(selected))
     if dtype is not None:
         _check_output_dtype(dtype, info, translator.out_normalizer or in_norm)
+    dtype = dtype or translator.out_dtype  # a uint8 -> uint16 model writes uint16
     budget_px = stats_budget_px(translator.net, stats_memory_mb or STATS_MEMORY_MB)
     windows = _plan_windows(info, translator, tile, overlap, norm, budget_px)
     torch_device = resolve_device(device)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import rasterio
 import torch
 from click.testing import CliRunner
 
@@ -118,6 +119,50 @@ def test_cyclegan_resume_keeps_the_runs_tile(
     assert len(lines) == 1 and "tile 48" in lines[0] and "32 px" in lines[0], other.output
     assert load_model(out / "model.safetensors").steps == 3
     assert training.load_train_state(out / "train_state.pt")["step"] == 3
+
+
+def test_resume_with_other_architecture_options_names_them(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """--resume with another --ngf (or --upsample, ...) printed both whole configs (some
+    400 characters) and said "resume without a config", an option the command does not
+    have; it names the options that differ, with the run's values."""
+    out = tmp_path / "run"
+    assert _tiny_cyclegan(make_raster, out).exit_code == 0
+    pre, post = tmp_path / "pre.tif", tmp_path / "post.tif"
+    other = _run("cyclegan", "--domain-a", str(pre), "--domain-b", str(post), "--out", str(out),
+                 "--ngf", "8", "--upsample", "blur", "--steps", "2", "--resume", *FAST)  # fmt: skip
+    assert other.exit_code == 1 and "Traceback" not in other.output
+    (line,) = [line for line in other.output.splitlines() if line.strip()]
+    assert "ngf=8, upsample='blur'" in line and "ngf=4, upsample='deconv'" in line, line
+    assert "--ngf, --upsample" in line and "CycleGANConfig(" not in line, line
+
+
+def test_no_chip_without_too_much_nodata_names_the_domain_and_the_option(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Scenes whose every chip holds nodata (a few nodata-valued pixels strewn over the
+    scene: dark water in uint8 imagery whose nodata is 0) said "no chip of 64 px passes
+    the filters (...); relax them": for a DCGAN, which has no option to relax (it trains
+    on complete chips), and for a CycleGAN without saying which domain or option. Each
+    names the domain and a fix the command has."""
+    data = make_raster("speckle.tif", width=128, height=128, count=3, nodata=0, seed=1)
+    with rasterio.open(data, "r+") as ds:
+        pixels = ds.read()
+        pixels[:, ::16, ::16] = 0
+        ds.write(pixels)
+    clean = make_raster("clean.tif", width=128, height=128, count=3, seed=2)
+    dcgan = _run("dcgan", str(data), "--out", str(tmp_path / "d"), "--steps", "1", *FAST)
+    assert dcgan.exit_code == 1 and "Traceback" not in dcgan.output
+    assert "DCGAN trains on chips without nodata" in dcgan.output
+    assert "relax" not in dcgan.output and "--size" not in dcgan.output, dcgan.output  # 64: least
+    cyclegan = _run("cyclegan", "--domain-a", str(clean), "--domain-b", str(data), "--out",
+                    str(tmp_path / "c"), "--tile", "64", "--max-nodata", "0", "--steps", "1",
+                    *FAST)  # fmt: skip
+    assert cyclegan.exit_code == 1 and "Traceback" not in cyclegan.output
+    assert "domain B: no chip of 64 px" in cyclegan.output, cyclegan.output
+    assert "--max-nodata" in cyclegan.output and "--tile" in cyclegan.output
+    assert not (tmp_path / "d").exists() and not (tmp_path / "c").exists()
 
 
 def _tiny_cyclegan(make_raster: Callable[..., Path], out: Path, *options: str):  # noqa: ANN202

@@ -100,6 +100,26 @@ def test_translate_errors_are_one_line(make_raster, tmp_path, checkpoint):
     assert bad.exit_code == 1 and "does not exist" in bad.output
 
 
+def test_a_dcgan_checkpoint_is_refused_with_the_command_it_is_for(make_raster, tmp_path):
+    """`rsgan translate --model` of a DCGAN run said "a dcgan model has no direction 'a2b';
+    use one of generate", as if "generate" were a direction to pass; it says that
+    translation needs a CycleGAN and that a DCGAN is for `rsgan generate`, as generate does
+    the other way round. Nothing is written."""
+    from rsgan.models import DCGANConfig
+
+    config = DCGANConfig(ngf=4, ndf=4)
+    domain = DomainInfo(
+        bands=(1, 2, 3), count=3, dtype="uint8", normalizer=Normalizer.for_dtype("uint8", 3)
+    )
+    model = save_checkpoint(tmp_path / "farm.safetensors", kind="dcgan", config=config,
+                            nets=build_nets("dcgan", config), domains={"data": domain})  # fmt: skip
+    src, dst = make_raster(), tmp_path / "o.tif"
+    result = CliRunner().invoke(cli, ["translate", str(src), str(dst), "--model", str(model)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "farm.safetensors is a dcgan" in result.output and "rsgan generate" in result.output
+    assert "direction" not in result.output and not dst.exists()
+
+
 def test_translate_compress_option(make_raster, tmp_path, checkpoint):
     src = make_raster(width=64, height=48)
     dst = tmp_path / "o.tif"
