@@ -1180,7 +1180,13 @@ def _start_distributed(options: TrainOptions) -> _Dist:
 
 
 class _ResumableSampler(DistributedSampler):
-    """DistributedSampler (seeded shuffle per epoch) that can start mid-epoch."""
+    """DistributedSampler (seeded shuffle per epoch) that can start mid-epoch.
+
+    ``start`` counts this process's items of the epoch to skip. The epoch's shuffled order
+    is the same for any number of processes; process ``r`` of ``n`` reads its items
+    ``r, r + n, r + 2n, ...``, so after ``k`` items each, all ``n`` have read the first
+    ``k * n`` items of the order.
+    """
 
     start = 0
 
@@ -1188,7 +1194,17 @@ class _ResumableSampler(DistributedSampler):
         return itertools.islice(super().__iter__(), self.start, None)
 
     def __len__(self) -> int:
-        return super().__len__() - self.start
+        return max(super().__len__() - self.start, 0)
+
+    def skip(self, items: int) -> None:
+        """Start after the first ``items`` of the epoch's order, read by all processes.
+
+        Exact when ``items`` divides by the number of processes (always, unless a run
+        resumes on another number of processes in mid-epoch; then fewer than that many
+        items of the epoch are skipped: every process must start at the same count, or
+        they would run different numbers of batches).
+        """
+        self.start = -(-items // self.num_replicas)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -1196,13 +1212,15 @@ class _ResumableSampler(DistributedSampler):
 
 @dataclass
 class _Progress:
-    """Where a run is: the last completed ``step``, its ``epoch`` and ``batch_in_epoch``,
-    and ``trained_seconds``, the training time up to the run's saved state over every
-    session of the run (the clock of a resumed session starts from it)."""
+    """Where a run is: the last completed ``step``, its ``epoch``, ``items_in_epoch`` (the
+    items of the epoch's shuffled order read so far, by all processes together: items, not
+    batches, so a resume with another batch size goes on at the next item), and
+    ``trained_seconds``, the training time up to the run's saved state over every session
+    of the run (the clock of a resumed session starts from it)."""
 
     step: int = 0
     epoch: int = 0
-    batch_in_epoch: int = 0
+    items_in_epoch: int = 0
     trained_seconds: float = 0.0
 
 
@@ -1230,7 +1248,7 @@ def _save_all(
         "nets": {k: unwrap(n).state_dict() for k, n in run.nets.items()},
         "step": pos.step,
         "epoch": pos.epoch,
-        "batch_in_epoch": pos.batch_in_epoch,
+        "items_in_epoch": pos.items_in_epoch,
         "seconds": seconds,
         "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
         "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
@@ -1263,6 +1281,7 @@ def _restore(
     schedulers: Mapping[str, LambdaLR],
     ctx: _Dist,
     seed: int,
+    batch_size: int,
     lr: float | None = None,
 ) -> _Progress:
     """Load nets, optimisers, schedulers, pools and RNGs from ``train_state.pt``.
@@ -1271,6 +1290,8 @@ def _restore(
     between writing ``model.safetensors`` and ``train_state.pt`` (the model one step
     ahead) resumes from the state's step and redoes the rest exactly. ``lr`` (not None)
     replaces the run's learning rate from the resumed step on, under the run's schedule.
+    A state from before positions counted items counted batches: of ``batch_size`` (this
+    session's) per process, exact when the run's was the same.
     """
     state = load_train_state(out / STATE_FILE)
     if state.get("kind") != run.kind:
@@ -1312,7 +1333,11 @@ def _restore(
     return _Progress(
         int(state["step"]),
         int(state["epoch"]),
-        int(state["batch_in_epoch"]),
+        int(
+            state["items_in_epoch"]
+            if "items_in_epoch" in state
+            else state["batch_in_epoch"] * batch_size * ctx.world_size
+        ),
         float(state.get("seconds", 0.0)),  # states before it was saved: from 0
     )
 
@@ -1589,8 +1614,9 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
     for k, pool in run.pools.items():
         if ctx.rank:
             pool.generator.manual_seed(options.seed + 1000 * ctx.rank + len(k))
+    batch_size = options.batch_size or trainer.default_batch
     pos = (
-        _restore(run, out, schedulers, ctx, options.seed, options.lr)
+        _restore(run, out, schedulers, ctx, options.seed, batch_size, options.lr)
         if options.resume
         else _Progress()
     )
@@ -1603,7 +1629,6 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
     if ctx.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
         nets = {k: DistributedDataParallel(n, device_ids=ids) for k, n in nets.items()}
-    batch_size = options.batch_size or trainer.default_batch
     loader, sampler, loader_rng = _make_loader(run, options, ctx, batch_size)
 
     bar = tqdm(
@@ -1624,7 +1649,7 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
         try:
             while pos.step < options.steps:
                 sampler.set_epoch(pos.epoch)
-                sampler.start = pos.batch_in_epoch * batch_size
+                sampler.skip(pos.items_in_epoch)
                 loader_rng.manual_seed(options.seed + pos.epoch)
                 if hasattr(run.dataset, "set_epoch"):  # random chips / pairing of the epoch
                     run.dataset.set_epoch(pos.epoch)
@@ -1642,7 +1667,7 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
                     for sched in schedulers.values():
                         sched.step()
                     pos.step += 1
-                    pos.batch_in_epoch += 1
+                    pos.items_in_epoch += batch_size * ctx.world_size
                     bar.update(1)
                     if ctx.is_main and (
                         pos.step % options.log_every == 0 or pos.step == options.steps
@@ -1663,7 +1688,7 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
                         break
                 else:
                     pos.epoch += 1
-                    pos.batch_in_epoch = 0
+                    pos.items_in_epoch = 0
             save()
         except KeyboardInterrupt:
             if not stop.immediate:

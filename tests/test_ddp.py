@@ -152,3 +152,64 @@ def test_rsgan_train_under_torchrun_speaks_once_and_resumes(
     assert sorted(p.name for p in (out / "samples").iterdir()) == [
         "step_000001.png", "step_000002.png"
     ]  # fmt: skip
+
+
+RESUME_WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch
+    from torch.utils.data import Dataset
+    from rsgan.models import DCGANConfig
+    from rsgan.training import TrainOptions, fit, prepare_dcgan
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo")
+
+    class Chips(Dataset):
+        def __init__(self, images):
+            self.images, self.read = images, []
+        def __len__(self):
+            return len(self.images)
+        def __getitem__(self, i):
+            self.read.append(i)
+            return {"image": self.images[i], "mask": torch.ones(64, 64, dtype=torch.bool)}
+
+    out = sys.argv[1]
+    chips = Chips(torch.rand(12, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    seen = []
+    for steps, batch, resume in ((1, 2, False), (5, 1, True)):
+        opts = TrainOptions(steps=steps, batch_size=batch, resume=resume, sample_every=0,
+                            checkpoint_every=0, progress=False)
+        run = prepare_dcgan(chips, config=DCGANConfig(channels=1, nz=4, ngf=2, ndf=2),
+                            options=opts)
+        chips.read.clear()
+        fit(run, out, opts)
+        seen += chips.read
+        torch.distributed.barrier()
+    with open(f"{out}/read_rank{os.environ['RANK']}.json", "w") as f:
+        json.dump(seen, f)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.timeout(300)
+def test_resume_with_another_batch_size_under_ddp_reads_the_rest_of_the_epoch(
+    tmp_path: Path,
+) -> None:
+    """2 processes, 12 chips: 1 step of 2 per process reads 4, then a resume with batch
+    size 1 reads the other 8, each once (the position counted batches of 2 per process:
+    the resume started at the second chip of each process, reading 2 twice)."""
+    script = tmp_path / "worker.py"
+    script.write_text(RESUME_WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME=_loopback())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+           "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+           str(_free_port()), str(script), str(tmp_path / "run")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    read = [json.loads((tmp_path / "run" / f"read_rank{r}.json").read_text()) for r in (0, 1)]
+    g = torch.Generator().manual_seed(0)  # DistributedSampler's order of epoch 0, seed 0
+    order = torch.randperm(12, generator=g).tolist()
+    assert read == [order[0::2], order[1::2]]

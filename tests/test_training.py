@@ -192,6 +192,61 @@ def test_dcgan_run_then_extend_matches_one_long_run(tmp_path: Path) -> None:
     assert _losses(_log(tmp_path / "split")) == _losses(_log(tmp_path / "full"))
 
 
+class _Recording(Chips):
+    """Chips that note the index of every item read."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        super().__init__(images)
+        self.read: list[int] = []
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        self.read.append(i)
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize(("first", "then"), [((2, 2), (3, 4)), ((4, 1), (2, 4))])
+def test_resume_with_another_batch_size_continues_at_the_next_chip(
+    tmp_path: Path, first: tuple[int, int], then: tuple[int, int]
+) -> None:
+    """A run stopped in mid-epoch and resumed with another batch size reads the rest of
+    that epoch's chips, each once (the saved position counted batches of the old size:
+    2 -> 3 skipped chips, 4 -> 2 read some twice). Both runs here use 10 chips in all."""
+    images = _Recording(_textures(10, 2, 64, seed=3))
+    (bs1, steps1), (bs2, steps2) = first, then
+    seen: list[int] = []
+    for opts in (
+        _options(steps=steps1, batch_size=bs1),
+        _options(steps=steps2, batch_size=bs2, resume=True),
+    ):
+        run = training.prepare_dcgan(images, config=TINY_DCGAN, options=opts)
+        images.read.clear()  # the data checks read chips too; then only the loader
+        training.fit(run, tmp_path / "run", opts)
+        seen += images.read
+    order = torch.utils.data.DistributedSampler(images, 1, 0, shuffle=True, seed=0)
+    order.set_epoch(0)
+    assert seen == list(order)
+
+
+def test_a_state_that_counted_batches_resumes_where_it_stopped(tmp_path: Path) -> None:
+    """States written before positions counted chips hold ``batch_in_epoch``: a resume
+    with the run's batch size goes on at the next chip."""
+    images = _Recording(_textures(10, 2, 64, seed=3))
+    seen: list[int] = []
+    for opts in (_options(steps=2), _options(steps=4, resume=True)):
+        run = training.prepare_dcgan(images, config=TINY_DCGAN, options=opts)
+        images.read.clear()
+        training.fit(run, tmp_path / "run", opts)
+        seen += images.read
+        state = training.load_train_state(tmp_path / "run" / "train_state.pt")
+        assert state["items_in_epoch"] == 2 * opts.steps
+        del state["items_in_epoch"]
+        state["batch_in_epoch"] = opts.steps  # as the old code saved it
+        training.save_train_state(tmp_path / "run" / "train_state.pt", state)
+    order = torch.utils.data.DistributedSampler(images, 1, 0, shuffle=True, seed=0)
+    order.set_epoch(0)
+    assert seen == list(order)[:8]
+
+
 def test_invalid_pixels_change_nothing() -> None:
     a, b = _masked_domains()
     batch = {
@@ -348,7 +403,7 @@ def test_a_rate_given_on_resume_replaces_the_runs(tmp_path: Path) -> None:
     run = training.prepare_dcgan(images, options=opts, stored=load_model(out / "model.safetensors"))
     schedulers = {k: training.LambdaLR(o, run.lr_lambda) for k, o in run.optimizers.items()}
     ctx = training._Dist(0, 1, torch.device("cpu"), owns_group=False)
-    training._restore(run, out, schedulers, ctx, seed=0, lr=5e-4)
+    training._restore(run, out, schedulers, ctx, seed=0, batch_size=4, lr=5e-4)
     for name, sched in schedulers.items():
         assert sched.get_last_lr() == [g["lr"] for g in run.optimizers[name].param_groups]
         assert sched.get_last_lr() == pytest.approx([5e-4])
