@@ -1153,6 +1153,32 @@ def open_output(path: PathLike, mode: str = "w", **profile: Any) -> Iterator[Any
         yield ds
 
 
+def same_crs(a: CRS | None, b: CRS | None) -> bool:
+    """Whether two CRSs place a geotransform's coordinates alike (None: no CRS).
+
+    Equal CRSs are, and so are CRSs that differ in axis order only, such as OGC:CRS84
+    (longitude, latitude) and EPSG:4326 (latitude, longitude): GDAL's geotransforms are in
+    (easting, northing) order whatever the CRS's axis order, so the pixel grids are the
+    same (pyproj's ``CRS.equals(other, ignore_axis_order=True)``, the criterion GDAL uses
+    to skip a reprojection). CRSs with another datum, ellipsoid or projection are not.
+    """
+    if a is None or b is None:
+        return a is None and b is None
+    if a == b:
+        return True
+    from pyproj import CRS as ProjCRS
+    from pyproj.exceptions import CRSError as ProjCRSError
+
+    try:
+        return bool(
+            ProjCRS.from_user_input(a.to_wkt()).equals(
+                ProjCRS.from_user_input(b.to_wkt()), ignore_axis_order=True
+            )
+        )
+    except ProjCRSError:  # a CRS PROJ cannot read is the same as none but itself
+        return False
+
+
 def placed_crs(info: RasterInfo) -> CRS | None:
     """The CRS that :func:`placed_xy` gives coordinates in: the ground control points',
     EPSG:4326 for RPCs, None for a raster placed by neither."""
@@ -2242,6 +2268,7 @@ __all__ = [
     "read_window",
     "remove_stale_temporaries",
     "rgb_bands",
+    "same_crs",
     "source_name",
     "source_path",
     "source_stem",

@@ -397,3 +397,33 @@ def test_a_copied_mask_keeps_its_band_description_and_tags(
         assert ds.tags()["LABELLER"] == "team a"
         assert {k: ds.colormap(1)[k] for k in COLORS} == COLORS
         assert (ds.crs, ds.transform, ds.nodata) == (grid.crs, grid.transform, 255)
+
+
+def test_a_mask_in_crs84_pairs_with_an_image_in_epsg_4326(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """OGC:CRS84 (longitude first) and EPSG:4326 (latitude first) differ in axis order
+    only, which a geotransform does not see: the grids are the same (they were refused as
+    "different CRSs"). A mask in NAD83 (EPSG:4269) is still refused."""
+    lonlat = Affine(1e-5, 0.0, -94.5, 0.0, -1e-5, 37.1)
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    for stem, crs in (("crs84", "OGC:CRS84"), ("nad83", "EPSG:4269")):
+        make_raster(f"{stem}.tif", width=48, height=40, folder=images, crs="EPSG:4326",
+                    transform=lonlat)  # fmt: skip
+        masks.mkdir(exist_ok=True)
+        with rasterio.open(
+            masks / f"{stem}.png", "w", driver="PNG", width=48, height=40, count=1,
+            dtype="uint8", crs=crs, transform=lonlat,
+        ) as dst:  # fmt: skip
+            dst.write(_mask(0))
+    with rasterio.open(masks / "crs84.png") as src:
+        assert src.crs.to_string() == "OGC:CRS84"  # the mask's CRS as a PNG keeps it
+    with pytest.raises(AugmentError) as caught:
+        augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+    assert list(caught.value.failures) == ["nad83"]
+    assert "different CRSs" in caught.value.failures["nad83"]
+    written = caught.value.index
+    assert sorted(Path(p).stem for p in written["image"][written["translated"]]) == ["crs84"]
+    copied, grid = _read(tmp_path / "aug" / "masks" / "crs84.tif")
+    np.testing.assert_array_equal(copied, _mask(0))
+    assert grid["crs"] == rasterio.crs.CRS.from_epsg(4326) and grid["transform"] == lonlat

@@ -14,6 +14,7 @@ import rasterio
 from conftest import mosaic_vrt
 from hypothesis import given
 from hypothesis import strategies as st
+from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.windows import Window
 
@@ -44,6 +45,7 @@ from rsgan.io import (
     read_window,
     remove_stale_temporaries,
     rgb_bands,
+    same_crs,
     source_stem,
     warn_if_not_georeferenced,
     write_png_grid,
@@ -51,6 +53,26 @@ from rsgan.io import (
 )
 
 INT_DTYPES = ("uint8", "uint16", "int16")
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("EPSG:4326", "OGC:CRS84", True),  # axis order only
+        ("EPSG:32615", "EPSG:32615", True),
+        ("EPSG:4326", "EPSG:4269", False),  # WGS 84 vs NAD83
+        ("EPSG:32615", "EPSG:26915", False),  # UTM 15N on WGS 84 vs on NAD83
+        ("EPSG:4326", "EPSG:3857", False),
+        ("EPSG:4326", None, False),
+        (None, None, True),
+    ],
+)
+def test_same_crs_ignores_axis_order_only(a: str | None, b: str | None, same: bool) -> None:
+    def crs(text: str | None) -> CRS | None:
+        return None if text is None else CRS.from_user_input(text)
+
+    assert same_crs(crs(a), crs(b)) is same
+    assert same_crs(crs(b), crs(a)) is same
 
 
 # --------------------------------------------------------------------------- describe / open

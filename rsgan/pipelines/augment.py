@@ -44,6 +44,7 @@ from rsgan.io import (
     open_output,
     open_raster,
     output_profile,
+    same_crs,
     same_file,
     source_name,
     source_path,
@@ -192,8 +193,9 @@ def _pixel_grid(info: RasterInfo) -> bool:
 def check_alignment(image: RasterInfo, mask: RasterInfo) -> None:
     """Check that ``mask`` lies on ``image``'s grid (same size, transform and CRS).
 
-    A mask with no georeference at all (no CRS, identity transform, e.g. a PNG) is taken
-    to be on the image's pixel grid when the sizes agree.
+    CRSs that differ in axis order only (OGC:CRS84 and EPSG:4326) are the same here
+    (:func:`rsgan.io.same_crs`). A mask with no georeference at all (no CRS, identity
+    transform, e.g. a PNG) is taken to be on the image's pixel grid when the sizes agree.
 
     Raises:
         PairError: naming both files and what differs.
@@ -206,7 +208,7 @@ def check_alignment(image: RasterInfo, mask: RasterInfo) -> None:
         )
     if _pixel_grid(mask):
         return
-    if image.crs != mask.crs:
+    if not same_crs(image.crs, mask.crs):
         raise PairError(
             f"{where} are in different CRSs ({image.crs} vs {mask.crs}); "
             "reproject the mask onto the image's grid"
