@@ -18,6 +18,7 @@ from rsgan.io import Normalizer, NotGeoreferencedWarning, describe
 from rsgan.pipelines.augment import (
     AugmentError,
     MixedSegmentationDataset,
+    PairError,
     augment_segmentation_dataset,
     copy_mask_to_grid,
     load_index,
@@ -427,3 +428,63 @@ def test_a_mask_in_crs84_pairs_with_an_image_in_epsg_4326(
     copied, grid = _read(tmp_path / "aug" / "masks" / "crs84.tif")
     np.testing.assert_array_equal(copied, _mask(0))
     assert grid["crs"] == rasterio.crs.CRS.from_epsg(4326) and grid["transform"] == lonlat
+
+
+def test_samples_label_the_images_nodata_pixels_ignore_index(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Pixels an image holds no data for (here a nodata collar of 4 px, and in one band
+    only a nodata strip) are labelled ``ignore_index`` (255 by default) and are 0 in the
+    image, in original and translated samples (the labels under them were trained on);
+    ``ignore_index=None`` keeps the samples as stored."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    data = np.full((3, 40, 48), 100, dtype=np.uint8)
+    data[1, 10:12, :] = 7  # band 2 alone has no data in rows 10-11
+    make_raster("t.tif", folder=images, data=data, nodata=7, collar=4, transform=GRID,
+                crs="EPSG:26915")  # fmt: skip
+    labels = _mask(0)  # 0..2 and a 255 border in rows 0-2
+    _write_mask(masks / "t.tif", labels, GRID, "EPSG:26915")
+    augment_segmentation_dataset(images, masks, Negate(), tmp_path / "aug", **FAST)
+    valid = np.zeros((40, 48), dtype=bool)
+    valid[4:-4, 4:-4] = True
+    valid[10:12] = False
+    expected = np.where(valid, labels[0], 255)
+    for ratio in (0.0, 1.0):
+        sample = MixedSegmentationDataset(tmp_path / "aug" / "index.csv", translated_ratio=ratio)[0]
+        np.testing.assert_array_equal(sample["mask"].numpy(), expected)
+        image = sample["image"].numpy()
+        assert (image[:, ~valid] == 0).all() and (image[:, valid] != 0).all()
+        kept = MixedSegmentationDataset(
+            tmp_path / "aug" / "index.csv", translated_ratio=ratio, ignore_index=None
+        )[0]
+        np.testing.assert_array_equal(kept["mask"].numpy(), labels[0])
+        other = MixedSegmentationDataset(
+            tmp_path / "aug" / "index.csv", translated_ratio=ratio, ignore_index=-100
+        )[0]
+        np.testing.assert_array_equal(
+            other["mask"].numpy(), np.where(valid, labels[0].astype(np.int64), -100)
+        )
+    with pytest.raises(ConfigError, match=r"ignore_index='255'.*whole number"):
+        MixedSegmentationDataset(tmp_path / "aug" / "index.csv", ignore_index="255")
+
+
+def test_a_mask_not_on_its_images_grid_is_named_when_read(
+    pairs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    images, masks = pairs
+    small = _write_mask(tmp_path / "small.tif", _mask(0, height=20), None, None)
+    index = pd.DataFrame(
+        [
+            {
+                "image": images / "tile_0.tif",
+                "mask": small,
+                "source_image": images / "tile_0.tif",
+                "source_mask": small,
+                "translated": False,
+            }
+        ]  # fmt: skip
+    )
+    with pytest.raises(
+        PairError, match=r"tile_0.tif is 48x40 px but its mask .*small.tif is 48x20"
+    ):
+        MixedSegmentationDataset(index, translated_ratio=0.0)[0]

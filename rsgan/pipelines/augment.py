@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 from affine import Affine
+from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from rsgan._types import PathLike
@@ -44,6 +45,7 @@ from rsgan.io import (
     open_output,
     open_raster,
     output_profile,
+    read_masked,
     same_crs,
     same_file,
     source_name,
@@ -496,20 +498,31 @@ class MixedSegmentationDataset(Dataset):
 
     Samples are ``{"image": float32 tensor (C, H, W), "mask": int64 tensor (H, W),
     "translated": bool}``. An original image translated with ``bands=`` gives those
-    bands (the index's ``bands`` column), like its translated image. Images are normalised with ``normalizer`` (an
-    :class:`rsgan.io.Normalizer`, or any callable from a ``(C, H, W)`` array to a float
-    array); None uses the natural range of the image's dtype mapped to [-1, 1]
-    (``Normalizer.for_dtype``: uint8 0..255). The mask is band 1 of the mask file.
+    bands (the index's ``bands`` column), like its translated image. Images are
+    normalised with ``normalizer`` (an :class:`rsgan.io.Normalizer`, or any callable from
+    a ``(C, H, W)`` array to a float array); None uses the natural range of the image's
+    dtype mapped to [-1, 1] (``Normalizer.for_dtype``: uint8 0..255). The mask is band 1
+    of the mask file, as stored, except where the image holds no data: pixels invalid in
+    any band of the image (its nodata value, internal mask or alpha band, NaN or
+    infinity; :func:`rsgan.io.read_valid_mask`) are labelled ``ignore_index`` and are 0
+    in the image (the middle of the normalised range), so that a loss with that
+    ``ignore_index`` learns nothing from them.
 
     Args:
         index: an index DataFrame or the path of an index.csv.
         translated_ratio: share of samples that use the translated image, 0..1.
         seed: seed of the choice of which samples are translated.
         normalizer: see above.
+        ignore_index: the label of pixels the image holds no data for (255, the value
+            masks use for nodata and segmentation losses are commonly told to ignore;
+            -100 is what ``torch.nn.CrossEntropyLoss`` ignores by default); None: samples
+            as stored, labels over the image's nodata included, and the image's nodata
+            values normalised like data.
 
     Raises:
-        ConfigError: a ratio outside 0..1, or more translated samples asked for than the
-            index holds.
+        ConfigError: a ratio outside 0..1, more translated samples asked for than the
+            index holds, or an ``ignore_index`` that is not a whole number.
+        PairError: (reading a sample) an image and its mask of different sizes.
     """
 
     def __init__(
@@ -519,7 +532,15 @@ class MixedSegmentationDataset(Dataset):
         translated_ratio: float = 0.5,
         seed: int = 0,
         normalizer: Normalizer | Callable[[np.ndarray], np.ndarray] | None = None,
+        ignore_index: int | None = 255,
     ) -> None:
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
+        ):
+            raise ConfigError(
+                f"ignore_index={ignore_index!r}; pass a whole number (such as 255, the label "
+                "of pixels without image data) or None to keep the masks as stored"
+            )
         if not 0.0 <= translated_ratio <= 1.0:
             raise ConfigError(f"translated_ratio={translated_ratio}; pass a share between 0 and 1")
         table = load_index(index)
@@ -544,6 +565,7 @@ class MixedSegmentationDataset(Dataset):
             self.samples.append((use.image, use.mask, i in chosen))
             self._bands.append(_parse_bands(getattr(use, BANDS_COLUMN)))
         self.normalizer = normalizer
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -555,15 +577,32 @@ class MixedSegmentationDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image_path, mask_path, flag = self.samples[i]
+        valid: np.ndarray | None = None
         with open_raster(image_path) as src:
-            image = src.read(self._bands[i])  # an original's bands= selection, or all
+            bands = self._bands[i]  # an original's bands= selection, or all
+            if self.ignore_index is None:
+                image = src.read(bands)
+            else:
+                image, valid = read_masked(src, Window(0, 0, src.width, src.height), bands)
         with open_raster(mask_path) as src:
-            mask = src.read(1)
+            mask = src.read(1).astype(np.int64)
+        if mask.shape != image.shape[1:]:
+            raise PairError(
+                f"image {image_path} is {image.shape[2]}x{image.shape[1]} px but its mask "
+                f"{mask_path} is {mask.shape[1]}x{mask.shape[0]} px; masks must be on the "
+                "image's grid (rsgan augment writes them so)"
+            )
         norm = self.normalizer or Normalizer.for_dtype(str(image.dtype), image.shape[0])
         values = norm.normalize(image) if isinstance(norm, Normalizer) else norm(image)
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        if valid is not None and not valid.all():
+            if not values.flags.writeable:  # a callable's read-only result
+                values = values.copy()
+            values[:, ~valid] = 0.0
+            mask[~valid] = self.ignore_index
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
-            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "image": torch.from_numpy(values),
+            "mask": torch.from_numpy(mask),
             "translated": flag,
         }
 
