@@ -616,3 +616,14 @@ def test_stac_item_of_a_custom_crs_has_wkt2_and_band_scales(tmp_path: Path) -> N
     assert [(b["scale"], b["offset"], b["unit"]) for b in bands] == [
         (1e-4, -0.1, "reflectance")
     ] * 2
+
+
+def test_unknown_option_message_lists_only_options_passed_on(
+    scenes: list[Path], tmp_path: Path
+) -> None:
+    # the list of options translate_catalog passes on left out quicklook, which it refuses
+    with pytest.raises(ConfigError, match="tile_size") as err:
+        translate_catalog(scenes[0].parent, tmp_path / "out", torch.nn.Identity(), tile_size=64)
+    passed_on = str(err.value).split("translate_raster: ")[1].split(", ")
+    assert "tile" in passed_on
+    assert "quicklook" not in passed_on

@@ -1009,6 +1009,7 @@ def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         "model",
         "overwrite",
         "progress",
+        "quicklook",  # one PNG, which every scene would write: refused below
     }
     if "quicklook" in options:
         raise ConfigError(
