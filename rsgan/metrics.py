@@ -586,7 +586,12 @@ def _tile_edges(size: int, tile: int, overlap: int) -> list[int]:
 def tile_border_mask(
     height: int, width: int, tile: int, overlap: int, band_px: int = 4
 ) -> np.ndarray:
-    """Pixels within ``band_px`` of an interior edge of a tile grid.
+    """Pixels within ``band_px`` of an interior edge of a fixed-stride tile grid.
+
+    The grid is :mod:`rsgan.tiling`'s ``"shift"`` one (tiles every ``tile - overlap`` px,
+    the last shifted back), not the one :func:`rsgan.pipelines.translate.translate_raster`
+    translates with (:func:`rsgan.mosaic.balanced_windows`, ``multiple=4, min_size=8`` for
+    the ResNet generator): for its mosaics, mark the edges of those windows.
 
     Args:
         height: scene rows, in pixels.

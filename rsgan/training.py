@@ -154,7 +154,8 @@ class TrainOptions:
             end and on Ctrl-C).
         log_every: append the losses to ``log.jsonl`` every this many steps.
         device: "auto" (CUDA if present, else CPU), "cpu", "cuda" or "cuda:N".
-        precision: "fp32" or "bf16" (autocast); None: bf16 on CUDA, fp32 on CPU.
+        precision: "fp32" or "bf16" (autocast); None: bf16 on CUDA GPUs that compute it
+        natively (compute capability 8.0+), else fp32.
         seed: seeds nets, data order, pools and noise.
         num_workers: DataLoader worker processes.
         resume: continue the run in ``out_dir`` from its checkpoint and training state.

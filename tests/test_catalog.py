@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -616,3 +618,36 @@ def test_stac_item_of_a_custom_crs_has_wkt2_and_band_scales(tmp_path: Path) -> N
     assert [(b["scale"], b["offset"], b["unit"]) for b in bands] == [
         (1e-4, -0.1, "reflectance")
     ] * 2
+
+
+def test_unknown_option_message_lists_only_options_passed_on(
+    scenes: list[Path], tmp_path: Path
+) -> None:
+    # the list of options translate_catalog passes on left out quicklook, which it refuses
+    with pytest.raises(ConfigError, match="tile_size") as err:
+        translate_catalog(scenes[0].parent, tmp_path / "out", torch.nn.Identity(), tile_size=64)
+    passed_on = str(err.value).split("translate_raster: ")[1].split(", ")
+    assert "tile" in passed_on
+    assert "quicklook" not in passed_on
+
+
+def test_a_script_without_main_guard_gets_a_catalog_error_saying_so(
+    scenes: list[Path], tmp_path: Path
+) -> None:
+    # the README's translate_catalog line at a script's top level: every worker process
+    # imported the script again and the run died with Dask's "Nanny failed to start"
+    script = tmp_path / "run_catalog.py"
+    script.write_text(
+        "import torch\n"
+        "from rsgan.pipelines.catalog import translate_catalog\n"
+        f"translate_catalog({str(scenes[0].parent)!r}, {str(tmp_path / 'out')!r}, "
+        "torch.nn.Identity(), workers=1, progress=False)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("rsgan.errors.CatalogError: Dask could not start 1 local worker")
+    assert 'if __name__ == "__main__":' in last and "workers=0" in last

@@ -49,7 +49,7 @@ from rsgan.pipelines.translate import COMPRESSIONS, NORM_MODES, translate_raster
     default=None,
     help=(
         "Default: the model's preference where the device has native bf16 (else fp32); "
-        "without one, bf16 on CUDA, fp32 on CPU."
+        "without one, bf16 on a CUDA GPU with native bf16, else fp32."
     ),
 )
 @click.option(

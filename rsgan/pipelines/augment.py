@@ -311,6 +311,7 @@ def augment_segmentation_dataset(
 
     Raises:
         OutputExistsError: outputs exist and ``overwrite`` is False (checked before any work).
+        ConfigError: a vector file (footprints...) given as masks (before any work).
         AugmentError: after writing the good pairs, when some pairs failed (unpaired files,
             misaligned grids, unreadable or untranslatable images); ``.index`` holds the
             written index and ``.failures`` the messages.

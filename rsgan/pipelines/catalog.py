@@ -942,15 +942,26 @@ def _dask_client(
         del os.environ["MALLOC_TRIM_THRESHOLD_"]  # left here by an earlier Dask cluster
     settings = {"distributed.scheduler.allowed-failures": retries, trim: None}
     with dask.config.set(settings):
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            memory_limit="auto",
-            dashboard_address=":0",
-            resources={"GPU": 1} if gpus else None,
-            silence_logs=logging.ERROR,  # no shutdown chatter; a scene's error is in the manifest
-        )
+        try:
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                memory_limit="auto",
+                dashboard_address=":0",
+                resources={"GPU": 1} if gpus else None,
+                silence_logs=logging.ERROR,  # no shutdown chatter; errors are in the manifest
+            )
+        except RuntimeError as exc:
+            # a worker process starts a new Python that imports the caller's script: a
+            # script calling translate_catalog at its top level runs it again there, and
+            # multiprocessing refuses ("Nanny failed to start")
+            raise CatalogError(
+                f"Dask could not start {n} local worker process(es) ({exc}); a script that "
+                'calls translate_catalog must do so under `if __name__ == "__main__":` '
+                "(each worker imports the script again), or pass workers=0 to run without "
+                "Dask"
+            ) from exc
     with cluster, Client(cluster, set_as_default=False) as client:
         # Dask starts workers with OMP_NUM_THREADS=1; give torch cores / workers threads
         client.register_plugin(_TorchThreads(max(1, _cpu_count() // n)), name="rsgan-threads")
@@ -1009,6 +1020,7 @@ def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         "model",
         "overwrite",
         "progress",
+        "quicklook",  # one PNG, which every scene would write: refused below
     }
     if "quicklook" in options:
         raise ConfigError(
@@ -1074,7 +1086,9 @@ def translate_catalog(
         the footprint geometry (EPSG:4326, None when unknown).
 
     Raises:
-        CatalogError: the catalog cannot be read, or the scheduler cannot be reached.
+        CatalogError: the catalog cannot be read, the scheduler cannot be reached, or
+            the local cluster's workers cannot start (a script calling this outside
+            ``if __name__ == "__main__":``).
         ConfigError: bad options (unknown translation option, negative workers/retries,
             a missing checkpoint, workers together with scheduler).
         MissingDependencyError: ``scheduler`` given without Dask installed.

@@ -1691,11 +1691,15 @@ def translate_raster(
             A value of the source's dtype (NaN for float sources).
 
     Returns:
-        ``dst`` as a Path. The output has the source's size, CRS, transform, nodata, band
-        descriptions, colour interpretation, units, scales, offsets and tags (when the
-        band counts match; not cached statistics, see
-        :func:`rsgan.io.copy_band_metadata`; the ``IMAGERY`` domain except in a COG);
-        pixels that were invalid in the source are nodata (or masked) in the output.
+        ``dst`` as a Path. The output has the source's size, CRS, transform (or ground
+        control points / RPCs), nodata (a mask instead where the output dtype cannot hold
+        it), dataset tags and ``IMAGERY`` domain (except in a COG). Where the band counts
+        match, its bands keep the source bands' descriptions, colour interpretation and
+        tags (not cached statistics, see :func:`rsgan.io.copy_band_metadata`), and their
+        units, scales and offsets unless the model writes a domain of another data type;
+        a model whose two domains are different bands names the output's bands as its
+        output domain does instead. Pixels that were invalid in the source are nodata (or
+        masked) in the output.
 
     Raises:
         RasterReadError: ``src`` is missing or not a raster.
