@@ -1732,7 +1732,8 @@ def translate_raster(
     read_from: Path | str = src_path
     if nodata is not None:
         read_from = _with_nodata(src_path, nodata, info)
-        info = dataclasses.replace(describe(read_from), path=info.path)
+        # GDAL's vrt:// keeps the default metadata domain only
+        info = dataclasses.replace(describe(read_from), path=info.path, imagery=info.imagery)
     if quicklook is not None:
         _check_quicklook(Path(quicklook), src_path, dst_path, overwrite)
     if dst_path.is_dir():
