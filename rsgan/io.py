@@ -1340,6 +1340,16 @@ def same_file(a: PathLike, b: PathLike) -> bool:
     return _same_file(Path(a), Path(b))
 
 
+def same_source(a: PathLike, b: PathLike) -> bool:
+    """Whether two raster sources name one dataset: local paths one file (:func:`same_file`:
+    links, ``..`` and a relative path against the working folder resolved), virtual names
+    (:func:`is_virtual`: URLs, ``/vsi`` paths, ``vrt://`` names) the same text."""
+    text_a, text_b = os.fspath(a), os.fspath(b)
+    if _is_virtual(text_a) or _is_virtual(text_b):
+        return text_a == text_b
+    return _same_file(Path(text_a), Path(text_b))
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():

@@ -616,3 +616,20 @@ def test_stac_item_of_a_custom_crs_has_wkt2_and_band_scales(tmp_path: Path) -> N
     assert [(b["scale"], b["offset"], b["unit"]) for b in bands] == [
         (1e-4, -0.1, "reflectance")
     ] * 2
+
+
+def test_rerun_skips_scenes_named_through_a_link_or_another_relative_path(
+    scenes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same files, named on the rerun through a symlinked folder or another relative
+    path (``scenes/../scenes``): since a rerun redoes a scene whose row gives another
+    file, every finished scene was translated again, as the sources' text differed."""
+    out = tmp_path / "out"
+    first = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(first["status"]) == ["done"] * 3
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "data")
+    for catalog in (tmp_path / "link" / "scenes", "scenes/../scenes"):
+        again = translate_catalog(catalog, out, torch.nn.Identity(), workers=0, **FAST)
+        assert list(again["status"]) == ["skipped"] * 3, catalog
+        assert list(again["sha256"]) == list(first["sha256"])

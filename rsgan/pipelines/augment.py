@@ -47,7 +47,7 @@ from rsgan.io import (
     output_profile,
     read_masked,
     same_crs,
-    same_file,
+    same_source,
     source_name,
     source_path,
     source_stem,
@@ -167,7 +167,7 @@ def pair_files(
         partner = by_stem.get(stem)
         if partner is None:
             problems[stem] = f"image {image} has no mask named {stem}.*"
-        elif _same_source(image, partner):
+        elif same_source(image, partner):
             problems[stem] = (
                 f"image {image} is also its own mask ({partner}); pass the folder or "
                 "files of the masks as masks, not the images"
@@ -178,13 +178,6 @@ def pair_files(
         if stem not in seen:
             problems[stem] = f"mask {mask} has no image named {stem}.*"
     return pairs, problems
-
-
-def _same_source(a: Path | str, b: Path | str) -> bool:
-    """Whether two sources are one file (links resolved), or one URL or GDAL name."""
-    if isinstance(a, str) or isinstance(b, str):
-        return os.fspath(a) == os.fspath(b)
-    return same_file(a, b)
 
 
 def _pixel_grid(info: RasterInfo) -> bool:
