@@ -1351,27 +1351,13 @@ def test_the_suggested_conversion_of_a_scaled_source_resets_its_scale(tmp_path):
         assert ds.scales == (1.0,) * 4 and ds.offsets == (0.0,) * 4
 
 
-def test_cog_overviews_of_a_paletted_band_hold_its_classes(tmp_path):
+def test_cog_overviews_of_a_paletted_band_hold_its_classes(make_raster, tmp_path):
     """A paletted band keeps its colour table, and a COG's overviews of it are sampled,
     not averaged: an average of classes 1 and 5 is class 3, a class no pixel has."""
-    src = tmp_path / "classes.tif"
     rows, cols = np.mgrid[:300, :320]
     classes = np.where((rows // 3 + cols // 3) % 2 == 0, 1, 5).astype(np.uint8)[None]
     table = {1: (0, 128, 0, 255), 5: (200, 200, 0, 255)}
-    with rasterio.open(
-        src,
-        "w",
-        driver="GTiff",
-        width=320,
-        height=300,
-        count=1,
-        dtype="uint8",
-        crs="EPSG:32614",
-        transform=rasterio.Affine(2, 0, 500000, 0, -2, 5200000),
-        photometric="palette",
-    ) as ds:
-        ds.write(classes)
-        ds.write_colormap(1, table)
+    src = make_raster("classes.tif", data=classes, colormap=table)
     dst = tmp_path / "cog.tif"
     translate_raster(src, dst, nn.Identity(), tile=128, overlap=16, cog=True, progress=False)
     with rasterio.open(dst) as ds:

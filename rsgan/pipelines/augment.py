@@ -41,6 +41,7 @@ from rsgan.io import (
     copy_band_metadata,
     copy_placement,
     describe,
+    is_virtual,
     list_image_files,
     open_output,
     open_raster,
@@ -129,10 +130,10 @@ def _absolute(source: Path | str) -> str:
     text = os.fspath(source)
     if text.startswith("vrt://"):
         inner, sep, query = text[len("vrt://") :].partition("?")
-        if inner and source_path(inner) == Path(inner) and not Path(inner).is_absolute():
+        if inner and not is_virtual(inner) and not Path(inner).is_absolute():
             return f"vrt://{Path(inner).absolute()}{sep}{query}"
         return text
-    return text if isinstance(source_path(text), str) else os.fspath(Path(text).absolute())
+    return text if is_virtual(text) else os.fspath(Path(text).absolute())
 
 
 def pair_files(

@@ -1461,8 +1461,6 @@ def _name_output_bands(ds: Any, translator: Translator, info: RasterInfo) -> Non
     """The scene's tags, and the band descriptions and colour interpretation of the
     domain ``translator`` writes (before any pixel: libtiff cannot change the colour
     interpretation afterwards)."""
-    from rasterio.enums import ColorInterp
-
     copy_dataset_tags(info, ds)
     names = translator.out_colorinterp or ()
     if len(names) == ds.count and all(name in ColorInterp.__members__ for name in names):
