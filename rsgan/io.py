@@ -1340,6 +1340,42 @@ def same_file(a: PathLike, b: PathLike) -> bool:
     return _same_file(Path(a), Path(b))
 
 
+SIGNING_PARAMETERS = frozenset(
+    # Azure SAS tokens (Planetary Computer's signed hrefs)
+    "sv ss srt sp se st spr sig sr si sip skoid sktid skt ske sks skv sdd saoid suoid scid".split()
+    # S3 and Google Cloud Storage V2 signatures, CloudFront signed URLs
+    + "awsaccesskeyid googleaccessid signature expires policy key-pair-id".split()
+)
+"""Query parameters (lower case) of a signed URL that grant access for a while and name
+no other data: :func:`same_source` leaves them out, with any ``X-Amz-*`` (S3 SigV4) and
+``X-Goog-*`` (GCS V4) parameter."""
+
+
+def same_source(a: PathLike, b: PathLike) -> bool:
+    """Whether two raster sources name one dataset: local paths one file (:func:`same_file`:
+    links, ``..`` and a relative path against the working folder resolved), virtual names
+    (:func:`is_virtual`: URLs, ``/vsi`` paths, ``vrt://`` names) the same text but for
+    the signature of a signed URL (:data:`SIGNING_PARAMETERS`: a scene signed anew is the
+    same scene)."""
+    text_a, text_b = os.fspath(a), os.fspath(b)
+    if _is_virtual(text_a) or _is_virtual(text_b):
+        return _unsigned(text_a) == _unsigned(text_b)
+    return _same_file(Path(text_a), Path(text_b))
+
+
+def _unsigned(text: str) -> str:
+    """``text`` without the query parameters that sign a URL (:data:`SIGNING_PARAMETERS`)."""
+    if "?" not in text or text.startswith("vrt://"):  # a vrt:// query selects the data
+        return text
+    head, _, query = text.partition("?")
+    kept = [part for part in query.split("&") if not _signs(part.partition("=")[0].lower())]
+    return head + ("?" + "&".join(kept) if kept else "")
+
+
+def _signs(key: str) -> bool:
+    return key in SIGNING_PARAMETERS or key.startswith(("x-amz-", "x-goog-"))
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():

@@ -1803,9 +1803,10 @@ def generate(
 ) -> list[Path]:
     """Write ``n`` DCGAN samples as GeoTIFF chips and a PNG grid into ``out_dir``.
 
-    Samples are generated and written ``batch_size`` at a time, so memory does not grow
-    with ``n``; ``grid.png`` shows the first :data:`GRID_SAMPLES` of them. The same seed
-    gives the same samples whatever ``batch_size``.
+    Samples are generated and written ``batch_size`` at a time, so only their latent
+    vectors (``nz`` floats each) are held for all ``n``; ``grid.png`` shows the first
+    :data:`GRID_SAMPLES` of them. The same seed gives the same samples whatever
+    ``batch_size``.
 
     Chips are denormalised with the checkpoint's Normalizer into the source dtype (float32
     model values in [-1, 1] if the checkpoint has none) and get the band descriptions and

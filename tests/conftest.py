@@ -117,7 +117,8 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
     (None for a raster without CRS), ``transform``, ``nodata``, ``data`` (an array
     ``(count, height, width)`` to write instead of the synthetic scene), ``seed``,
     ``descriptions``, ``colorinterp``, ``tags``, ``tiled``, ``blocksize``,
-    ``collar`` (width in pixels of a nodata border, needs ``nodata``), ``compress``.
+    ``collar`` (width in pixels of a nodata border, needs ``nodata``), ``compress``,
+    ``colormap`` (a colour table ``{value: (r, g, b, a)}`` for band 1: a paletted raster).
     """
 
     def factory(
@@ -140,6 +141,7 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
         collar: int = 0,
         compress: str | None = "deflate",
         folder: Path | None = None,
+        colormap: dict[int, tuple[int, ...]] | None = None,
     ) -> Path:
         path = (folder or tmp_path) / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,8 +180,12 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
             profile["compress"] = compress
         if tiled:
             profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
+        if colormap:
+            profile["photometric"] = "palette"
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(data)
+            if colormap:
+                dst.write_colormap(1, colormap)
             if descriptions:
                 for i, d in enumerate(descriptions, start=1):
                     dst.set_band_description(i, d)

@@ -651,3 +651,46 @@ def test_a_script_without_main_guard_gets_a_catalog_error_saying_so(
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("rsgan.errors.CatalogError: Dask could not start 1 local worker")
     assert 'if __name__ == "__main__":' in last and "workers=0" in last
+
+
+def test_rerun_skips_scenes_named_through_a_link_or_another_relative_path(
+    scenes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same files, named on the rerun through a symlinked folder or another relative
+    path (``scenes/../scenes``): since a rerun redoes a scene whose row gives another
+    file, every finished scene was translated again, as the sources' text differed."""
+    out = tmp_path / "out"
+    first = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(first["status"]) == ["done"] * 3
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "data")
+    for catalog in (tmp_path / "link" / "scenes", "scenes/../scenes"):
+        again = translate_catalog(catalog, out, torch.nn.Identity(), workers=0, **FAST)
+        assert list(again["status"]) == ["skipped"] * 3, catalog
+        assert list(again["sha256"]) == list(first["sha256"])
+
+
+def test_rerun_skips_url_scenes_signed_anew(
+    make_raster: Callable[..., Path], served: Any, tmp_path: Path
+) -> None:
+    """A long batch over signed hrefs (Planetary Computer SAS tokens expire in an hour)
+    is resumed with the catalog signed again: only the signature differs, so the scenes
+    are the same and are skipped; they were all translated again. Another file (another
+    path) is still redone."""
+    for i in range(2):
+        make_raster(f"r{i}.tif", width=48, height=40, seed=i, folder=served.folder)
+
+    def signed(name: str, stamp: str) -> str:
+        return f"{served.base}/{name}?st={stamp}&se={stamp}Z&sp=r&sv=2021-06-08&sr=b&sig={stamp}x"
+
+    out = tmp_path / "out"
+    urls = [signed("r0.tif", "a"), signed("r1.tif", "a")]
+    first = translate_catalog(urls, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(first["status"]) == ["done", "done"], list(first["error"])
+    again = translate_catalog([signed("r0.tif", "b"), signed("r1.tif", "b")], out,
+                              torch.nn.Identity(), workers=0, **FAST)  # fmt: skip
+    assert list(again["status"]) == ["skipped", "skipped"]
+    make_raster("r1.tif", width=48, height=40, seed=5, folder=served.folder / "v2")
+    moved = translate_catalog([signed("r0.tif", "c"), signed("v2/r1.tif", "c")], out,
+                              torch.nn.Identity(), workers=0, **FAST)  # fmt: skip
+    assert list(moved["status"]) == ["skipped", "done"]

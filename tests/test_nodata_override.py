@@ -284,3 +284,25 @@ def test_tiles_without_a_valid_pixel_are_not_filled(
     assert masks and all(v.any() and not v.all() for v in masks)
     out, _ = _read(tmp_path / "o.tif")
     assert out.mask[:, :, 128:].all() and not out.mask[:, :, :128].any()
+
+
+def test_override_keeps_the_imagery_metadata_domain(
+    collar_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The scene read through ``vrt://...?a_nodata=`` lost GDAL's ``IMAGERY`` domain
+    (acquisition date, satellite), which the output keeps without the override; units
+    and scales came through."""
+    _, bare = collar_pair
+    with rasterio.open(bare, "r+") as ds:
+        ds.update_tags(ns="IMAGERY", SATELLITEID="S2A", ACQUISITIONDATETIME="2020-06-01")
+        ds.units = ["DN"] * 3
+        ds.scales = [0.5] * 3
+    outputs = [
+        translate_raster(bare, tmp_path / f"{i}.tif", torch.nn.Identity(), **kwargs, **FAST)
+        for i, kwargs in enumerate([{}, {"nodata": 0}])
+    ]
+    with rasterio.open(outputs[0]) as plain, rasterio.open(outputs[1]) as overridden:
+        assert overridden.tags(ns="IMAGERY") == plain.tags(ns="IMAGERY")
+        assert plain.tags(ns="IMAGERY")["SATELLITEID"] == "S2A"
+        assert (overridden.units, overridden.scales) == (plain.units, plain.scales)
+        assert overridden.nodata == 0 and plain.nodata is None

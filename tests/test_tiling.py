@@ -640,27 +640,17 @@ def test_export_chips_and_chip_index_take_a_folder(make_raster, tmp_path: Path) 
     assert len(written) == 4 and len(list((tmp_path / "chips").glob("*.tif"))) == 4
 
 
-def test_chips_keep_a_colour_table_and_units_but_not_scene_statistics(tmp_path: Path) -> None:
+def test_chips_keep_a_colour_table_and_units_but_not_scene_statistics(
+    tmp_path: Path, make_raster
+) -> None:
     """A paletted label raster's chips keep its colour table (they claimed a palette but
     had none), each band's unit is kept, and the scene's cached statistics (``gdalinfo
     -stats``) are not written into chips, whose pixels are a part of the scene."""
-    scene = tmp_path / "classes.tif"
     rng = np.random.default_rng(0)
     table = {i: (i, 255 - i, 40, 255) for i in range(256)}
-    with rasterio.open(
-        scene,
-        "w",
-        driver="GTiff",
-        width=64,
-        height=64,
-        count=1,
-        dtype="uint8",
-        crs="EPSG:32614",
-        transform=Affine(2, 0, 500000, 0, -2, 5200000),
-        photometric="palette",
-    ) as ds:
-        ds.write(rng.integers(0, 6, (1, 64, 64), dtype=np.uint8))
-        ds.write_colormap(1, table)
+    classes = rng.integers(0, 6, (1, 64, 64), dtype=np.uint8)
+    scene = make_raster("classes.tif", data=classes, colormap=table)
+    with rasterio.open(scene, "r+") as ds:
         ds.units = ["class"]
     with rasterio.open(scene) as ds:
         ds.stats(approx=False)  # cached in classes.tif.aux.xml

@@ -920,6 +920,24 @@ def test_checkpoint_path_and_direction(make_raster, tmp_path):
     assert not np.array_equal(outs[0], outs[1])
 
 
+S2_NORM = Normalizer(lo=(300, 400, 200), hi=(2400, 2600, 3000), dtype="uint16")
+
+
+def _naip_to_s2_checkpoint(tmp_path: Path) -> Path:
+    """A tiny CycleGAN from uint8 aerial RGB (NAIP, domain a) to uint16 Sentinel-2 NIR,
+    red, green (b, :data:`S2_NORM`)."""
+    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1)
+    torch.manual_seed(0)
+    naip = DomainInfo(bands=(1, 2, 3), count=3, dtype="uint8",
+                      normalizer=Normalizer.for_dtype("uint8", 3))  # fmt: skip
+    s2 = DomainInfo(bands=(4, 3, 2), count=3, dtype="uint16", normalizer=S2_NORM,
+                    descriptions=("B08 nir", "B04 red", "B03 green"),
+                    colorinterp=("gray", "undefined", "undefined"))  # fmt: skip
+    return save_checkpoint(tmp_path / "naip2s2.safetensors", kind="cyclegan", config=config,
+                           nets=build_nets("cyclegan", config), domains={"a": naip, "b": s2},
+                           generators_only=True)  # fmt: skip
+
+
 def test_a_model_between_data_types_writes_its_output_domains_type(make_raster, tmp_path):
     """A CycleGAN from uint8 aerial RGB (NAIP) to uint16 Sentinel-2: translate wrote the
     source's uint8 by default, and the Sentinel-2 values (hundreds to thousands) were
@@ -928,17 +946,7 @@ def test_a_model_between_data_types_writes_its_output_domains_type(make_raster, 
     (they were the source's red, green, blue); back, b2a, writes uint8, and
     a source nodata value that uint8 cannot hold (65535) becomes a mask (it was refused,
     naming an option translate does not have)."""
-    config = CycleGANConfig(ngf=4, ndf=4, n_blocks=1)
-    torch.manual_seed(0)
-    naip = DomainInfo(bands=(1, 2, 3), count=3, dtype="uint8",
-                      normalizer=Normalizer.for_dtype("uint8", 3))  # fmt: skip
-    s2_norm = Normalizer(lo=(300, 400, 200), hi=(2400, 2600, 3000), dtype="uint16")
-    s2 = DomainInfo(bands=(4, 3, 2), count=3, dtype="uint16", normalizer=s2_norm,
-                    descriptions=("B08 nir", "B04 red", "B03 green"),
-                    colorinterp=("gray", "undefined", "undefined"))  # fmt: skip
-    ckpt = save_checkpoint(tmp_path / "naip2s2.safetensors", kind="cyclegan", config=config,
-                           nets=build_nets("cyclegan", config), domains={"a": naip, "b": s2},
-                           generators_only=True)  # fmt: skip
+    ckpt = _naip_to_s2_checkpoint(tmp_path)
     src = make_raster(width=90, height=70, nodata=0, collar=4)
     dst = tmp_path / "s2_style.tif"
     translate_raster(src, dst, ckpt, tile=32, overlap=8, progress=False)
@@ -948,7 +956,7 @@ def test_a_model_between_data_types_writes_its_output_domains_type(make_raster, 
         assert b.descriptions == ("B08 nir", "B04 red", "B03 green")  # the bands it made
         assert b.colorinterp[0] == ColorInterp.gray and a.colorinterp[0] == ColorInterp.red
         values = b.read(masked=True)
-    for band, lo, hi in zip(values, s2_norm.lo, s2_norm.hi, strict=True):
+    for band, lo, hi in zip(values, S2_NORM.lo, S2_NORM.hi, strict=True):
         assert lo <= band.min() and band.max() <= hi and band.max() < hi and band.std() > 0
     translate_raster(src, dst, ckpt, tile=32, overlap=8, dtype="float32", progress=False,
                      overwrite=True)  # fmt: skip
@@ -962,6 +970,34 @@ def test_a_model_between_data_types_writes_its_output_domains_type(make_raster, 
     with rasterio.open(s2_src) as a, rasterio.open(back) as b:
         assert b.dtypes == ("uint8",) * 3 and b.nodata is None and 0 < b.read().std()
         assert (b.dataset_mask() == a.dataset_mask()).all() and (a.dataset_mask() == 0).any()
+
+
+def test_the_default_dtype_given_explicitly_masks_a_nodata_it_cannot_hold(make_raster, tmp_path):
+    """Sentinel-2 (nodata 65535) to NAIP style: the default output dtype, uint8, marks
+    the invalid pixels with a mask; the same dtype given (dtype="uint8", --dtype uint8)
+    was refused ("cannot hold the nodata value 65535"), suggesting uint16 or float32, which
+    a NAIP-style output is not."""
+    ckpt = _naip_to_s2_checkpoint(tmp_path)
+    src = make_raster("s2.tif", width=90, height=70, count=3, dtype="uint16",
+                      nodata=65535, collar=5)  # fmt: skip
+    outputs = [
+        translate_raster(
+            src,
+            tmp_path / f"naip_{i}.tif",
+            ckpt,
+            direction="b2a",
+            tile=32,
+            overlap=8,
+            progress=False,
+            **kwargs,
+        )  # fmt: skip
+        for i, kwargs in enumerate([{}, {"dtype": "uint8"}])
+    ]
+    with rasterio.open(outputs[0]) as a, rasterio.open(outputs[1]) as b:
+        assert b.dtypes == ("uint8",) * 3 and b.nodata is None
+        np.testing.assert_array_equal(b.read(), a.read())
+        np.testing.assert_array_equal(b.dataset_mask(), a.dataset_mask())
+        assert (b.dataset_mask() == 0).any()
 
 
 def test_checkpoint_dtype_mismatch(make_raster, tmp_path):
@@ -1238,19 +1274,17 @@ def test_output_keeps_units_and_scale_but_not_the_sources_statistics(tmp_path, c
 @pytest.mark.parametrize(
     ("src_dtype", "nodata", "dtype", "message"),
     [
-        ("int16", -9999, "uint8", "cannot hold the nodata value -9999.0 of scene.tif"),
-        ("uint16", 65535, "int16", "cannot hold the nodata value 65535.0"),
-        ("float32", float("nan"), "uint16", "cannot hold the nodata value nan"),
+        ("int16", -9999, "uint8", r"span -32768\.\.32767 in source units"),
+        ("uint16", 65535, "int16", r"span 0\.\.65535 in source units"),
         ("uint16", 0, "uint8", r"span 0\.\.65535 in source units"),
     ],
 )
 def test_an_output_dtype_that_cannot_hold_the_values_is_refused_before_any_work(
     make_raster, tmp_path, monkeypatch, src_dtype, nodata, dtype, message
 ):
-    """The source's nodata must fit the output dtype: it was refused only once the first
-    tile was translated, with a hint (pass nodata=...) that sets the source's nodata in
-    translate_raster. An integer dtype narrower than the values (uint16 reflectances as
-    uint8, not rescaled) wrote every pixel above 255 as 255."""
+    """An integer dtype narrower than the values (uint16 reflectances as uint8, not
+    rescaled) wrote every pixel above 255 as 255; it is refused before any work. (A
+    nodata it cannot hold is no reason: a mask marks the invalid pixels.)"""
     src = make_raster(dtype=src_dtype, nodata=nodata)
     monkeypatch.setattr(translate_mod, "_translated_tiles", _no_work)
     with pytest.raises(ConfigError, match=message):
@@ -1317,27 +1351,13 @@ def test_the_suggested_conversion_of_a_scaled_source_resets_its_scale(tmp_path):
         assert ds.scales == (1.0,) * 4 and ds.offsets == (0.0,) * 4
 
 
-def test_cog_overviews_of_a_paletted_band_hold_its_classes(tmp_path):
+def test_cog_overviews_of_a_paletted_band_hold_its_classes(make_raster, tmp_path):
     """A paletted band keeps its colour table, and a COG's overviews of it are sampled,
     not averaged: an average of classes 1 and 5 is class 3, a class no pixel has."""
-    src = tmp_path / "classes.tif"
     rows, cols = np.mgrid[:300, :320]
     classes = np.where((rows // 3 + cols // 3) % 2 == 0, 1, 5).astype(np.uint8)[None]
     table = {1: (0, 128, 0, 255), 5: (200, 200, 0, 255)}
-    with rasterio.open(
-        src,
-        "w",
-        driver="GTiff",
-        width=320,
-        height=300,
-        count=1,
-        dtype="uint8",
-        crs="EPSG:32614",
-        transform=rasterio.Affine(2, 0, 500000, 0, -2, 5200000),
-        photometric="palette",
-    ) as ds:
-        ds.write(classes)
-        ds.write_colormap(1, table)
+    src = make_raster("classes.tif", data=classes, colormap=table)
     dst = tmp_path / "cog.tif"
     translate_raster(src, dst, nn.Identity(), tile=128, overlap=16, cog=True, progress=False)
     with rasterio.open(dst) as ds:

@@ -41,13 +41,14 @@ from rsgan.io import (
     copy_band_metadata,
     copy_placement,
     describe,
+    is_virtual,
     list_image_files,
     open_output,
     open_raster,
     output_profile,
     read_masked,
     same_crs,
-    same_file,
+    same_source,
     source_name,
     source_path,
     source_stem,
@@ -129,10 +130,10 @@ def _absolute(source: Path | str) -> str:
     text = os.fspath(source)
     if text.startswith("vrt://"):
         inner, sep, query = text[len("vrt://") :].partition("?")
-        if inner and source_path(inner) == Path(inner) and not Path(inner).is_absolute():
+        if inner and not is_virtual(inner) and not Path(inner).is_absolute():
             return f"vrt://{Path(inner).absolute()}{sep}{query}"
         return text
-    return text if isinstance(source_path(text), str) else os.fspath(Path(text).absolute())
+    return text if is_virtual(text) else os.fspath(Path(text).absolute())
 
 
 def pair_files(
@@ -167,7 +168,7 @@ def pair_files(
         partner = by_stem.get(stem)
         if partner is None:
             problems[stem] = f"image {image} has no mask named {stem}.*"
-        elif _same_source(image, partner):
+        elif same_source(image, partner):
             problems[stem] = (
                 f"image {image} is also its own mask ({partner}); pass the folder or "
                 "files of the masks as masks, not the images"
@@ -178,13 +179,6 @@ def pair_files(
         if stem not in seen:
             problems[stem] = f"mask {mask} has no image named {stem}.*"
     return pairs, problems
-
-
-def _same_source(a: Path | str, b: Path | str) -> bool:
-    """Whether two sources are one file (links resolved), or one URL or GDAL name."""
-    if isinstance(a, str) or isinstance(b, str):
-        return os.fspath(a) == os.fspath(b)
-    return same_file(a, b)
 
 
 def _pixel_grid(info: RasterInfo) -> bool:

@@ -58,6 +58,7 @@ from rsgan.io import (
     is_virtual,
     pixel_ring,
     placed_xy,
+    same_source,
     source_name,
     source_stem,
 )
@@ -553,10 +554,11 @@ def _plan(
         before = earlier.get(scene.name)
         ours = before is not None
         if out.exists() and not overwrite:
-            # an output made from the file the catalog gives now; when the catalog gives
-            # this name another file, the output is still ours to replace, but redone
-            same_source = before is not None and before.source == scene.source
-            finished = _finished_earlier(before, out) if same_source else None
+            # an output made from the file the catalog gives now (named alike or not:
+            # through a link, relative to another folder); when the catalog gives this
+            # name another file, the output is still ours to replace, but redone
+            unchanged = before is not None and same_source(before.source, scene.source)
+            finished = _finished_earlier(before, out) if unchanged else None
             if finished is not None:
                 rows.append(finished)
                 continue

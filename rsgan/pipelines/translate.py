@@ -1461,8 +1461,6 @@ def _name_output_bands(ds: Any, translator: Translator, info: RasterInfo) -> Non
     """The scene's tags, and the band descriptions and colour interpretation of the
     domain ``translator`` writes (before any pixel: libtiff cannot change the colour
     interpretation afterwards)."""
-    from rasterio.enums import ColorInterp
-
     copy_dataset_tags(info, ds)
     names = translator.out_colorinterp or ()
     if len(names) == ds.count and all(name in ColorInterp.__members__ for name in names):
@@ -1669,8 +1667,8 @@ def translate_raster(
             e.g. uint16 for a model from uint8 aerial photos to Sentinel-2; the source's
             for a model that records none; e.g. ``"float32"``). Values stay in source
             units (not rescaled), so a given integer type must hold the range the output
-            is mapped back to and the source's nodata (else ``ConfigError`` before any
-            work).
+            is mapped back to (else ``ConfigError`` before any work); a source nodata
+            value it cannot hold becomes a mask, as with the default.
         precision: ``"fp32"`` or ``"bf16"``; None: the model's preference (the bundled
             model: bf16) where the device computes bf16 natively (a CPU with AVX512-BF16
             or AMX, a CUDA GPU of compute capability 8.0+; emulated bf16 ran 2.5-8.7x the
@@ -1736,7 +1734,8 @@ def translate_raster(
     read_from: Path | str = src_path
     if nodata is not None:
         read_from = _with_nodata(src_path, nodata, info)
-        info = dataclasses.replace(describe(read_from), path=info.path)
+        # GDAL's vrt:// keeps the default metadata domain only
+        info = dataclasses.replace(describe(read_from), path=info.path, imagery=info.imagery)
     if quicklook is not None:
         _check_quicklook(Path(quicklook), src_path, dst_path, overwrite)
     if dst_path.is_dir():
@@ -1755,7 +1754,7 @@ def translate_raster(
     src_dtype = info.dtypes[selected[0] - 1]
     in_norm = translator.in_normalizer or Normalizer.for_dtype(src_dtype, len(selected))
     if dtype is not None:
-        _check_output_dtype(dtype, info, translator.out_normalizer or in_norm)
+        _check_output_dtype(dtype, translator.out_normalizer or in_norm)
     dtype = dtype or translator.out_dtype  # a uint8 -> uint16 model writes uint16
     budget_px = stats_budget_px(translator.net, stats_memory_mb or STATS_MEMORY_MB)
     windows = _plan_windows(info, translator, tile, overlap, norm, budget_px)
@@ -1863,23 +1862,16 @@ def _check_dtype(dtype: str) -> None:
         )
 
 
-def _check_output_dtype(dtype: str, info: RasterInfo, out_norm: Normalizer) -> None:
-    """Refuse, before any work, an output dtype that cannot hold the source's nodata
-    value or the range the model's output is mapped back to (``out_norm``: source units;
-    an integer dtype would clip every value beyond it, e.g. uint16 reflectances written
-    as uint8 all 255)."""
+def _check_output_dtype(dtype: str, out_norm: Normalizer) -> None:
+    """Refuse, before any work, an output dtype that cannot hold the range the model's
+    output is mapped back to (``out_norm``: source units; an integer dtype would clip
+    every value beyond it, e.g. uint16 reflectances written as uint8 all 255). A source
+    nodata value the dtype cannot hold is no reason: the output marks its invalid pixels
+    with a mask instead (:func:`_write_mosaic`), as it does for the default dtype."""
     target = np.dtype(dtype)
     if not np.issubdtype(target, np.integer):
         return
     limits = np.iinfo(target)
-    name = source_name(info.path)
-    nodata = info.nodata
-    if nodata is not None and not (math.isfinite(nodata) and limits.min <= nodata <= limits.max):
-        holds = dict.fromkeys(("float32", info.dtypes[0]))
-        raise ConfigError(
-            f"dtype {target.name} cannot hold the nodata value {nodata} of {name}; pick an "
-            f"output dtype that holds it ({' or '.join(holds)})"
-        )
     lo, hi = min(out_norm.lo), max(out_norm.hi)
     if lo < limits.min or hi > limits.max:
         raise ConfigError(
