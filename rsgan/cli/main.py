@@ -20,7 +20,6 @@ from typing import Any
 import click
 
 from rsgan import __version__
-from rsgan.cli._options import other_rank
 from rsgan.cli._signals import Terminated, terminate_as_interrupt
 from rsgan.errors import RsganError
 
@@ -48,13 +47,11 @@ def _show_warning(
     """``warnings.showwarning`` for the command line: ``Warning: <message>`` on stderr,
     without the file name and source line Python prints. rasterio's own
     NotGeoreferencedWarning (GDAL's remarks on a missing geotransform, at every open) is
-    left out: rsgan warns once, in its own words, about a source without a CRS. Under
-    torchrun only rank 0 shows warnings (the other ranks repeat them)."""
+    left out: rsgan warns once, in its own words, about a source without a CRS. (Under
+    torchrun, `rsgan train` silences the other ranks' repeats itself.)"""
     if category.__name__ == "NotGeoreferencedWarning" and category.__module__.startswith(
         "rasterio"
     ):
-        return
-    if other_rank():  # under torchrun rank 0 warns for the run: each line once, not per rank
         return
     click.echo("Warning: " + " ".join(str(message).split()), err=True)  # one line
 

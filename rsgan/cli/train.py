@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,10 @@ def _call(train: Callable[..., Path], *args: Any, **kwargs: Any) -> None:
     from rsgan.training import TrainingInterrupted
 
     try:
-        path = train(*args, **kwargs)
+        with warnings.catch_warnings():
+            if other_rank():  # under torchrun rank 0 warns for the run: each line once
+                warnings.simplefilter("ignore")
+            path = train(*args, **kwargs)
     except TrainingInterrupted as exc:
         if not other_rank():  # under torchrun rank 0 says it for the run
             click.echo(f"\n{exc}", err=True)
