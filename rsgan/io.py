@@ -1474,6 +1474,54 @@ def _writer_lock(dst: Path) -> Iterator[str]:
         os.close(fd)
 
 
+@contextmanager
+def exclusive_lock(path: PathLike, holder: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` for the block, across processes (an
+    ``flock``; the file is created, ``holder`` written into it, and removed at the end).
+
+    Args:
+        path: The lock file (its folder must exist).
+        holder: Who holds it, for the message of the one refused (e.g. a pid and host).
+
+    Raises:
+        BlockingIOError: another process (or another holder in this one) holds it; its
+            ``filename`` is ``path`` and the file holds the other's ``holder``.
+        OSError: the file cannot be created (e.g. an unwritable folder).
+
+    Without ``fcntl`` (Windows), or on a file system without locks, nothing is locked.
+    """
+    path = Path(path)
+    if fcntl is None:
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BlockingIOError(
+                errno.EWOULDBLOCK, "locked by another process", str(path)
+            ) from None
+        except OSError:  # a file system without locks: go on unlocked
+            os.close(fd)
+            yield
+            return
+        try:  # the holder before us may have removed the file between our open and flock
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, holder.encode())
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
 def _writer_gone(lock: Path) -> tuple[bool, int | None]:
     """``(gone, fd)``: whether the writer of ``lock`` is gone, and the open, locked lock
     file to release after removing its temporaries (None when there is none)."""
@@ -1489,6 +1537,31 @@ def _writer_gone(lock: Path) -> tuple[bool, int | None]:
         os.close(fd)
         return False, None
     return True, fd
+
+
+def _check_no_live_writer(dst: Path) -> None:
+    """Refuse a second writer of ``dst`` while another (in any process) writes it: the
+    later one would do all its work and then fail as "appeared while it was being
+    written" (or, with overwrite, both would run to the end and the last one win). A
+    lock file that cannot be opened (another user's) says nothing and is passed over."""
+    if fcntl is None:
+        return
+    for lock in dst.parent.glob(glob.escape(_tmp_prefix(dst)) + "*.lock"):
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RasterWriteError(
+                f"{dst} is being written by another process right now (it holds "
+                f"{lock.name}); wait for it to finish, or choose another output path"
+            ) from None
+        except OSError:  # a file system without locks
+            pass
+        finally:
+            os.close(fd)
 
 
 def remove_stale_temporaries(dst: PathLike) -> list[Path]:
@@ -1906,6 +1979,7 @@ def atomic_output(
         raise RasterWriteError(f"output {dst} is a folder; pass a file path")
     _check_destination(dst, overwrite=overwrite, inputs=inputs)
     _check_free_space(dst, needed_bytes)
+    _check_no_live_writer(dst)
     remove_stale_temporaries(dst)
     ending = dst.suffix if suffix is None else suffix
     with _writer_lock(dst) as token:
@@ -1917,7 +1991,8 @@ def atomic_output(
             _check_written(dst, tmp, verify)
             if dst.exists() and not overwrite:
                 raise OutputExistsError(
-                    f"{dst} appeared while it was being written; pass overwrite=True to replace it"
+                    f"{dst} appeared while it was being written; pass overwrite=True / "
+                    "--overwrite to replace it"
                 )
             os.replace(tmp, dst)
             if tmp_aux.exists():
@@ -1963,6 +2038,7 @@ def atomic_output_dir(
         raise RasterWriteError(f"output folder {dst} is a file; pass a folder path")
     _check_folder_inputs(dst, inputs)
     _check_destination(dst, overwrite=overwrite, inputs=())
+    _check_no_live_writer(dst)
     remove_stale_temporaries(dst)
     with _writer_lock(dst) as token:
         tmp = dst.parent / f"{_tmp_prefix(dst)}{token}"
@@ -1984,7 +2060,8 @@ def atomic_output_dir(
             if dst.exists():
                 if not overwrite:
                     raise OutputExistsError(
-                        f"{dst} appeared while it was being written; pass overwrite=True"
+                        f"{dst} appeared while it was being written; pass overwrite=True "
+                        "/ --overwrite to replace it"
                     )
                 old = dst.parent / f".{dst.name}.rsgan-old-{token}"
                 os.replace(dst, old)
@@ -2230,6 +2307,7 @@ __all__ = [
     "copy_dataset_tags",
     "dataset_tags",
     "describe",
+    "exclusive_lock",
     "is_network",
     "is_virtual",
     "list_image_files",

@@ -616,3 +616,68 @@ def test_stac_item_of_a_custom_crs_has_wkt2_and_band_scales(tmp_path: Path) -> N
     assert [(b["scale"], b["offset"], b["unit"]) for b in bands] == [
         (1e-4, -0.1, "reflectance")
     ] * 2
+
+
+class Gate(torch.nn.Module):
+    """Identity that waits at its first forward until ``release`` is set (a run in
+    progress), telling ``entered`` it got there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        assert self.release.wait(60), "the test never released the run"
+        return x
+
+
+def test_a_second_run_on_a_busy_output_folder_is_refused(
+    scenes: list[Path], tmp_path: Path
+) -> None:
+    """Two runs on one OUT_DIR at once (a cron job overlapping the last one): the second
+    used to translate every scene again, fail each as "appeared while it was being
+    written", and write its manifest over the first's, so the manifest said failed for
+    scenes that were done and every later rerun failed them all ("exists and was not
+    written by an earlier run") until --overwrite. It is refused before any work now."""
+    import threading
+
+    from rsgan.errors import RasterWriteError
+
+    out = tmp_path / "out"
+    gate = Gate()
+    first: dict[str, Any] = {}
+
+    def run() -> None:
+        first["manifest"] = translate_catalog(scenes[0].parent, out, gate, workers=0, **FAST)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert gate.entered.wait(60)
+        for overwrite in (False, True):
+            with pytest.raises(RasterWriteError, match=r"out is in use by another rsgan batch"):
+                translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0,
+                                  overwrite=overwrite, **FAST)  # fmt: skip
+    finally:
+        gate.release.set()
+        thread.join()
+    _assert_identity_outputs(first["manifest"], scenes)
+    _assert_identity_outputs(read_manifest(out), scenes)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no lock left
+    again = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(again["status"]) == ["skipped"] * len(scenes)
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_clear_error(
+    scenes: list[Path], tmp_path: Path
+) -> None:
+    """It was a NotADirectoryError / PermissionError traceback from mkdir."""
+    from rsgan.errors import RasterWriteError
+
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(RasterWriteError, match=r"cannot create output folder .*a_file/out"):
+        translate_catalog(scenes[0].parent, tmp_path / "a_file" / "out", torch.nn.Identity(),
+                          workers=0, **FAST)  # fmt: skip

@@ -730,13 +730,44 @@ def test_atomic_output_removes_a_killed_writers_temporaries(tmp_path: Path) -> N
 
 
 def test_atomic_output_keeps_a_live_writers_temporary(tmp_path: Path) -> None:
+    """A second writer of the same output while the first writes (two jobs given one
+    output) is refused before its work, with or without overwrite: it used to do all its
+    work, then fail as "appeared while it was being written" (or, with overwrite, both
+    ran to the end and the last one won). The first writer's temporary is kept."""
     dst = tmp_path / "out.tif"
     with atomic_output(dst, overwrite=True) as live:
         live.write_bytes(b"being written")
-        with atomic_output(dst, overwrite=True) as tmp:
-            tmp.write_bytes(b"second")
+        for overwrite in (False, True):
+            with pytest.raises(RasterWriteError, match=r"out\.tif is being written by another"):
+                with atomic_output(dst, overwrite=overwrite):
+                    pytest.fail("the block ran")
         assert live.read_bytes() == b"being written"
     assert dst.read_bytes() == b"being written" and _hidden(tmp_path) == []
+    with atomic_output(dst, overwrite=True) as tmp:  # once the first is done: allowed
+        tmp.write_bytes(b"second")
+    assert dst.read_bytes() == b"second" and _hidden(tmp_path) == []
+
+
+def test_atomic_output_dir_refuses_a_second_live_writer(tmp_path: Path) -> None:
+    dst = tmp_path / "chips"
+    with atomic_output_dir(dst) as live:
+        (live / "a.txt").write_text("a")
+        with pytest.raises(RasterWriteError, match=r"chips is being written by another"):
+            with atomic_output_dir(dst, overwrite=True):
+                pytest.fail("the block ran")
+        assert (live / "a.txt").exists()
+    assert (dst / "a.txt").read_text() == "a" and _hidden(tmp_path) == []
+
+
+def test_a_lock_file_that_cannot_be_opened_does_not_refuse_a_writer(tmp_path: Path) -> None:
+    """Another user's killed run can leave a lock file this one cannot open (0600): its
+    temporaries are kept, and writing goes on."""
+    dst = tmp_path / "out.tif"
+    stale_lock = tmp_path / ".out.tif.rsgan-tmp-0badc0de.lock"
+    stale_lock.mkdir()  # cannot be opened as a file, whoever runs the test
+    with atomic_output(dst) as tmp:
+        tmp.write_bytes(b"new")
+    assert dst.read_bytes() == b"new" and stale_lock.is_dir()
 
 
 def test_remove_stale_temporaries_of_a_folder(tmp_path: Path) -> None:

@@ -50,11 +50,18 @@ import pandas as pd
 from shapely.geometry import box, mapping, shape
 
 from rsgan._types import PathLike
-from rsgan.errors import CatalogError, ConfigError, MissingDependencyError, RsganError
+from rsgan.errors import (
+    CatalogError,
+    ConfigError,
+    MissingDependencyError,
+    RasterWriteError,
+    RsganError,
+)
 from rsgan.io import (
     atomic_output,
     check_local_output,
     describe,
+    exclusive_lock,
     is_virtual,
     pixel_ring,
     placed_xy,
@@ -68,6 +75,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     _WorkerPluginBase = object  # type: ignore[assignment,misc]
 
 MANIFEST_NAME = "manifest.parquet"
+RUN_LOCK_NAME = ".rsgan-batch.lock"
+"""The file in ``out_dir`` a run holds locked while it runs (removed at its end): a second
+run on the same folder is refused (:func:`translate_catalog`)."""
 OUTPUT_SUFFIX = "_translated"
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
 STATUSES = ("pending", "done", "failed", "skipped")
@@ -1112,7 +1122,64 @@ def translate_catalog(
         for s in read_catalog(catalog, asset_key=asset_key, path_column=path_column)
         if not (s.source and Path(s.source).parent == out and s.name.endswith(OUTPUT_SUFFIX))
     ]
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RasterWriteError(
+            f"cannot create output folder {out} ({exc.strerror}); choose a folder you can write to"
+        ) from None
+    with _run_lock(out):
+        return _translate_scenes(
+            scenes, out, overwrite, use_dask, workers, scheduler, retries, progress,
+            model_ref, carried, options,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out`` for this run (:data:`RUN_LOCK_NAME`). Two runs on one folder at once
+    (a cron job overlapping the last one, a scheduler's duplicate) each rewrote the
+    manifest with its own rows: scenes done by one were recorded as failed by the other,
+    and every rerun then refused their outputs as not its own."""
+    import socket
+
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    holder = f"pid {os.getpid()} on {socket.gethostname()}, since {since}"
+    lock = out / RUN_LOCK_NAME
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(lock, holder))
+        except BlockingIOError:
+            try:
+                other = lock.read_text().strip() or "another process"
+            except OSError:
+                other = "another process"
+            raise RasterWriteError(
+                f"output folder {out} is in use by another rsgan batch run ({other}); wait "
+                "for it to finish, or give this run another output folder"
+            ) from None
+        except OSError as exc:
+            raise RasterWriteError(
+                f"cannot write in output folder {out} ({exc.strerror}); choose a folder "
+                "you can write to"
+            ) from None
+        yield
+
+
+def _translate_scenes(
+    scenes: list[Scene],
+    out: Path,
+    overwrite: bool,
+    use_dask: bool,
+    workers: int | None,
+    scheduler: Any,
+    retries: int,
+    progress: bool,
+    model_ref: _ModelRef,
+    carried: Any,
+    options: dict[str, Any],
+) -> gpd.GeoDataFrame:
+    """The body of :func:`translate_catalog`, while ``out`` is held."""
     manifest_path = out / MANIFEST_NAME
     rows, to_run = _plan(scenes, out, read_manifest(out), overwrite)
     jobs = [
