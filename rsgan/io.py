@@ -340,6 +340,11 @@ def open_dataset(path: PathLike) -> DatasetReader:
             raise RasterReadError(f"no such file: {p}; check the path")
         if p.is_dir():
             raise RasterReadError(f"{p} is a folder, not a raster file; pass a raster's path")
+        if not os.access(p, os.R_OK):
+            raise RasterReadError(
+                f"no permission to read {p}; ask its owner for read access (chmod) or copy "
+                "it somewhere you can read"
+            )
     remote = _remote_open_options(text)
     try:
         with warnings.catch_warnings():  # plain images: rsgan warns once per source instead

@@ -560,6 +560,21 @@ def test_atomic_output_needs_a_written_file(tmp_path: Path) -> None:
             pass
 
 
+def test_a_raster_without_read_permission_is_called_so(make_raster, tmp_path: Path) -> None:
+    """It was "cannot read X as a raster (X: Permission denied); pass a GeoTIFF or another
+    format GDAL reads": the file is a GeoTIFF, its permissions are the problem."""
+    src = make_raster()
+    src.chmod(0o000)
+    try:
+        if os.access(src, os.R_OK):
+            pytest.skip("this process reads every file (root with CAP_DAC_OVERRIDE)")
+        with pytest.raises(RasterReadError, match=r"no permission to read .*scene\.tif") as info:
+            describe(src)
+        assert "pass a GeoTIFF" not in str(info.value)
+    finally:
+        src.chmod(0o644)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
 def test_atomic_output_unwritable_folder(tmp_path: Path) -> None:
     tmp_path.chmod(0o500)
