@@ -290,14 +290,34 @@ _NETWORK_PREFIXES = (
     "/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift",
     "/vsiwebhdfs", "/vsihdfs",
 )  # fmt: skip
-REMOTE_OPEN_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+REMOTE_OPEN_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_HTTP_LOW_SPEED_TIME": "60",
+    "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
+}
 """GDAL options for opening a raster over the network, unless the user set them (in the
-environment or an enclosing ``rasterio.Env``): no listing of its folder and no probing for
-side files (``.aux.xml``, ``.ovr``, ``.msk``...) on open, the usual setting for cloud
-rasters: 10 requests fewer per scene translated over HTTP (docs/translate.md). A side file
-next to a remote raster is then not seen (a COG holds its overviews and mask inside). In
-the main thread rasterio sets GDAL options process-wide while they apply, so a local
-raster opened by another thread during that open would miss its side files too."""
+environment or an enclosing ``rasterio.Env``); they hold for every read of the dataset
+opened.
+
+- No listing of its folder and no probing for side files (``.aux.xml``, ``.ovr``,
+  ``.msk``...) on open, the usual setting for cloud rasters: 10 requests fewer per scene
+  translated over HTTP (docs/translate.md). A side file next to a remote raster is then
+  not seen (a COG holds its overviews and mask inside). In the main thread rasterio sets
+  GDAL options process-wide while they apply, so a local raster opened by another thread
+  during that open would miss its side files too.
+- A request answered 429, 500, 502, 503 or 504 (a busy store, S3's SlowDown) is retried up
+  to 3 times, after 1 s, then about 2 and 4 s (GDAL retries none by default: one such
+  answer failed the whole scene).
+- A request that gets less than 1 byte a second for 60 s (a connection that hangs) fails
+  instead of waiting for ever (GDAL has no time limit by default)."""
+
+
+_RETRY_HINT = (
+    "(GDAL_HTTP_MAX_RETRY, GDAL_HTTP_RETRY_DELAY and GDAL_HTTP_LOW_SPEED_TIME in the "
+    "environment set how failed or stalled requests are retried)"
+)
 
 
 def is_network(path: PathLike) -> bool:
@@ -353,9 +373,10 @@ def open_dataset(path: PathLike) -> DatasetReader:
                 return rasterio.open(text)
     except (RasterioError, CPLE_BaseError, UnicodeDecodeError) as exc:
         # a damaged header can hold a CRS that is not UTF-8 (rasterio decodes it on open)
-        raise RasterReadError(
-            f"cannot read {text} as a raster ({exc}); pass a GeoTIFF or another format GDAL reads"
-        ) from exc
+        hint = "pass a GeoTIFF or another format GDAL reads"
+        if _is_network(text) and re.search(r"HTTP|curl|timed out|Connection", str(exc)):
+            hint = f"check the address and the connection and try again {_RETRY_HINT}"
+        raise RasterReadError(f"cannot read {text} as a raster ({exc}); {hint}") from exc
 
 
 @contextmanager
@@ -549,7 +570,8 @@ def _reading(src: DatasetReader) -> Iterator[None]:
         yield
     except RasterioError as exc:
         hint = (
-            "the connection may have failed or the file be truncated or corrupt; try again"
+            "the connection may have failed or the file be truncated or corrupt; try "
+            f"again {_RETRY_HINT}"
             if _is_network(src.name)
             else "the file may be truncated or corrupt"
         )
