@@ -104,3 +104,7 @@ def rio_rsgan() -> None:
 
 _add_commands(cli)
 _add_commands(rio_rsgan)
+
+
+if __name__ == "__main__":  # python -m rsgan.cli.main
+    cli(prog_name="rsgan")
