@@ -681,3 +681,30 @@ def test_an_output_folder_that_cannot_be_made_is_a_clear_error(
     with pytest.raises(RasterWriteError, match=r"cannot create output folder .*a_file/out"):
         translate_catalog(scenes[0].parent, tmp_path / "a_file" / "out", torch.nn.Identity(),
                           workers=0, **FAST)  # fmt: skip
+
+
+def test_a_scheduler_without_workers_says_so_then_waits_for_one(
+    scenes: list[Path], tmp_path: Path
+) -> None:
+    """A cluster whose workers have not started yet (or never will: a wrong address given
+    to `dask worker`): the run used to wait at 0 % without a word. It warns, waits, and
+    runs the scenes once a worker joins."""
+    import threading
+    import time
+
+    with distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as cluster:
+        with pytest.warns(RuntimeWarning, match=r"has no workers yet.*dask worker tcp://") as seen:
+
+            def add_a_worker_once_warned() -> None:
+                give_up = time.monotonic() + 120  # without the warning: fail, not hang
+                while not any("no workers" in str(w.message) for w in list(seen)):
+                    if time.monotonic() > give_up:
+                        break
+                    time.sleep(0.05)
+                cluster.scale(1)
+
+            helper = threading.Thread(target=add_a_worker_once_warned, daemon=True)
+            helper.start()
+            manifest = translate_catalog(scenes[0].parent, tmp_path / "out", torch.nn.Identity(),
+                                         scheduler=cluster.scheduler_address, **FAST)  # fmt: skip
+    _assert_identity_outputs(manifest, scenes)

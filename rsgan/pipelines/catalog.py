@@ -927,6 +927,7 @@ def _dask_client(
     from distributed import Client, LocalCluster
 
     if scheduler is not None and not isinstance(scheduler, str):
+        _warn_if_no_workers(scheduler)
         yield scheduler  # a Client the caller owns
         return
     if isinstance(scheduler, str):
@@ -939,6 +940,7 @@ def _dask_client(
                 "scheduler out to use a local cluster"
             ) from None
         with client:
+            _warn_if_no_workers(client, scheduler)
             yield client
         return
     gpus = _cuda_device_count() if device != "cpu" else 0
@@ -965,6 +967,24 @@ def _dask_client(
         # Dask starts workers with OMP_NUM_THREADS=1; give torch cores / workers threads
         client.register_plugin(_TorchThreads(max(1, _cpu_count() // n)), name="rsgan-threads")
         yield client
+
+
+def _warn_if_no_workers(client: Any, address: str | None = None) -> None:
+    """Say so when the cluster has no worker: its scenes wait, at 0 %, until one joins
+    (workers still starting, or started with another scheduler's address). ``address``:
+    the scheduler's as the user gave it (default: the one it reports)."""
+    try:
+        info = client.scheduler_info()
+    except Exception:  # the scheduler's own errors show when the tasks are submitted
+        return
+    if not info.get("workers"):
+        address = address or info.get("address") or "ADDRESS"
+        warnings.warn(
+            f"the Dask scheduler at {address} has no workers yet: the scenes wait until "
+            f"one joins (start them with `dask worker {address}`)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def _cpu_count() -> int:
