@@ -708,3 +708,19 @@ def test_a_scheduler_without_workers_says_so_then_waits_for_one(
             manifest = translate_catalog(scenes[0].parent, tmp_path / "out", torch.nn.Identity(),
                                          scheduler=cluster.scheduler_address, **FAST)  # fmt: skip
     _assert_identity_outputs(manifest, scenes)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b""])
+def test_a_bad_checkpoint_is_refused_before_any_scene(
+    scenes: list[Path], tmp_path: Path, content: bytes
+) -> None:
+    """A corrupt or truncated --model was found by each scene in turn: every row of a
+    catalog failed with the same error (after a manifest of them was written). It is
+    one error now, before any work."""
+    from rsgan.errors import CheckpointError
+
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"checkpoint .*model\.safetensors"):
+        translate_catalog(scenes[0].parent, tmp_path / "out", model, workers=0, **FAST)
+    assert not (tmp_path / "out").exists()

@@ -1026,6 +1026,9 @@ def _model_ref(model: Any) -> tuple[_ModelRef, Any]:
                 f"model checkpoint {str(path)!r} does not exist; pass a "
                 "checkpoint written by `rsgan train`"
             )
+        from rsgan.checkpoint import read_metadata
+
+        read_metadata(path)  # a corrupt file: one error now, not one per scene
         return _ModelRef(f"{path}@{path.stat().st_mtime_ns}", os.fspath(path)), None
     return _ModelRef(f"object-{uuid.uuid4().hex}"), model
 
