@@ -316,7 +316,9 @@ opened.
 
 _RETRY_HINT = (
     "(GDAL_HTTP_MAX_RETRY, GDAL_HTTP_RETRY_DELAY and GDAL_HTTP_LOW_SPEED_TIME in the "
-    "environment set how failed or stalled requests are retried)"
+    "environment set how failed or stalled requests are retried; CPL_DEBUG=ON with rsgan "
+    "-vv shows GDAL's requests and the server's answers, e.g. 403 for a signed URL that "
+    "expired)"
 )
 
 
