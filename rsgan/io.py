@@ -1524,7 +1524,14 @@ def exclusive_lock(path: PathLike, holder: str = "") -> Iterator[None]:
         yield
         return
     while True:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        except PermissionError:
+            # left by a killed run of another user (0644, theirs): a read-only descriptor
+            # locks it as well; it is not a reason to refuse
+            if not path.is_file():
+                raise
+            fd = os.open(path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -1543,11 +1550,13 @@ def exclusive_lock(path: PathLike, holder: str = "") -> Iterator[None]:
             pass
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, holder.encode())
+        with contextlib.suppress(OSError):  # read-only: the holder stays unnamed
+            os.ftruncate(fd, 0)
+            os.write(fd, holder.encode())
         yield
     finally:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder that keeps others' files (sticky)
+            path.unlink(missing_ok=True)
         os.close(fd)
 
 
