@@ -740,3 +740,24 @@ def test_a_lock_file_left_by_another_users_run_does_not_block(
     manifest = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0, **FAST)
     _assert_identity_outputs(manifest, scenes)
     assert not stale.exists()
+
+
+def test_a_live_writers_temporary_in_out_dir_is_kept(scenes: list[Path], tmp_path: Path) -> None:
+    """An output being written by another process (a task of an interrupted run that an
+    external cluster still runs): the run used to delete its temporary before and after
+    its own work, whatever its writer; only temporaries of writers that are gone are
+    removed now, and that scene waits for a rerun."""
+    from rsgan.io import atomic_output
+
+    out = tmp_path / "out"
+    out.mkdir()
+    busy = out / f"{scenes[0].stem}_translated.tif"
+    with atomic_output(busy) as live:
+        live.write_bytes(b"being written")
+        manifest = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0,
+                                     **FAST)  # fmt: skip
+        assert live.read_bytes() == b"being written"
+    by_scene = manifest.set_index("scene")
+    assert "being written by another process" in by_scene.loc[scenes[0].stem, "error"]
+    assert sorted(manifest["status"]) == ["done", "done", "failed"]
+    assert busy.read_bytes() == b"being written"

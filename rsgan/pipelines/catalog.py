@@ -65,6 +65,7 @@ from rsgan.io import (
     is_virtual,
     pixel_ring,
     placed_xy,
+    remove_stale_temporaries,
     source_name,
     source_stem,
 )
@@ -623,9 +624,9 @@ def _write_manifest(path: Path, results: Iterable[SceneResult]) -> None:
 
 
 def _remove_stale_temporaries(output: Path) -> None:
-    """Delete temporary files a killed worker left behind for ``output``."""
-    for stale in output.parent.glob(f".{output.name}.rsgan-tmp-*"):
-        stale.unlink(missing_ok=True)
+    """Delete temporary files a killed worker left behind for ``output``; those of a
+    writer still at work (any process) are kept (:func:`rsgan.io.remove_stale_temporaries`)."""
+    remove_stale_temporaries(output)
 
 
 # ---------------------------------------------------------------------------------------
