@@ -14,6 +14,7 @@ import copy
 import ctypes
 import errno
 import glob
+import hashlib
 import logging
 import math
 import os
@@ -1459,8 +1460,26 @@ _TOKEN_BYTES = 4
 """Random bytes in a temporary's name (written as twice as many hex digits)."""
 
 
+_NAME_BUDGET = 190
+"""Bytes of an output's name that its temporaries' names carry: a file name holds at
+most 255 bytes, and a temporary adds a dot, the mark, the token and endings such as
+``.tif.gtiff.tif.ovr`` (a longer name is cut and given a hash, see :func:`_tmp_prefix`)."""
+
+
+def _tmp_name(dst: Path) -> str:
+    """``dst``'s name as its temporaries carry it: whole when short enough, else its
+    first bytes and a hash of the whole (a valid 250-byte output name would make
+    temporary names past the file system's 255, refused as "File name too long")."""
+    raw = os.fsencode(dst.name)
+    if len(raw) <= _NAME_BUDGET:
+        return dst.name
+    digest = hashlib.blake2b(raw, digest_size=5).hexdigest()
+    head = raw[: _NAME_BUDGET - len(digest) - 1].decode(errors="ignore")  # whole characters
+    return f"{head}~{digest}"
+
+
 def _tmp_prefix(dst: Path) -> str:
-    return f".{dst.name}{_TMP_MARK}"
+    return f".{_tmp_name(dst)}{_TMP_MARK}"
 
 
 def _lock_path(dst: Path, token: str) -> Path:
@@ -2101,7 +2120,7 @@ def atomic_output_dir(
                         f"{dst} appeared while it was being written; pass overwrite=True "
                         "/ --overwrite to replace it"
                     )
-                old = dst.parent / f".{dst.name}.rsgan-old-{token}"
+                old = dst.parent / f".{_tmp_name(dst)}.rsgan-old-{token}"
                 os.replace(dst, old)
                 os.replace(tmp, dst)
                 _remove(old)

@@ -1014,3 +1014,24 @@ def test_copy_band_metadata_palette_units_and_stale_tags(tmp_path: Path) -> None
                 assert {k: out.colormap(1)[k] for k in table} == table
             else:
                 assert out.colorinterp == (ColorInterp.gray,)
+
+
+def test_outputs_with_names_near_the_file_systems_limit(tmp_path: Path) -> None:
+    """A 250-byte name is a valid file name, but its temporary (".<name>.rsgan-tmp-<token>
+    .lock") was not: writing failed with "File name too long", reported as a full disk.
+    Temporaries carry a shortened name with a hash now; the sweep finds them."""
+    name = "é" * 60 + "s" * 116 + "_translated.tif"  # 251 bytes in UTF-8
+    assert len(os.fsencode(name)) == 251
+    dst = tmp_path / name
+    with atomic_output(dst) as tmp:
+        assert len(os.fsencode(tmp.name)) <= 255 - len(".gtiff.tif.ovr")
+        tmp.write_bytes(b"out")
+        stale = tmp.with_name(tmp.name.replace(tmp.name[-12:-4], "0badc0de"))
+        stale.write_bytes(b"a killed run's")
+    assert dst.read_bytes() == b"out"
+    assert remove_stale_temporaries(dst) == [stale]
+    folder = tmp_path / ("f" * 250)
+    for _ in range(2):  # the second replaces the first (its old copy is a temporary too)
+        with atomic_output_dir(folder, overwrite=True) as tmp:
+            (tmp / "a.txt").write_text("a")
+    assert (folder / "a.txt").read_text() == "a" and _hidden(tmp_path) == []
