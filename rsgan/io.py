@@ -1371,6 +1371,18 @@ def check_local_output(path: PathLike, what: str = "output") -> None:
             f"{what} {text} is a URL or GDAL virtual path; rsgan writes local files and "
             "renames them into place: pass a local path and copy the result up afterwards"
         )
+    for part in parts:
+        size = len(os.fsencode(part))
+        if size > _NAME_MAX:
+            raise RasterWriteError(
+                f"{what} {text}: the name {part[:40]}... is {size} bytes long; file systems "
+                f"allow at most {_NAME_MAX} bytes per name: choose a shorter one"
+            )
+
+
+_NAME_MAX = 255
+"""Bytes a file or folder name may hold (``NAME_MAX`` of Linux, macOS and Windows file
+systems): a longer output name made ``os.stat`` fail with a traceback."""
 
 
 def files_read_by(inputs: Sequence[PathLike]) -> list[tuple[str, str]]:

@@ -1035,3 +1035,19 @@ def test_outputs_with_names_near_the_file_systems_limit(tmp_path: Path) -> None:
         with atomic_output_dir(folder, overwrite=True) as tmp:
             (tmp / "a.txt").write_text("a")
     assert (folder / "a.txt").read_text() == "a" and _hidden(tmp_path) == []
+
+
+def test_an_output_name_past_the_file_systems_limit_is_refused(make_raster, tmp_path) -> None:
+    """A 260-byte output name was an OSError traceback ("File name too long") from the
+    first os.stat of the path."""
+    import torch
+
+    from rsgan.pipelines.translate import translate_raster
+
+    src = make_raster()
+    dst = tmp_path / ("n" * 256 + ".tif")
+    with pytest.raises(RasterWriteError, match=r"is 260 bytes long.*at most 255"):
+        translate_raster(src, dst, torch.nn.Identity(), progress=False)
+    with pytest.raises(RasterWriteError, match=r"is 256 bytes long"):
+        with atomic_output_dir(tmp_path / ("f" * 256)):
+            pytest.fail("the block ran")
