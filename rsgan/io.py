@@ -359,7 +359,11 @@ def open_dataset(path: PathLike) -> DatasetReader:
     text = os.fspath(path)
     if not _is_virtual(text):
         p = Path(text)
-        if not p.exists():
+        try:
+            exists = p.exists()
+        except OSError as exc:  # a name past 255 bytes, a loop of links
+            raise RasterReadError(f"cannot read {p} ({exc.strerror}); check the path") from None
+        if not exists:
             raise RasterReadError(f"no such file: {p}; check the path")
         if p.is_dir():
             raise RasterReadError(f"{p} is a folder, not a raster file; pass a raster's path")

@@ -761,3 +761,9 @@ def test_a_live_writers_temporary_in_out_dir_is_kept(scenes: list[Path], tmp_pat
     assert "being written by another process" in by_scene.loc[scenes[0].stem, "error"]
     assert sorted(manifest["status"]) == ["done", "done", "failed"]
     assert busy.read_bytes() == b"being written"
+
+
+def test_a_catalog_name_past_the_file_systems_limit_is_a_catalog_error(tmp_path: Path) -> None:
+    """It was an OSError traceback ("File name too long") from Path.exists."""
+    with pytest.raises(CatalogError, match=r"File name too long"):
+        translate_catalog(tmp_path / ("c" * 256 + ".csv"), tmp_path / "out", workers=0)

@@ -1051,3 +1051,5 @@ def test_an_output_name_past_the_file_systems_limit_is_refused(make_raster, tmp_
     with pytest.raises(RasterWriteError, match=r"is 256 bytes long"):
         with atomic_output_dir(tmp_path / ("f" * 256)):
             pytest.fail("the block ran")
+    with pytest.raises(RasterReadError, match=r"cannot read .*nnnn\.tif \(File name too long\)"):
+        describe(dst)  # an input so named: the same OSError traceback

@@ -184,9 +184,13 @@ def _catalog_kind(catalog: PathLike) -> tuple[str, Path]:
             "(https://.../catalog.json); download a vector or CSV catalog and pass the file"
         )
     path = _expand_user(Path(text))
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name past 255 bytes, a loop of links
+        raise CatalogError(f"catalog {text!r}: {exc.strerror}; check the path") from None
     if path.is_dir():
         return "folder", path
-    if not path.exists():
+    if not exists:
         if _GLOB_CHARS & set(text):
             return "glob", path
         raise CatalogError(
