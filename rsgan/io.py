@@ -14,6 +14,7 @@ import copy
 import ctypes
 import errno
 import glob
+import hashlib
 import logging
 import math
 import os
@@ -290,14 +291,36 @@ _NETWORK_PREFIXES = (
     "/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift",
     "/vsiwebhdfs", "/vsihdfs",
 )  # fmt: skip
-REMOTE_OPEN_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+REMOTE_OPEN_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_HTTP_LOW_SPEED_TIME": "60",
+    "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
+}
 """GDAL options for opening a raster over the network, unless the user set them (in the
-environment or an enclosing ``rasterio.Env``): no listing of its folder and no probing for
-side files (``.aux.xml``, ``.ovr``, ``.msk``...) on open, the usual setting for cloud
-rasters: 10 requests fewer per scene translated over HTTP (docs/translate.md). A side file
-next to a remote raster is then not seen (a COG holds its overviews and mask inside). In
-the main thread rasterio sets GDAL options process-wide while they apply, so a local
-raster opened by another thread during that open would miss its side files too."""
+environment or an enclosing ``rasterio.Env``); they hold for every read of the dataset
+opened.
+
+- No listing of its folder and no probing for side files (``.aux.xml``, ``.ovr``,
+  ``.msk``...) on open, the usual setting for cloud rasters: 10 requests fewer per scene
+  translated over HTTP (docs/translate.md). A side file next to a remote raster is then
+  not seen (a COG holds its overviews and mask inside). In the main thread rasterio sets
+  GDAL options process-wide while they apply, so a local raster opened by another thread
+  during that open would miss its side files too.
+- A request answered 429, 500, 502, 503 or 504 (a busy store, S3's SlowDown) is retried up
+  to 3 times, after 1 s, then about 2 and 4 s (GDAL retries none by default: one such
+  answer failed the whole scene).
+- A request that gets less than 1 byte a second for 60 s (a connection that hangs) fails
+  instead of waiting for ever (GDAL has no time limit by default)."""
+
+
+_RETRY_HINT = (
+    "(GDAL_HTTP_MAX_RETRY, GDAL_HTTP_RETRY_DELAY and GDAL_HTTP_LOW_SPEED_TIME in the "
+    "environment set how failed or stalled requests are retried; CPL_DEBUG=ON with rsgan "
+    "-vv shows GDAL's requests and the server's answers, e.g. 403 for a signed URL that "
+    "expired)"
+)
 
 
 def is_network(path: PathLike) -> bool:
@@ -336,10 +359,19 @@ def open_dataset(path: PathLike) -> DatasetReader:
     text = os.fspath(path)
     if not _is_virtual(text):
         p = Path(text)
-        if not p.exists():
+        try:
+            exists = p.exists()
+        except OSError as exc:  # a name past 255 bytes, a loop of links
+            raise RasterReadError(f"cannot read {p} ({exc.strerror}); check the path") from None
+        if not exists:
             raise RasterReadError(f"no such file: {p}; check the path")
         if p.is_dir():
             raise RasterReadError(f"{p} is a folder, not a raster file; pass a raster's path")
+        if not os.access(p, os.R_OK):
+            raise RasterReadError(
+                f"no permission to read {p}; ask its owner for read access (chmod) or copy "
+                "it somewhere you can read"
+            )
     remote = _remote_open_options(text)
     try:
         with warnings.catch_warnings():  # plain images: rsgan warns once per source instead
@@ -348,9 +380,10 @@ def open_dataset(path: PathLike) -> DatasetReader:
                 return rasterio.open(text)
     except (RasterioError, CPLE_BaseError, UnicodeDecodeError) as exc:
         # a damaged header can hold a CRS that is not UTF-8 (rasterio decodes it on open)
-        raise RasterReadError(
-            f"cannot read {text} as a raster ({exc}); pass a GeoTIFF or another format GDAL reads"
-        ) from exc
+        hint = "pass a GeoTIFF or another format GDAL reads"
+        if _is_network(text) and re.search(r"HTTP|curl|timed out|Connection", str(exc)):
+            hint = f"check the address and the connection and try again {_RETRY_HINT}"
+        raise RasterReadError(f"cannot read {text} as a raster ({exc}); {hint}") from exc
 
 
 @contextmanager
@@ -544,7 +577,8 @@ def _reading(src: DatasetReader) -> Iterator[None]:
         yield
     except RasterioError as exc:
         hint = (
-            "the connection may have failed or the file be truncated or corrupt; try again"
+            "the connection may have failed or the file be truncated or corrupt; try "
+            f"again {_RETRY_HINT}"
             if _is_network(src.name)
             else "the file may be truncated or corrupt"
         )
@@ -1403,6 +1437,18 @@ def check_local_output(path: PathLike, what: str = "output") -> None:
             f"{what} {text} is a URL or GDAL virtual path; rsgan writes local files and "
             "renames them into place: pass a local path and copy the result up afterwards"
         )
+    for part in parts:
+        size = len(os.fsencode(part))
+        if size > _NAME_MAX:
+            raise RasterWriteError(
+                f"{what} {text}: the name {part[:40]}... is {size} bytes long; file systems "
+                f"allow at most {_NAME_MAX} bytes per name: choose a shorter one"
+            )
+
+
+_NAME_MAX = 255
+"""Bytes a file or folder name may hold (``NAME_MAX`` of Linux, macOS and Windows file
+systems): a longer output name made ``os.stat`` fail with a traceback."""
 
 
 def files_read_by(inputs: Sequence[PathLike]) -> list[tuple[str, str]]:
@@ -1492,8 +1538,26 @@ _TOKEN_BYTES = 4
 """Random bytes in a temporary's name (written as twice as many hex digits)."""
 
 
+_NAME_BUDGET = 190
+"""Bytes of an output's name that its temporaries' names carry: a file name holds at
+most 255 bytes, and a temporary adds a dot, the mark, the token and endings such as
+``.tif.gtiff.tif.ovr`` (a longer name is cut and given a hash, see :func:`_tmp_prefix`)."""
+
+
+def _tmp_name(dst: Path) -> str:
+    """``dst``'s name as its temporaries carry it: whole when short enough, else its
+    first bytes and a hash of the whole (a valid 250-byte output name would make
+    temporary names past the file system's 255, refused as "File name too long")."""
+    raw = os.fsencode(dst.name)
+    if len(raw) <= _NAME_BUDGET:
+        return dst.name
+    digest = hashlib.blake2b(raw, digest_size=5).hexdigest()
+    head = raw[: _NAME_BUDGET - len(digest) - 1].decode(errors="ignore")  # whole characters
+    return f"{head}~{digest}"
+
+
 def _tmp_prefix(dst: Path) -> str:
-    return f".{dst.name}{_TMP_MARK}"
+    return f".{_tmp_name(dst)}{_TMP_MARK}"
 
 
 def _lock_path(dst: Path, token: str) -> Path:
@@ -1536,6 +1600,63 @@ def _writer_lock(dst: Path) -> Iterator[str]:
         os.close(fd)
 
 
+@contextmanager
+def exclusive_lock(path: PathLike, holder: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` for the block, across processes (an
+    ``flock``; the file is created, ``holder`` written into it, and removed at the end).
+
+    Args:
+        path: The lock file (its folder must exist).
+        holder: Who holds it, for the message of the one refused (e.g. a pid and host).
+
+    Raises:
+        BlockingIOError: another process (or another holder in this one) holds it; its
+            ``filename`` is ``path`` and the file holds the other's ``holder``.
+        OSError: the file cannot be created (e.g. an unwritable folder).
+
+    Without ``fcntl`` (Windows), or on a file system without locks, nothing is locked.
+    """
+    path = Path(path)
+    if fcntl is None:
+        yield
+        return
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        except PermissionError:
+            # left by a killed run of another user (0644, theirs): a read-only descriptor
+            # locks it as well; it is not a reason to refuse
+            if not path.is_file():
+                raise
+            fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BlockingIOError(
+                errno.EWOULDBLOCK, "locked by another process", str(path)
+            ) from None
+        except OSError:  # a file system without locks: go on unlocked
+            os.close(fd)
+            yield
+            return
+        try:  # the holder before us may have removed the file between our open and flock
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        with contextlib.suppress(OSError):  # read-only: the holder stays unnamed
+            os.ftruncate(fd, 0)
+            os.write(fd, holder.encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # a folder that keeps others' files (sticky)
+            path.unlink(missing_ok=True)
+        os.close(fd)
+
+
 def _writer_gone(lock: Path) -> tuple[bool, int | None]:
     """``(gone, fd)``: whether the writer of ``lock`` is gone, and the open, locked lock
     file to release after removing its temporaries (None when there is none)."""
@@ -1551,6 +1672,31 @@ def _writer_gone(lock: Path) -> tuple[bool, int | None]:
         os.close(fd)
         return False, None
     return True, fd
+
+
+def _check_no_live_writer(dst: Path) -> None:
+    """Refuse a second writer of ``dst`` while another (in any process) writes it: the
+    later one would do all its work and then fail as "appeared while it was being
+    written" (or, with overwrite, both would run to the end and the last one win). A
+    lock file that cannot be opened (another user's) says nothing and is passed over."""
+    if fcntl is None:
+        return
+    for lock in dst.parent.glob(glob.escape(_tmp_prefix(dst)) + "*.lock"):
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RasterWriteError(
+                f"{dst} is being written by another process right now (it holds "
+                f"{lock.name}); wait for it to finish, or choose another output path"
+            ) from None
+        except OSError:  # a file system without locks
+            pass
+        finally:
+            os.close(fd)
 
 
 def remove_stale_temporaries(dst: PathLike) -> list[Path]:
@@ -1968,6 +2114,7 @@ def atomic_output(
         raise RasterWriteError(f"output {dst} is a folder; pass a file path")
     _check_destination(dst, overwrite=overwrite, inputs=inputs)
     _check_free_space(dst, needed_bytes)
+    _check_no_live_writer(dst)
     remove_stale_temporaries(dst)
     ending = dst.suffix if suffix is None else suffix
     with _writer_lock(dst) as token:
@@ -1979,7 +2126,8 @@ def atomic_output(
             _check_written(dst, tmp, verify)
             if dst.exists() and not overwrite:
                 raise OutputExistsError(
-                    f"{dst} appeared while it was being written; pass overwrite=True to replace it"
+                    f"{dst} appeared while it was being written; pass overwrite=True / "
+                    "--overwrite to replace it"
                 )
             os.replace(tmp, dst)
             if tmp_aux.exists():
@@ -2025,6 +2173,7 @@ def atomic_output_dir(
         raise RasterWriteError(f"output folder {dst} is a file; pass a folder path")
     _check_folder_inputs(dst, inputs)
     _check_destination(dst, overwrite=overwrite, inputs=())
+    _check_no_live_writer(dst)
     remove_stale_temporaries(dst)
     with _writer_lock(dst) as token:
         tmp = dst.parent / f"{_tmp_prefix(dst)}{token}"
@@ -2046,9 +2195,10 @@ def atomic_output_dir(
             if dst.exists():
                 if not overwrite:
                     raise OutputExistsError(
-                        f"{dst} appeared while it was being written; pass overwrite=True"
+                        f"{dst} appeared while it was being written; pass overwrite=True "
+                        "/ --overwrite to replace it"
                     )
-                old = dst.parent / f".{dst.name}.rsgan-old-{token}"
+                old = dst.parent / f".{_tmp_name(dst)}.rsgan-old-{token}"
                 os.replace(dst, old)
                 os.replace(tmp, dst)
                 _remove(old)
@@ -2292,6 +2442,7 @@ __all__ = [
     "copy_dataset_tags",
     "dataset_tags",
     "describe",
+    "exclusive_lock",
     "is_network",
     "is_virtual",
     "list_image_files",

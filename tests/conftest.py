@@ -200,14 +200,17 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., range_server.Served]]:
-    """Start servers of folders (``serve(delay=seconds)`` answers each request that late)."""
+    """Start servers of folders (``serve(delay=seconds)`` answers each request that late;
+    ``fail_once``, ``stall_after``: faults, see tests/range_server.py)."""
     servers: list[range_server.Served] = []
 
-    def start(delay: float = 0.0) -> range_server.Served:
+    def start(
+        delay: float = 0.0, fail_once: bool = False, stall_after: int = 0
+    ) -> range_server.Served:
         n = len(servers)
         folder, log = tmp_path / f"served{n or ''}", tmp_path / f"requests{n or ''}.log"
         folder.mkdir()
-        servers.append(range_server.start(folder, log, delay))
+        servers.append(range_server.start(folder, log, delay, fail_once, stall_after))
         return servers[-1]
 
     try:

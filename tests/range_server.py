@@ -1,10 +1,15 @@
 """A static HTTP server with byte ranges, for tests of remote sources.
 
 Tests use :func:`start` (the ``serve`` fixture in conftest.py);
-``python tests/range_server.py FOLDER [LOG [DELAY]]`` serves FOLDER on 127.0.0.1 at a free
-port, prints the port on one line, and runs until killed; with LOG it appends a line per
-request (``METHOD PATH RANGE START``, START in seconds of ``time.time()``) to that file, with DELAY it answers each request after
-DELAY seconds (a remote store's latency). GDAL's ``/vsicurl/`` asks for byte ranges
+``python tests/range_server.py FOLDER [LOG [DELAY [FAIL_ONCE [STALL_AFTER]]]]`` serves
+FOLDER on 127.0.0.1 at a free port, prints the port on one line, and runs until killed;
+with LOG it appends a line per request (``METHOD PATH RANGE START``, START in seconds of
+``time.time()``) to that file, with DELAY it answers each request after DELAY seconds (a
+remote store's latency). FAIL_ONCE (1) answers each request with 503 the first time it
+is made (the same method, path and byte range; a store that is busy now and then: a
+client that retries gets everything), STALL_AFTER (> 0) never answers the requests after
+the first STALL_AFTER (a connection that hangs); failed and stalled requests are not
+logged. GDAL's ``/vsicurl/`` asks for byte ranges
 (``Range: bytes=a-b``), which Python's own ``http.server`` ignores. It must run in a process
 of its own: rasterio holds the GIL while GDAL opens a URL, so a server thread in the test's
 process could not answer.
@@ -25,7 +30,11 @@ from typing import Any, BinaryIO
 
 LOG: str | None = None  # set by main() from the command line
 DELAY = 0.0
+FAIL_ONCE = False
+STALL_AFTER = 0
 _log_lock = threading.Lock()
+_count = [0]  # requests so far
+_seen: set[tuple[str, str, str]] = set()  # requests made before (FAIL_ONCE)
 
 
 class _Slice:
@@ -49,6 +58,18 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def send_head(self) -> Any:
+        request = (self.command, self.path, self.headers.get("Range", "-"))
+        with _log_lock:
+            _count[0] += 1
+            n = _count[0]
+            first = request not in _seen
+            _seen.add(request)
+        if FAIL_ONCE and first:
+            self.send_error(503, "busy, try again")
+            return None
+        if STALL_AFTER and n > STALL_AFTER:
+            time.sleep(3600)
+            return None
         if LOG is not None:
             with _log_lock, open(LOG, "a") as log:
                 line = f"{self.command} {self.path} {self.headers.get('Range', '-')} {time.time()}"
@@ -112,11 +133,14 @@ class Served:
         return [float(line.split()[3]) for line in self.log.read_text().splitlines()]
 
 
-def start(folder: Path, log: Path, delay: float = 0.0) -> Served:
+def start(
+    folder: Path, log: Path, delay: float = 0.0, fail_once: bool = False, stall_after: int = 0
+) -> Served:
     """Serve ``folder`` from a process of its own (the caller stops it: :meth:`Served.stop`),
-    logging each request to ``log``."""
+    logging each request to ``log`` (``fail_once``, ``stall_after``: see the module)."""
     log.touch()
     args = [sys.executable, __file__, str(folder), str(log), str(delay)]
+    args += [str(int(fail_once)), str(stall_after)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
@@ -124,9 +148,11 @@ def start(folder: Path, log: Path, delay: float = 0.0) -> Served:
 
 
 def main() -> None:
-    global LOG, DELAY
+    global LOG, DELAY, FAIL_ONCE, STALL_AFTER
     LOG = sys.argv[2] if len(sys.argv) > 2 else None
     DELAY = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    FAIL_ONCE = len(sys.argv) > 4 and sys.argv[4] == "1"
+    STALL_AFTER = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     handler = functools.partial(RangeHandler, directory=sys.argv[1])
     with _Server(("127.0.0.1", 0), handler) as server:
         print(server.server_address[1], flush=True)

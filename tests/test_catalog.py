@@ -694,3 +694,154 @@ def test_rerun_skips_url_scenes_signed_anew(
     moved = translate_catalog([signed("r0.tif", "c"), signed("v2/r1.tif", "c")], out,
                               torch.nn.Identity(), workers=0, **FAST)  # fmt: skip
     assert list(moved["status"]) == ["skipped", "done"]
+
+
+class Gate(torch.nn.Module):
+    """Identity that waits at its first forward until ``release`` is set (a run in
+    progress), telling ``entered`` it got there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        assert self.release.wait(60), "the test never released the run"
+        return x
+
+
+def test_a_second_run_on_a_busy_output_folder_is_refused(
+    scenes: list[Path], tmp_path: Path
+) -> None:
+    """Two runs on one OUT_DIR at once (a cron job overlapping the last one): the second
+    used to translate every scene again, fail each as "appeared while it was being
+    written", and write its manifest over the first's, so the manifest said failed for
+    scenes that were done and every later rerun failed them all ("exists and was not
+    written by an earlier run") until --overwrite. It is refused before any work now."""
+    import threading
+
+    from rsgan.errors import RasterWriteError
+
+    out = tmp_path / "out"
+    gate = Gate()
+    first: dict[str, Any] = {}
+
+    def run() -> None:
+        first["manifest"] = translate_catalog(scenes[0].parent, out, gate, workers=0, **FAST)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert gate.entered.wait(60)
+        for overwrite in (False, True):
+            with pytest.raises(RasterWriteError, match=r"out is in use by another rsgan batch"):
+                translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0,
+                                  overwrite=overwrite, **FAST)  # fmt: skip
+    finally:
+        gate.release.set()
+        thread.join()
+    _assert_identity_outputs(first["manifest"], scenes)
+    _assert_identity_outputs(read_manifest(out), scenes)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no lock left
+    again = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(again["status"]) == ["skipped"] * len(scenes)
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_clear_error(
+    scenes: list[Path], tmp_path: Path
+) -> None:
+    """It was a NotADirectoryError / PermissionError traceback from mkdir."""
+    from rsgan.errors import RasterWriteError
+
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(RasterWriteError, match=r"cannot create output folder .*a_file/out"):
+        translate_catalog(scenes[0].parent, tmp_path / "a_file" / "out", torch.nn.Identity(),
+                          workers=0, **FAST)  # fmt: skip
+
+
+def test_a_scheduler_without_workers_says_so_then_waits_for_one(
+    scenes: list[Path], tmp_path: Path
+) -> None:
+    """A cluster whose workers have not started yet (or never will: a wrong address given
+    to `dask worker`): the run used to wait at 0 % without a word. It warns, waits, and
+    runs the scenes once a worker joins."""
+    import threading
+    import time
+
+    with distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as cluster:
+        with pytest.warns(RuntimeWarning, match=r"has no workers yet.*dask worker tcp://") as seen:
+
+            def add_a_worker_once_warned() -> None:
+                give_up = time.monotonic() + 120  # without the warning: fail, not hang
+                while not any("no workers" in str(w.message) for w in list(seen)):
+                    if time.monotonic() > give_up:
+                        break
+                    time.sleep(0.05)
+                cluster.scale(1)
+
+            helper = threading.Thread(target=add_a_worker_once_warned, daemon=True)
+            helper.start()
+            manifest = translate_catalog(scenes[0].parent, tmp_path / "out", torch.nn.Identity(),
+                                         scheduler=cluster.scheduler_address, **FAST)  # fmt: skip
+    _assert_identity_outputs(manifest, scenes)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b""])
+def test_a_bad_checkpoint_is_refused_before_any_scene(
+    scenes: list[Path], tmp_path: Path, content: bytes
+) -> None:
+    """A corrupt or truncated --model was found by each scene in turn: every row of a
+    catalog failed with the same error (after a manifest of them was written). It is
+    one error now, before any work."""
+    from rsgan.errors import CheckpointError
+
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"checkpoint .*model\.safetensors"):
+        translate_catalog(scenes[0].parent, tmp_path / "out", model, workers=0, **FAST)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_lock_file_left_by_another_users_run_does_not_block(
+    scenes: list[Path], tmp_path: Path
+) -> None:
+    """A killed run of a teammate left its lock file (theirs, 0644: not writable here)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / catalog_module.RUN_LOCK_NAME
+    stale.write_text("pid 1 on elsewhere")
+    stale.chmod(0o444)
+    if os.access(stale, os.W_OK):
+        pytest.skip("this process writes every file (root with CAP_DAC_OVERRIDE)")
+    manifest = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0, **FAST)
+    _assert_identity_outputs(manifest, scenes)
+    assert not stale.exists()
+
+
+def test_a_live_writers_temporary_in_out_dir_is_kept(scenes: list[Path], tmp_path: Path) -> None:
+    """An output being written by another process (a task of an interrupted run that an
+    external cluster still runs): the run used to delete its temporary before and after
+    its own work, whatever its writer; only temporaries of writers that are gone are
+    removed now, and that scene waits for a rerun."""
+    from rsgan.io import atomic_output
+
+    out = tmp_path / "out"
+    out.mkdir()
+    busy = out / f"{scenes[0].stem}_translated.tif"
+    with atomic_output(busy) as live:
+        live.write_bytes(b"being written")
+        manifest = translate_catalog(scenes[0].parent, out, torch.nn.Identity(), workers=0,
+                                     **FAST)  # fmt: skip
+        assert live.read_bytes() == b"being written"
+    by_scene = manifest.set_index("scene")
+    assert "being written by another process" in by_scene.loc[scenes[0].stem, "error"]
+    assert sorted(manifest["status"]) == ["done", "done", "failed"]
+    assert busy.read_bytes() == b"being written"
+
+
+def test_a_catalog_name_past_the_file_systems_limit_is_a_catalog_error(tmp_path: Path) -> None:
+    """It was an OSError traceback ("File name too long") from Path.exists."""
+    with pytest.raises(CatalogError, match=r"File name too long"):
+        translate_catalog(tmp_path / ("c" * 256 + ".csv"), tmp_path / "out", workers=0)

@@ -582,6 +582,21 @@ def test_atomic_output_needs_a_written_file(tmp_path: Path) -> None:
             pass
 
 
+def test_a_raster_without_read_permission_is_called_so(make_raster, tmp_path: Path) -> None:
+    """It was "cannot read X as a raster (X: Permission denied); pass a GeoTIFF or another
+    format GDAL reads": the file is a GeoTIFF, its permissions are the problem."""
+    src = make_raster()
+    src.chmod(0o000)
+    try:
+        if os.access(src, os.R_OK):
+            pytest.skip("this process reads every file (root with CAP_DAC_OVERRIDE)")
+        with pytest.raises(RasterReadError, match=r"no permission to read .*scene\.tif") as info:
+            describe(src)
+        assert "pass a GeoTIFF" not in str(info.value)
+    finally:
+        src.chmod(0o644)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
 def test_atomic_output_unwritable_folder(tmp_path: Path) -> None:
     tmp_path.chmod(0o500)
@@ -752,13 +767,44 @@ def test_atomic_output_removes_a_killed_writers_temporaries(tmp_path: Path) -> N
 
 
 def test_atomic_output_keeps_a_live_writers_temporary(tmp_path: Path) -> None:
+    """A second writer of the same output while the first writes (two jobs given one
+    output) is refused before its work, with or without overwrite: it used to do all its
+    work, then fail as "appeared while it was being written" (or, with overwrite, both
+    ran to the end and the last one won). The first writer's temporary is kept."""
     dst = tmp_path / "out.tif"
     with atomic_output(dst, overwrite=True) as live:
         live.write_bytes(b"being written")
-        with atomic_output(dst, overwrite=True) as tmp:
-            tmp.write_bytes(b"second")
+        for overwrite in (False, True):
+            with pytest.raises(RasterWriteError, match=r"out\.tif is being written by another"):
+                with atomic_output(dst, overwrite=overwrite):
+                    pytest.fail("the block ran")
         assert live.read_bytes() == b"being written"
     assert dst.read_bytes() == b"being written" and _hidden(tmp_path) == []
+    with atomic_output(dst, overwrite=True) as tmp:  # once the first is done: allowed
+        tmp.write_bytes(b"second")
+    assert dst.read_bytes() == b"second" and _hidden(tmp_path) == []
+
+
+def test_atomic_output_dir_refuses_a_second_live_writer(tmp_path: Path) -> None:
+    dst = tmp_path / "chips"
+    with atomic_output_dir(dst) as live:
+        (live / "a.txt").write_text("a")
+        with pytest.raises(RasterWriteError, match=r"chips is being written by another"):
+            with atomic_output_dir(dst, overwrite=True):
+                pytest.fail("the block ran")
+        assert (live / "a.txt").exists()
+    assert (dst / "a.txt").read_text() == "a" and _hidden(tmp_path) == []
+
+
+def test_a_lock_file_that_cannot_be_opened_does_not_refuse_a_writer(tmp_path: Path) -> None:
+    """Another user's killed run can leave a lock file this one cannot open (0600): its
+    temporaries are kept, and writing goes on."""
+    dst = tmp_path / "out.tif"
+    stale_lock = tmp_path / ".out.tif.rsgan-tmp-0badc0de.lock"
+    stale_lock.mkdir()  # cannot be opened as a file, whoever runs the test
+    with atomic_output(dst) as tmp:
+        tmp.write_bytes(b"new")
+    assert dst.read_bytes() == b"new" and stale_lock.is_dir()
 
 
 def test_remove_stale_temporaries_of_a_folder(tmp_path: Path) -> None:
@@ -990,3 +1036,42 @@ def test_copy_band_metadata_palette_units_and_stale_tags(tmp_path: Path) -> None
                 assert {k: out.colormap(1)[k] for k in table} == table
             else:
                 assert out.colorinterp == (ColorInterp.gray,)
+
+
+def test_outputs_with_names_near_the_file_systems_limit(tmp_path: Path) -> None:
+    """A 250-byte name is a valid file name, but its temporary (".<name>.rsgan-tmp-<token>
+    .lock") was not: writing failed with "File name too long", reported as a full disk.
+    Temporaries carry a shortened name with a hash now; the sweep finds them."""
+    name = "é" * 60 + "s" * 116 + "_translated.tif"  # 251 bytes in UTF-8
+    assert len(os.fsencode(name)) == 251
+    dst = tmp_path / name
+    with atomic_output(dst) as tmp:
+        assert len(os.fsencode(tmp.name)) <= 255 - len(".gtiff.tif.ovr")
+        tmp.write_bytes(b"out")
+        stale = tmp.with_name(tmp.name.replace(tmp.name[-12:-4], "0badc0de"))
+        stale.write_bytes(b"a killed run's")
+    assert dst.read_bytes() == b"out"
+    assert remove_stale_temporaries(dst) == [stale]
+    folder = tmp_path / ("f" * 250)
+    for _ in range(2):  # the second replaces the first (its old copy is a temporary too)
+        with atomic_output_dir(folder, overwrite=True) as tmp:
+            (tmp / "a.txt").write_text("a")
+    assert (folder / "a.txt").read_text() == "a" and _hidden(tmp_path) == []
+
+
+def test_an_output_name_past_the_file_systems_limit_is_refused(make_raster, tmp_path) -> None:
+    """A 260-byte output name was an OSError traceback ("File name too long") from the
+    first os.stat of the path."""
+    import torch
+
+    from rsgan.pipelines.translate import translate_raster
+
+    src = make_raster()
+    dst = tmp_path / ("n" * 256 + ".tif")
+    with pytest.raises(RasterWriteError, match=r"is 260 bytes long.*at most 255"):
+        translate_raster(src, dst, torch.nn.Identity(), progress=False)
+    with pytest.raises(RasterWriteError, match=r"is 256 bytes long"):
+        with atomic_output_dir(tmp_path / ("f" * 256)):
+            pytest.fail("the block ran")
+    with pytest.raises(RasterReadError, match=r"cannot read .*nnnn\.tif \(File name too long\)"):
+        describe(dst)  # an input so named: the same OSError traceback

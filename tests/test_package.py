@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -42,3 +45,20 @@ def test_dir_lists_the_public_api_only() -> None:
     names = [n for n in dir(rsgan) if not n.startswith("__")]
     assert names == sorted(n for n in rsgan.__all__ if not n.startswith("__"))
     assert "__version__" in dir(rsgan)
+
+
+def test_python_m_rsgan_is_the_command(tmp_path: Path) -> None:
+    """Schedulers that call ``sys.executable -m rsgan`` (no script on PATH) get the
+    command, its exit codes included; it was "'rsgan' is a package and cannot be directly
+    executed"."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    ok = subprocess.run([sys.executable, "-m", "rsgan", "--version"], capture_output=True,
+                        text=True, env=env, cwd=tmp_path)  # fmt: skip
+    assert ok.returncode == 0 and ok.stdout.startswith("rsgan, version"), ok.stderr
+    missing = tmp_path / "none.tif"
+    bad = subprocess.run([sys.executable, "-m", "rsgan", "info", str(missing)],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: no such file"), bad.stderr

@@ -449,3 +449,74 @@ def test_url_outputs_are_refused_on_every_command(
     assert "is a URL or GDAL virtual path" in result.output, result.output
     assert "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no "s3:" folder
+
+
+def test_a_store_that_is_busy_now_and_then_is_retried(
+    make_raster: Callable[..., Path], serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """A 503 on one request (S3's SlowDown, a proxy's hiccup) failed the whole scene:
+    GDAL retries no request unless told to. rsgan tells it for network sources
+    (GDAL_HTTP_MAX_RETRY, REMOTE_OPEN_OPTIONS), and the output is the file's."""
+    busy = serve(fail_once=True)
+    local = make_raster("big.tif", width=1024, height=1024, tiled=True, compress=None,
+                        folder=busy.folder)  # fmt: skip
+    dst = translate_raster(f"{busy.base}/big.tif", tmp_path / "o.tif", torch.nn.Identity(),
+                           tile=256, overlap=32, progress=False)  # fmt: skip
+    np.testing.assert_array_equal(_read(dst)[0], _read(local)[0])
+    assert busy.requests()  # each made twice: the 503s are not logged
+
+
+def test_the_users_gdal_http_settings_win(
+    make_raster: Callable[..., Path],
+    serve: Callable[..., Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GDAL_HTTP_MAX_RETRY=0 in the environment: no retry, the scene fails cleanly."""
+    busy = serve(fail_once=True)
+    make_raster("big.tif", width=1024, height=1024, tiled=True, compress=None,
+                folder=busy.folder)  # fmt: skip
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
+
+    with pytest.raises(RasterReadError, match=r"big\.tif.*GDAL_HTTP_MAX_RETRY"):
+        translate_raster(f"{busy.base}/big.tif", tmp_path / "o.tif", torch.nn.Identity(),
+                         tile=256, overlap=32, progress=False)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["requests.log", "served"]
+
+
+def test_a_connection_that_hangs_is_an_error_not_a_wait_forever(
+    make_raster: Callable[..., Path],
+    serve: Callable[..., Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that stops answering mid-run (no reset, no bytes): the translation used
+    to wait for ever, the progress bar still. GDAL now gives up on a request that got
+    no byte for GDAL_HTTP_LOW_SPEED_TIME seconds (60 by default; 2 here)."""
+    import rsgan.io
+
+    options = rsgan.io.REMOTE_OPEN_OPTIONS
+    assert (options["GDAL_HTTP_LOW_SPEED_TIME"], options["GDAL_HTTP_LOW_SPEED_LIMIT"]) == (
+        "60", "1"
+    )  # fmt: skip
+    monkeypatch.setitem(options, "GDAL_HTTP_LOW_SPEED_TIME", "2")  # not a minute here
+    monkeypatch.setitem(rsgan.io.REMOTE_OPEN_OPTIONS, "GDAL_HTTP_MAX_RETRY", "0")
+    hangs = serve(stall_after=3)
+    make_raster("big.tif", width=1024, height=1024, tiled=True, compress=None,
+                folder=hangs.folder)  # fmt: skip
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            translate_raster(f"{hangs.base}/big.tif", tmp_path / "o.tif", torch.nn.Identity(),
+                             tile=256, overlap=32, progress=False)  # fmt: skip
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(300)  # a guard against a hang, not a timing: it ends in seconds
+    assert not thread.is_alive(), "the translation still waits on the stalled server"
+    assert len(failure) == 1 and isinstance(failure[0], RasterReadError), failure
+    assert "big.tif" in str(failure[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["requests.log", "served"]

@@ -1366,3 +1366,45 @@ def test_cog_overviews_of_a_paletted_band_hold_its_classes(make_raster, tmp_path
         assert ds.overviews(1) and ds.tags()["OVR_RESAMPLING_ALG"] == "NEAREST"
         overview = ds.read(1, out_shape=(ds.height // 2, ds.width // 2))
         assert set(np.unique(overview)) <= {1, 5}
+
+
+class _Gate(nn.Module):
+    """Identity that waits at its first forward until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        assert self.release.wait(60), "the test never released the run"
+        return x
+
+
+def test_a_second_translation_to_an_output_being_written_is_refused_at_once(
+    make_raster, tmp_path: Path
+) -> None:
+    """Two jobs given the same DST (a scheduler's duplicate): the second used to translate
+    the whole scene and then fail ("appeared while it was being written"), or with
+    overwrite both ran to the end. It is refused before any work; the first is whole."""
+    src = make_raster(width=90, height=70)
+    dst = tmp_path / "out.tif"
+    gate = _Gate()
+    thread = threading.Thread(
+        target=translate_raster, args=(src, dst, gate), kwargs={"progress": False}
+    )
+    thread.start()
+    try:
+        assert gate.entered.wait(60)
+        for overwrite in (False, True):
+            second = _Gate()
+            second.release.set()
+            with pytest.raises(RasterWriteError, match=r"out\.tif is being written by another"):
+                translate_raster(src, dst, second, overwrite=overwrite, progress=False)
+            assert not second.entered.is_set()  # refused before any tile
+    finally:
+        gate.release.set()
+        thread.join()
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    assert _leftovers(tmp_path) == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import sys
 import warnings
 from collections.abc import Iterator
@@ -88,10 +89,43 @@ def _add_commands(group: click.Group) -> click.Group:
     return group
 
 
+def _log_to_stderr(ctx: click.Context, verbose: int) -> None:
+    """``-v``: the log records of rsgan's libraries (rasterio and GDAL, Dask, torch) at
+    INFO and above on stderr, one line each with time, level and logger; ``-vv``: DEBUG
+    too (with ``CPL_DEBUG=ON``, GDAL's requests and the server's answers). Without it they
+    are not shown (rasterio's loggers have a NullHandler). The handler is removed when the
+    command ends."""
+    if not verbose:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+    def remove() -> None:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+    ctx.call_on_close(remove)
+
+
 @click.group(cls=RsganGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rsgan")
-def cli() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Show the log of GDAL/rasterio and Dask on stderr: -v info, -vv debug (with "
+    "CPL_DEBUG=ON: GDAL's HTTP requests and answers).",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """GANs for georeferenced remote-sensing rasters."""
+    _log_to_stderr(ctx, verbose)
 
 
 @click.group("rsgan", cls=RsganGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,3 +135,7 @@ def rio_rsgan() -> None:
 
 _add_commands(cli)
 _add_commands(rio_rsgan)
+
+
+if __name__ == "__main__":  # python -m rsgan.cli.main
+    cli(prog_name="rsgan")

@@ -50,14 +50,22 @@ import pandas as pd
 from shapely.geometry import box, mapping, shape
 
 from rsgan._types import PathLike
-from rsgan.errors import CatalogError, ConfigError, MissingDependencyError, RsganError
+from rsgan.errors import (
+    CatalogError,
+    ConfigError,
+    MissingDependencyError,
+    RasterWriteError,
+    RsganError,
+)
 from rsgan.io import (
     atomic_output,
     check_local_output,
     describe,
+    exclusive_lock,
     is_virtual,
     pixel_ring,
     placed_xy,
+    remove_stale_temporaries,
     same_source,
     source_name,
     source_stem,
@@ -69,6 +77,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     _WorkerPluginBase = object  # type: ignore[assignment,misc]
 
 MANIFEST_NAME = "manifest.parquet"
+RUN_LOCK_NAME = ".rsgan-batch.lock"
+"""The file in ``out_dir`` a run holds locked while it runs (removed at its end): a second
+run on the same folder is refused (:func:`translate_catalog`)."""
 OUTPUT_SUFFIX = "_translated"
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
 STATUSES = ("pending", "done", "failed", "skipped")
@@ -174,9 +185,13 @@ def _catalog_kind(catalog: PathLike) -> tuple[str, Path]:
             "(https://.../catalog.json); download a vector or CSV catalog and pass the file"
         )
     path = _expand_user(Path(text))
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name past 255 bytes, a loop of links
+        raise CatalogError(f"catalog {text!r}: {exc.strerror}; check the path") from None
     if path.is_dir():
         return "folder", path
-    if not path.exists():
+    if not exists:
         if _GLOB_CHARS & set(text):
             return "glob", path
         raise CatalogError(
@@ -615,9 +630,9 @@ def _write_manifest(path: Path, results: Iterable[SceneResult]) -> None:
 
 
 def _remove_stale_temporaries(output: Path) -> None:
-    """Delete temporary files a killed worker left behind for ``output``."""
-    for stale in output.parent.glob(f".{output.name}.rsgan-tmp-*"):
-        stale.unlink(missing_ok=True)
+    """Delete temporary files a killed worker left behind for ``output``; those of a
+    writer still at work (any process) are kept (:func:`rsgan.io.remove_stale_temporaries`)."""
+    remove_stale_temporaries(output)
 
 
 # ---------------------------------------------------------------------------------------
@@ -919,6 +934,7 @@ def _dask_client(
     from distributed import Client, LocalCluster
 
     if scheduler is not None and not isinstance(scheduler, str):
+        _warn_if_no_workers(scheduler)
         yield scheduler  # a Client the caller owns
         return
     if isinstance(scheduler, str):
@@ -931,6 +947,7 @@ def _dask_client(
                 "scheduler out to use a local cluster"
             ) from None
         with client:
+            _warn_if_no_workers(client, scheduler)
             yield client
         return
     gpus = _cuda_device_count() if device != "cpu" else 0
@@ -968,6 +985,24 @@ def _dask_client(
         # Dask starts workers with OMP_NUM_THREADS=1; give torch cores / workers threads
         client.register_plugin(_TorchThreads(max(1, _cpu_count() // n)), name="rsgan-threads")
         yield client
+
+
+def _warn_if_no_workers(client: Any, address: str | None = None) -> None:
+    """Say so when the cluster has no worker: its scenes wait, at 0 %, until one joins
+    (workers still starting, or started with another scheduler's address). ``address``:
+    the scheduler's as the user gave it (default: the one it reports)."""
+    try:
+        info = client.scheduler_info()
+    except Exception:  # the scheduler's own errors show when the tasks are submitted
+        return
+    if not info.get("workers"):
+        address = address or info.get("address") or "ADDRESS"
+        warnings.warn(
+            f"the Dask scheduler at {address} has no workers yet: the scenes wait until "
+            f"one joins (start them with `dask worker {address}`)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def _cpu_count() -> int:
@@ -1009,6 +1044,9 @@ def _model_ref(model: Any) -> tuple[_ModelRef, Any]:
                 f"model checkpoint {str(path)!r} does not exist; pass a "
                 "checkpoint written by `rsgan train`"
             )
+        from rsgan.checkpoint import read_metadata
+
+        read_metadata(path)  # a corrupt file: one error now, not one per scene
         return _ModelRef(f"{path}@{path.stat().st_mtime_ns}", os.fspath(path)), None
     return _ModelRef(f"object-{uuid.uuid4().hex}"), model
 
@@ -1128,7 +1166,64 @@ def translate_catalog(
         for s in read_catalog(catalog, asset_key=asset_key, path_column=path_column)
         if not (s.source and Path(s.source).parent == out and s.name.endswith(OUTPUT_SUFFIX))
     ]
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RasterWriteError(
+            f"cannot create output folder {out} ({exc.strerror}); choose a folder you can write to"
+        ) from None
+    with _run_lock(out):
+        return _translate_scenes(
+            scenes, out, overwrite, use_dask, workers, scheduler, retries, progress,
+            model_ref, carried, options,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out`` for this run (:data:`RUN_LOCK_NAME`). Two runs on one folder at once
+    (a cron job overlapping the last one, a scheduler's duplicate) each rewrote the
+    manifest with its own rows: scenes done by one were recorded as failed by the other,
+    and every rerun then refused their outputs as not its own."""
+    import socket
+
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    holder = f"pid {os.getpid()} on {socket.gethostname()}, since {since}"
+    lock = out / RUN_LOCK_NAME
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(lock, holder))
+        except BlockingIOError:
+            try:
+                other = lock.read_text().strip() or "another process"
+            except OSError:
+                other = "another process"
+            raise RasterWriteError(
+                f"output folder {out} is in use by another rsgan batch run ({other}); wait "
+                "for it to finish, or give this run another output folder"
+            ) from None
+        except OSError as exc:
+            raise RasterWriteError(
+                f"cannot write in output folder {out} ({exc.strerror}); choose a folder "
+                "you can write to"
+            ) from None
+        yield
+
+
+def _translate_scenes(
+    scenes: list[Scene],
+    out: Path,
+    overwrite: bool,
+    use_dask: bool,
+    workers: int | None,
+    scheduler: Any,
+    retries: int,
+    progress: bool,
+    model_ref: _ModelRef,
+    carried: Any,
+    options: dict[str, Any],
+) -> gpd.GeoDataFrame:
+    """The body of :func:`translate_catalog`, while ``out`` is held."""
     manifest_path = out / MANIFEST_NAME
     rows, to_run = _plan(scenes, out, read_manifest(out), overwrite)
     jobs = [

@@ -168,3 +168,23 @@ def test_sigterm_and_ctrl_c_mid_run_leave_nothing(make_raster, tmp_path, sig, co
     assert err.strip().splitlines()[-1] == f"{word}; no partial output was left behind."
     assert "Traceback" not in err
     assert list(out_dir.iterdir()) == []
+
+
+def test_verbose_shows_the_libraries_log_on_stderr(make_raster, tmp_path, checkpoint):
+    """Ops need GDAL's own account of a failing remote read (CPL_DEBUG=ON: each request
+    and the server's answer); rasterio's loggers have a NullHandler, so without a way to
+    show them the `rsgan` command dropped every line. -vv shows DEBUG, and the root
+    logger is as it was afterwards."""
+    import logging
+
+    src = make_raster(width=64, height=64)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    args = ["translate", str(src), str(tmp_path / "q.tif"), "--model", str(checkpoint), "-q"]
+    quiet = CliRunner().invoke(cli, args)
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.output
+    args[2] = str(tmp_path / "v.tif")
+    loud = CliRunner().invoke(cli, ["-vv", *args])
+    assert loud.exit_code == 0, loud.output
+    assert any(" DEBUG rasterio" in line for line in loud.stderr.splitlines()), loud.stderr
+    assert root.handlers == handlers and root.level == level
