@@ -1340,15 +1340,27 @@ def same_file(a: PathLike, b: PathLike) -> bool:
     return _same_file(Path(a), Path(b))
 
 
-SIGNING_PARAMETERS = frozenset(
+_SIGNATURES = {
+    # a signature parameter: the parameters (its own included) that sign with it
     # Azure SAS tokens (Planetary Computer's signed hrefs)
-    "sv ss srt sp se st spr sig sr si sip skoid sktid skt ske sks skv sdd saoid suoid scid".split()
+    "sig": frozenset(
+        "sv ss srt sp se st spr sig sr si sip skoid sktid skt ske sks skv sdd saoid suoid "
+        "scid".split()
+    ),
     # S3 and Google Cloud Storage V2 signatures, CloudFront signed URLs
-    + "awsaccesskeyid googleaccessid signature expires policy key-pair-id".split()
-)
+    "signature": frozenset(
+        "awsaccesskeyid googleaccessid signature expires policy key-pair-id "
+        "x-amz-security-token".split()
+    ),
+}
+SIGNING_PARAMETERS: frozenset[str] = frozenset().union(*_SIGNATURES.values())
 """Query parameters (lower case) of a signed URL that grant access for a while and name
-no other data: :func:`same_source` leaves them out, with any ``X-Amz-*`` (S3 SigV4) and
-``X-Goog-*`` (GCS V4) parameter."""
+no other data: :func:`same_source` leaves them out of an ``http(s)`` URL's query (also
+behind ``/vsicurl/``) that carries the signature of their scheme (``sig``, ``signature``),
+with any ``X-Amz-*`` (S3 SigV4) or ``X-Goog-*`` (GCS V4) parameter of a query that holds
+``X-Amz-Signature`` or ``X-Goog-Signature``."""
+_SIGNATURE_PREFIXES = {"x-amz-signature": "x-amz-", "x-goog-signature": "x-goog-"}
+_CURL_PREFIXES = ("/vsicurl/", "/vsicurl_streaming/")
 
 
 def same_source(a: PathLike, b: PathLike) -> bool:
@@ -1356,7 +1368,8 @@ def same_source(a: PathLike, b: PathLike) -> bool:
     links, ``..`` and a relative path against the working folder resolved), virtual names
     (:func:`is_virtual`: URLs, ``/vsi`` paths, ``vrt://`` names) the same text but for
     the signature of a signed URL (:data:`SIGNING_PARAMETERS`: a scene signed anew is the
-    same scene)."""
+    same scene; a query without a signature is compared whole, since its parameters may
+    select the data)."""
     text_a, text_b = os.fspath(a), os.fspath(b)
     if _is_virtual(text_a) or _is_virtual(text_b):
         return _unsigned(text_a) == _unsigned(text_b)
@@ -1364,16 +1377,30 @@ def same_source(a: PathLike, b: PathLike) -> bool:
 
 
 def _unsigned(text: str) -> str:
-    """``text`` without the query parameters that sign a URL (:data:`SIGNING_PARAMETERS`)."""
-    if "?" not in text or text.startswith("vrt://"):  # a vrt:// query selects the data
+    """``text`` without the query parameters that sign it (:data:`SIGNING_PARAMETERS`),
+    for an ``http(s)`` URL, also behind ``/vsicurl/``; any other name as given (the query
+    of a URL inside a ``/vsizip/{...}`` chain or a ``vrt://`` name does not end the name,
+    and ``?`` in an ``s3://`` or ``/vsis3/`` name is part of the object's key)."""
+    prefix = next((p for p in _CURL_PREFIXES if text.startswith(p)), "")
+    url = text[len(prefix) :]
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https") or "{" in url or "}" in url:
         return text
-    head, _, query = text.partition("?")
-    kept = [part for part in query.split("&") if not _signs(part.partition("=")[0].lower())]
-    return head + ("?" + "&".join(kept) if kept else "")
-
-
-def _signs(key: str) -> bool:
-    return key in SIGNING_PARAMETERS or key.startswith(("x-amz-", "x-goog-"))
+    head, sep, rest = url.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    keys = [part.partition("=")[0].lower() for part in query.split("&")]
+    signed: set[str] = set()
+    for key in keys:
+        signed |= _SIGNATURES.get(key, frozenset())
+    prefixes = tuple(_SIGNATURE_PREFIXES[k] for k in keys if k in _SIGNATURE_PREFIXES)
+    if not signed and not prefixes:
+        return text
+    kept = [
+        part
+        for part, key in zip(query.split("&"), keys, strict=True)
+        if key not in signed and not (prefixes and key.startswith(prefixes))
+    ]
+    return prefix + head + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
 
 
 def _same_file(a: Path, b: Path) -> bool:
