@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import rasterio
@@ -271,14 +271,44 @@ def source_path(path: PathLike) -> Path | str:
 
 def source_name(path: PathLike) -> str:
     """The file name of a raster source: of a local path, or of a URL's or ``/vsi`` path's
-    last part, a query string left out (``https://host/a/b.tif?sig=x`` -> ``"b.tif"``), and
-    of the source inside a ``vrt://`` name (``vrt://b.tif?bands=1`` -> ``"b.tif"``)."""
+    last part, a query string left out (``https://host/a/b.tif?sig=x`` -> ``"b.tif"``), of
+    the source inside a ``vrt://`` name (``vrt://b.tif?bands=1`` -> ``"b.tif"``), of the file
+    in an archive (``zip+https://host/a.zip?sig=x!/b.tif``,
+    ``/vsizip/{/vsicurl/https://host/a.zip?sig=x}/b.tif`` -> ``"b.tif"``) and of the ``url``
+    of ``/vsicurl?url=...``."""
     text = os.fspath(path)
     if text.startswith("vrt://"):
         return source_name(text[len("vrt://") :].split("?", 1)[0])
+    if text.startswith("/vsi"):
+        options = _VSI_OPTIONS.match(text)
+        if options:  # /vsicurl?list_dir=no&url=https%3A%2F%2Fhost%2Fb.tif
+            urls = parse_qs(text[options.end() :]).get("url")
+            return source_name(urls[-1]) if urls else ""
+        if "{" in text and "}" in text:  # /vsizip/{/vsicurl/https://host/a.zip?sig=x}/b.tif
+            inside, tail = text[text.index("{") + 1 : text.rindex("}")], text[text.rindex("}") + 1 :]
+            return PurePosixPath(tail).name if tail.strip("/") else source_name(inside)
     if "://" in text:
-        text = urlsplit(text).path
+        scheme = text.partition("://")[0].lower()
+        if scheme.split("+")[0] in _ARCHIVE_SCHEMES:  # rasterio's zip://a.zip!b.tif
+            inside = text.rsplit("!", 1)[1] if "!" in text else text.partition("://")[2]
+            return PurePosixPath(inside.split("?", 1)[0]).name
+        text = _url_path(text)
     return PurePosixPath(text).name
+
+
+def _url_path(url: str) -> str:
+    """The path of a URL; also of one :func:`urllib.parse.urlsplit` refuses (an unclosed
+    ``[`` of an IPv6 host: ``https://[host/a.tif`` is a row that fails to open, not a
+    ValueError that stops the catalog)."""
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        rest = url.partition("://")[2].split("?", 1)[0].split("#", 1)[0]
+        return "/" + rest.partition("/")[2]
+
+
+_VSI_OPTIONS = re.compile(r"^/vsi\w+\?")
+_ARCHIVE_SCHEMES = ("zip", "tar", "gzip")
 
 
 def source_stem(path: PathLike) -> str:
@@ -346,8 +376,9 @@ def open_dataset(path: PathLike) -> DatasetReader:
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             with rasterio.Env(**remote) if remote else contextlib.nullcontext():
                 return rasterio.open(text)
-    except (RasterioError, CPLE_BaseError, UnicodeDecodeError) as exc:
-        # a damaged header can hold a CRS that is not UTF-8 (rasterio decodes it on open)
+    except (RasterioError, CPLE_BaseError, UnicodeDecodeError, ValueError) as exc:
+        # a damaged header can hold a CRS that is not UTF-8 (rasterio decodes it on open);
+        # rasterio's URL parsing refuses an unclosed "[" (https://[host/a.tif: ValueError)
         raise RasterReadError(
             f"cannot read {text} as a raster ({exc}); pass a GeoTIFF or another format GDAL reads"
         ) from exc
