@@ -1188,26 +1188,49 @@ def same_crs(a: CRS | None, b: CRS | None) -> bool:
     """Whether two CRSs place a geotransform's coordinates alike (None: no CRS).
 
     Equal CRSs are, and so are CRSs that differ in axis order only, such as OGC:CRS84
-    (longitude, latitude) and EPSG:4326 (latitude, longitude): GDAL's geotransforms are in
-    (easting, northing) order whatever the CRS's axis order, so the pixel grids are the
-    same (pyproj's ``CRS.equals(other, ignore_axis_order=True)``, the criterion GDAL uses
-    to skip a reprojection). CRSs with another datum, ellipsoid or projection are not.
+    (longitude, latitude) and EPSG:4326 (latitude, longitude), or EPSG:3006 (northing,
+    easting) and the same projection written with easting first (an ESRI ``.prj``):
+    GDAL's geotransforms are in (easting, northing) order whatever the CRS's axis order,
+    so the pixel grids are the same (pyproj's ``CRS.equals(other, ignore_axis_order=True)``,
+    the criterion GDAL uses to skip a reprojection, once a projected CRS's own axes are in
+    easting, northing order). CRSs with another datum, ellipsoid, projection or unit are not.
     """
     if a is None or b is None:
         return a is None and b is None
     if a == b:
         return True
-    from pyproj import CRS as ProjCRS
     from pyproj.exceptions import CRSError as ProjCRSError
 
     try:
-        return bool(
-            ProjCRS.from_user_input(a.to_wkt()).equals(
-                ProjCRS.from_user_input(b.to_wkt()), ignore_axis_order=True
-            )
-        )
+        return bool(_east_north(a).equals(_east_north(b), ignore_axis_order=True))
     except ProjCRSError:  # a CRS PROJ cannot read is the same as none but itself
         return False
+
+
+def _east_north(crs: CRS) -> Any:
+    """``crs`` as a pyproj CRS whose projected CRSs (also inside a bound or compound CRS)
+    list their easting axis first: pyproj's ``ignore_axis_order`` ignores the axis order of
+    a geographic CRS only."""
+    from pyproj import CRS as ProjCRS
+
+    def swap(node: Any) -> Any:
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        node = {k: swap(v) for k, v in node.items()}
+        axes = (node.get("coordinate_system") or {}).get("axis") or []
+        directions = [axis.get("direction") for axis in axes]
+        if node.get("type") == "ProjectedCRS" and directions in (
+            ["north", "east"], ["south", "west"], ["north", "west"], ["south", "east"]
+        ):
+            node["coordinate_system"] = {**node["coordinate_system"], "axis": axes[::-1]}
+            node.pop("id", None)  # the code's axis order no longer holds
+            node.pop("ids", None)
+        return node
+
+    proj = ProjCRS.from_user_input(crs.to_wkt())
+    return ProjCRS.from_json_dict(swap(proj.to_json_dict()))
 
 
 def placed_crs(info: RasterInfo) -> CRS | None:
