@@ -285,7 +285,10 @@ def source_name(path: PathLike) -> str:
             urls = parse_qs(text[options.end() :]).get("url")
             return source_name(urls[-1]) if urls else ""
         if "{" in text and "}" in text:  # /vsizip/{/vsicurl/https://host/a.zip?sig=x}/b.tif
-            inside, tail = text[text.index("{") + 1 : text.rindex("}")], text[text.rindex("}") + 1 :]
+            inside, tail = (
+                text[text.index("{") + 1 : text.rindex("}")],
+                text[text.rindex("}") + 1 :],
+            )
             return PurePosixPath(tail).name if tail.strip("/") else source_name(inside)
     if "://" in text:
         scheme = text.partition("://")[0].lower()
@@ -1222,7 +1225,10 @@ def _east_north(crs: CRS) -> Any:
         axes = (node.get("coordinate_system") or {}).get("axis") or []
         directions = [axis.get("direction") for axis in axes]
         if node.get("type") == "ProjectedCRS" and directions in (
-            ["north", "east"], ["south", "west"], ["north", "west"], ["south", "east"]
+            ["north", "east"],
+            ["south", "west"],
+            ["north", "west"],
+            ["south", "east"],
         ):
             node["coordinate_system"] = {**node["coordinate_system"], "axis": axes[::-1]}
             node.pop("id", None)  # the code's axis order no longer holds
@@ -1461,9 +1467,10 @@ def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
+        return a.resolve() == b.resolve()
+    except (OSError, ValueError, RuntimeError):
+        # a name no file can have (a NUL byte) or a symlink loop: the text decides
+        return os.fspath(a) == os.fspath(b)
 
 
 _SCHEME_PART = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:$")
