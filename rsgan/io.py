@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import rasterio
@@ -272,14 +272,47 @@ def source_path(path: PathLike) -> Path | str:
 
 def source_name(path: PathLike) -> str:
     """The file name of a raster source: of a local path, or of a URL's or ``/vsi`` path's
-    last part, a query string left out (``https://host/a/b.tif?sig=x`` -> ``"b.tif"``), and
-    of the source inside a ``vrt://`` name (``vrt://b.tif?bands=1`` -> ``"b.tif"``)."""
+    last part, a query string left out (``https://host/a/b.tif?sig=x`` -> ``"b.tif"``), of
+    the source inside a ``vrt://`` name (``vrt://b.tif?bands=1`` -> ``"b.tif"``), of the file
+    in an archive (``zip+https://host/a.zip?sig=x!/b.tif``,
+    ``/vsizip/{/vsicurl/https://host/a.zip?sig=x}/b.tif`` -> ``"b.tif"``) and of the ``url``
+    of ``/vsicurl?url=...``."""
     text = os.fspath(path)
     if text.startswith("vrt://"):
         return source_name(text[len("vrt://") :].split("?", 1)[0])
+    if text.startswith("/vsi"):
+        options = _VSI_OPTIONS.match(text)
+        if options:  # /vsicurl?list_dir=no&url=https%3A%2F%2Fhost%2Fb.tif
+            urls = parse_qs(text[options.end() :]).get("url")
+            return source_name(urls[-1]) if urls else ""
+        if "{" in text and "}" in text:  # /vsizip/{/vsicurl/https://host/a.zip?sig=x}/b.tif
+            inside, tail = (
+                text[text.index("{") + 1 : text.rindex("}")],
+                text[text.rindex("}") + 1 :],
+            )
+            return PurePosixPath(tail).name if tail.strip("/") else source_name(inside)
     if "://" in text:
-        text = urlsplit(text).path
+        scheme = text.partition("://")[0].lower()
+        if scheme.split("+")[0] in _ARCHIVE_SCHEMES:  # rasterio's zip://a.zip!b.tif
+            inside = text.rsplit("!", 1)[1] if "!" in text else text.partition("://")[2]
+            return PurePosixPath(inside.split("?", 1)[0]).name
+        text = _url_path(text)
     return PurePosixPath(text).name
+
+
+def _url_path(url: str) -> str:
+    """The path of a URL; also of one :func:`urllib.parse.urlsplit` refuses (an unclosed
+    ``[`` of an IPv6 host: ``https://[host/a.tif`` is a row that fails to open, not a
+    ValueError that stops the catalog)."""
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        rest = url.partition("://")[2].split("?", 1)[0].split("#", 1)[0]
+        return "/" + rest.partition("/")[2]
+
+
+_VSI_OPTIONS = re.compile(r"^/vsi\w+\?")
+_ARCHIVE_SCHEMES = ("zip", "tar", "gzip")
 
 
 def source_stem(path: PathLike) -> str:
@@ -378,8 +411,9 @@ def open_dataset(path: PathLike) -> DatasetReader:
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             with rasterio.Env(**remote) if remote else contextlib.nullcontext():
                 return rasterio.open(text)
-    except (RasterioError, CPLE_BaseError, UnicodeDecodeError) as exc:
-        # a damaged header can hold a CRS that is not UTF-8 (rasterio decodes it on open)
+    except (RasterioError, CPLE_BaseError, UnicodeDecodeError, ValueError) as exc:
+        # a damaged header can hold a CRS that is not UTF-8 (rasterio decodes it on open);
+        # rasterio's URL parsing refuses an unclosed "[" (https://[host/a.tif: ValueError)
         hint = "pass a GeoTIFF or another format GDAL reads"
         if _is_network(text) and re.search(r"HTTP|curl|timed out|Connection", str(exc)):
             hint = f"check the address and the connection and try again {_RETRY_HINT}"
@@ -1191,26 +1225,52 @@ def same_crs(a: CRS | None, b: CRS | None) -> bool:
     """Whether two CRSs place a geotransform's coordinates alike (None: no CRS).
 
     Equal CRSs are, and so are CRSs that differ in axis order only, such as OGC:CRS84
-    (longitude, latitude) and EPSG:4326 (latitude, longitude): GDAL's geotransforms are in
-    (easting, northing) order whatever the CRS's axis order, so the pixel grids are the
-    same (pyproj's ``CRS.equals(other, ignore_axis_order=True)``, the criterion GDAL uses
-    to skip a reprojection). CRSs with another datum, ellipsoid or projection are not.
+    (longitude, latitude) and EPSG:4326 (latitude, longitude), or EPSG:3006 (northing,
+    easting) and the same projection written with easting first (an ESRI ``.prj``):
+    GDAL's geotransforms are in (easting, northing) order whatever the CRS's axis order,
+    so the pixel grids are the same (pyproj's ``CRS.equals(other, ignore_axis_order=True)``,
+    the criterion GDAL uses to skip a reprojection, once a projected CRS's own axes are in
+    easting, northing order). CRSs with another datum, ellipsoid, projection or unit are not.
     """
     if a is None or b is None:
         return a is None and b is None
     if a == b:
         return True
-    from pyproj import CRS as ProjCRS
     from pyproj.exceptions import CRSError as ProjCRSError
 
     try:
-        return bool(
-            ProjCRS.from_user_input(a.to_wkt()).equals(
-                ProjCRS.from_user_input(b.to_wkt()), ignore_axis_order=True
-            )
-        )
+        return bool(_east_north(a).equals(_east_north(b), ignore_axis_order=True))
     except ProjCRSError:  # a CRS PROJ cannot read is the same as none but itself
         return False
+
+
+def _east_north(crs: CRS) -> Any:
+    """``crs`` as a pyproj CRS whose projected CRSs (also inside a bound or compound CRS)
+    list their easting axis first: pyproj's ``ignore_axis_order`` ignores the axis order of
+    a geographic CRS only."""
+    from pyproj import CRS as ProjCRS
+
+    def swap(node: Any) -> Any:
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        node = {k: swap(v) for k, v in node.items()}
+        axes = (node.get("coordinate_system") or {}).get("axis") or []
+        directions = [axis.get("direction") for axis in axes]
+        if node.get("type") == "ProjectedCRS" and directions in (
+            ["north", "east"],
+            ["south", "west"],
+            ["north", "west"],
+            ["south", "east"],
+        ):
+            node["coordinate_system"] = {**node["coordinate_system"], "axis": axes[::-1]}
+            node.pop("id", None)  # the code's axis order no longer holds
+            node.pop("ids", None)
+        return node
+
+    proj = ProjCRS.from_user_input(crs.to_wkt())
+    return ProjCRS.from_json_dict(swap(proj.to_json_dict()))
 
 
 def placed_crs(info: RasterInfo) -> CRS | None:
@@ -1374,15 +1434,27 @@ def same_file(a: PathLike, b: PathLike) -> bool:
     return _same_file(Path(a), Path(b))
 
 
-SIGNING_PARAMETERS = frozenset(
+_SIGNATURES = {
+    # a signature parameter: the parameters (its own included) that sign with it
     # Azure SAS tokens (Planetary Computer's signed hrefs)
-    "sv ss srt sp se st spr sig sr si sip skoid sktid skt ske sks skv sdd saoid suoid scid".split()
+    "sig": frozenset(
+        "sv ss srt sp se st spr sig sr si sip skoid sktid skt ske sks skv sdd saoid suoid "
+        "scid".split()
+    ),
     # S3 and Google Cloud Storage V2 signatures, CloudFront signed URLs
-    + "awsaccesskeyid googleaccessid signature expires policy key-pair-id".split()
-)
+    "signature": frozenset(
+        "awsaccesskeyid googleaccessid signature expires policy key-pair-id "
+        "x-amz-security-token".split()
+    ),
+}
+SIGNING_PARAMETERS: frozenset[str] = frozenset().union(*_SIGNATURES.values())
 """Query parameters (lower case) of a signed URL that grant access for a while and name
-no other data: :func:`same_source` leaves them out, with any ``X-Amz-*`` (S3 SigV4) and
-``X-Goog-*`` (GCS V4) parameter."""
+no other data: :func:`same_source` leaves them out of an ``http(s)`` URL's query (also
+behind ``/vsicurl/``) that carries the signature of their scheme (``sig``, ``signature``),
+with any ``X-Amz-*`` (S3 SigV4) or ``X-Goog-*`` (GCS V4) parameter of a query that holds
+``X-Amz-Signature`` or ``X-Goog-Signature``."""
+_SIGNATURE_PREFIXES = {"x-amz-signature": "x-amz-", "x-goog-signature": "x-goog-"}
+_CURL_PREFIXES = ("/vsicurl/", "/vsicurl_streaming/")
 
 
 def same_source(a: PathLike, b: PathLike) -> bool:
@@ -1390,7 +1462,8 @@ def same_source(a: PathLike, b: PathLike) -> bool:
     links, ``..`` and a relative path against the working folder resolved), virtual names
     (:func:`is_virtual`: URLs, ``/vsi`` paths, ``vrt://`` names) the same text but for
     the signature of a signed URL (:data:`SIGNING_PARAMETERS`: a scene signed anew is the
-    same scene)."""
+    same scene; a query without a signature is compared whole, since its parameters may
+    select the data)."""
     text_a, text_b = os.fspath(a), os.fspath(b)
     if _is_virtual(text_a) or _is_virtual(text_b):
         return _unsigned(text_a) == _unsigned(text_b)
@@ -1398,25 +1471,40 @@ def same_source(a: PathLike, b: PathLike) -> bool:
 
 
 def _unsigned(text: str) -> str:
-    """``text`` without the query parameters that sign a URL (:data:`SIGNING_PARAMETERS`)."""
-    if "?" not in text or text.startswith("vrt://"):  # a vrt:// query selects the data
+    """``text`` without the query parameters that sign it (:data:`SIGNING_PARAMETERS`),
+    for an ``http(s)`` URL, also behind ``/vsicurl/``; any other name as given (the query
+    of a URL inside a ``/vsizip/{...}`` chain or a ``vrt://`` name does not end the name,
+    and ``?`` in an ``s3://`` or ``/vsis3/`` name is part of the object's key)."""
+    prefix = next((p for p in _CURL_PREFIXES if text.startswith(p)), "")
+    url = text[len(prefix) :]
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https") or "{" in url or "}" in url:
         return text
-    head, _, query = text.partition("?")
-    kept = [part for part in query.split("&") if not _signs(part.partition("=")[0].lower())]
-    return head + ("?" + "&".join(kept) if kept else "")
-
-
-def _signs(key: str) -> bool:
-    return key in SIGNING_PARAMETERS or key.startswith(("x-amz-", "x-goog-"))
+    head, sep, rest = url.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    keys = [part.partition("=")[0].lower() for part in query.split("&")]
+    signed: set[str] = set()
+    for key in keys:
+        signed |= _SIGNATURES.get(key, frozenset())
+    prefixes = tuple(_SIGNATURE_PREFIXES[k] for k in keys if k in _SIGNATURE_PREFIXES)
+    if not signed and not prefixes:
+        return text
+    kept = [
+        part
+        for part, key in zip(query.split("&"), keys, strict=True)
+        if key not in signed and not (prefixes and key.startswith(prefixes))
+    ]
+    return prefix + head + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
 
 
 def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
+        return a.resolve() == b.resolve()
+    except (OSError, ValueError, RuntimeError):
+        # a name no file can have (a NUL byte) or a symlink loop: the text decides
+        return os.fspath(a) == os.fspath(b)
 
 
 _SCHEME_PART = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:$")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -125,15 +126,29 @@ def _refuse_vector_labels(masks: Sequence[Path | str]) -> None:
 
 def _absolute(source: Path | str) -> str:
     """``source`` as the index stores it: a local path made absolute, and so is the local
-    file inside a ``vrt://`` name (GDAL reads ``vrt:///abs/path.tif?bands=1``); a URL or
-    ``/vsi`` path as given."""
+    file inside a ``vrt://`` name (GDAL reads ``vrt:///abs/path.tif?bands=1``) or behind a
+    ``/vsizip/``, ``/vsitar/``... handler or in a ``zip://`` URL (``/vsizip/a.zip/b.tif``
+    and ``zip://a.zip!/b.tif`` are read from the working folder); a URL or network ``/vsi``
+    path as given."""
     text = os.fspath(source)
     if text.startswith("vrt://"):
         inner, sep, query = text[len("vrt://") :].partition("?")
-        if inner and not is_virtual(inner) and not Path(inner).is_absolute():
-            return f"vrt://{Path(inner).absolute()}{sep}{query}"
-        return text
+        return f"vrt://{_absolute(inner) if inner else inner}{sep}{query}"
+    handler = _LOCAL_HANDLER.match(text)
+    if handler:
+        rest = text[handler.end() :]
+        if rest.startswith("{") and "}" in rest:  # /vsizip/{a.zip}/b.tif
+            inside, tail = rest[1:].split("}", 1)
+            return f"{handler.group()}{{{_absolute(inside)}}}{tail}"
+        return handler.group() + (rest if rest.startswith("/") else _absolute(rest))
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme.lower() in ("zip", "tar", "gzip") and not rest.startswith("/"):
+        return f"{scheme}://{Path(rest).absolute()}"  # rasterio's zip://a.zip!/b.tif
     return text if is_virtual(text) else os.fspath(Path(text).absolute())
+
+
+_LOCAL_HANDLER = re.compile(r"^/vsi(zip|tar|gzip|7z|rar)/")
+"""GDAL's archive handlers: the path after them may be a relative local one."""
 
 
 def pair_files(

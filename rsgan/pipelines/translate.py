@@ -422,13 +422,19 @@ def fill_nodata(
     c, h, w = data.shape
     pr, pc = row_off % top, col_off % top  # the scene grid's phase in this tile
     hp, wp = -(-(pr + h) // top) * top, -(-(pc + w) // top) * top
-    values = np.zeros((c, hp, wp), np.float32)
+    # float32 sums, but float64 for data float32 holds to no rounding step (float64, 32-
+    # and 64-bit integers) and for float32 data so large that its sums overflow (inf, NaN)
+    wide = data.dtype.itemsize > 4 or (data.dtype.kind in "iu" and data.dtype.itemsize == 4)
+    values = np.zeros((c, hp, wp), np.float64 if wide else np.float32)
     inner = values[:, pr : pr + h, pc : pc + w]
     if data.dtype.kind == "f":
         np.copyto(inner, data, casting="unsafe", where=valid)  # NaN nodata stays out
+        if not wide and max(-inner.min(), inner.max()) > _FILL_FLOAT32_MAX:
+            values = values.astype(np.float64)
     else:
         np.multiply(data, valid, out=inner, casting="unsafe")  # 10x faster than copyto
-    weights = np.zeros((1, hp, wp), np.float32)
+    work = values.dtype
+    weights = np.zeros((1, hp, wp), work)
     weights[0, pr : pr + h, pc : pc + w] = valid
 
     def cells(a: np.ndarray, f: int) -> np.ndarray:
@@ -446,7 +452,7 @@ def fill_nodata(
     while k * 2 ** (len(sums) - 1) < top:
         sums.append(cells(sums[-1], 2))
         counts.append(cells(counts[-1], 2))
-    mids = np.asarray(mid, np.float32).reshape(c, 1, 1)
+    mids = np.asarray(mid, work).reshape(c, 1, 1)
     fill = np.where(counts[-1] > 0, sums[-1] / np.maximum(counts[-1], 1e-12), mids)
     for total, count in zip(reversed(sums[:-1]), reversed(counts[:-1]), strict=True):
         share = np.minimum(count, 1.0)  # any valid pixel: the cell's own mean
@@ -464,6 +470,10 @@ def fill_nodata(
         up = _upsample_rows(up.transpose(0, 2, 1), k).transpose(0, 2, 1)[:, :, pc : pc + w]
         np.copyto(out[:, r0:r1], _rounded(up, out.dtype), where=invalid[r0:r1])
     return out
+
+
+_FILL_FLOAT32_MAX = float(np.finfo(np.float32).max) / (4 * FILL_REACH**2)
+"""Largest magnitude whose sums over :data:`FILL_REACH` px cells float32 holds."""
 
 
 FILL_GATHER_SHARE = 0.15
@@ -492,7 +502,7 @@ def _upsample_rows(a: np.ndarray, k: int) -> np.ndarray:
     (numpy's fancy indexing took 4x as long)."""
     c, h, w = a.shape
     padded = np.concatenate([a[:, :1], a, a[:, -1:]], axis=1)  # rows -1 and h clamped
-    out = np.empty((c, h * k, w), np.float32)
+    out = np.empty((c, h * k, w), np.result_type(a.dtype, np.float32))
     for p in range(k):
         off = (p + 0.5) / k - 0.5
         lo = 0 if off < 0 else 1  # padded row lo + i is row i - 1 (off < 0) or row i
