@@ -71,7 +71,7 @@ from rsgan.io import (
     source_stem,
 )
 
-try:  # Dask is an optional extra: `pip install rsgan[dask]`
+try:  # Dask is an optional extra: `pip install 'rsgan[dask]'`
     from distributed import WorkerPlugin as _WorkerPluginBase
 except ImportError:  # pragma: no cover - exercised only without the extra
     _WorkerPluginBase = object  # type: ignore[assignment,misc]
@@ -1149,10 +1149,10 @@ def translate_catalog(
         if scheduler is not None:
             raise MissingDependencyError(
                 f"scheduler={scheduler!r} needs Dask distributed; install it with "
-                "`pip install rsgan[dask]`"
+                "`pip install 'rsgan[dask]'`"
             )
         warnings.warn(
-            "Dask is not installed (`pip install rsgan[dask]`); translating the "
+            "Dask is not installed (`pip install 'rsgan[dask]'`); translating the "
             "scenes one by one in this process",
             RuntimeWarning,
             stacklevel=2,
