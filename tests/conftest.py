@@ -279,3 +279,24 @@ def placed_raster(path: Path, *, width: int = 90, height: int = 70, rpcs: bool =
                 "EPSG:32614",
             )
     return path
+
+
+def make_gate() -> Any:
+    """A model that is the identity once its ``release`` event is set and holds every
+    forward until then (a run in progress), setting its ``entered`` event when one comes
+    (torch is imported on use, as elsewhere in this file)."""
+    import threading
+
+    import torch
+
+    class Gate(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.entered.set()
+            assert self.release.wait(60), "the test never released the run"
+            return x
+
+    return Gate()

@@ -18,6 +18,7 @@ import pystac
 import pytest
 import rasterio
 import torch
+from conftest import make_gate
 from shapely.geometry import box
 
 from rsgan.checkpoint import DomainInfo, save_checkpoint
@@ -696,22 +697,6 @@ def test_rerun_skips_url_scenes_signed_anew(
     assert list(moved["status"]) == ["skipped", "done"]
 
 
-class Gate(torch.nn.Module):
-    """Identity that waits at its first forward until ``release`` is set (a run in
-    progress), telling ``entered`` it got there."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        import threading
-
-        self.entered, self.release = threading.Event(), threading.Event()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.entered.set()
-        assert self.release.wait(60), "the test never released the run"
-        return x
-
-
 def test_a_second_run_on_a_busy_output_folder_is_refused(
     scenes: list[Path], tmp_path: Path
 ) -> None:
@@ -725,7 +710,7 @@ def test_a_second_run_on_a_busy_output_folder_is_refused(
     from rsgan.errors import RasterWriteError
 
     out = tmp_path / "out"
-    gate = Gate()
+    gate = make_gate()
     first: dict[str, Any] = {}
 
     def run() -> None:

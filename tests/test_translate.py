@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import mosaic_vrt, placed_raster
+from conftest import make_gate, mosaic_vrt, placed_raster
 from rasterio.enums import ColorInterp
 from torch import nn
 
@@ -391,18 +391,6 @@ def test_forward_hooks_see_every_tile_with_two_at_once(make_raster, tmp_path, tw
     assert sum(counter.seen) == len(windows) > 4
 
 
-class _Gate(nn.Module):
-    """The identity, once ``release`` is set: holds every forward until then."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = threading.Event()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert self.release.wait(timeout=60), "the test never released the model"
-        return x
-
-
 def _count_submissions(monkeypatch) -> list[int]:
     """The sizes of the batches handed to the tile workers, in the order submitted."""
     submitted: list[int] = []
@@ -427,7 +415,7 @@ def test_each_tile_worker_has_a_batch_queued_behind_its_own(
     windows = translate_mod.balanced_windows(200, 180, 64, 16, multiple=4, min_size=8)
     assert len(windows) > 8
     submitted = _count_submissions(monkeypatch)
-    gate = _Gate()
+    gate = make_gate()
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -491,7 +479,7 @@ def test_tiles_done_beforehand_wait_until_every_worker_has_a_batch(
         return original_write(run, dst, watched(), out_dtype)
 
     monkeypatch.setattr(translate_mod, "_write_mosaic", write)
-    gate = _Gate()
+    gate = make_gate()
     translate_raster(
         src, tmp_path / "o.tif", gate, tile=64, overlap=16, norm="tile",
         precision="bf16", progress=False, device="cpu",
@@ -1368,19 +1356,6 @@ def test_cog_overviews_of_a_paletted_band_hold_its_classes(make_raster, tmp_path
         assert set(np.unique(overview)) <= {1, 5}
 
 
-class _Gate(nn.Module):
-    """Identity that waits at its first forward until ``release`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered, self.release = threading.Event(), threading.Event()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.entered.set()
-        assert self.release.wait(60), "the test never released the run"
-        return x
-
-
 def test_a_second_translation_to_an_output_being_written_is_refused_at_once(
     make_raster, tmp_path: Path
 ) -> None:
@@ -1389,7 +1364,7 @@ def test_a_second_translation_to_an_output_being_written_is_refused_at_once(
     overwrite both ran to the end. It is refused before any work; the first is whole."""
     src = make_raster(width=90, height=70)
     dst = tmp_path / "out.tif"
-    gate = _Gate()
+    gate = make_gate()
     thread = threading.Thread(
         target=translate_raster, args=(src, dst, gate), kwargs={"progress": False}
     )
@@ -1397,7 +1372,7 @@ def test_a_second_translation_to_an_output_being_written_is_refused_at_once(
     try:
         assert gate.entered.wait(60)
         for overwrite in (False, True):
-            second = _Gate()
+            second = make_gate()
             second.release.set()
             with pytest.raises(RasterWriteError, match=r"out\.tif is being written by another"):
                 translate_raster(src, dst, second, overwrite=overwrite, progress=False)
