@@ -1383,3 +1383,142 @@ def test_a_second_translation_to_an_output_being_written_is_refused_at_once(
     with rasterio.open(src) as a, rasterio.open(dst) as b:
         np.testing.assert_array_equal(a.read(), b.read())
     assert _leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def small_stats_grid(monkeypatch):
+    """The statistics pass on the grid of tile 64 / overlap 16, so a run at that tiling
+    reuses the pass's outputs on a scene of a few hundred pixels."""
+    monkeypatch.setattr(translate_mod, "STATS_TILE", 64)
+    monkeypatch.setattr(translate_mod, "STATS_OVERLAP", 16)
+
+
+def _translate_with_reuse(src, dst, net, **kwargs):
+    return translate_raster(
+        src, dst, net, tile=64, overlap=16, stats_memory_mb=2, dtype="float32",
+        progress=False, device="cpu", **kwargs,
+    )  # fmt: skip
+
+
+def test_far_statistics_pass_outputs_wait_in_a_temporary_file(
+    make_raster, tmp_path, monkeypatch, small_stats_grid
+):
+    """The statistics pass's outputs for tiles below the first two tile rows are written
+    to a temporary file and read back at their turn: the output is the same bytes as
+    with all of them in memory, and each held array is its tile's alone (not a view that
+    keeps the whole pass's batch alive)."""
+    src = make_raster(width=150, height=420, nodata=0, collar=9, seed=3)
+    torch.manual_seed(0)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    spilled: list[int] = []
+    held: list[np.ndarray] = []
+    original_spill, original_pass = translate_mod._spill_far, translate_mod._stats_pass
+
+    def spill_far(done, windows):
+        held.extend(y for y, _ in done.values() if isinstance(y, np.ndarray))
+        file = original_spill(done, windows)
+        spilled.extend(i for i, (y, _) in done.items() if isinstance(y, translate_mod._Spilled))
+        return file
+
+    def stats_pass(*args):
+        stats, passed = original_pass(*args)
+        assert passed  # the run reuses the pass's outputs
+        return stats, passed
+
+    monkeypatch.setattr(translate_mod, "_spill_far", spill_far)
+    monkeypatch.setattr(translate_mod, "_stats_pass", stats_pass)
+    outs = {}
+    for rows in (1, 10**6):
+        monkeypatch.setattr(translate_mod, "SPILL_AFTER_ROWS", rows)
+        spilled.clear()
+        dst = _translate_with_reuse(src, tmp_path / f"{rows}.tif", net)
+        with rasterio.open(dst) as ds:
+            outs[rows] = (ds.read(), ds.read_masks(1), list(spilled))
+    windows = translate_mod.balanced_windows(150, 420, 64, 16, multiple=4, min_size=8)
+    first_rows = sorted({int(w.row_off) for w in windows})[:2]
+    far = outs[1][2]
+    assert far and all(int(windows[i].row_off) not in first_rows for i in far)
+    assert outs[10**6][2] == []
+    np.testing.assert_array_equal(outs[1][0], outs[10**6][0])
+    np.testing.assert_array_equal(outs[1][1], outs[10**6][1])
+    assert float(outs[1][0].std()) > 0.05  # a real translation, not a constant
+    for y in held:
+        assert not isinstance(y.base, np.ndarray) or y.base.nbytes == y.nbytes
+
+
+def test_statistics_pass_outputs_stay_in_memory_without_a_temporary_file(
+    make_raster, tmp_path, monkeypatch, small_stats_grid
+):
+    """Where no temporary file can be made (or written), the pass's outputs stay in
+    memory and the run gives the same output."""
+    src = make_raster(width=150, height=420, seed=4)
+    torch.manual_seed(0)
+    net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
+    expected = _translate_with_reuse(src, tmp_path / "a.tif", net)
+
+    class FullDisk:
+        def __init__(self, *args, **kwargs):
+            self.closed = False
+
+        def seek(self, *args):
+            return 0
+
+        def tell(self):
+            return 0
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            self.closed = True
+
+    files: list[FullDisk] = []
+    monkeypatch.setattr(
+        translate_mod.tempfile, "TemporaryFile", lambda **k: files.append(FullDisk()) or files[-1]
+    )
+    got = _translate_with_reuse(src, tmp_path / "b.tif", net)
+    assert len(files) == 1 and files[0].closed
+    with rasterio.open(expected) as a, rasterio.open(got) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+    def no_file(**kwargs):
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(translate_mod.tempfile, "TemporaryFile", no_file)
+    got = _translate_with_reuse(src, tmp_path / "c.tif", net)
+    with rasterio.open(expected) as a, rasterio.open(got) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_spilled_array_cut_short_is_a_clear_error(tmp_path):
+    with open(tmp_path / "f", "w+b") as f:
+        spilled = translate_mod._Spilled(f, np.arange(12, dtype=np.float32).reshape(3, 4))
+        np.testing.assert_array_equal(spilled.load(), np.arange(12).reshape(3, 4))
+        f.truncate(20)
+        with pytest.raises(RasterWriteError, match="TMPDIR"):
+            spilled.load()
+
+
+def test_tile_outputs_reuse_pages_of_their_own(make_raster, tmp_path, monkeypatch, two_threads):
+    """The tile workers' outputs come from a pool of mappings that the writer hands back
+    (not from the workers' heaps, which grew through long runs around the outputs held
+    for the writer): a few mappings serve every tile, and the output is exact."""
+    src = make_raster(width=330, height=300, seed=6)
+    pools: list[rsgan._memory.MappedArrays] = []
+
+    class Recorded(rsgan._memory.MappedArrays):
+        def __init__(self) -> None:
+            super().__init__()
+            pools.append(self)
+
+    monkeypatch.setattr(translate_mod._memory, "MappedArrays", Recorded)
+    dst = translate_raster(
+        src, tmp_path / "o.tif", nn.Identity(), tile=64, overlap=16, progress=False,
+        device="cpu", precision="bf16",
+    )  # fmt: skip
+    windows = translate_mod.balanced_windows(330, 300, 64, 16)
+    assert len(pools) == 1 and len(windows) >= 30
+    # in flight at most: two batches per worker and one, the writer's queue, its tile
+    assert 1 <= pools[0].mapped <= 2 * 2 + 1 + 4 + 2
+    with rasterio.open(src) as a, rasterio.open(dst) as b:
+        np.testing.assert_array_equal(a.read(), b.read())

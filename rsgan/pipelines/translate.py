@@ -29,6 +29,7 @@ import dataclasses
 import math
 import os
 import queue
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -929,9 +930,14 @@ def _to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tens
     return x.to(device)
 
 
-def _forward(run: _Run, xs: list[np.ndarray], valids: list[np.ndarray]) -> np.ndarray:
+def _forward(
+    run: _Run,
+    xs: list[np.ndarray],
+    valids: list[np.ndarray],
+    outputs: _memory.MappedArrays | None = None,
+) -> np.ndarray:
     """Translate one batch of sources (:func:`_source`) -> numpy float32
-    ``(N, C_out, H, W)``."""
+    ``(N, C_out, H, W)``, from ``outputs`` when given."""
     x = _model_input(xs, run.in_norm, run.device, run.translator.memory_format)
     # an all-valid batch needs no mask (masked statistics cost extra passes)
     mask = (
@@ -940,7 +946,7 @@ def _forward(run: _Run, xs: list[np.ndarray], valids: list[np.ndarray]) -> np.nd
     with torch.no_grad(), autocast(run.device, run.precision), norm_mask(run.translator.net, mask):
         y = run.translator.net(x)
     _check_output(run, y, x)
-    return _output_array(y)
+    return _output_array(y, outputs)
 
 
 def _check_output(run: _Run, y: Any, x: torch.Tensor) -> None:
@@ -957,10 +963,15 @@ def _check_output(run: _Run, y: Any, x: torch.Tensor) -> None:
         )
 
 
-def _output_array(y: torch.Tensor) -> np.ndarray:
+def _output_array(y: torch.Tensor, outputs: _memory.MappedArrays | None = None) -> np.ndarray:
     """Model outputs (a batch, or one of its samples) as numpy float32 in channels-first
-    order (the writer reads rows of each band), in one copy."""
-    return y.to(dtype=torch.float32, memory_format=torch.contiguous_format).cpu().numpy()
+    order (the writer reads rows of each band), in one copy; from ``outputs`` when given
+    (a tile worker's, held until the writer takes them while the worker goes on)."""
+    if outputs is None:
+        return y.to(dtype=torch.float32, memory_format=torch.contiguous_format).cpu().numpy()
+    out = outputs.empty(tuple(y.shape), np.float32)
+    torch.from_numpy(out).copy_(y)
+    return out
 
 
 def stats_windows(info: RasterInfo, translator: Translator) -> list[Window]:
@@ -1046,7 +1057,9 @@ def _stats_pass(
     if not plan.reuse:
         return stats, {}
     _check_output(run, y, x)
-    outs = _output_array(y)
+    # one array per tile: views of one array for the batch would keep all of it until
+    # the last of them is written (at 16384 px, ~70 MB to the end of the run)
+    outs = [_output_array(y[j : j + 1])[0] for j in range(len(picks))]
     return stats, {i: (outs[j], valids[j]) for j, i in enumerate(picks)}
 
 
@@ -1152,6 +1165,7 @@ def _translated_tiles(
     tiles: queue.Queue[Any] = queue.Queue(maxsize=2 * run.batch_size + 2)
     reader: _Worker | None = None
     forwarders: _Forwarders | None = None
+    spill: Any = None  # the temporary file of the statistics pass's far outputs
     try:
         # a tiled scene's statistics pass takes a while: say so at once; a scene in one
         # pass shows nothing unless it takes over a second (no stale "0/1" line in logs)
@@ -1182,12 +1196,13 @@ def _translated_tiles(
         stats: dict[str, Stats] | None = None
         # outputs ready before their turn: the statistics pass's tiles, and None for the
         # tiles without a valid pixel (not translated, :data:`SKIP_EMPTY_TILES`)
-        done: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
+        done: dict[int, tuple[np.ndarray | _Spilled | None, np.ndarray]] = {}
         if plan is None:
             reader.start()
         else:
             stats, passed = _stats_pass(run, plan, reader.start)
             done.update(passed)
+            spill = _spill_far(done, run.windows)
         # the statistics pass's activations were freed into this thread's heap, which the
         # tile workers (threads of their own, with glibc arenas of their own) do not reuse:
         # hand them back, or they stay in the run's peak memory (docs/benchmarks.md, ninth
@@ -1209,6 +1224,10 @@ def _translated_tiles(
             inflight = collections.deque()
             pending: list[tuple[int, Window, np.ndarray | None, np.ndarray | None]] = []
             finished = False
+            # the tiles' outputs, held until the writer has them, in pages of their own:
+            # from the workers' heaps they made the heaps grow through a long run (a
+            # 16384 px scene's peak memory 1.05-1.07 GB against 0.93-0.96 GB)
+            outputs = _memory.MappedArrays()
             while True:
                 # hand on the batches at the head that are done, in order; wait for the head
                 # once there are two batches per worker in flight (or all are read). With one
@@ -1231,7 +1250,11 @@ def _translated_tiles(
                     items, future = inflight.popleft()
                     translated = iter(future.result() if future is not None else [])
                     for i, window, x, valid in items:
-                        y, valid = done.pop(i) if x is None else (next(translated), valid)
+                        if x is None:
+                            held, valid = done.pop(i)
+                            y = held.load() if isinstance(held, _Spilled) else held
+                        else:
+                            y = next(translated)
                         assert valid is not None  # every pending tile has its mask
                         yield window, y, valid
                         bar.update(1)
@@ -1259,7 +1282,12 @@ def _translated_tiles(
                     # (0.14 core-s at 4096 px)
                     last = any(p[0] == last_todo for p in todo)
                     inflight.append(
-                        (pending, forwarders.submit(_forward, xs, vs, last=last) if todo else None)
+                        (
+                            pending,
+                            forwarders.submit(_forward, xs, vs, outputs, last=last)
+                            if todo
+                            else None,
+                        )
                     )
                     pending = []
         reader.check()
@@ -1270,6 +1298,62 @@ def _translated_tiles(
             forwarders.close()
         if reader is not None and reader.ident is not None:  # started
             reader.join(timeout=5)
+        if spill is not None:
+            spill.close()
+
+
+SPILL_AFTER_ROWS = 1
+"""The statistics pass's outputs for tiles more than this many tile rows below the scene's
+first wait for their turn in a temporary file, not in memory: a 16384 px scene's are
+spread over all its rows, and held ~70 MB (3 bands) until the last of them was written."""
+
+
+class _Spilled:
+    """An array written to ``file`` (a temporary file), read back by :meth:`load`."""
+
+    __slots__ = ("_dtype", "_file", "_offset", "_shape")
+
+    def __init__(self, file: Any, array: np.ndarray) -> None:
+        file.seek(0, os.SEEK_END)
+        self._file, self._offset = file, file.tell()
+        self._shape, self._dtype = array.shape, array.dtype
+        file.write(np.ascontiguousarray(array).tobytes())
+
+    def load(self) -> np.ndarray:
+        self._file.seek(self._offset)
+        out = np.empty(self._shape, self._dtype)
+        if self._file.readinto(out.reshape(-1).view(np.uint8).data) != out.nbytes:
+            raise RasterWriteError(
+                "a temporary file of the scene-statistics pass's outputs was cut short; "
+                "check the free space of the temporary folder (TMPDIR) and run again"
+            )
+        return out
+
+
+def _spill_far(
+    done: dict[int, tuple[np.ndarray | _Spilled | None, np.ndarray]], windows: Sequence[Window]
+) -> Any:
+    """Move the outputs in ``done`` of tiles more than :data:`SPILL_AFTER_ROWS` tile rows
+    down the scene into an unnamed temporary file (removed when closed, or when the
+    process ends however it ends); the file, or None when nothing was moved. Where the
+    file cannot be made or written, the outputs stay in memory."""
+    rows = sorted({int(w.row_off) for w in windows})
+    near = set(rows[: SPILL_AFTER_ROWS + 1])
+    far = [i for i, (y, _) in done.items() if y is not None and int(windows[i].row_off) not in near]
+    if not far:
+        return None
+    try:
+        file = tempfile.TemporaryFile(prefix="rsgan-")
+    except OSError:
+        return None
+    try:
+        for i in far:
+            y, valid = done[i]
+            assert isinstance(y, np.ndarray)
+            done[i] = (_Spilled(file, y), valid)
+    except OSError:  # e.g. a full temporary folder: what was not written stays in memory
+        pass
+    return file
 
 
 READ_AHEAD_MB = 128
