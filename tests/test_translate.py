@@ -1414,9 +1414,9 @@ def test_far_statistics_pass_outputs_wait_in_a_temporary_file(
     held: list[np.ndarray] = []
     original_spill, original_pass = translate_mod._spill_far, translate_mod._stats_pass
 
-    def spill_far(done, windows):
+    def spill_far(done, windows, folder):
         held.extend(y for y, _ in done.values() if isinstance(y, np.ndarray))
-        file = original_spill(done, windows)
+        file = original_spill(done, windows, folder)
         spilled.extend(i for i, (y, _) in done.items() if isinstance(y, translate_mod._Spilled))
         return file
 
@@ -1425,13 +1425,22 @@ def test_far_statistics_pass_outputs_wait_in_a_temporary_file(
         assert passed  # the run reuses the pass's outputs
         return stats, passed
 
+    folders: list[Path] = []
+    original_file = translate_mod.tempfile.TemporaryFile
+
+    def temporary_file(**kwargs):
+        folders.append(Path(kwargs["dir"]))
+        return original_file(**kwargs)
+
     monkeypatch.setattr(translate_mod, "_spill_far", spill_far)
     monkeypatch.setattr(translate_mod, "_stats_pass", stats_pass)
+    monkeypatch.setattr(translate_mod.tempfile, "TemporaryFile", temporary_file)
+    (tmp_path / "out").mkdir()
     outs = {}
     for rows in (1, 10**6):
         monkeypatch.setattr(translate_mod, "SPILL_AFTER_ROWS", rows)
         spilled.clear()
-        dst = _translate_with_reuse(src, tmp_path / f"{rows}.tif", net)
+        dst = _translate_with_reuse(src, tmp_path / "out" / f"{rows}.tif", net)
         with rasterio.open(dst) as ds:
             outs[rows] = (ds.read(), ds.read_masks(1), list(spilled))
     windows = translate_mod.balanced_windows(150, 420, 64, 16, multiple=4, min_size=8)
@@ -1439,6 +1448,9 @@ def test_far_statistics_pass_outputs_wait_in_a_temporary_file(
     far = outs[1][2]
     assert far and all(int(windows[i].row_off) not in first_rows for i in far)
     assert outs[10**6][2] == []
+    # on disk beside the output (a /tmp in memory would hold what it saves), and gone
+    assert folders == [tmp_path / "out"]
+    assert sorted(p.name for p in folders[0].iterdir()) == ["1.tif", "1000000.tif"]
     np.testing.assert_array_equal(outs[1][0], outs[10**6][0])
     np.testing.assert_array_equal(outs[1][1], outs[10**6][1])
     assert float(outs[1][0].std()) > 0.05  # a real translation, not a constant
@@ -1495,7 +1507,7 @@ def test_spilled_array_cut_short_is_a_clear_error(tmp_path):
         spilled = translate_mod._Spilled(f, np.arange(12, dtype=np.float32).reshape(3, 4))
         np.testing.assert_array_equal(spilled.load(), np.arange(12).reshape(3, 4))
         f.truncate(20)
-        with pytest.raises(RasterWriteError, match="TMPDIR"):
+        with pytest.raises(RasterWriteError, match="free space"):
             spilled.load()
 
 

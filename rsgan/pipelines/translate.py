@@ -1152,11 +1152,12 @@ mosaic cut to an area of interest) take that much less model time."""
 
 
 def _translated_tiles(
-    run: _Run, progress: bool
+    run: _Run, progress: bool, spill_dir: Path | None = None
 ) -> Generator[tuple[Window, np.ndarray | None, np.ndarray], None, None]:
     """Translated tiles ``(window, (C_out, h, w) in [-1, 1], valid (h, w))`` in row-major
     order, with reading ahead in a thread. A tile without a valid pixel comes with None
-    for its output (:data:`SKIP_EMPTY_TILES`), except the first, which always has one."""
+    for its output (:data:`SKIP_EMPTY_TILES`), except the first, which always has one.
+    ``spill_dir``: where the statistics pass's far outputs wait (:func:`_spill_far`)."""
     # shown once the run has taken a second: a bad file fails before with one line only
     bar = tqdm(
         total=len(run.windows), unit="tile", desc="translate", disable=not progress, delay=1.0
@@ -1202,7 +1203,7 @@ def _translated_tiles(
         else:
             stats, passed = _stats_pass(run, plan, reader.start)
             done.update(passed)
-            spill = _spill_far(done, run.windows)
+            spill = _spill_far(done, run.windows, spill_dir)
         # the statistics pass's activations were freed into this thread's heap, which the
         # tile workers (threads of their own, with glibc arenas of their own) do not reuse:
         # hand them back, or they stay in the run's peak memory (docs/benchmarks.md, ninth
@@ -1324,26 +1325,30 @@ class _Spilled:
         out = np.empty(self._shape, self._dtype)
         if self._file.readinto(out.reshape(-1).view(np.uint8).data) != out.nbytes:
             raise RasterWriteError(
-                "a temporary file of the scene-statistics pass's outputs was cut short; "
-                "check the free space of the temporary folder (TMPDIR) and run again"
+                "a temporary file of the scene-statistics pass's outputs (in the output's "
+                "folder) was cut short; check that folder's free space and run again"
             )
         return out
 
 
 def _spill_far(
-    done: dict[int, tuple[np.ndarray | _Spilled | None, np.ndarray]], windows: Sequence[Window]
+    done: dict[int, tuple[np.ndarray | _Spilled | None, np.ndarray]],
+    windows: Sequence[Window],
+    folder: Path | None = None,
 ) -> Any:
     """Move the outputs in ``done`` of tiles more than :data:`SPILL_AFTER_ROWS` tile rows
-    down the scene into an unnamed temporary file (removed when closed, or when the
-    process ends however it ends); the file, or None when nothing was moved. Where the
-    file cannot be made or written, the outputs stay in memory."""
+    down the scene into an unnamed temporary file in ``folder`` (translate_raster: the
+    output's, on disk where the output goes, not a ``/tmp`` that may be memory; None: the
+    system's temporary folder), removed when closed or when the process ends however it
+    ends; the file, or None when nothing was moved. Where the file cannot be made or
+    written, the outputs stay in memory."""
     rows = sorted({int(w.row_off) for w in windows})
     near = set(rows[: SPILL_AFTER_ROWS + 1])
     far = [i for i, (y, _) in done.items() if y is not None and int(windows[i].row_off) not in near]
     if not far:
         return None
     try:
-        file = tempfile.TemporaryFile(prefix="rsgan-")
+        file = tempfile.TemporaryFile(prefix=".rsgan-", dir=folder)
     except OSError:
         return None
     try:
@@ -1879,7 +1884,7 @@ def translate_raster(
     cache = gdal_cache_bytes(info, int(windows[0].height))
     env = rasterio.Env(GDAL_CACHEMAX=cache, GDAL_TIFF_INTERNAL_MASK=True)
     with env, atomic_output(dst_path, overwrite=overwrite, inputs=[src_path]) as tmp:
-        tiles = contextlib.closing(_translated_tiles(run, progress))
+        tiles = contextlib.closing(_translated_tiles(run, progress, spill_dir=tmp.parent))
         if not cog:
             with tiles as stream:
                 _write_mosaic(run, tmp, stream, dtype)
