@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -760,6 +761,100 @@ def test_rerun_skips_scenes_named_through_a_link_or_another_relative_path(
         again = translate_catalog(catalog, out, torch.nn.Identity(), workers=0, **FAST)
         assert list(again["status"]) == ["skipped"] * 3, catalog
         assert list(again["sha256"]) == list(first["sha256"])
+
+
+@pytest.fixture
+def zipped_scene(make_raster: Callable[..., Path], tmp_path: Path) -> Path:
+    """``tmp_path/cat/data/scenes.zip`` holding one GeoTIFF ``a.tif``; returns ``cat``."""
+    scene = make_raster("a.tif", width=48, height=40, folder=tmp_path / "src")
+    (tmp_path / "cat" / "data").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    with zipfile.ZipFile(tmp_path / "cat" / "data" / "scenes.zip", "w") as archive:
+        archive.write(scene, "a.tif")
+    return tmp_path / "cat"
+
+
+def test_a_relative_vsizip_row_is_stored_absolute_and_found_from_another_folder(
+    zipped_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a CSV row ``/vsizip/data/scenes.zip/a.tif`` (the archive relative, as
+    any relative path in a catalog) went into the manifest as written, so GDAL looked for
+    the archive in whatever folder the run started in: a rerun from another folder could
+    not read it, nor could anyone reading the manifest. Like a relative local path, its
+    archive resolves against the catalog's folder, and the manifest holds it absolute."""
+    catalog = zipped_scene / "scenes.csv"
+    pd.DataFrame({"path": ["/vsizip/data/scenes.zip/a.tif"]}).to_csv(catalog, index=False)
+    absolute = f"/vsizip/{zipped_scene}/data/scenes.zip/a.tif"  # /vsizip//tmp/...
+    out = tmp_path / "out"
+    monkeypatch.chdir(zipped_scene)
+    first = translate_catalog("scenes.csv", out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(first["status"]) == ["done"], list(first["error"])
+    assert list(first["source"]) == [absolute]
+    item = json.loads(Path(first["output"][0]).with_suffix(".json").read_text())
+    assert item["properties"]["rsgan:source"] == absolute
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = translate_catalog(catalog, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(again["status"]) == ["skipped"] and list(again["source"]) == [absolute]
+    with rasterio.open(read_manifest(out)["source"][0]) as src:  # the manifest's source
+        assert src.read().shape == (3, 40, 48)
+    Path(first["output"][0]).unlink()  # the output lost: redone from this folder
+    redone = translate_catalog(catalog, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(redone["status"]) == ["done"], list(redone["error"])
+    assert list(redone["sha256"]) == list(first["sha256"])
+
+
+def test_a_relative_vsizip_href_of_a_local_stac_item_is_made_absolute(
+    zipped_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local STAC item's ``/vsizip/data/scenes.zip/a.tif`` asset resolves against the
+    item's folder, as its other relative hrefs do (it was kept relative to the working
+    folder)."""
+    item = pystac.Item("a", None, None, pystac.utils.str_to_datetime("2020-01-01T00:00:00Z"), {})
+    href = "/vsizip/data/scenes.zip/a.tif"
+    item.add_asset("data", pystac.Asset(href, media_type=pystac.MediaType.GEOTIFF))
+    for path in (zipped_scene / "items.json", zipped_scene / "a.json"):
+        if path.name == "items.json":  # an ItemCollection: no file per item
+            pystac.ItemCollection([item]).save_object(dest_href=os.fspath(path))
+        else:
+            item.save_object(include_self_link=True, dest_href=os.fspath(path))
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        (scene,) = read_catalog(path)
+        assert scene.source == f"/vsizip/{zipped_scene}/data/scenes.zip/a.tif", path
+        with rasterio.open(scene.source) as src:
+            assert src.count == 3
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["/vsizip/{}/a.tif", "/vsizip/{{{}}}/a.tif", "zip://{}!a.tif"],
+    ids=["vsizip", "vsizip-braces", "zip-url"],
+)
+def test_a_relative_archive_named_from_two_folders_is_one_scene(
+    zipped_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    """Regression: the same archive member given relative to two working folders
+    (``/vsizip/data/scenes.zip/a.tif`` from the catalog's folder, then
+    ``/vsizip/cat/data/scenes.zip/a.tif`` from its parent) was two sources to the rerun,
+    which translated the scene again; and a manifest written with the relative name (by an
+    earlier rsgan) still counts as done when resumed from the folder it was made in."""
+    out = tmp_path / "out"
+    monkeypatch.chdir(zipped_scene)
+    first = translate_catalog([form.format("data/scenes.zip")], out, torch.nn.Identity(),
+                              workers=0, **FAST)  # fmt: skip
+    assert list(first["status"]) == ["done"], list(first["error"])
+    assert str(zipped_scene) in first["source"][0]
+    monkeypatch.chdir(tmp_path)
+    again = translate_catalog([form.format("cat/data/scenes.zip")], out, torch.nn.Identity(),
+                              workers=0, **FAST)  # fmt: skip
+    assert list(again["status"]) == ["skipped"]
+    assert list(again["sha256"]) == list(first["sha256"])
+    older = read_manifest(out)
+    older["source"] = [form.format("data/scenes.zip")]  # as rsgan stored it before
+    older.to_parquet(out / MANIFEST_NAME)
+    monkeypatch.chdir(zipped_scene)
+    resumed = translate_catalog([form.format("data/scenes.zip")], out, torch.nn.Identity(),
+                                workers=0, **FAST)  # fmt: skip
+    assert list(resumed["status"]) == ["skipped"]
 
 
 def test_rerun_skips_url_scenes_signed_anew(

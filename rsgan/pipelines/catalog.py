@@ -62,6 +62,7 @@ from rsgan.errors import (
     RsganError,
 )
 from rsgan.io import (
+    absolute_source,
     atomic_output,
     check_local_output,
     describe,
@@ -381,12 +382,23 @@ def _stac_scene(item: Any, asset_key: str | None, catalog: Path | str) -> Scene:
             ),
         )
     href = asset.get_absolute_href() or asset.href
-    if not is_virtual(href):  # relative to the catalog: on the web, or a local file
-        if isinstance(catalog, str):
+    if isinstance(catalog, str):  # on the web: relative to the catalog's URL
+        if not is_virtual(href):
             href = urljoin(catalog, href)
-        else:  # absolute, as in other catalogs: workers, the manifest and Items need it
-            href = os.fspath(_expand_user(_resolve(href, catalog.parent)).absolute())
+    elif is_virtual(href):  # a relative archive (/vsizip/a.zip/b.tif) against the item's folder
+        href = absolute_source(href, _item_folder(item, catalog))
+    else:  # absolute, as in other catalogs: workers, the manifest and Items need it
+        href = os.fspath(_expand_user(_resolve(href, catalog.parent)).absolute())
     return replace(scene, source=href)
+
+
+def _item_folder(item: Any, catalog: Path) -> Path:
+    """The folder of a local STAC item's JSON file (pystac resolves relative hrefs
+    against it), or the catalog's for an item of an ItemCollection (no file of its own)."""
+    self_href = item.get_self_href()
+    if self_href and not is_virtual(self_href):
+        return Path(self_href).parent
+    return catalog.parent
 
 
 def _looks_like_raster(asset: Any) -> bool:
@@ -412,10 +424,13 @@ def _resolve(value: str | Path, base: Path) -> Path:
 
 def _source_scene(value: str | os.PathLike[str], label: str, base: Path | None = None) -> Scene:
     """The scene of a raster path or URL: a local path made absolute (against ``base``
-    when relative), a URL or ``/vsi`` path kept as given (pathlib would fold the ``//`` of
-    ``https://host/...`` and GDAL then look for another file), named by its file stem."""
+    when relative, else the working folder), a URL or ``/vsi`` path kept as given (pathlib
+    would fold the ``//`` of ``https://host/...`` and GDAL then look for another file) but
+    for a relative local archive or file in it, made absolute the same way
+    (``/vsizip/a.zip/b.tif``: :func:`rsgan.io.absolute_source`), named by its file stem."""
     text = os.fspath(value)
     if is_virtual(text):
+        text = absolute_source(text, base)
         return Scene(source_stem(text), text, label)
     return _path_scene(_resolve(text, base) if base is not None else Path(text), label)
 
