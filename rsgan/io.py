@@ -277,10 +277,12 @@ def absolute_source(source: PathLike, base: PathLike | None = None) -> str:
     handler (``/vsizip/a.zip/b.tif`` -> ``/vsizip//abs/a.zip/b.tif``, also
     ``/vsizip/{a.zip}/b.tif``, ``/vsitar/``, ``/vsigzip/``, ``/vsi7z/``, ``/vsirar/``), in
     rasterio's ``zip://a.zip!/b.tif`` (``tar://``, ``gzip://``, also ``zip+file://``) and
-    inside a ``vrt://`` name (GDAL reads ``vrt:///abs/b.tif?bands=1``). Anything read over
-    the network (:func:`is_network`: a URL, ``/vsicurl/``, ``/vsis3/``..., also behind an
-    archive handler), an absolute path and any other ``/vsi`` path (``/vsimem/``) is
-    returned as given. ``~`` is not expanded (GDAL does not expand it either)."""
+    inside a ``vrt://`` name (GDAL reads ``vrt:///abs/b.tif?bands=1``). ``base`` is
+    resolved (links and ``..`` in it, as in the working folder's name), the relative path
+    joined as written. Anything read over the network (:func:`is_network`: a URL,
+    ``/vsicurl/``, ``/vsis3/``..., also behind an archive handler), an absolute path and
+    any other ``/vsi`` path (``/vsimem/``) is returned as given. ``~`` is not expanded
+    (GDAL does not expand it either)."""
     text = os.fspath(source)
     if _is_network(text):
         return text
@@ -299,7 +301,9 @@ def absolute_source(source: PathLike, base: PathLike | None = None) -> str:
         return f"{scheme}://{absolute_source(rest, base)}"  # rasterio's zip://a.zip!/b.tif
     if not text or _is_virtual(text) or Path(text).is_absolute():
         return text  # an absolute path as written: its text is what manifests compare
-    return os.fspath((Path(text) if base is None else Path(base) / text).absolute())
+    # the folder resolved (as the working folder is): a catalog named ../cat/scenes.csv or
+    # through a link gives the text it gives as cat/scenes.csv
+    return os.fspath(Path(text).absolute() if base is None else Path(base).resolve() / text)
 
 
 _ARCHIVE_HANDLER = re.compile(r"^/vsi(zip|tar|gzip|7z|rar)/")

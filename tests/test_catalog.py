@@ -793,8 +793,11 @@ def test_a_relative_vsizip_row_is_stored_absolute_and_found_from_another_folder(
     item = json.loads(Path(first["output"][0]).with_suffix(".json").read_text())
     assert item["properties"]["rsgan:source"] == absolute
     monkeypatch.chdir(tmp_path / "elsewhere")
-    again = translate_catalog(catalog, out, torch.nn.Identity(), workers=0, **FAST)
-    assert list(again["status"]) == ["skipped"] and list(again["source"]) == [absolute]
+    (tmp_path / "link").symlink_to(zipped_scene)
+    for named in (catalog, "../cat/scenes.csv", tmp_path / "link" / "scenes.csv"):
+        again = translate_catalog(named, out, torch.nn.Identity(), workers=0, **FAST)
+        assert list(again["status"]) == ["skipped"], named
+        assert list(again["source"]) == [absolute], named
     with rasterio.open(read_manifest(out)["source"][0]) as src:  # the manifest's source
         assert src.read().shape == (3, 40, 48)
     Path(first["output"][0]).unlink()  # the output lost: redone from this folder
