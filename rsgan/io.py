@@ -270,6 +270,46 @@ def source_path(path: PathLike) -> Path | str:
     return text if _is_virtual(text) else Path(text)
 
 
+def absolute_source(source: PathLike, base: PathLike | None = None) -> str:
+    """``source`` named the same from any working folder: a relative local path made
+    absolute against ``base`` (the working folder when None), and so is a relative local
+    file that GDAL would otherwise look for in the working folder: behind an archive
+    handler (``/vsizip/a.zip/b.tif`` -> ``/vsizip//abs/a.zip/b.tif``, also
+    ``/vsizip/{a.zip}/b.tif``, ``/vsitar/``, ``/vsigzip/``, ``/vsi7z/``, ``/vsirar/``), in
+    rasterio's ``zip://a.zip!/b.tif`` (``tar://``, ``gzip://``, also ``zip+file://``) and
+    inside a ``vrt://`` name (GDAL reads ``vrt:///abs/b.tif?bands=1``). ``base`` is
+    resolved (links and ``..`` in it, as in the working folder's name), the relative path
+    joined as written. Anything read over the network (:func:`is_network`: a URL,
+    ``/vsicurl/``, ``/vsis3/``..., also behind an archive handler), an absolute path and
+    any other ``/vsi`` path (``/vsimem/``) is returned as given. ``~`` is not expanded
+    (GDAL does not expand it either)."""
+    text = os.fspath(source)
+    if _is_network(text):
+        return text
+    if text.startswith("vrt://"):
+        inner, sep, query = text[len("vrt://") :].partition("?")
+        return f"vrt://{absolute_source(inner, base) if inner else inner}{sep}{query}"
+    handler = _ARCHIVE_HANDLER.match(text)
+    if handler:
+        rest = text[handler.end() :]
+        if rest.startswith("{") and "}" in rest:  # /vsizip/{a.zip}/b.tif
+            inside, tail = rest[1:].split("}", 1)
+            return f"{handler.group()}{{{absolute_source(inside, base)}}}{tail}"
+        return handler.group() + absolute_source(rest, base)
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme.lower().removesuffix("+file") in _ARCHIVE_SCHEMES:
+        return f"{scheme}://{absolute_source(rest, base)}"  # rasterio's zip://a.zip!/b.tif
+    if not text or _is_virtual(text) or Path(text).is_absolute():
+        return text  # an absolute path as written: its text is what manifests compare
+    # the folder resolved (as the working folder is): a catalog named ../cat/scenes.csv or
+    # through a link gives the text it gives as cat/scenes.csv
+    return os.fspath(Path(text).absolute() if base is None else Path(base).resolve() / text)
+
+
+_ARCHIVE_HANDLER = re.compile(r"^/vsi(zip|tar|gzip|7z|rar)/")
+"""GDAL's archive handlers: the path after them may be a relative local one."""
+
+
 def source_name(path: PathLike) -> str:
     """The file name of a raster source: of a local path, or of a URL's or ``/vsi`` path's
     last part, a query string left out (``https://host/a/b.tif?sig=x`` -> ``"b.tif"``), of
@@ -365,14 +405,15 @@ def is_network(path: PathLike) -> bool:
 
 def _is_network(path: str) -> bool:
     """Whether ``path`` is read over the network: a URL other than ``file://`` (or
-    ``zip+file://``...), or a ``/vsicurl/``, ``/vsis3/``... path, also inside ``/vsizip/``
-    or a ``vrt://`` name."""
+    ``zip+file://``, rasterio's ``zip://``...), or a ``/vsicurl/``, ``/vsis3/``... path,
+    also inside ``/vsizip/`` or a ``vrt://`` name."""
     if path.startswith("vrt://"):
         path = path[len("vrt://") :].split("?", 1)[0]
     if any(prefix in path for prefix in _NETWORK_PREFIXES):
         return True
     scheme, sep, _ = path.partition("://")
-    return bool(sep) and scheme.rsplit("+", 1)[-1].lower() != "file"
+    scheme = scheme.lower()  # rasterio's zip://a.zip!b.tif is a local archive, as zip+file://
+    return bool(sep) and scheme not in _ARCHIVE_SCHEMES and scheme.rsplit("+", 1)[-1] != "file"
 
 
 def _remote_open_options(path: str) -> dict[str, str]:
@@ -1460,13 +1501,14 @@ _CURL_PREFIXES = ("/vsicurl/", "/vsicurl_streaming/")
 def same_source(a: PathLike, b: PathLike) -> bool:
     """Whether two raster sources name one dataset: local paths one file (:func:`same_file`:
     links, ``..`` and a relative path against the working folder resolved), virtual names
-    (:func:`is_virtual`: URLs, ``/vsi`` paths, ``vrt://`` names) the same text but for
-    the signature of a signed URL (:data:`SIGNING_PARAMETERS`: a scene signed anew is the
+    (:func:`is_virtual`: URLs, ``/vsi`` paths, ``vrt://`` names) the same text once a
+    relative local archive or file in them is made absolute (:func:`absolute_source`) but
+    for the signature of a signed URL (:data:`SIGNING_PARAMETERS`: a scene signed anew is the
     same scene; a query without a signature is compared whole, since its parameters may
     select the data)."""
     text_a, text_b = os.fspath(a), os.fspath(b)
     if _is_virtual(text_a) or _is_virtual(text_b):
-        return _unsigned(text_a) == _unsigned(text_b)
+        return _unsigned(absolute_source(text_a)) == _unsigned(absolute_source(text_b))
     return _same_file(Path(text_a), Path(text_b))
 
 
@@ -2522,6 +2564,7 @@ __all__ = [
     "STALE_BAND_TAGS",
     "STALE_DATASET_TAGS",
     "WindowError",
+    "absolute_source",
     "atomic_output",
     "atomic_output_dir",
     "check_bands",

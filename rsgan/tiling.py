@@ -35,6 +35,7 @@ from rsgan.errors import AOIError, BandError, ConfigError, RasterReadError, Tile
 from rsgan.io import (
     RasterInfo,
     _all_valid,
+    absolute_source,
     atomic_output,
     atomic_output_dir,
     check_bands,
@@ -430,9 +431,10 @@ def _valid_fractions(
 
 def scene_label(path: PathLike) -> str:
     """The ``scene`` column value: an absolute path, so a saved index works from any
-    folder (GDAL virtual paths and URLs are kept as they are)."""
+    folder; a GDAL virtual path or URL as given, but for a relative local file in it
+    (``/vsizip/a.zip/b.tif``: :func:`rsgan.io.absolute_source`)."""
     text = os.fspath(path)
-    return text if is_virtual(text) else os.path.abspath(text)
+    return absolute_source(text) if is_virtual(text) else os.path.abspath(text)
 
 
 def check_scenes_alike(infos: Sequence[RasterInfo], bands: Sequence[int] | None) -> Bands:

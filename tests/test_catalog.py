@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -353,6 +354,97 @@ def test_stac_items_of_scenes_placed_by_gcps_or_rpcs_have_their_footprint(tmp_pa
             assert (ds.rpcs is not None) if name == "rpcs" else len(ds.gcps[0]) == 4
 
 
+@pytest.mark.parametrize(
+    "turn",
+    [rasterio.Affine.rotation(30), rasterio.Affine.shear(20, 10)],
+    ids=["rotated-30", "sheared"],
+)
+def test_stac_geometry_of_a_rotated_scene_is_its_footprint(
+    make_raster: Callable[..., Path], tmp_path: Path, turn: rasterio.Affine
+) -> None:
+    """Regression: a rotated or sheared scene's STAC geometry (and manifest footprint)
+    was the axis-aligned bounding box of the grid in its CRS, a larger area than the
+    scene's; it is the four corners of the pixel grid through the transform (edges
+    densified, then reprojected), and ``bbox`` the bounds of that polygon."""
+    from pyproj import Transformer
+    from shapely.geometry import LineString, Point, shape
+
+    w, h = 64, 48
+    transform = (
+        rasterio.Affine(1, 0, 500000.0, 0, 1, 5200000.0) * turn * rasterio.Affine.scale(10.0, -10.0)
+    )
+    scene = make_raster("turned.tif", width=w, height=h, transform=transform, folder=tmp_path / "s")
+    out = tmp_path / "out"
+    manifest = translate_catalog(scene.parent, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(manifest["status"]) == ["done"]
+    with rasterio.open(out / "turned_translated.tif") as ds:
+        assert ds.transform.almost_equals(transform)
+    item = json.loads((out / "turned_translated.json").read_text())
+    footprint = shape(item["geometry"])
+    assert footprint.geom_type == "Polygon" and footprint.is_valid
+    assert manifest.geometry.iloc[0].equals_exact(footprint, 1e-12)
+    to_4326 = Transformer.from_crs(32614, 4326, always_xy=True)
+    pixels = [(0, 0), (w, 0), (w, h), (0, h)]  # (col, row) corners, clockwise on the grid
+    corners = [to_4326.transform(*(transform * p)) for p in pixels]
+    vertices = list(footprint.exterior.coords)
+    for corner in corners:  # each corner of the pixel grid is a vertex of the polygon
+        assert min(Point(corner).distance(Point(v)) for v in vertices) < 1e-9, corner
+    # every vertex lies on an edge of the grid mapped to EPSG:4326 (densified, not cut short)
+    edges = []
+    for (c0, r0), (c1, r1) in zip(pixels, pixels[1:] + pixels[:1], strict=True):
+        steps = np.linspace(0.0, 1.0, 65)
+        xy = [transform * (c0 + (c1 - c0) * t, r0 + (r1 - r0) * t) for t in steps]
+        edges.append(LineString([to_4326.transform(x, y) for x, y in xy]))
+    assert all(min(e.distance(Point(v)) for e in edges) < 1e-9 for v in vertices)
+    assert len(vertices) > 5  # densified
+    assert item["bbox"] == pytest.approx(list(footprint.bounds), abs=1e-12)
+    lons, lats = zip(*corners, strict=True)
+    assert item["bbox"] == pytest.approx([min(lons), min(lats), max(lons), max(lats)], abs=1e-6)
+    # the axis-aligned box of the grid in UTM covers far more than the scene
+    with rasterio.open(scene) as ds:
+        utm_box = box(*ds.bounds)
+    box_4326 = gpd.GeoSeries([utm_box], crs=32614).to_crs(4326).iloc[0]
+    assert footprint.area < 0.9 * box_4326.area
+    assert not footprint.contains(Point(to_4326.transform(*utm_box.exterior.coords[0])))
+
+
+def test_stac_geometry_of_a_rotated_scene_across_the_antimeridian_is_cut_there(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A rotated scene across 180 degrees gets a valid MultiPolygon, one part each side,
+    every corner of its grid a vertex (GDAL's cutting of such a slanted outline gave an
+    invalid polygon, or one spanning the globe: ``transform_geom`` is no longer used)."""
+    from pyproj import Transformer
+    from shapely.geometry import Point, Polygon, shape
+
+    w, h = 70, 50  # 1 km pixels in UTM zone 60N, the antimeridian 3 degrees east of 177E
+    transform = (
+        rasterio.Affine.translation(800000.0, 150000.0)
+        * rasterio.Affine.rotation(30)
+        * rasterio.Affine.scale(1000.0, -1000.0)
+    )
+    scene = make_raster("am.tif", width=w, height=h, crs="EPSG:32660", transform=transform,
+                        folder=tmp_path / "s")  # fmt: skip
+    out = tmp_path / "out"
+    manifest = translate_catalog(scene.parent, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(manifest["status"]) == ["done"]
+    item = json.loads((out / "am_translated.json").read_text())
+    footprint = shape(item["geometry"])
+    assert footprint.geom_type == "MultiPolygon" and footprint.is_valid
+    east, west = sorted(footprint.geoms, key=lambda p: -p.bounds[0])
+    assert east.bounds[2] == 180.0 and west.bounds[0] == -180.0
+    assert all(-180.0 <= x <= 180.0 for x in footprint.bounds[::2])
+    to_4326 = Transformer.from_crs(32660, 4326, always_xy=True)
+    corners = [to_4326.transform(*(transform * p)) for p in ((0, 0), (w, 0), (w, h), (0, h))]
+    assert {lon > 0 for lon, _ in corners} == {True, False}  # it does cross
+    vertices = [v for part in footprint.geoms for v in part.exterior.coords]
+    for corner in corners:
+        assert min(Point(corner).distance(Point(v)) for v in vertices) < 1e-9, corner
+    unwrapped = Polygon([(lon % 360.0, lat) for lon, lat in corners])
+    assert footprint.area == pytest.approx(unwrapped.area, rel=1e-3)  # not the globe
+    assert item["bbox"] == pytest.approx(list(footprint.bounds), abs=1e-12)
+
+
 def test_stac_asset_key_errors(scenes: list[Path], tmp_path: Path) -> None:
     catalog = _write_catalog("stac-items", scenes, tmp_path / "data")
     with pytest.raises(CatalogError, match="no item has an asset 'nope'.*thumbnail, visual"):
@@ -669,6 +761,103 @@ def test_rerun_skips_scenes_named_through_a_link_or_another_relative_path(
         again = translate_catalog(catalog, out, torch.nn.Identity(), workers=0, **FAST)
         assert list(again["status"]) == ["skipped"] * 3, catalog
         assert list(again["sha256"]) == list(first["sha256"])
+
+
+@pytest.fixture
+def zipped_scene(make_raster: Callable[..., Path], tmp_path: Path) -> Path:
+    """``tmp_path/cat/data/scenes.zip`` holding one GeoTIFF ``a.tif``; returns ``cat``."""
+    scene = make_raster("a.tif", width=48, height=40, folder=tmp_path / "src")
+    (tmp_path / "cat" / "data").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    with zipfile.ZipFile(tmp_path / "cat" / "data" / "scenes.zip", "w") as archive:
+        archive.write(scene, "a.tif")
+    return tmp_path / "cat"
+
+
+def test_a_relative_vsizip_row_is_stored_absolute_and_found_from_another_folder(
+    zipped_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a CSV row ``/vsizip/data/scenes.zip/a.tif`` (the archive relative, as
+    any relative path in a catalog) went into the manifest as written, so GDAL looked for
+    the archive in whatever folder the run started in: a rerun from another folder could
+    not read it, nor could anyone reading the manifest. Like a relative local path, its
+    archive resolves against the catalog's folder, and the manifest holds it absolute."""
+    catalog = zipped_scene / "scenes.csv"
+    pd.DataFrame({"path": ["/vsizip/data/scenes.zip/a.tif"]}).to_csv(catalog, index=False)
+    absolute = f"/vsizip/{zipped_scene}/data/scenes.zip/a.tif"  # /vsizip//tmp/...
+    out = tmp_path / "out"
+    monkeypatch.chdir(zipped_scene)
+    first = translate_catalog("scenes.csv", out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(first["status"]) == ["done"], list(first["error"])
+    assert list(first["source"]) == [absolute]
+    item = json.loads(Path(first["output"][0]).with_suffix(".json").read_text())
+    assert item["properties"]["rsgan:source"] == absolute
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    (tmp_path / "link").symlink_to(zipped_scene)
+    for named in (catalog, "../cat/scenes.csv", tmp_path / "link" / "scenes.csv"):
+        again = translate_catalog(named, out, torch.nn.Identity(), workers=0, **FAST)
+        assert list(again["status"]) == ["skipped"], named
+        assert list(again["source"]) == [absolute], named
+    with rasterio.open(read_manifest(out)["source"][0]) as src:  # the manifest's source
+        assert src.read().shape == (3, 40, 48)
+    Path(first["output"][0]).unlink()  # the output lost: redone from this folder
+    redone = translate_catalog(catalog, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(redone["status"]) == ["done"], list(redone["error"])
+    assert list(redone["sha256"]) == list(first["sha256"])
+
+
+def test_a_relative_vsizip_href_of_a_local_stac_item_is_made_absolute(
+    zipped_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local STAC item's ``/vsizip/data/scenes.zip/a.tif`` asset resolves against the
+    item's folder, as its other relative hrefs do (it was kept relative to the working
+    folder)."""
+    item = pystac.Item("a", None, None, pystac.utils.str_to_datetime("2020-01-01T00:00:00Z"), {})
+    href = "/vsizip/data/scenes.zip/a.tif"
+    item.add_asset("data", pystac.Asset(href, media_type=pystac.MediaType.GEOTIFF))
+    for path in (zipped_scene / "items.json", zipped_scene / "a.json"):
+        if path.name == "items.json":  # an ItemCollection: no file per item
+            pystac.ItemCollection([item]).save_object(dest_href=os.fspath(path))
+        else:
+            item.save_object(include_self_link=True, dest_href=os.fspath(path))
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        (scene,) = read_catalog(path)
+        assert scene.source == f"/vsizip/{zipped_scene}/data/scenes.zip/a.tif", path
+        with rasterio.open(scene.source) as src:
+            assert src.count == 3
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["/vsizip/{}/a.tif", "/vsizip/{{{}}}/a.tif", "zip://{}!a.tif"],
+    ids=["vsizip", "vsizip-braces", "zip-url"],
+)
+def test_a_relative_archive_named_from_two_folders_is_one_scene(
+    zipped_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    """Regression: the same archive member given relative to two working folders
+    (``/vsizip/data/scenes.zip/a.tif`` from the catalog's folder, then
+    ``/vsizip/cat/data/scenes.zip/a.tif`` from its parent) was two sources to the rerun,
+    which translated the scene again; and a manifest written with the relative name (by an
+    earlier rsgan) still counts as done when resumed from the folder it was made in."""
+    out = tmp_path / "out"
+    monkeypatch.chdir(zipped_scene)
+    first = translate_catalog([form.format("data/scenes.zip")], out, torch.nn.Identity(),
+                              workers=0, **FAST)  # fmt: skip
+    assert list(first["status"]) == ["done"], list(first["error"])
+    assert str(zipped_scene) in first["source"][0]
+    monkeypatch.chdir(tmp_path)
+    again = translate_catalog([form.format("cat/data/scenes.zip")], out, torch.nn.Identity(),
+                              workers=0, **FAST)  # fmt: skip
+    assert list(again["status"]) == ["skipped"]
+    assert list(again["sha256"]) == list(first["sha256"])
+    older = read_manifest(out)
+    older["source"] = [form.format("data/scenes.zip")]  # as rsgan stored it before
+    older.to_parquet(out / MANIFEST_NAME)
+    monkeypatch.chdir(zipped_scene)
+    resumed = translate_catalog([form.format("data/scenes.zip")], out, torch.nn.Identity(),
+                                workers=0, **FAST)  # fmt: skip
+    assert list(resumed["status"]) == ["skipped"]
 
 
 def test_rerun_skips_url_scenes_signed_anew(

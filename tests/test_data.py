@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,18 @@ def test_relative_scene_paths_are_stored_absolute(make_raster, tmp_path: Path, m
     assert ds.index.scene.tolist() == [str(tmp_path / "rel.tif")] == ds.scenes
     monkeypatch.chdir("/")
     assert ds[0]["image"].shape == (3, 32, 32)  # still readable from another folder
+
+
+def test_a_relative_archive_scene_is_stored_absolute(
+    make_raster, tmp_path: Path, monkeypatch
+) -> None:
+    """Regression: ``/vsizip/s.zip/rel.tif`` (the archive relative to the working folder)
+    was kept as given in the chip index, which then read nothing from another folder."""
+    scene = make_raster("rel.tif", width=32, height=32)
+    monkeypatch.chdir(tmp_path)
+    with zipfile.ZipFile("s.zip", "w") as archive:
+        archive.write(scene, "rel.tif")
+    ds = ChipDataset("/vsizip/s.zip/rel.tif", size=32)
+    assert ds.index.scene.tolist() == [f"/vsizip/{tmp_path}/s.zip/rel.tif"] == ds.scenes
+    monkeypatch.chdir("/")
+    assert ds[0]["image"].shape == (3, 32, 32)

@@ -225,6 +225,8 @@ def test_a_dropped_connection_mid_run_is_a_clear_error_and_leaves_nothing(
         ("vrt:///data/x.tif?a_nodata=0", False),
         ("file:///data/x.tif", False),
         ("zip+file:///data/a.zip!/x.tif", False),
+        ("zip://data/a.zip!/x.tif", False),
+        ("TAR:///data/a.tar!x.tif", False),
         ("/vsizip//data/a.zip/x.tif", False),
         ("/vsimem/x.tif", False),
         ("/data/x.tif", False),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,12 +36,12 @@ from rsgan.io import (
     Normalizer,
     NotGeoreferencedWarning,
     RasterInfo,
+    absolute_source,
     atomic_output,
     check_local_output,
     copy_band_metadata,
     copy_placement,
     describe,
-    is_virtual,
     list_image_files,
     open_output,
     open_raster,
@@ -122,33 +121,6 @@ def _refuse_vector_labels(masks: Sequence[Path | str]) -> None:
             "the image's transform and shape, as footprint_mask in "
             "examples/domain_adaptation_joplin.py does) and pass the folder of those masks"
         )
-
-
-def _absolute(source: Path | str) -> str:
-    """``source`` as the index stores it: a local path made absolute, and so is the local
-    file inside a ``vrt://`` name (GDAL reads ``vrt:///abs/path.tif?bands=1``) or behind a
-    ``/vsizip/``, ``/vsitar/``... handler or in a ``zip://`` URL (``/vsizip/a.zip/b.tif``
-    and ``zip://a.zip!/b.tif`` are read from the working folder); a URL or network ``/vsi``
-    path as given."""
-    text = os.fspath(source)
-    if text.startswith("vrt://"):
-        inner, sep, query = text[len("vrt://") :].partition("?")
-        return f"vrt://{_absolute(inner) if inner else inner}{sep}{query}"
-    handler = _LOCAL_HANDLER.match(text)
-    if handler:
-        rest = text[handler.end() :]
-        if rest.startswith("{") and "}" in rest:  # /vsizip/{a.zip}/b.tif
-            inside, tail = rest[1:].split("}", 1)
-            return f"{handler.group()}{{{_absolute(inside)}}}{tail}"
-        return handler.group() + (rest if rest.startswith("/") else _absolute(rest))
-    scheme, sep, rest = text.partition("://")
-    if sep and scheme.lower() in ("zip", "tar", "gzip") and not rest.startswith("/"):
-        return f"{scheme}://{Path(rest).absolute()}"  # rasterio's zip://a.zip!/b.tif
-    return text if is_virtual(text) else os.fspath(Path(text).absolute())
-
-
-_LOCAL_HANDLER = re.compile(r"^/vsi(zip|tar|gzip|7z|rar)/")
-"""GDAL's archive handlers: the path after them may be a relative local one."""
 
 
 def pair_files(
@@ -371,7 +343,7 @@ def augment_segmentation_dataset(
             continue
         # originals stay where they are: absolute, since relative paths in the index
         # resolve against its own folder, not the caller's working directory
-        original_image, original_mask = _absolute(pair.image), _absolute(pair.mask)
+        original_image, original_mask = absolute_source(pair.image), absolute_source(pair.mask)
         rows.append(
             _index_row(original_image, original_mask, pair.image, pair.mask, False, selected)
         )
@@ -435,8 +407,8 @@ def _index_row(
     return {
         "image": os.fspath(image),
         "mask": os.fspath(mask),
-        "source_image": _absolute(source_image),
-        "source_mask": _absolute(source_mask),
+        "source_image": absolute_source(source_image),
+        "source_mask": absolute_source(source_mask),
         "translated": translated,
         BANDS_COLUMN: bands,
     }

@@ -46,8 +46,12 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
-from shapely.geometry import box, mapping, shape
+from affine import Affine
+from shapely import affinity
+from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
+from shapely.geometry.polygon import orient
 
 from rsgan._types import PathLike
 from rsgan.errors import (
@@ -58,6 +62,7 @@ from rsgan.errors import (
     RsganError,
 )
 from rsgan.io import (
+    absolute_source,
     atomic_output,
     check_local_output,
     describe,
@@ -377,12 +382,23 @@ def _stac_scene(item: Any, asset_key: str | None, catalog: Path | str) -> Scene:
             ),
         )
     href = asset.get_absolute_href() or asset.href
-    if not is_virtual(href):  # relative to the catalog: on the web, or a local file
-        if isinstance(catalog, str):
+    if isinstance(catalog, str):  # on the web: relative to the catalog's URL
+        if not is_virtual(href):
             href = urljoin(catalog, href)
-        else:  # absolute, as in other catalogs: workers, the manifest and Items need it
-            href = os.fspath(_expand_user(_resolve(href, catalog.parent)).absolute())
+    elif is_virtual(href):  # a relative archive (/vsizip/a.zip/b.tif) against the item's folder
+        href = absolute_source(href, _item_folder(item, catalog))
+    else:  # absolute, as in other catalogs: workers, the manifest and Items need it
+        href = os.fspath(_expand_user(_resolve(href, catalog.parent)).absolute())
     return replace(scene, source=href)
+
+
+def _item_folder(item: Any, catalog: Path) -> Path:
+    """The folder of a local STAC item's JSON file (pystac resolves relative hrefs
+    against it), or the catalog's for an item of an ItemCollection (no file of its own)."""
+    self_href = item.get_self_href()
+    if self_href and not is_virtual(self_href):
+        return Path(self_href).parent
+    return catalog.parent
 
 
 def _looks_like_raster(asset: Any) -> bool:
@@ -408,10 +424,13 @@ def _resolve(value: str | Path, base: Path) -> Path:
 
 def _source_scene(value: str | os.PathLike[str], label: str, base: Path | None = None) -> Scene:
     """The scene of a raster path or URL: a local path made absolute (against ``base``
-    when relative), a URL or ``/vsi`` path kept as given (pathlib would fold the ``//`` of
-    ``https://host/...`` and GDAL then look for another file), named by its file stem."""
+    when relative, else the working folder), a URL or ``/vsi`` path kept as given (pathlib
+    would fold the ``//`` of ``https://host/...`` and GDAL then look for another file) but
+    for a relative local archive or file in it, made absolute the same way
+    (``/vsizip/a.zip/b.tif``: :func:`rsgan.io.absolute_source`), named by its file stem."""
     text = os.fspath(value)
     if is_virtual(text):
+        text = absolute_source(text, base)
         return Scene(source_stem(text), text, label)
     return _path_scene(_resolve(text, base) if base is not None else Path(text), label)
 
@@ -737,20 +756,57 @@ def _run_scene(
 
 def _footprint_4326(info: Any) -> Any:
     """The raster's outline in EPSG:4326 (edges densified), or None when it is not placed
-    on Earth. A raster placed by ground control points or RPCs (no geotransform) has its
-    pixel edges mapped through them, as GDAL's transformers do."""
-    from rasterio.warp import transform_geom
-
+    on Earth. A geotransform places the four corners of the pixel grid (a rotated or
+    sheared scene's outline is not its bounding box); a raster placed by ground control
+    points or RPCs (no geotransform) has its pixel edges mapped through them, as GDAL's
+    transformers do."""
     if info.crs is not None:
-        outline = box(*info.bounds)
+        outline = _grid_outline(info.transform, info.width, info.height)
         step = max(outline.length / 4 / 8, 1e-9)  # 8 points per edge follow curved edges
-        return shape(transform_geom(info.crs, "EPSG:4326", mapping(outline.segmentize(step))))
+        return _outline_4326(info.crs, outline.segmentize(step))
     if not info.placed:
         return None
     rows, cols = pixel_ring(0, 0, info.height, info.width, per_edge=8)
     xs, ys, crs = placed_xy(info, list(rows), list(cols))
-    ring = {"type": "Polygon", "coordinates": [list(zip(xs, ys, strict=True))]}
-    return shape(transform_geom(crs, "EPSG:4326", ring))
+    return _outline_4326(crs, Polygon(zip(xs, ys, strict=True)))
+
+
+def _outline_4326(crs: Any, outline: Polygon) -> Any:
+    """``outline`` (a densified ring in ``crs``) in EPSG:4326, cut at the antimeridian
+    into a MultiPolygon when it crosses it.
+
+    GDAL's own cutting (``transform_geom``, which GDAL 2.2 and later always applies) gives
+    an invalid polygon, or one spanning the globe, for an outline whose edges cross the
+    antimeridian on a slant (a rotated scene): the ring's points are reprojected instead,
+    their longitudes made continuous, and the parts east and west of 180 degrees clipped
+    apart. A ring around a pole (whose longitudes do not close) or with points that do not
+    reproject is left to GDAL's cutting."""
+    from rasterio.warp import transform, transform_geom
+
+    xs, ys = outline.exterior.xy
+    lon, lat = (np.asarray(v) for v in transform(crs, "EPSG:4326", list(xs), list(ys)))
+    lon = np.unwrap(lon, period=360.0)
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()) or abs(lon[-1] - lon[0]) > 1e-6:
+        return shape(transform_geom(crs, "EPSG:4326", mapping(outline)))
+    polygon = Polygon(zip(lon, lat, strict=True))
+    if -180.0 <= polygon.bounds[0] and polygon.bounds[2] <= 180.0:
+        return polygon
+    world = box(-180.0, -90.0, 180.0, 90.0)
+    parts: list[Polygon] = []
+    for shift in (-360.0, 0.0, 360.0):  # the parts past 180 (or -180) moved back
+        piece = affinity.translate(polygon, xoff=shift).intersection(world)
+        parts += [p for p in getattr(piece, "geoms", [piece]) if isinstance(p, Polygon)]
+    parts = [p for p in parts if not p.is_empty]
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
+def _grid_outline(transform: Affine, width: int, height: int) -> Polygon:
+    """The outline of a ``width`` x ``height`` pixel grid in its CRS: the corners
+    (col, row) = (width, height), (width, 0), (0, 0), (0, height) through ``transform``,
+    counter-clockwise. For a north-up grid these are the corners of ``box(*bounds)``, in
+    its order."""
+    corners = [transform * (c, r) for c, r in ((width, height), (width, 0), (0, 0), (0, height))]
+    return orient(Polygon(corners), sign=1.0)
 
 
 def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[str, Any]:

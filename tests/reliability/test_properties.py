@@ -8,7 +8,8 @@
   should be redone).
 - ``same_crs``: an axis-order difference only is the same CRS; another datum, projection
   or unit never is.
-- ``augment._absolute``: what the index stores names the same file from any folder.
+- ``io.absolute_source``: what an augment index, a chip index or a catalog manifest stores
+  names the same file from any folder.
 - the catalog's rerun plan: a finished scene is skipped iff it is the same source and its
   output is verified; an output rsgan did not write is never replaced without overwrite.
 - ``fill_nodata``: valid pixels unchanged, the fill within the valid pixels' range, the
@@ -19,6 +20,7 @@ Each property counts the examples it ran through the ``tally`` fixture.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import zipfile
@@ -38,6 +40,7 @@ from pyproj.crs.coordinate_system import Cartesian2DCS
 from rasterio.crs import CRS
 
 from rsgan.io import (
+    absolute_source,
     is_network,
     same_crs,
     same_source,
@@ -45,7 +48,6 @@ from rsgan.io import (
     source_path,
     source_stem,
 )
-from rsgan.pipelines.augment import _absolute
 from rsgan.pipelines.catalog import (
     Scene,
     SceneResult,
@@ -402,7 +404,7 @@ def test_units_and_towgs84_make_another_crs() -> None:
     assert not same_crs(CRS.from_epsg(4326), CRS.from_proj4("+proj=longlat +ellps=GRS80"))
 
 
-# --------------------------------------------------------------------------- augment._absolute
+# --------------------------------------------------------------------------- io.absolute_source
 
 
 @FUZZ
@@ -412,22 +414,23 @@ def test_units_and_towgs84_make_another_crs() -> None:
         ["{f}", "./{f}", "d/../{f}", "vrt://{f}", "vrt://{f}?bands=1", "vrt://vrt://{f}?bands=1",
          "/vsizip/s.zip/{f}", "/vsizip/{{s.zip}}/{f}", "vrt:///vsizip/s.zip/{f}?bands=1",
          "zip://s.zip!/{f}", "/vsitar/d/s.tar/{f}", "https://h/{f}", "/vsicurl/https://h/{f}",
-         "/vsis3/b/{f}", "/vsizip//vsicurl/https://h/s.zip/{f}"]
+         "/vsis3/b/{f}", "/vsizip//vsicurl/https://h/s.zip/{f}", "zip+file://s.zip!/{f}",
+         "/vsigzip/d/{f}", "/vsizip//vsigzip/s.zip.gz/{f}", "zip+https://h/s.zip!/{f}"]
     ),
 )  # fmt: skip
 def test_absolute_names_the_same_file_from_any_folder(
     name, form, tmp_path, monkeypatch, tally
 ) -> None:
-    """What the augment index stores does not depend on the working folder: made absolute
+    """What an index or manifest stores does not depend on the working folder: made absolute
     in one folder, it is unchanged when made absolute again from another."""
     monkeypatch.chdir(tmp_path)
-    stored = _absolute(form.format(f=name))
+    stored = absolute_source(form.format(f=name))
     if not is_network(stored):  # a local file
         assert str(tmp_path) in stored, stored  # the folder it was made absolute in
     monkeypatch.chdir("/")
-    assert _absolute(stored) == stored, stored
+    assert absolute_source(stored) == stored, stored
     assert source_name(stored) == source_name(form.format(f=name))
-    tally.add("augment._absolute", "a source written many ways")
+    tally.add("io.absolute_source", "a source written many ways")
 
 
 def test_absolute_makes_a_relative_archive_readable_from_another_folder(
@@ -442,10 +445,16 @@ def test_absolute_makes_a_relative_archive_readable_from_another_folder(
         dst.write(np.arange(16, dtype=np.uint8).reshape(1, 4, 4))
     with zipfile.ZipFile("s.zip", "w") as archive:
         archive.write("a.tif")
+    with open("a.tif", "rb") as raw, gzip.open("a.tif.gz", "wb") as packed:
+        packed.write(raw.read())
     names = ["/vsizip/s.zip/a.tif", "zip://s.zip!/a.tif", "/vsizip/{s.zip}/a.tif",
-             "vrt:///vsizip/s.zip/a.tif?bands=1"]  # fmt: skip
-    stored = [_absolute(n) for n in names]
+             "vrt:///vsizip/s.zip/a.tif?bands=1", "zip+file://s.zip!/a.tif",
+             "/vsigzip/a.tif.gz"]  # fmt: skip
+    stored = [absolute_source(n) for n in names]
     monkeypatch.chdir("/")
+    # made absolute against a folder other than the working one (a catalog's)
+    stored += [absolute_source(n, base=tmp_path) for n in names]
+    assert all(str(tmp_path) in text for text in stored), stored
     for text in stored:
         with rasterio.open(text) as src:
             assert src.read(1)[3, 3] == 15, text
