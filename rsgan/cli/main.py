@@ -5,8 +5,9 @@ group here collects them. Errors derived from :class:`rsgan.errors.RsganError` b
 line on stderr and exit code 1 (no traceback); Ctrl-C exits 130. SIGTERM (a scheduler's or
 ``kill``'s request to stop) is raised as an interrupt in every command, so outputs are
 cleaned up as after Ctrl-C, and exits 143 (``rsgan train`` finishes its step and saves
-first, as on Ctrl-C). ``rsgan batch`` exits 3 when it finished but some scenes failed;
-the codes are :class:`rsgan.cli._exit.ExitCode`. Warnings are one line each on stderr (``Warning: ...``).
+first, as on Ctrl-C). ``rsgan batch`` and ``rsgan augment`` exit 3 when they finished but
+some scenes or pairs failed; the codes are :class:`rsgan.cli._exit.ExitCode`. Warnings are
+one line each on stderr (``Warning: ...``).
 """
 
 from __future__ import annotations
