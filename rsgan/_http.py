@@ -217,13 +217,13 @@ def probe_status(url: str) -> int | None:
     if _gdal_would_add_credentials(url, options):
         return None
     agent = options.get("GDAL_HTTP_USERAGENT") or f"GDAL/{rasterio.__gdal_version__} (rsgan)"
-    request = urllib.request.Request(url, headers={"Range": "bytes=0-0", "User-Agent": agent})
     try:
+        request = urllib.request.Request(url, headers={"Range": "bytes=0-0", "User-Agent": agent})
         with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S):  # an http(s) URL only
             return None
     except urllib.error.HTTPError as exc:
         return exc.code if 400 <= exc.code <= 599 else None
-    except (OSError, ValueError):  # refused, reset, timed out, TLS, a malformed URL
+    except (OSError, ValueError):  # refused, reset, timed out, TLS, a URL urllib refuses
         return None
 
 
@@ -237,5 +237,8 @@ def diagnose(path: str, exc: BaseException) -> HttpFailure | None:
     url = http_url(path)
     if url is None:
         return None
-    status = probe_status(url)
+    try:
+        status = probe_status(url)
+    except Exception:  # a diagnosis must never hide the error it explains
+        return None
     return None if status is None else HttpFailure(status)

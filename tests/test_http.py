@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rsgan._http import HttpFailure, advice, http_url, status_in_error
+from rsgan._http import HttpFailure, advice, diagnose, http_url, probe_status, status_in_error
 
 
 @pytest.mark.parametrize(
@@ -63,3 +63,9 @@ def test_every_status_gets_advice() -> None:
     assert "later" in advice(503) and "later" in advice(599)
     assert advice(418) == "the server refused the request; check the URL and the credentials"
     assert HttpFailure(499).describe().startswith("HTTP 499: ")  # no standard phrase
+
+
+def test_a_url_urllib_refuses_gets_no_status_and_no_exception() -> None:
+    """An unclosed IPv6 bracket: urllib raises ValueError; the diagnosis stays quiet."""
+    assert probe_status("https://[host/d/a.tif") is None
+    assert diagnose("https://[host/d/a.tif", OSError("not recognized")) is None
