@@ -14,7 +14,15 @@ class RsganError(Exception):
 
 
 class RasterReadError(RsganError, OSError):
-    """A raster could not be opened or read (missing, not a raster, corrupt)."""
+    """A raster could not be opened or read (missing, not a raster, corrupt).
+
+    Attributes:
+        http_status: For a source read over the network, the HTTP error status behind
+            the failure (403 for a signed URL that expired, 404 for a moved file...), when
+            GDAL reported one or the server gave one when asked after GDAL failed; else None.
+    """
+
+    http_status: int | None = None
 
 
 class RasterWriteError(RsganError, OSError):

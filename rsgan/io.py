@@ -44,6 +44,7 @@ from rasterio.io import DatasetReader
 from rasterio.rpc import RPC
 from rasterio.windows import Window
 
+from rsgan import _http
 from rsgan._types import Bands, PathLike
 
 try:  # POSIX only: stale temporaries are told from live ones by a lock (fcntl.flock)
@@ -391,8 +392,7 @@ opened.
 _RETRY_HINT = (
     "(GDAL_HTTP_MAX_RETRY, GDAL_HTTP_RETRY_DELAY and GDAL_HTTP_LOW_SPEED_TIME in the "
     "environment set how failed or stalled requests are retried; CPL_DEBUG=ON with rsgan "
-    "-vv shows GDAL's requests and the server's answers, e.g. 403 for a signed URL that "
-    "expired)"
+    "-vv shows GDAL's requests and the server's answers)"
 )
 
 
@@ -455,10 +455,40 @@ def open_dataset(path: PathLike) -> DatasetReader:
     except (RasterioError, CPLE_BaseError, UnicodeDecodeError, ValueError) as exc:
         # a damaged header can hold a CRS that is not UTF-8 (rasterio decodes it on open);
         # rasterio's URL parsing refuses an unclosed "[" (https://[host/a.tif: ValueError)
+        if _is_network(text):
+            raise _network_read_error(f"cannot read {text} as a raster", text, exc) from exc
         hint = "pass a GeoTIFF or another format GDAL reads"
-        if _is_network(text) and re.search(r"HTTP|curl|timed out|Connection", str(exc)):
-            hint = f"check the address and the connection and try again {_RETRY_HINT}"
         raise RasterReadError(f"cannot read {text} as a raster ({exc}); {hint}") from exc
+
+
+def _network_read_error(
+    what: str, path: str, exc: BaseException, *, pixels: bool = False
+) -> RasterReadError:
+    """The error for GDAL's failure ``exc`` to open or read ``path``, a network source:
+    with the HTTP status behind it and what to do (an expired signed URL, a moved file,
+    missing credentials; :func:`rsgan._http.diagnose`), else with GDAL's words and the
+    retry settings. Its ``http_status`` attribute holds the status, or None."""
+    failure = _http.diagnose(path, exc)
+    if failure is not None:
+        error = RasterReadError(f"{what}: {failure.describe()}")
+        error.http_status = failure.status
+        return error
+    if _http.is_store_error(exc):
+        hint = (
+            "the object store refused the request; check the bucket, the key and the "
+            "credentials GDAL uses (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+            "AWS_SESSION_TOKEN, AWS_PROFILE; AWS_NO_SIGN_REQUEST=YES for a public bucket)"
+        )
+    elif pixels:
+        hint = (
+            "the connection may have failed or the file be truncated or corrupt; try "
+            f"again {_RETRY_HINT}"
+        )
+    elif re.search(r"HTTP|curl|timed out|Connection", str(exc)):
+        hint = f"check the address and the connection and try again {_RETRY_HINT}"
+    else:
+        hint = "pass a GeoTIFF or another format GDAL reads"
+    return RasterReadError(f"{what} ({exc}); {hint}")
 
 
 @contextmanager
@@ -472,7 +502,9 @@ def open_raster(path: PathLike) -> Iterator[DatasetReader]:
         The open rasterio dataset; it is closed when the block ends.
 
     Raises:
-        RasterReadError: if the file is missing, a folder, not a raster, or corrupt.
+        RasterReadError: if the file is missing, a folder, not a raster, or corrupt; for a
+            source read over the network that the server refused, naming the HTTP status
+            (also as ``http_status``) and what to do.
     """
     with open_dataset(path) as src:
         yield src
@@ -651,12 +683,10 @@ def _reading(src: DatasetReader) -> Iterator[None]:
     try:
         yield
     except RasterioError as exc:
-        hint = (
-            "the connection may have failed or the file be truncated or corrupt; try "
-            f"again {_RETRY_HINT}"
-            if _is_network(src.name)
-            else "the file may be truncated or corrupt"
-        )
+        if _is_network(src.name):
+            what = f"cannot read pixels of {src.name}"
+            raise _network_read_error(what, src.name, exc, pixels=True) from exc
+        hint = "the file may be truncated or corrupt"
         raise RasterReadError(f"cannot read pixels of {src.name} ({exc}); {hint}") from exc
 
 

@@ -9,7 +9,11 @@ remote store's latency). FAIL_ONCE (1) answers each request with 503 the first t
 is made (the same method, path and byte range; a store that is busy now and then: a
 client that retries gets everything), STALL_AFTER (> 0) never answers the requests after
 the first STALL_AFTER (a connection that hangs); failed and stalled requests are not
-logged. GDAL's ``/vsicurl/`` asks for byte ranges
+logged. A file ``NAME.http-status`` next to ``NAME`` (which need not exist) makes the
+server answer every request for ``NAME`` with the status on its first line and the rest
+of the file as the body (an expired signed URL: 403; an S3 error: its XML); a test writes
+it to make a file fail from then on, mid-run too. Those answers are logged, with the
+status as a fifth field. GDAL's ``/vsicurl/`` asks for byte ranges
 (``Range: bytes=a-b``), which Python's own ``http.server`` ignores. It must run in a process
 of its own: rasterio holds the GIL while GDAL opens a URL, so a server thread in the test's
 process could not answer.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import os
 import re
 import subprocess
@@ -53,6 +58,16 @@ class _Slice:
         self._f.close()
 
 
+def _status_of(path: str) -> tuple[int, bytes] | None:
+    """The status and body ``PATH.http-status`` gives, if it exists."""
+    try:
+        with open(path + ".http-status", "rb") as f:
+            first, _, body = f.read().partition(b"\n")
+    except OSError:
+        return None
+    return int(first), body
+
+
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -70,12 +85,22 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         if STALL_AFTER and n > STALL_AFTER:
             time.sleep(3600)
             return None
+        path = self.translate_path(self.path)
+        status = _status_of(path)
         if LOG is not None:
             with _log_lock, open(LOG, "a") as log:
                 line = f"{self.command} {self.path} {self.headers.get('Range', '-')} {time.time()}"
-                log.write(line + "\n")
+                log.write(line + (f" {status[0]}" if status else "") + "\n")
         time.sleep(DELAY)
-        path = self.translate_path(self.path)
+        if status is not None:
+            code, body = status
+            self.send_response(code)
+            self.send_header(
+                "Content-Type", "application/xml" if body[:1] == b"<" else "text/plain"
+            )
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return io.BytesIO(body if self.command == "GET" else b"")
         if not os.path.isfile(path):
             self.send_error(404, "not found")
             return None

@@ -495,6 +495,7 @@ def test_a_connection_that_hangs_is_an_error_not_a_wait_forever(
     """A server that stops answering mid-run (no reset, no bytes): the translation used
     to wait for ever, the progress bar still. GDAL now gives up on a request that got
     no byte for GDAL_HTTP_LOW_SPEED_TIME seconds (60 by default; 2 here)."""
+    import rsgan._http
     import rsgan.io
 
     options = rsgan.io.REMOTE_OPEN_OPTIONS
@@ -503,6 +504,7 @@ def test_a_connection_that_hangs_is_an_error_not_a_wait_forever(
     )  # fmt: skip
     monkeypatch.setitem(options, "GDAL_HTTP_LOW_SPEED_TIME", "2")  # not a minute here
     monkeypatch.setitem(rsgan.io.REMOTE_OPEN_OPTIONS, "GDAL_HTTP_MAX_RETRY", "0")
+    monkeypatch.setattr(rsgan._http, "PROBE_TIMEOUT_S", 1.0)  # asking for the status hangs too
     hangs = serve(stall_after=3)
     make_raster("big.tif", width=1024, height=1024, tiled=True, compress=None,
                 folder=hangs.folder)  # fmt: skip
@@ -522,3 +524,147 @@ def test_a_connection_that_hangs_is_an_error_not_a_wait_forever(
     assert len(failure) == 1 and isinstance(failure[0], RasterReadError), failure
     assert "big.tif" in str(failure[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["requests.log", "served"]
+
+
+# HTTP errors of a remote source: the status and what to do reach the error message.
+# They used to reach it only through CPL_DEBUG=ON with `rsgan -vv`, or as GDAL's bare
+# "HTTP response code: 403" with advice about connections and retries.
+
+_S3_ACCESS_DENIED = (
+    "403\n<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+    "<Message>Access Denied</Message></Error>"
+)
+
+
+def _fail_with(served: Served, name: str, status: str) -> None:
+    """From now on the server answers every request for ``name`` with ``status``."""
+    target = served.folder / f"{name}.http-status"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(status)
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        ("403", "HTTP 403 Forbidden: access denied; a signed URL may have expired (sign it again"),
+        ("401", "HTTP 401 Unauthorized: the server wants credentials; give them to GDAL"),
+        ("410", "HTTP 410 Gone: the file was removed from this address"),
+    ],
+)
+def test_an_http_error_on_open_names_the_status_and_what_to_do(
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path, status: str, words: str
+) -> None:
+    make_raster("scene.tif", width=48, height=40, folder=served.folder)
+    _fail_with(served, "scene.tif", status)
+    url = f"{served.base}/scene.tif?se=2020-01-01&sig=abc"  # a signed URL, expired
+    with pytest.raises(RasterReadError) as caught:
+        translate_raster(url, tmp_path / "o.tif", torch.nn.Identity(), progress=False)
+    assert str(caught.value).startswith(f"cannot read {url} as a raster: {words}")
+    assert caught.value.http_status == int(status)
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_a_moved_file_is_http_404_with_its_advice(served: Served, tmp_path: Path) -> None:
+    url = f"{served.base}/moved.tif"  # the range server answers 404 for a missing file
+    with pytest.raises(RasterReadError, match=r"moved\.tif as a raster: HTTP 404 Not Found: "
+                       r"nothing at this address; the file may have moved"):  # fmt: skip
+        translate_raster(url, tmp_path / "o.tif", torch.nn.Identity(), progress=False)
+
+
+def test_a_signed_url_that_expires_mid_run_names_http_403(
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
+) -> None:
+    """The header was read, then the URL expired: GDAL says only "Read failed"; rsgan
+    asks the server once (the URL GDAL was given, no header) and names its answer."""
+    from rasterio.windows import Window
+
+    from rsgan.io import open_raster, read_window
+
+    make_raster("big.tif", width=512, height=512, tiled=True, blocksize=64, compress=None,
+                folder=served.folder)  # fmt: skip
+    url = f"{served.base}/big.tif?sig=abc"
+    with open_raster(url) as src:
+        read_window(src, Window(0, 0, 64, 64))
+        _fail_with(served, "big.tif", "403")
+        with pytest.raises(RasterReadError) as caught:
+            read_window(src, Window(448, 448, 64, 64))  # not in GDAL's cache
+    assert str(caught.value).startswith(f"cannot read pixels of {url}: HTTP 403 Forbidden: ")
+    assert "sign it again" in str(caught.value) and caught.value.http_status == 403
+    probes = [line for line in served.log.read_text().splitlines() if "bytes=0-0" in line]
+    assert probes and all(p.split()[1] == "/big.tif?sig=abc" for p in probes)
+
+
+def test_no_request_of_its_own_when_gdal_sends_credentials(
+    make_raster: Callable[..., Path],
+    served: Served,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GDAL_HTTP_HEADERS set: GDAL's requests carry a header a plain GET would not, so
+    the server's answer to one could mislead; rsgan asks nothing and keeps GDAL's words."""
+    from rasterio.windows import Window
+
+    from rsgan.io import open_raster, read_window
+
+    monkeypatch.setenv("GDAL_HTTP_HEADERS", "Authorization: Bearer secret")
+    make_raster("big.tif", width=512, height=512, tiled=True, blocksize=64, compress=None,
+                folder=served.folder)  # fmt: skip
+    with open_raster(f"{served.base}/big.tif") as src:
+        read_window(src, Window(0, 0, 64, 64))
+        _fail_with(served, "big.tif", "403")
+        with pytest.raises(RasterReadError, match="the connection may have failed") as caught:
+            read_window(src, Window(448, 448, 64, 64))
+    assert caught.value.http_status is None
+    assert not [line for line in served.log.read_text().splitlines() if "bytes=0-0" in line]
+
+
+def test_an_object_store_error_names_the_status_and_the_stores_words(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/vsis3/ against the range server as its endpoint, answering S3's AccessDenied."""
+    for name, value in (("AWS_S3_ENDPOINT", served.base.removeprefix("http://")),
+                        ("AWS_HTTPS", "NO"), ("AWS_VIRTUAL_HOSTING", "FALSE"),
+                        ("AWS_NO_SIGN_REQUEST", "YES")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    _fail_with(served, "bucket/scene.tif", _S3_ACCESS_DENIED)
+    with pytest.raises(RasterReadError) as caught:
+        translate_raster("/vsis3/bucket/scene.tif", tmp_path / "o.tif", torch.nn.Identity(),
+                         progress=False)  # fmt: skip
+    assert str(caught.value).startswith(
+        "cannot read /vsis3/bucket/scene.tif as a raster: HTTP 403 Forbidden (Access Denied): "
+    )
+    assert caught.value.http_status == 403
+
+
+def test_cli_prints_the_http_status_in_one_line(
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
+) -> None:
+    make_raster("scene.tif", width=48, height=40, folder=served.folder)
+    _fail_with(served, "scene.tif", "403")
+    url = f"{served.base}/scene.tif?sig=abc"
+    result = CliRunner().invoke(cli, ["translate", url, str(tmp_path / "o.tif"), "--quiet"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"Error: cannot read {url} as a raster: HTTP 403"
+    )
+    assert "sign it again" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_batch_records_the_http_status_of_a_failed_row(
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
+) -> None:
+    """An expired URL in a catalog: that row fails naming HTTP 403 (in the manifest and
+    the summary of `rsgan batch`, which exits 3), the others are done."""
+    for i in range(2):
+        make_raster(f"s{i}.tif", width=48, height=40, seed=i, folder=served.folder)
+    _fail_with(served, "s1.tif", "403")
+    manifest = translate_catalog(
+        [f"{served.base}/s0.tif", f"{served.base}/s1.tif?sig=old"], tmp_path / "out",
+        torch.nn.Identity(), workers=0, tile=32, overlap=8, progress=False,
+    )  # fmt: skip
+    assert list(manifest["status"]) == ["done", "failed"]
+    assert (
+        "HTTP 403 Forbidden: access denied; a signed URL may have expired" in manifest["error"][1]
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
+from rsgan.cli._exit import ExitCode
 from rsgan.cli._options import BANDS
 from rsgan.cli.batch import given, translation_options
 
@@ -58,25 +60,36 @@ def augment(
 
     Writes OUT/images/<stem>.tif, OUT/masks/<stem>.tif and OUT/index.csv (original and
     translated pairs), ready for rsgan.pipelines.augment.MixedSegmentationDataset. Pairs
-    that fail (no partner, different grids) are listed and the exit code is 1; the other
-    pairs are written.
+    that fail (no partner, different grids) are listed and the exit code is 3; the other
+    pairs are written. Exit codes: 0 all pairs written; 1 an error, nothing written (the
+    Error line says why); 2 a usage error; 3 finished, but some pairs failed (fix them and
+    rerun with --overwrite).
 
     \b
     Example:
       rsgan augment --images chips/img --masks chips/mask --model m.safetensors --out aug/
     """
-    from rsgan.pipelines.augment import INDEX_NAME, augment_segmentation_dataset
+    from rsgan.pipelines.augment import INDEX_NAME, AugmentError, augment_segmentation_dataset
 
-    index = augment_segmentation_dataset(
-        images,
-        masks,
-        model,
-        out_dir,
-        direction=direction,
-        overwrite=overwrite,
-        progress=not quiet,
-        **given(tile=tile, overlap=overlap, device=device, bands=bands),
-    )
+    try:
+        index = augment_segmentation_dataset(
+            images,
+            masks,
+            model,
+            out_dir,
+            direction=direction,
+            overwrite=overwrite,
+            progress=not quiet,
+            **given(tile=tile, overlap=overlap, device=device, bands=bands),
+        )
+    except AugmentError as exc:  # finished: the good pairs are written and indexed
+        click.echo(str(exc), err=True)
+        click.echo(
+            f"{len(exc.failures)} pair(s) failed (exit code {ExitCode.SOME_FAILED:d}); fix "
+            "them and rerun with --overwrite",
+            err=True,
+        )
+        sys.exit(ExitCode.SOME_FAILED)
     click.echo(f"{int(index['translated'].sum())} translated pairs; index: {out_dir / INDEX_NAME}")
 
 

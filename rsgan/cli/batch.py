@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from rsgan.cli._exit import ExitCode
 from rsgan.cli._options import BANDS
 
 _TRANSLATION_OPTIONS = (
@@ -44,7 +45,22 @@ def given(**options: Any) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
 
-@click.command("batch", short_help="Translate every scene of a catalog (Dask; rerunnable).")
+_EXIT_CODES = """\b
+Exit codes:
+  0    every scene done (translated, or skipped as done before)
+  1    error: the run could not be done (catalog, model, OUT_DIR,
+       cluster); the Error line says why
+  2    usage error (a bad option or argument)
+  3    the run finished, but some scenes failed: they are listed and
+       in the manifest; rerun the same command to retry only them
+  130  Ctrl-C, 143 SIGTERM: rerun to go on"""
+
+
+@click.command(
+    "batch",
+    short_help="Translate every scene of a catalog (Dask; rerunnable).",
+    epilog=_EXIT_CODES,
+)
 @click.argument("catalog")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @translation_options
@@ -126,7 +142,8 @@ def batch(
     raster paths, a folder of rasters, a quoted glob such as 'scenes/*.tif', or a STAC
     ItemCollection/Catalog JSON. Each scene gives OUT_DIR/<name>_translated.tif and a STAC
     Item next to it; OUT_DIR/manifest.parquet records every scene. Rerunning skips the
-    scenes already done. The exit code is 1 when any scene failed.
+    scenes already done. The exit code tells a finished run with failed scenes (3) from
+    one that could not be done (1); see the list below.
 
     \b
     Examples:
@@ -161,8 +178,19 @@ def batch(
     )
     click.echo(summary_table(manifest))
     click.echo(f"manifest: {out_dir / MANIFEST_NAME}")
-    if (manifest["status"] == "failed").any():
-        sys.exit(1)
+    status = manifest["status"]
+    failed = int((status == "failed").sum())
+    if failed:
+        click.echo(
+            f"{failed} of {len(manifest)} scenes failed (exit code {ExitCode.SOME_FAILED:d}); "
+            "rerun the same command to retry them: the scenes done are skipped",
+            err=True,
+        )
+        sys.exit(ExitCode.SOME_FAILED)
+    done, skipped = int((status == "done").sum()), int((status == "skipped").sum())
+    click.echo(
+        f"all {len(manifest)} scenes done ({done} translated, {skipped} skipped as done before)"
+    )
 
 
 commands: list[click.Command] = [batch]

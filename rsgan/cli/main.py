@@ -5,7 +5,9 @@ group here collects them. Errors derived from :class:`rsgan.errors.RsganError` b
 line on stderr and exit code 1 (no traceback); Ctrl-C exits 130. SIGTERM (a scheduler's or
 ``kill``'s request to stop) is raised as an interrupt in every command, so outputs are
 cleaned up as after Ctrl-C, and exits 143 (``rsgan train`` finishes its step and saves
-first, as on Ctrl-C). Warnings are one line each on stderr (``Warning: ...``).
+first, as on Ctrl-C). ``rsgan batch`` and ``rsgan augment`` exit 3 when they finished but
+some scenes or pairs failed; the codes are :class:`rsgan.cli._exit.ExitCode`. Warnings are
+one line each on stderr (``Warning: ...``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import click
 
 from rsgan import __version__
+from rsgan.cli._exit import ExitCode
 from rsgan.cli._signals import Terminated, terminate_as_interrupt
 from rsgan.errors import RsganError
 
@@ -75,10 +78,10 @@ class RsganGroup(click.Group):
             raise click.ClickException(str(exc)) from None
         except Terminated:
             click.echo("Terminated; no partial output was left behind.", err=True)
-            sys.exit(143)
+            sys.exit(ExitCode.TERMINATED)
         except KeyboardInterrupt:
             click.echo("Interrupted; no partial output was left behind.", err=True)
-            sys.exit(130)
+            sys.exit(ExitCode.INTERRUPTED)
 
 
 def _add_commands(group: click.Group) -> click.Group:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from rsgan.cli._exit import ExitCode
 from rsgan.cli._options import BANDS, other_rank
 
 _PRECISIONS = click.Choice(["fp32", "bf16"])
@@ -124,7 +125,7 @@ def _call(train: Callable[..., Path], *args: Any, **kwargs: Any) -> None:
     except TrainingInterrupted as exc:
         if not other_rank():  # under torchrun rank 0 says it for the run
             click.echo(f"\n{exc}", err=True)
-        sys.exit(143 if exc.signum == signal.SIGTERM else 130)
+        sys.exit(ExitCode.TERMINATED if exc.signum == signal.SIGTERM else ExitCode.INTERRUPTED)
     if not other_rank():
         click.echo(f"checkpoint: {path}")
 

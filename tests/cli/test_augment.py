@@ -50,8 +50,11 @@ def test_augment_bad_pair_exit_code(pairs: tuple[Path, Path], tmp_path: Path) ->
     images, masks = pairs
     (masks / "t1.tif").unlink()
     result = _augment(images, masks, tmp_path / "aug")
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # finished, some pairs failed (as rsgan batch's scenes)
     assert "1 of 2 pair(s) failed" in result.output and "t1.tif has no mask" in result.output
+    assert "Error:" not in result.output and "Traceback" not in result.output
+    last = "1 pair(s) failed (exit code 3); fix them and rerun with --overwrite"
+    assert result.output.splitlines()[-1] == last
     assert (tmp_path / "aug" / "masks" / "t0.tif").exists()
 
 
@@ -64,7 +67,7 @@ def test_augment_bands_option_as_the_band_error_says(
         mask = (np.arange(40 * 32).reshape(1, 32, 40) % 3).astype(np.uint8)
         make_raster(f"t{i}.tif", data=mask, folder=tmp_path / "lbl")
     refused = _augment(tmp_path / "img", tmp_path / "lbl", tmp_path / "aug")
-    assert refused.exit_code == 1 and "(--bands 1,2,3)" in refused.output
+    assert refused.exit_code == 3 and "(--bands 1,2,3)" in refused.output  # every pair failed
     done = _augment(tmp_path / "img", tmp_path / "lbl", tmp_path / "aug2", "--bands", "1,2,3")
     assert done.exit_code == 0, done.output
     index = pd.read_csv(tmp_path / "aug2" / "index.csv", dtype={"bands": str})
