@@ -29,6 +29,7 @@ from rsgan.models import CycleGANConfig, build_nets
 from rsgan.pipelines import catalog as catalog_module
 from rsgan.pipelines.catalog import (
     MANIFEST_NAME,
+    bbox_4326,
     read_catalog,
     read_manifest,
     sha256_file,
@@ -442,7 +443,148 @@ def test_stac_geometry_of_a_rotated_scene_across_the_antimeridian_is_cut_there(
         assert min(Point(corner).distance(Point(v)) for v in vertices) < 1e-9, corner
     unwrapped = Polygon([(lon % 360.0, lat) for lon, lat in corners])
     assert footprint.area == pytest.approx(unwrapped.area, rel=1e-3)  # not the globe
-    assert item["bbox"] == pytest.approx(list(footprint.bounds), abs=1e-12)
+    # RFC 7946 section 5.2: the bbox of a footprint across 180 degrees has west > east
+    _, south, _, north = footprint.bounds
+    assert item["bbox"] == [east.bounds[0], south, west.bounds[2], north]
+
+
+def _geo_bbox(path: Path) -> list[float]:
+    """The ``bbox`` of the geometry column in a GeoParquet file's ``geo`` metadata."""
+    import pyarrow.parquet as pq
+
+    geo = json.loads(pq.read_schema(path).metadata[b"geo"])
+    return list(geo["columns"][geo["primary_column"]]["bbox"])
+
+
+@pytest.mark.parametrize(
+    ("crs", "transform", "beside"),
+    [
+        # 1 km pixels in UTM zone 60N near 9 N, where 180 degrees is at x = 829886 m
+        ("EPSG:32660", rasterio.Affine(1000.0, 0, 800000.0, 0, -1000.0, 1040000.0), -10),
+        # and in zone 1N, where it is at x = 170114 m
+        ("EPSG:32601", rasterio.Affine(1000.0, 0, 140000.0, 0, -1000.0, 1040000.0), 10),
+        # a geographic scene from 179.5 to 180.5 (i.e. -179.5) degrees east
+        ("EPSG:4326", rasterio.Affine(1 / 64, 0, 179.5, 0, -1 / 64, 10.0), -10),
+    ],
+    ids=["utm-60n", "utm-1n", "lonlat-past-180"],
+)
+def test_stac_bbox_of_a_scene_across_the_antimeridian_has_west_greater_than_east(
+    make_raster: Callable[..., Path],
+    tmp_path: Path,
+    crs: str,
+    transform: rasterio.Affine,
+    beside: int,
+) -> None:
+    """Regression: the STAC Item of a scene across 180 degrees had the bbox of its cut
+    footprint, [-180, south, 180, north], as if the scene spanned the globe's width; it
+    is [west, south, east, north] with west > east (RFC 7946 section 5.2, which the STAC
+    item spec follows), so searches place it. The manifest's GeoParquet bbox follows the
+    same rule; a scene beside it that does not cross keeps its bounds exactly."""
+    from pyproj import Transformer
+    from shapely.geometry import shape
+
+    w, h = 64, 48
+    folder = tmp_path / "s"
+    make_raster("am.tif", width=w, height=h, crs=crs, transform=transform, folder=folder)
+    near = rasterio.Affine.translation(beside * w * transform.a, 0.0) * transform
+    make_raster("near.tif", width=w, height=h, crs=crs, transform=near, folder=folder)
+    out = tmp_path / "out"
+    manifest = translate_catalog(folder, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(manifest["status"]) == ["done", "done"]
+
+    to_4326 = Transformer.from_crs(crs, 4326, always_xy=True)
+    pixels = [(i * w / 8, 0) for i in range(9)] + [(i * w / 8, h) for i in range(9)]
+    lons, lats = zip(*(to_4326.transform(*(transform * p)) for p in pixels), strict=True)
+    lons_east = [x % 360.0 for x in lons]  # continuous across 180
+    assert min(lons_east) < 180.0 < max(lons_east)  # it does cross
+    item = pystac.Item.from_file(os.fspath(out / "am_translated.json"))
+    footprint = shape(item.geometry)
+    assert footprint.geom_type == "MultiPolygon"
+    west, south, east, north = item.bbox
+    assert west > 0 > east  # not [-180, south, 180, north]
+    assert west == pytest.approx(min(lons_east), abs=1e-6)
+    assert east == pytest.approx(max(lons_east) - 360.0, abs=1e-6)
+    assert (south, north) == pytest.approx((min(lats), max(lats)), abs=1e-6)
+    assert (south, north) == footprint.bounds[1::2]
+    parts_east = [p for p in footprint.geoms if p.bounds[2] == 180.0]
+    parts_west = [p for p in footprint.geoms if p.bounds[0] == -180.0]
+    assert west == min(p.bounds[0] for p in parts_east)
+    assert east == max(p.bounds[2] for p in parts_west)
+    assert pystac.Item.from_dict(item.to_dict()).bbox == item.bbox  # round-trips
+
+    other = pystac.Item.from_file(os.fspath(out / "near_translated.json"))
+    assert shape(other.geometry).geom_type == "Polygon"
+    assert other.bbox == list(shape(other.geometry).bounds)  # unchanged: min/max
+    assert -180.0 < other.bbox[0] < other.bbox[2] < 180.0
+
+    # the manifest: footprints unchanged, its GeoParquet bbox the smallest box over both
+    again = read_manifest(out)
+    assert again is not None
+    assert again.geometry.iloc[manifest["scene"].tolist().index("am")].equals(footprint)
+    lat_range = [min(south, other.bbox[1]), max(north, other.bbox[3])]
+    if beside < 0:  # the other scene is west of 180, on the eastern hemisphere's side
+        expected = [other.bbox[0], lat_range[0], east, lat_range[1]]
+    else:
+        expected = [west, lat_range[0], other.bbox[2], lat_range[1]]
+    assert _geo_bbox(out / MANIFEST_NAME) == expected
+
+
+def test_stac_bbox_of_polar_scenes(make_raster: Callable[..., Path], tmp_path: Path) -> None:
+    """A polar stereographic scene across 180 degrees (not around the pole) gets a bbox
+    with west > east; one around the pole covers every longitude, [-180, south, 180, 90],
+    and so does the manifest's GeoParquet bbox over both."""
+    from pyproj import Transformer
+    from shapely.geometry import shape
+
+    folder = tmp_path / "s"
+    off_pole = rasterio.Affine(10000.0, 0, -1480000.0, 0, -10000.0, 1480000.0)
+    around = rasterio.Affine(10000.0, 0, -320000.0, 0, -10000.0, 320000.0)
+    for name, transform in (("off", off_pole), ("cap", around)):
+        make_raster(f"{name}.tif", width=64, height=64, crs="EPSG:3413", transform=transform,
+                    folder=folder)  # fmt: skip
+    out = tmp_path / "out"
+    manifest = translate_catalog(folder, out, torch.nn.Identity(), workers=0, **FAST)
+    assert list(manifest["status"]) == ["done", "done"]
+
+    off = pystac.Item.from_file(os.fspath(out / "off_translated.json"))
+    to_4326 = Transformer.from_crs(3413, 4326, always_xy=True)
+    lons = [to_4326.transform(*(off_pole * p))[0] for p in ((0, 0), (64, 0), (64, 64), (0, 64))]
+    assert {lon > 0 for lon in lons} == {True, False}  # it does cross 180
+    west, _, east, _ = off.bbox
+    assert west == pytest.approx(min(lon % 360.0 for lon in lons), abs=1e-6)
+    assert east == pytest.approx(max(lon % 360.0 for lon in lons) - 360.0, abs=1e-6)
+    assert off.bbox[1::2] == list(shape(off.geometry).bounds[1::2])
+
+    cap = pystac.Item.from_file(os.fspath(out / "cap_translated.json"))
+    assert cap.bbox == list(shape(cap.geometry).bounds)
+    assert cap.bbox[::2] == [-180.0, 180.0] and cap.bbox[3] == 90.0
+    assert _geo_bbox(out / MANIFEST_NAME) == [-180.0, off.bbox[1], 180.0, 90.0]
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        ([box(10, 0, 20, 5)], [10, 0, 20, 5]),
+        ([box(-180, 0, -170, 5)], [-180, 0, -170, 5]),  # touches -180 only: plain
+        ([box(-180, 0, -170, 5), box(10, -1, 20, 1)], [-180, -1, 20, 5]),
+        ([box(170, -10, 175, 10), box(-175, -10, -170, 10)], [-175, -10, 175, 10]),
+        # RFC 7946 section 5.2's example, as a footprint cut at 180 degrees
+        ([box(177, -20, 180, -16), box(-180, -20, -178, -16)], [177, -20, -178, -16]),
+        # the widest gap (-175 to 0) is left out, not the one from 10 to 170
+        ([box(170, 0, 180, 1), box(-180, 0, -175, 1), box(0, 0, 10, 2)], [0, 0, -175, 2]),
+        # overlapping parts that together cover every longitude (a polar cap)
+        ([box(-180, 80, 10, 90), box(-10, 80, 180, 90)], [-180, 80, 180, 90]),
+        ([box(-180, 80, 180, 90)], [-180, 80, 180, 90]),
+    ],
+)
+def test_bbox_4326(parts: list[Any], expected: list[float]) -> None:
+    """The RFC 7946 bbox: west > east only for geometries with parts on both sides of
+    the antimeridian; a MultiPolygon or a list of geometries gives the same bbox."""
+    from shapely.geometry import MultiPolygon
+
+    assert bbox_4326(parts) == expected
+    assert bbox_4326([MultiPolygon(parts), None]) == expected
+    assert bbox_4326([]) is None and bbox_4326([None, box(0, 0, 0, 0).buffer(0)]) is None
 
 
 def test_stac_asset_key_errors(scenes: list[Path], tmp_path: Path) -> None:

@@ -646,6 +646,23 @@ def _write_manifest(path: Path, results: Iterable[SceneResult]) -> None:
     frame = _manifest_frame(results)
     with atomic_output(path, overwrite=True, suffix=".parquet") as tmp:
         frame.to_parquet(tmp, index=False)
+        _cross_geoparquet_bbox(tmp, bbox_4326(frame.geometry))
+
+
+def _cross_geoparquet_bbox(path: Path, bbox: list[float] | None) -> None:
+    """Set the GeoParquet ``bbox`` of ``path``'s geometry column to ``bbox`` when it
+    crosses the antimeridian (west > east, as the GeoParquet spec's RFC 7946 bbox has it;
+    geopandas writes the plain bounds, -180 to 180). Other files are left as written."""
+    if bbox is None or bbox[0] <= bbox[2]:
+        return
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    metadata = dict(table.schema.metadata or {})
+    geo = json.loads(metadata[b"geo"])
+    geo["columns"][geo["primary_column"]]["bbox"] = bbox
+    metadata[b"geo"] = json.dumps(geo).encode()
+    pq.write_table(table.replace_schema_metadata(metadata), path)
 
 
 def _remove_stale_temporaries(output: Path) -> None:
@@ -800,6 +817,56 @@ def _outline_4326(crs: Any, outline: Polygon) -> Any:
     return parts[0] if len(parts) == 1 else MultiPolygon(parts)
 
 
+ANTIMERIDIAN_TOLERANCE = 1e-9
+"""Degrees within which a part's edge counts as on the antimeridian (+180 or -180)."""
+
+
+def bbox_4326(geometries: Iterable[Any]) -> list[float] | None:
+    """The GeoJSON bbox ``[west, south, east, north]`` (degrees) of EPSG:4326 geometries.
+
+    RFC 7946 section 5.2 (which STAC Items and Collections and the GeoParquet ``bbox``
+    follow): geometries cut at the antimeridian, with parts touching both +180 and -180
+    degrees, get the bbox that crosses it, ``west > east`` (a scene from 179.5 to
+    -179.5 degrees has ``[179.5, south, -179.5, north]``, one degree wide, not the
+    globe's width). Its longitude range is the circle less the widest gap between the
+    parts' longitude ranges. Everything else, or parts that together cover every
+    longitude (a polar cap), keeps the plain bounds, minimum then maximum.
+
+    Args:
+        geometries: shapely geometries in EPSG:4326 (longitude, latitude); None and empty
+            ones are skipped.
+
+    Returns:
+        ``[west, south, east, north]``, or None when there is no geometry.
+    """
+    parts = [
+        p
+        for g in geometries
+        if g is not None and not g.is_empty
+        for p in getattr(g, "geoms", [g])
+        if not p.is_empty
+    ]
+    if not parts:
+        return None
+    bounds = np.array([p.bounds for p in parts])
+    plain = [float(v) for v in (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0))]
+    west_edge = bounds[:, 0] <= -180.0 + ANTIMERIDIAN_TOLERANCE
+    east_edge = bounds[:, 2] >= 180.0 - ANTIMERIDIAN_TOLERANCE
+    if not (west_edge.any() and east_edge.any()):
+        return plain
+    spans: list[list[float]] = []  # the parts' longitude ranges, overlapping ones merged
+    for lo, hi in sorted(zip(bounds[:, 0], bounds[:, 2], strict=True)):
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], hi)
+        else:
+            spans.append([lo, hi])
+    if len(spans) == 1:  # every longitude: nothing crosses
+        return plain
+    # the gap across 180 is closed (parts touch both sides): the widest other gap is left out
+    gap = max(range(len(spans) - 1), key=lambda i: spans[i + 1][0] - spans[i][1])
+    return [float(spans[gap + 1][0]), plain[1], float(spans[gap][1]), plain[3]]
+
+
 def _grid_outline(transform: Affine, width: int, height: int) -> Polygon:
     """The outline of a ``width`` x ``height`` pixel grid in its CRS: the corners
     (col, row) = (width, height), (width, 0), (0, 0), (0, height) through ``transform``,
@@ -820,7 +887,7 @@ def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[s
     item = pystac.Item(
         id=f"{scene.name}{OUTPUT_SUFFIX}",
         geometry=mapping(footprint) if footprint is not None else None,
-        bbox=list(footprint.bounds) if footprint is not None else None,
+        bbox=bbox_4326([footprint]),
         datetime=when,
         properties={"rsgan:source": scene.source},
     )
@@ -1348,6 +1415,7 @@ __all__ = [
     "MANIFEST_NAME",
     "Scene",
     "SceneResult",
+    "bbox_4326",
     "output_path",
     "read_catalog",
     "read_manifest",
