@@ -9,6 +9,7 @@ imports nothing from rsgan, so that :mod:`rsgan.errors` can redact every message
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import unquote
 
@@ -201,7 +202,7 @@ def _each_url(text: str, free_text: bool, edit: _QueryEdit, userinfo: bool) -> s
     return "".join(out)
 
 
-def redact_url(name: str) -> str:
+def redact_url(name: str | os.PathLike[str]) -> str:
     """``name`` (a raster source) as it may be shown: the value of every secret query
     parameter (:data:`SECRET_PARAMETERS`: ``sig``, ``X-Amz-Signature``,
     ``X-Amz-Credential``, ``X-Amz-Security-Token``, ``X-Goog-Signature``, ``Signature``,
@@ -212,7 +213,7 @@ def redact_url(name: str) -> str:
     in ``/vsicurl?url=`` (percent-encoded), in a ``/vsizip/{...}`` chain, in
     ``zip+https://host/a.zip?sig=x!/b.tif`` or in a ``vrt://`` name. A name without a
     secret is returned as given; redacting twice changes nothing."""
-    return _each_url(name, False, _Redact(False), True)
+    return _each_url(os.fspath(name), False, _Redact(False), True)
 
 
 def redact_text(text: str) -> str:
@@ -221,10 +222,10 @@ def redact_text(text: str) -> str:
     return _each_url(text, True, _Redact(True), True)
 
 
-def unsigned_url(name: str) -> str:
+def unsigned_url(name: str | os.PathLike[str]) -> str:
     """``name`` as records keep it: the parameters that sign each ``http(s)`` URL in it
     (:data:`SIGNING_PARAMETERS`, every secret one among them) left out, and a password in
     a URL redacted. A URL Planetary Computer signed is stored as the unsigned href its
     STAC API gives, which a signer can sign again; a name without a signature is returned
     as given."""
-    return _each_url(name, False, _Unsign(), True)
+    return _each_url(os.fspath(name), False, _Unsign(), True)

@@ -1375,7 +1375,9 @@ def placed_xy(
 
     crs = placed_crs(info)
     if crs is None:
-        raise ValueError(f"{info.path} is placed by neither ground control points nor RPCs")
+        raise ValueError(
+            f"{redact_url(info.path)} is placed by neither ground control points nor RPCs"
+        )
     by_gcps = bool(info.gcps) and info.gcps_crs is not None  # else by RPCs
     with GCPTransformer(list(info.gcps)) if by_gcps else RPCTransformer(info.rpcs) as t:
         xs, ys = t.xy(list(rows), list(cols), offset="ul")
