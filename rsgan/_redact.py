@@ -63,7 +63,7 @@ _SECRET_WITH_SIGNATURE = frozenset("policy key-pair-id awsaccesskeyid googleacce
 ``Signature`` only (on its own, ``policy=`` may be a parameter that selects data)."""
 
 _URL_START = re.compile(r"https?://|https?%3A%2F%2F", re.IGNORECASE)
-_ARCHIVE_SCHEME = re.compile(r"^(?:zip|tar|gzip)\+", re.IGNORECASE)
+_ARCHIVE_SCHEME = re.compile(r"(?:zip|tar|gzip)\+", re.IGNORECASE)
 _TEXT_END = re.compile(r"[\s'\"<>`{}!]")
 _TRAILING = re.compile(r"[.,;:)\]]+$")
 
@@ -170,8 +170,6 @@ def _each_url(text: str, free_text: bool, edit: _QueryEdit, userinfo: bool) -> s
     bracket, trailing punctuation (``.,;:)]``) left out."""
     if not _URL_START.search(text):
         return text
-    braces = "{" in text
-    archive = bool(_ARCHIVE_SCHEME.match(text))
     out: list[str] = []
     pos = 0
     for match in _URL_START.finditer(text):
@@ -183,6 +181,9 @@ def _each_url(text: str, free_text: bool, edit: _QueryEdit, userinfo: bool) -> s
             end = _TEXT_END.search(text, match.end())
             stop = end.start() if end else stop
         else:
+            before = text[: match.start()]
+            braces = before.count("{") > before.count("}")  # inside /vsizip/{...}
+            archive = bool(_ARCHIVE_SCHEME.fullmatch(before))  # zip+https://...!/b.tif
             for char, active in (("}", braces), ("!", archive)):
                 at = text.find(char, match.end()) if active else -1
                 stop = at if 0 <= at < stop else stop

@@ -414,6 +414,8 @@ def test_a_name_without_secrets_is_shown_as_given(text, tally) -> None:
         ("https://h/a.tif?policy=p&page=2", "https://h/a.tif?policy=p&page=2",
          "https://h/a.tif?policy=p&page=2"),  # no signature: policy= selects data
         ("https://h/a.tif?sig=", "https://h/a.tif?sig=", "https://h/a.tif"),
+        ("https://h/{x}/a!b.tif?sig=S", "https://h/{x}/a!b.tif?sig=REDACTED",
+         "https://h/{x}/a!b.tif"),  # braces and ! in a plain URL's path
         ("/vsis3/bucket/a.tif", "/vsis3/bucket/a.tif", "/vsis3/bucket/a.tif"),
     ],
 )  # fmt: skip
