@@ -3,14 +3,30 @@
 Every error a user can cause is a subclass of :class:`RsganError`, which the CLI turns
 into one readable line and a non-zero exit code. Each subclass also inherits the
 builtin exception that matches it (``OSError``, ``ValueError``, ...), so code that
-already catches those keeps working. Messages name the bad value and the fix.
+already catches those keeps working. Messages name the bad value and the fix. A message
+that names a signed URL shows it without its secrets (:func:`rsgan.io.redact_url`: the
+signature's value reads ``REDACTED``), so that an error can be logged or shared.
 """
 
 from __future__ import annotations
 
+from rsgan._redact import redact_text
+
 
 class RsganError(Exception):
     """Root of every error rsgan raises on bad input or a failed operation."""
+
+    def __init__(self, *args: object) -> None:
+        # every message in one place: a signed URL in it loses its secrets
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
+
+
+class RsganWarning(UserWarning):
+    """Root of rsgan's warnings; a signed URL in the message loses its secrets, as in
+    :class:`RsganError`."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
 
 
 class RasterReadError(RsganError, OSError):
@@ -82,5 +98,6 @@ __all__ = [
     "RasterReadError",
     "RasterWriteError",
     "RsganError",
+    "RsganWarning",
     "TileSpecError",
 ]

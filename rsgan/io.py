@@ -45,6 +45,14 @@ from rasterio.rpc import RPC
 from rasterio.windows import Window
 
 from rsgan import _http
+from rsgan._redact import (
+    REDACTED,
+    SECRET_PARAMETERS,
+    SIGNING_PARAMETERS,
+    redact_text,
+    redact_url,
+    unsigned_url,
+)
 from rsgan._types import Bands, PathLike
 
 try:  # POSIX only: stale temporaries are told from live ones by a lock (fcntl.flock)
@@ -60,6 +68,7 @@ from rsgan.errors import (
     RasterReadError,
     RasterWriteError,
     RsganError,
+    RsganWarning,
     TileSpecError,
 )
 
@@ -69,7 +78,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 _TMP_MARK = ".rsgan-tmp-"
 
 
-class NotGeoreferencedWarning(UserWarning):
+class NotGeoreferencedWarning(RsganWarning):
     """A training source carries no CRS: chips from it have pixel coordinates only."""
 
 
@@ -1366,7 +1375,9 @@ def placed_xy(
 
     crs = placed_crs(info)
     if crs is None:
-        raise ValueError(f"{info.path} is placed by neither ground control points nor RPCs")
+        raise ValueError(
+            f"{redact_url(info.path)} is placed by neither ground control points nor RPCs"
+        )
     by_gcps = bool(info.gcps) and info.gcps_crs is not None  # else by RPCs
     with GCPTransformer(list(info.gcps)) if by_gcps else RPCTransformer(info.rpcs) as t:
         xs, ys = t.xy(list(rows), list(cols), offset="ul")
@@ -1505,68 +1516,19 @@ def same_file(a: PathLike, b: PathLike) -> bool:
     return _same_file(Path(a), Path(b))
 
 
-_SIGNATURES = {
-    # a signature parameter: the parameters (its own included) that sign with it
-    # Azure SAS tokens (Planetary Computer's signed hrefs)
-    "sig": frozenset(
-        "sv ss srt sp se st spr sig sr si sip skoid sktid skt ske sks skv sdd saoid suoid "
-        "scid".split()
-    ),
-    # S3 and Google Cloud Storage V2 signatures, CloudFront signed URLs
-    "signature": frozenset(
-        "awsaccesskeyid googleaccessid signature expires policy key-pair-id "
-        "x-amz-security-token".split()
-    ),
-}
-SIGNING_PARAMETERS: frozenset[str] = frozenset().union(*_SIGNATURES.values())
-"""Query parameters (lower case) of a signed URL that grant access for a while and name
-no other data: :func:`same_source` leaves them out of an ``http(s)`` URL's query (also
-behind ``/vsicurl/``) that carries the signature of their scheme (``sig``, ``signature``),
-with any ``X-Amz-*`` (S3 SigV4) or ``X-Goog-*`` (GCS V4) parameter of a query that holds
-``X-Amz-Signature`` or ``X-Goog-Signature``."""
-_SIGNATURE_PREFIXES = {"x-amz-signature": "x-amz-", "x-goog-signature": "x-goog-"}
-_CURL_PREFIXES = ("/vsicurl/", "/vsicurl_streaming/")
-
-
 def same_source(a: PathLike, b: PathLike) -> bool:
     """Whether two raster sources name one dataset: local paths one file (:func:`same_file`:
     links, ``..`` and a relative path against the working folder resolved), virtual names
     (:func:`is_virtual`: URLs, ``/vsi`` paths, ``vrt://`` names) the same text once a
     relative local archive or file in them is made absolute (:func:`absolute_source`) but
-    for the signature of a signed URL (:data:`SIGNING_PARAMETERS`: a scene signed anew is the
-    same scene; a query without a signature is compared whole, since its parameters may
-    select the data)."""
+    for the signature of a signed URL (:func:`unsigned_url`, :data:`SIGNING_PARAMETERS`: a
+    scene signed anew is the same scene, also in a ``/vsizip/{...}`` chain or a
+    ``zip+https://`` name, and so is the unsigned form a manifest keeps; a query without a
+    signature is compared whole, since its parameters may select the data)."""
     text_a, text_b = os.fspath(a), os.fspath(b)
     if _is_virtual(text_a) or _is_virtual(text_b):
-        return _unsigned(absolute_source(text_a)) == _unsigned(absolute_source(text_b))
+        return unsigned_url(absolute_source(text_a)) == unsigned_url(absolute_source(text_b))
     return _same_file(Path(text_a), Path(text_b))
-
-
-def _unsigned(text: str) -> str:
-    """``text`` without the query parameters that sign it (:data:`SIGNING_PARAMETERS`),
-    for an ``http(s)`` URL, also behind ``/vsicurl/``; any other name as given (the query
-    of a URL inside a ``/vsizip/{...}`` chain or a ``vrt://`` name does not end the name,
-    and ``?`` in an ``s3://`` or ``/vsis3/`` name is part of the object's key)."""
-    prefix = next((p for p in _CURL_PREFIXES if text.startswith(p)), "")
-    url = text[len(prefix) :]
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme not in ("http", "https") or "{" in url or "}" in url:
-        return text
-    head, sep, rest = url.partition("?")
-    query, hash_, fragment = rest.partition("#")
-    keys = [part.partition("=")[0].lower() for part in query.split("&")]
-    signed: set[str] = set()
-    for key in keys:
-        signed |= _SIGNATURES.get(key, frozenset())
-    prefixes = tuple(_SIGNATURE_PREFIXES[k] for k in keys if k in _SIGNATURE_PREFIXES)
-    if not signed and not prefixes:
-        return text
-    kept = [
-        part
-        for part, key in zip(query.split("&"), keys, strict=True)
-        if key not in signed and not (prefixes and key.startswith(prefixes))
-    ]
-    return prefix + head + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -2585,6 +2547,9 @@ def write_png_grid(
 __all__ = [
     "IMAGE_EXTENSIONS",
     "KEEP",
+    "REDACTED",
+    "SECRET_PARAMETERS",
+    "SIGNING_PARAMETERS",
     "BandStats",
     "PERCENTILE_SAMPLE",
     "NoValidPixelsError",
@@ -2614,12 +2579,15 @@ __all__ = [
     "read_masked",
     "read_valid_mask",
     "read_window",
+    "redact_text",
+    "redact_url",
     "remove_stale_temporaries",
     "rgb_bands",
     "same_crs",
     "source_name",
     "source_path",
     "source_stem",
+    "unsigned_url",
     "verify_raster",
     "warn_if_not_georeferenced",
     "write_png_grid",

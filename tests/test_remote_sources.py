@@ -559,7 +559,8 @@ def test_an_http_error_on_open_names_the_status_and_what_to_do(
     url = f"{served.base}/scene.tif?se=2020-01-01&sig=abc"  # a signed URL, expired
     with pytest.raises(RasterReadError) as caught:
         translate_raster(url, tmp_path / "o.tif", torch.nn.Identity(), progress=False)
-    assert str(caught.value).startswith(f"cannot read {url} as a raster: {words}")
+    shown = url.replace("sig=abc", "sig=REDACTED")  # the signature is a secret
+    assert str(caught.value).startswith(f"cannot read {shown} as a raster: {words}")
     assert caught.value.http_status == int(status)
     assert not (tmp_path / "o.tif").exists()
 
@@ -588,7 +589,8 @@ def test_a_signed_url_that_expires_mid_run_names_http_403(
         _fail_with(served, "big.tif", "403")
         with pytest.raises(RasterReadError) as caught:
             read_window(src, Window(448, 448, 64, 64))  # not in GDAL's cache
-    assert str(caught.value).startswith(f"cannot read pixels of {url}: HTTP 403 Forbidden: ")
+    shown = url.replace("sig=abc", "sig=REDACTED")
+    assert str(caught.value).startswith(f"cannot read pixels of {shown}: HTTP 403 Forbidden: ")
     assert "sign it again" in str(caught.value) and caught.value.http_status == 403
     probes = [line for line in served.log.read_text().splitlines() if "bytes=0-0" in line]
     assert probes and all(p.split()[1] == "/big.tif?sig=abc" for p in probes)
@@ -646,7 +648,7 @@ def test_cli_prints_the_http_status_in_one_line(
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        f"Error: cannot read {url} as a raster: HTTP 403"
+        f"Error: cannot read {url.replace('sig=abc', 'sig=REDACTED')} as a raster: HTTP 403"
     )
     assert "sign it again" in lines[0] and "Traceback" not in result.output
     assert not (tmp_path / "o.tif").exists()
@@ -668,3 +670,118 @@ def test_batch_records_the_http_status_of_a_failed_row(
     assert (
         "HTTP 403 Forbidden: access denied; a signed URL may have expired" in manifest["error"][1]
     )
+
+
+# --------------------------------------------------------------------------- secrets
+# A signed URL grants access to whoever holds it: its signature must reach no message, log
+# line, manifest or STAC Item (those are shared and published), while a rerun signed anew
+# still finds the scenes it finished.
+
+SECRET = "SECRET123"
+
+
+def _signed(served: Served, name: str, sig: str = SECRET) -> str:
+    return f"{served.base}/{name}?sv=2021-06-08&se=2030-01-01T00%3A00Z&sr=b&sp=r&sig={sig}"
+
+
+def test_a_signed_urls_secret_is_in_no_error_warning_or_log_line(
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
+) -> None:
+    """Regression: ``cannot read https://...?sig=SECRET as a raster: HTTP 403`` printed
+    the signature whole (and so did warnings and GDAL's debug log under ``-vv``)."""
+    make_raster("scene.tif", width=48, height=40, folder=served.folder)
+    make_raster("plain.tif", width=48, height=40, crs=None, folder=served.folder)
+    _fail_with(served, "scene.tif", "403")
+    url = _signed(served, "scene.tif")
+    with pytest.raises(RasterReadError) as caught:
+        translate_raster(url, tmp_path / "o.tif", torch.nn.Identity(), progress=False)
+    message = str(caught.value)
+    assert SECRET not in message and "sig=REDACTED" in message and "HTTP 403" in message
+    assert "se=2030-01-01T00%3A00Z" in message  # the rest of the URL as given
+    # the CLI's one error line, and GDAL's own log lines under -vv with CPL_DEBUG
+    result = CliRunner().invoke(
+        cli, ["-vv", "translate", url, str(tmp_path / "o.tif"), "--quiet"],
+        env={"CPL_DEBUG": "ON"},
+    )  # fmt: skip
+    assert result.exit_code == 1 and "sig=REDACTED" in result.output
+    assert SECRET not in result.output, result.output
+    # a warning that names the source (a URL without a CRS)
+    plain = _signed(served, "plain.tif")
+    with pytest.warns(UserWarning, match="has no CRS") as warned:
+        translate_raster(plain, tmp_path / "p.tif", torch.nn.Identity(), tile=32, overlap=8,
+                         progress=False)  # fmt: skip
+    shown = " ".join(str(w.message) for w in warned)
+    assert SECRET not in shown and "sig=REDACTED" in shown
+    cli_run = CliRunner().invoke(cli, ["translate", plain, str(tmp_path / "q.tif"), "--quiet",
+                                       "--tile", "32", "--overlap", "8"])  # fmt: skip
+    assert cli_run.exit_code == 0, cli_run.output
+    assert "Warning:" in cli_run.output and SECRET not in cli_run.output
+    info = CliRunner().invoke(cli, ["info", plain])
+    assert info.exit_code == 0 and SECRET not in info.output and "sig=REDACTED" in info.output
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    from rsgan.checkpoint import DomainInfo, save_checkpoint
+    from rsgan.io import Normalizer
+    from rsgan.models import CycleGANConfig, build_nets
+
+    config = CycleGANConfig(in_channels_a=3, in_channels_b=3, ngf=4, ndf=4, n_blocks=1)
+    torch.manual_seed(0)
+    domain = DomainInfo(bands=None, count=3, dtype="uint8",
+                        normalizer=Normalizer.for_dtype("uint8", 3))  # fmt: skip
+    return save_checkpoint(path, kind="cyclegan", config=config,
+                           nets=build_nets("cyclegan", config),
+                           domains={"a": domain, "b": domain}, generators_only=True)  # fmt: skip
+
+
+def test_batch_records_no_secret_and_a_rerun_signed_anew_skips_the_done_scenes(
+    make_raster: Callable[..., Path], served: Served, tmp_path: Path
+) -> None:
+    """Regression: `rsgan batch` over signed URLs wrote each URL whole into the manifest
+    (``source``, and ``error`` of a failed row) and the STAC Items (``rsgan:source``, the
+    ``derived_from`` link): a published catalog handed out read access. They now keep the
+    unsigned URL, and a rerun with freshly signed URLs still skips the finished scene."""
+    import geopandas as gpd
+
+    for i in range(2):
+        make_raster(f"s{i}.tif", width=48, height=40, seed=i, folder=served.folder)
+    _fail_with(served, "s1.tif", "403")
+    model = _tiny_checkpoint(tmp_path / "tiny.safetensors")
+    out = tmp_path / "out"
+
+    def batch(sig: str) -> Any:
+        catalog = tmp_path / "scenes.csv"
+        urls = [_signed(served, f"s{i}.tif", f"{sig}{i}") for i in range(2)]
+        pd.DataFrame({"path": urls}).to_csv(catalog, index=False)
+        args = ["batch", str(catalog), str(out), "--model", str(model), "--workers", "0",
+                "--tile", "32", "--overlap", "8", "--quiet", "--precision", "fp32"]  # fmt: skip
+        return CliRunner().invoke(cli, args)
+
+    first = batch(SECRET)
+    assert first.exit_code == 3, first.output  # s1 failed
+    assert SECRET not in first.output and "HTTP 403" in first.output
+    manifest = gpd.read_parquet(out / "manifest.parquet")
+    assert list(manifest["status"]) == ["done", "failed"]
+    assert list(manifest["source"]) == [f"{served.base}/s0.tif", f"{served.base}/s1.tif"]
+    assert SECRET not in (out / "manifest.parquet").read_bytes().decode("latin-1")
+    assert "sig=REDACTED" in manifest["error"][1]
+    item = json.loads((out / "s0_translated.json").read_text())
+    assert SECRET not in json.dumps(item)
+    assert item["properties"]["rsgan:source"] == f"{served.base}/s0.tif"
+    assert [lk["href"] for lk in item["links"] if lk["rel"] == "derived_from"] == [
+        f"{served.base}/s0.tif"
+    ]
+    done = (out / "s0_translated.tif").stat().st_mtime_ns
+    # signed anew: s0 is the same scene (skipped, untouched), s1 still fails
+    second = batch("NEWSIG")
+    assert second.exit_code == 3, second.output
+    manifest = gpd.read_parquet(out / "manifest.parquet")
+    assert list(manifest["status"]) == ["skipped", "failed"]
+    assert (out / "s0_translated.tif").stat().st_mtime_ns == done
+    # the server lets s1 through: a third run, signed anew again, translates only it
+    (served.folder / "s1.tif.http-status").unlink()
+    third = batch("THIRD")
+    assert third.exit_code == 0, third.output
+    manifest = gpd.read_parquet(out / "manifest.parquet")
+    assert list(manifest["status"]) == ["skipped", "done"]
+    assert "THIRD" not in (out / "s1_translated.json").read_text()

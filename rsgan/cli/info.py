@@ -97,7 +97,7 @@ def info(text: str, as_json: bool) -> None:
     Example:
       rsgan info runs/farm/model.safetensors
     """
-    from rsgan.io import source_path
+    from rsgan.io import redact_url, source_path
 
     path = source_path(text)
     if isinstance(path, Path) and path.suffix.lower() in CHECKPOINT_SUFFIXES:
@@ -110,7 +110,7 @@ def info(text: str, as_json: bool) -> None:
         lines = _checkpoint_lines(meta)
     else:
         lines = _raster_lines(path)
-    click.echo(str(path))
+    click.echo(redact_url(str(path)))  # a signed URL without its signature
     for line in lines:
         click.echo(f"  {line}")
 

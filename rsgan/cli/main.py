@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from rsgan import __version__
+from rsgan._redact import redact_text  # a leaf: the CLI starts without rasterio
 from rsgan.cli._exit import ExitCode
 from rsgan.cli._signals import Terminated, terminate_as_interrupt
 from rsgan.errors import RsganError
@@ -57,7 +58,8 @@ def _show_warning(
         "rasterio"
     ):
         return
-    click.echo("Warning: " + " ".join(str(message).split()), err=True)  # one line
+    text = redact_text(" ".join(str(message).split()))  # any library's, a signed URL in it
+    click.echo("Warning: " + text, err=True)  # one line
 
 
 @contextlib.contextmanager
@@ -92,6 +94,15 @@ def _add_commands(group: click.Group) -> click.Group:
     return group
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Log lines with every signed URL in them shown without its secrets
+    (:func:`rsgan.io.redact_text`): GDAL's debug lines name each URL it requests, and
+    a log is shared more freely than a signed URL should be."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
 def _log_to_stderr(ctx: click.Context, verbose: int) -> None:
     """``-v``: the log records of rsgan's libraries (rasterio and GDAL, Dask, torch) at
     INFO and above on stderr, one line each with time, level and logger; ``-vv``: DEBUG
@@ -102,7 +113,7 @@ def _log_to_stderr(ctx: click.Context, verbose: int) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+        _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     )
     root = logging.getLogger()
     level = root.level

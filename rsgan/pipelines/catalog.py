@@ -70,10 +70,12 @@ from rsgan.io import (
     is_virtual,
     pixel_ring,
     placed_xy,
+    redact_text,
     remove_stale_temporaries,
     same_source,
     source_name,
     source_stem,
+    unsigned_url,
 )
 
 try:  # Dask is an optional extra: `pip install 'rsgan[dask]'`
@@ -528,8 +530,13 @@ def read_manifest(out_dir: PathLike) -> gpd.GeoDataFrame | None:
 
 
 def _manifest_frame(results: Iterable[SceneResult]) -> gpd.GeoDataFrame:
+    """The manifest of ``results``, as written and returned: a signed source is kept
+    unsigned and an error names it without its secrets (:func:`rsgan.io.unsigned_url`,
+    :func:`rsgan.io.redact_text`; a rerun signed anew still matches the row: :func:`same_source`)."""
     rows = list(results)
     data = {c: [getattr(r, c) for r in rows] for c in MANIFEST_COLUMNS}
+    data["source"] = [unsigned_url(s) for s in data["source"]]
+    data["error"] = [redact_text(e) if isinstance(e, str) else e for e in data["error"]]
     return gpd.GeoDataFrame(data, geometry=[r.footprint for r in rows], crs="EPSG:4326")
 
 
@@ -884,12 +891,15 @@ def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[s
     from pystac.extensions.raster import RasterBand, RasterExtension
 
     when = scene.datetime or datetime.now(timezone.utc)
+    # the unsigned href, as Planetary Computer's STAC keeps it: a catalog one publishes
+    # grants no access, and a signer (planetary_computer.sign) can sign it again
+    source = unsigned_url(scene.source)
     item = pystac.Item(
         id=f"{scene.name}{OUTPUT_SUFFIX}",
         geometry=mapping(footprint) if footprint is not None else None,
         bbox=bbox_4326([footprint]),
         datetime=when,
-        properties={"rsgan:source": scene.source},
+        properties={"rsgan:source": source},
     )
     asset = pystac.Asset(
         href=f"./{info.path.name}",
@@ -898,7 +908,7 @@ def _stac_item(scene: Scene, info: Any, checksum: str, footprint: Any) -> dict[s
         title=f"{scene.name} translated by rsgan",
     )
     item.add_asset("data", asset)
-    item.add_link(pystac.Link("derived_from", scene.source))
+    item.add_link(pystac.Link("derived_from", source))
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     proj.shape = [info.height, info.width]
     proj.transform = list(info.transform)[:6]

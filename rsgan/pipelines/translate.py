@@ -55,7 +55,14 @@ from rsgan.checkpoint import (  # re-exported: the default model's home is rsgan
     DEFAULT_MODEL_PATH,
     default_model_path,
 )
-from rsgan.errors import BandError, ConfigError, ModelError, OutputExistsError, RasterWriteError
+from rsgan.errors import (
+    BandError,
+    ConfigError,
+    ModelError,
+    OutputExistsError,
+    RasterWriteError,
+    RsganWarning,
+)
 from rsgan.io import (
     Normalizer,
     RasterInfo,
@@ -839,7 +846,7 @@ def _representative_tiles(
 # --------------------------------------------------------------------------- the run
 
 
-class EmptyEdgeWarning(UserWarning):
+class EmptyEdgeWarning(RsganWarning):
     """Much of a scene's edge is 0 in every band, and the source has no nodata value: most
     likely an empty collar (a reprojected or clipped scene), which then enters the
     statistics and the output like image pixels; ``nodata=0`` (``--nodata 0``) fixes it."""

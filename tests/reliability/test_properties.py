@@ -40,13 +40,18 @@ from pyproj.crs.coordinate_system import Cartesian2DCS
 from rasterio.crs import CRS
 
 from rsgan.io import (
+    REDACTED,
+    SECRET_PARAMETERS,
     absolute_source,
     is_network,
+    redact_text,
+    redact_url,
     same_crs,
     same_source,
     source_name,
     source_path,
     source_stem,
+    unsigned_url,
 )
 from rsgan.pipelines.catalog import (
     Scene,
@@ -283,6 +288,139 @@ def test_two_files_are_never_the_same_source(names, scheme, data, form, tally) -
     b = form.format(d=folder, n=quote(names[1]), q=q2)
     assert not same_source(a, b) and not same_source(b, a), (a, b)
     tally.add("same_source", "two files, signed or not")
+
+
+# --------------------------------------------------------------------------- secrets
+
+# a secret value: "~Zz" never occurs in a path or parameter the strategies draw, so every
+# occurrence in a name is the secret's own
+SECRET_VALUE = st.from_regex(r"~Zz[A-Za-z0-9._~-]{1,8}(%2B|%2F|%3D|\+|/|=)?[A-Za-z0-9]{0,3}",
+                             fullmatch=True)  # fmt: skip
+
+
+@st.composite
+def secret_signature(draw: st.DrawFn, scheme: str) -> tuple[list[str], list[str]]:
+    """``(parameters, secret values)`` of one signing of a URL under ``scheme``: every
+    value that grants access or names the key that signed is a drawn secret."""
+    secrets = [f"{draw(SECRET_VALUE)}{i}" for i in range(4)]  # unique: the index ends them
+    if scheme == "azure":
+        params = [*draw(st.lists(st.sampled_from(AZURE), unique=True)), f"sig={secrets[0]}"]
+        return params, secrets[:1]
+    if scheme == "s3v4":
+        params = [*draw(st.lists(st.sampled_from(AMZ[:1] + AMZ[2:5]), unique=True)),
+                  f"X-Amz-Credential={secrets[0]}", f"X-Amz-Security-Token={secrets[1]}",
+                  f"X-Amz-Signature={secrets[2]}"]  # fmt: skip
+        return params, secrets[:3]
+    if scheme == "gcsv4":
+        params = [*draw(st.lists(st.sampled_from(GOOG[:1] + GOOG[2:]), unique=True)),
+                  f"X-Goog-Credential={secrets[0]}", f"X-Goog-Signature={secrets[1]}"]  # fmt: skip
+        return params, secrets[:2]
+    if scheme == "s3v2":
+        return ([f"AWSAccessKeyId={secrets[0]}", "Expires=1700000000",
+                 f"Signature={secrets[1]}"], secrets[:2])  # fmt: skip
+    if scheme == "cloudfront":
+        return ([f"Policy={secrets[0]}", f"Signature={secrets[1]}",
+                 f"Key-Pair-Id={secrets[2]}"], secrets[:3])  # fmt: skip
+    key = draw(st.sampled_from(["token", "access_token", "api_key", "apikey", "TOKEN"]))
+    return [f"{key}={secrets[0]}"], secrets[:1]
+
+
+SECRET_FORMS = st.sampled_from(
+    ["https://h/{d}/{n}?{q}", "/vsicurl/https://h/{d}/{n}?{q}",
+     "/vsicurl_streaming/https://h/{d}/{n}?{q}", "https://h/{d}/{n}?{q}#frag",
+     "/vsizip/{{/vsicurl/https://h/{d}/a.zip?{q}}}/{n}", "zip+https://h/{d}/a.zip?{q}!/{n}",
+     "vrt:///vsicurl/https://h/{d}/{n}?{q}", "vrt:///vsicurl/https://h/{d}/{n}?{q}&bands=1",
+     "/vsicurl?list_dir=no&url={u}&use_head=no"]
+)  # fmt: skip
+
+
+@FUZZ
+@given(
+    name=NAME,
+    scheme=st.sampled_from(["azure", "s3v4", "gcsv4", "s3v2", "cloudfront", "token"]),
+    form=SECRET_FORMS,
+    data=st.data(),
+)
+def test_a_signed_name_is_shown_without_its_secrets_and_otherwise_as_given(
+    name, scheme, form, data, tally
+) -> None:
+    """``redact_url``: every secret value of a signed URL becomes ``REDACTED``, however the
+    URL is wrapped (``/vsicurl/``, percent-encoded in ``/vsicurl?url=``, a ``/vsizip/{...}``
+    chain, ``zip+https://``, ``vrt://``); nothing else changes; twice is once; in a message
+    no secret is left either. ``unsigned_url`` (what manifests and STAC Items keep) holds no
+    secret and is the same source as the name signed anew."""
+    folder = data.draw(SEGMENT)
+    query = data.draw(DATA_QUERY)
+    params, secrets = data.draw(secret_signature(scheme))
+    order = data.draw(st.integers(0, 9))
+    q = _signed("", query, params, order)[1:]
+    url = f"https://h/{folder}/{quote(name)}?{q}"
+    text = form.format(d=folder, n=quote(name), q=q, u=quote(url, safe=""))
+    encoded = "{u}" in form
+    shown = redact_url(text)
+    expected = text
+    for secret in secrets:
+        expected = expected.replace(quote(secret, safe="") if encoded else secret, REDACTED)
+    assert shown == expected, (text, shown)
+    assert redact_url(shown) == shown
+
+    def said(name: str) -> str:
+        return f"cannot read {name}: HTTP 403 ({name!r}). GetFileSize({name})=0 [{name}]"
+
+    message = redact_text(said(text))
+    assert message == said(expected), (said(text), message)
+    stored = unsigned_url(text)
+    for secret in secrets:
+        for out in (shown, message, stored):
+            assert secret not in out and quote(secret, safe="") not in out, (text, out)
+    params2, _ = data.draw(secret_signature(scheme))
+    q2 = _signed("", query, params2, data.draw(st.integers(0, 9)))[1:]
+    url2 = f"https://h/{folder}/{quote(name)}?{q2}"
+    again = form.format(d=folder, n=quote(name), q=q2, u=quote(url2, safe=""))
+    assert same_source(stored, again) and same_source(shown, again), (stored, again)
+    assert unsigned_url(stored) == stored
+    tally.add("redact_url", "signed names")
+
+
+@FUZZ
+@given(text=st.text(max_size=60) | named_source().map(lambda pair: pair[0]))
+def test_a_name_without_secrets_is_shown_as_given(text, tally) -> None:
+    """``redact_url``, ``redact_text`` and ``unsigned_url`` never change a name or message
+    that holds no secret parameter or password (any text, and sources of every form)."""
+    lowered = text.lower()
+    assume(not any(key in lowered for key in SECRET_PARAMETERS) and "@" not in text)
+    assert redact_url(text) == text and redact_text(text) == text
+    assert unsigned_url(text) == text
+    tally.add("redact_url", "names without secrets")
+
+
+@pytest.mark.parametrize(
+    ("name", "shown", "stored"),
+    [
+        ("https://a.blob.core.windows.net/c/x.tif?st=1&se=2&sp=r&sv=3&sr=b&sig=S%2Bx%3D",
+         "https://a.blob.core.windows.net/c/x.tif?st=1&se=2&sp=r&sv=3&sr=b&sig=REDACTED",
+         "https://a.blob.core.windows.net/c/x.tif"),
+        ("/vsizip/{/vsicurl/https://h/a.zip?sig=S}/b.tif",
+         "/vsizip/{/vsicurl/https://h/a.zip?sig=REDACTED}/b.tif",
+         "/vsizip/{/vsicurl/https://h/a.zip}/b.tif"),
+        ("zip+https://h/a.zip?X-Amz-Credential=K&X-Amz-Signature=S!/b.tif",
+         "zip+https://h/a.zip?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED!/b.tif",
+         "zip+https://h/a.zip!/b.tif"),
+        ("/vsicurl?url=https%3A%2F%2Fh%2Fa.tif%3Fsig%3DS%26bands%3D1&list_dir=no",
+         "/vsicurl?url=https%3A%2F%2Fh%2Fa.tif%3Fsig%3DREDACTED%26bands%3D1&list_dir=no",
+         "/vsicurl?url=https%3A%2F%2Fh%2Fa.tif%3Fbands%3D1&list_dir=no"),
+        ("https://user:pw@h/a.tif", "https://user:REDACTED@h/a.tif",
+         "https://user:REDACTED@h/a.tif"),
+        ("https://h/a.tif?policy=p&page=2", "https://h/a.tif?policy=p&page=2",
+         "https://h/a.tif?policy=p&page=2"),  # no signature: policy= selects data
+        ("https://h/a.tif?sig=", "https://h/a.tif?sig=", "https://h/a.tif"),
+        ("https://h/{x}/a!b.tif?sig=S", "https://h/{x}/a!b.tif?sig=REDACTED",
+         "https://h/{x}/a!b.tif"),  # braces and ! in a plain URL's path
+        ("/vsis3/bucket/a.tif", "/vsis3/bucket/a.tif", "/vsis3/bucket/a.tif"),
+    ],
+)  # fmt: skip
+def test_redact_url_and_unsigned_url_examples(name: str, shown: str, stored: str) -> None:
+    assert redact_url(name) == shown and unsigned_url(name) == stored
 
 
 def test_the_same_local_file_named_two_ways_is_the_same_source(
