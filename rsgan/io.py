@@ -493,7 +493,8 @@ def _network_read_error(
             "the connection may have failed or the file be truncated or corrupt; try "
             f"again {_RETRY_HINT}"
         )
-    elif re.search(r"HTTP|curl|timed out|Connection", str(exc)):
+    elif re.search(r"HTTP|curl|timed out|connect|resolve host", str(exc), re.IGNORECASE):
+        # "CURL error: Failed to connect to ... / Could not resolve host": not the format
         hint = f"check the address and the connection and try again {_RETRY_HINT}"
     else:
         hint = "pass a GeoTIFF or another format GDAL reads"

@@ -6,6 +6,7 @@ of ``/vsizip//abs/path.zip``, and GDAL then looks for another file."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import zipfile
 from collections.abc import Callable
@@ -785,3 +786,19 @@ def test_batch_records_no_secret_and_a_rerun_signed_anew_skips_the_done_scenes(
     manifest = gpd.read_parquet(out / "manifest.parquet")
     assert list(manifest["status"]) == ["skipped", "done"]
     assert "THIRD" not in (out / "s1_translated.json").read_text()
+
+
+def test_a_server_that_refuses_the_connection_gets_network_advice(tmp_path):
+    """No server at the address (connection refused): the error says to check the address
+    and the connection, not to pass a GeoTIFF (GDAL's words are "CURL error: Failed to
+    connect", in capitals)."""
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/scene.tif"
+    with pytest.raises(RasterReadError) as info:
+        translate_raster(url, tmp_path / "o.tif", torch.nn.Identity(), progress=False)
+    message = str(info.value)
+    assert "check the address and the connection" in message
+    assert "pass a GeoTIFF" not in message
+    assert not (tmp_path / "o.tif").exists()
