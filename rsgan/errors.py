@@ -18,7 +18,7 @@ class RsganError(Exception):
 
     def __init__(self, *args: object) -> None:
         # every message in one place: a signed URL in it loses its secrets
-        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
+        super().__init__(*_redacted(args))
 
 
 class RsganWarning(UserWarning):
@@ -26,7 +26,12 @@ class RsganWarning(UserWarning):
     :class:`RsganError`."""
 
     def __init__(self, *args: object) -> None:
-        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
+        super().__init__(*_redacted(args))
+
+
+def _redacted(args: tuple[object, ...]) -> list[object]:
+    """An exception's or warning's arguments, each text without a signed URL's secrets."""
+    return [redact_text(a) if isinstance(a, str) else a for a in args]
 
 
 class RasterReadError(RsganError, OSError):

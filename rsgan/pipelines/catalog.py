@@ -672,12 +672,6 @@ def _cross_geoparquet_bbox(path: Path, bbox: list[float] | None) -> None:
     pq.write_table(table.replace_schema_metadata(metadata), path)
 
 
-def _remove_stale_temporaries(output: Path) -> None:
-    """Delete temporary files a killed worker left behind for ``output``; those of a
-    writer still at work (any process) are kept (:func:`rsgan.io.remove_stale_temporaries`)."""
-    remove_stale_temporaries(output)
-
-
 # ---------------------------------------------------------------------------------------
 # The per-scene task (runs in a worker process)
 # ---------------------------------------------------------------------------------------
@@ -1365,7 +1359,7 @@ def _translate_scenes(
         if row.status == "pending"
     ]
     for job in jobs:
-        _remove_stale_temporaries(Path(job.output))
+        remove_stale_temporaries(Path(job.output))  # a killed worker's; not a live writer's
     _write_manifest(manifest_path, rows)
 
     from rsgan._progress import tqdm
@@ -1398,7 +1392,7 @@ def _translate_scenes(
             _write_manifest(manifest_path, rows)
             bar.update(1)
     for job in jobs:  # temporaries of tasks whose worker died
-        _remove_stale_temporaries(Path(job.output))
+        remove_stale_temporaries(Path(job.output))  # a killed worker's; not a live writer's
     return _manifest_frame(rows)
 
 
