@@ -459,7 +459,7 @@ def test_tiles_done_beforehand_wait_until_every_worker_has_a_batch(
     plan = translate_mod._StatsPlan(windows, [0], [1.0], [], reuse=True)
     monkeypatch.setattr(translate_mod, "_stats_plan", lambda run: plan)
 
-    def stats_pass(run, plan, read):
+    def stats_pass(run, plan, read, *args):
         read()
         return None, dict(done)
 
@@ -1394,9 +1394,10 @@ def small_stats_grid(monkeypatch):
 
 
 def _translate_with_reuse(src, dst, net, **kwargs):
+    kwargs = {"stats_memory_mb": 2, **kwargs}
     return translate_raster(
-        src, dst, net, tile=64, overlap=16, stats_memory_mb=2, dtype="float32",
-        progress=False, device="cpu", **kwargs,
+        src, dst, net, tile=64, overlap=16, dtype="float32", progress=False, device="cpu",
+        **kwargs,
     )  # fmt: skip
 
 
@@ -1411,18 +1412,22 @@ def test_far_statistics_pass_outputs_wait_in_a_temporary_file(
     torch.manual_seed(0)
     net = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
     spilled: list[int] = []
-    held: list[np.ndarray] = []
-    original_spill, original_pass = translate_mod._spill_far, translate_mod._stats_pass
+    held: list[bool] = []
+    passes: list[tuple[int, int]] = []  # (outputs, the pool's mappings) of each pass
+    original_hold, original_pass = translate_mod._Spill.hold, translate_mod._stats_pass
 
-    def spill_far(done, windows, folder):
-        held.extend(y for y, _ in done.values() if isinstance(y, np.ndarray))
-        file = original_spill(done, windows, folder)
-        spilled.extend(i for i, (y, _) in done.items() if isinstance(y, translate_mod._Spilled))
-        return file
+    def hold(self, i, array):
+        # the array is its tile's alone, not a view that keeps the pass's whole batch
+        held.append(not isinstance(array.base, np.ndarray) or array.base.nbytes == array.nbytes)
+        kept = original_hold(self, i, array)
+        if isinstance(kept, translate_mod._Spilled):
+            spilled.append(i)
+        return kept
 
     def stats_pass(*args):
         stats, passed = original_pass(*args)
         assert passed  # the run reuses the pass's outputs
+        passes.append((len(passed), pools[-1].mapped))
         return stats, passed
 
     folders: list[Path] = []
@@ -1432,7 +1437,15 @@ def test_far_statistics_pass_outputs_wait_in_a_temporary_file(
         folders.append(Path(kwargs["dir"]))
         return original_file(**kwargs)
 
-    monkeypatch.setattr(translate_mod, "_spill_far", spill_far)
+    pools: list[rsgan._memory.MappedArrays] = []
+
+    class Recorded(rsgan._memory.MappedArrays):
+        def __init__(self) -> None:
+            super().__init__()
+            pools.append(self)
+
+    monkeypatch.setattr(translate_mod._memory, "MappedArrays", Recorded)
+    monkeypatch.setattr(translate_mod._Spill, "hold", hold)
     monkeypatch.setattr(translate_mod, "_stats_pass", stats_pass)
     monkeypatch.setattr(translate_mod.tempfile, "TemporaryFile", temporary_file)
     (tmp_path / "out").mkdir()
@@ -1440,7 +1453,7 @@ def test_far_statistics_pass_outputs_wait_in_a_temporary_file(
     for rows in (1, 10**6):
         monkeypatch.setattr(translate_mod, "SPILL_AFTER_ROWS", rows)
         spilled.clear()
-        dst = _translate_with_reuse(src, tmp_path / "out" / f"{rows}.tif", net)
+        dst = _translate_with_reuse(src, tmp_path / "out" / f"{rows}.tif", net, stats_memory_mb=5)
         with rasterio.open(dst) as ds:
             outs[rows] = (ds.read(), ds.read_masks(1), list(spilled))
     windows = translate_mod.balanced_windows(150, 420, 64, 16, multiple=4, min_size=8)
@@ -1454,8 +1467,13 @@ def test_far_statistics_pass_outputs_wait_in_a_temporary_file(
     np.testing.assert_array_equal(outs[1][0], outs[10**6][0])
     np.testing.assert_array_equal(outs[1][1], outs[10**6][1])
     assert float(outs[1][0].std()) > 0.05  # a real translation, not a constant
-    for y in held:
-        assert not isinstance(y.base, np.ndarray) or y.base.nbytes == y.nbytes
+    assert held and all(held)
+    # the outputs written away took turns in one buffer: fewer mappings than outputs,
+    # against one each with all of them kept
+    (count, spilling), (same, keeping) = passes
+    assert count == same and keeping == count
+    assert spilling <= count - len(far) + len({windows[i].height * windows[i].width for i in far})
+    assert spilling < count
 
 
 def test_statistics_pass_outputs_stay_in_memory_without_a_temporary_file(
@@ -1506,6 +1524,14 @@ def test_spilled_array_cut_short_is_a_clear_error(tmp_path):
     with open(tmp_path / "f", "w+b") as f:
         spilled = translate_mod._Spilled(f, np.arange(12, dtype=np.float32).reshape(3, 4))
         np.testing.assert_array_equal(spilled.load(), np.arange(12).reshape(3, 4))
+        # read back into a reused buffer of a pool: the same values, one mapping
+        pool = rsgan._memory.MappedArrays()
+        for _ in range(3):
+            loaded = spilled.load(pool)
+            np.testing.assert_array_equal(loaded, np.arange(12).reshape(3, 4))
+            assert loaded.dtype == np.float32
+            del loaded
+        assert pool.mapped == 1
         f.truncate(20)
         with pytest.raises(RasterWriteError, match="free space"):
             spilled.load()
