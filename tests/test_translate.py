@@ -1393,6 +1393,20 @@ def small_stats_grid(monkeypatch):
     monkeypatch.setattr(translate_mod, "STATS_OVERLAP", 16)
 
 
+@pytest.fixture
+def pools(monkeypatch) -> list[rsgan._memory.MappedArrays]:
+    """The pools of output buffers translate_raster makes, in the order it makes them."""
+    made: list[rsgan._memory.MappedArrays] = []
+
+    class Recorded(rsgan._memory.MappedArrays):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(translate_mod._memory, "MappedArrays", Recorded)
+    return made
+
+
 def _translate_with_reuse(src, dst, net, **kwargs):
     kwargs = {"stats_memory_mb": 2, **kwargs}
     return translate_raster(
@@ -1402,7 +1416,7 @@ def _translate_with_reuse(src, dst, net, **kwargs):
 
 
 def test_far_statistics_pass_outputs_wait_in_a_temporary_file(
-    make_raster, tmp_path, monkeypatch, small_stats_grid
+    make_raster, tmp_path, monkeypatch, small_stats_grid, pools
 ):
     """The statistics pass's outputs for tiles below the first two tile rows are written
     to a temporary file and read back at their turn: the output is the same bytes as
@@ -1437,14 +1451,6 @@ def test_far_statistics_pass_outputs_wait_in_a_temporary_file(
         folders.append(Path(kwargs["dir"]))
         return original_file(**kwargs)
 
-    pools: list[rsgan._memory.MappedArrays] = []
-
-    class Recorded(rsgan._memory.MappedArrays):
-        def __init__(self) -> None:
-            super().__init__()
-            pools.append(self)
-
-    monkeypatch.setattr(translate_mod._memory, "MappedArrays", Recorded)
     monkeypatch.setattr(translate_mod._Spill, "hold", hold)
     monkeypatch.setattr(translate_mod, "_stats_pass", stats_pass)
     monkeypatch.setattr(translate_mod.tempfile, "TemporaryFile", temporary_file)
@@ -1537,19 +1543,11 @@ def test_spilled_array_cut_short_is_a_clear_error(tmp_path):
             spilled.load()
 
 
-def test_tile_outputs_reuse_pages_of_their_own(make_raster, tmp_path, monkeypatch, two_threads):
+def test_tile_outputs_reuse_pages_of_their_own(make_raster, tmp_path, pools, two_threads):
     """The tile workers' outputs come from a pool of mappings that the writer hands back
     (not from the workers' heaps, which grew through long runs around the outputs held
     for the writer): a few mappings serve every tile, and the output is exact."""
     src = make_raster(width=330, height=300, seed=6)
-    pools: list[rsgan._memory.MappedArrays] = []
-
-    class Recorded(rsgan._memory.MappedArrays):
-        def __init__(self) -> None:
-            super().__init__()
-            pools.append(self)
-
-    monkeypatch.setattr(translate_mod._memory, "MappedArrays", Recorded)
     dst = translate_raster(
         src, tmp_path / "o.tif", nn.Identity(), tile=64, overlap=16, progress=False,
         device="cpu", precision="bf16",
