@@ -286,3 +286,22 @@ def test_library_writers_under_the_limit(tmp_path: Path) -> None:
         assert "the file size limit (ulimit -f) of 4.1 kB" in line
     assert "cut short" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_translate_quicklook_over_the_limit(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A quicklook cut short at its last flush exited 0 and was kept under its name."""
+    scene = make_raster("s.tif", width=128, height=96)
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    args = ["translate", scene, tmp_path / "ok.tif", "--model", model, "--tile", "64",
+            "--overlap", "16", "-q", "--quicklook", tmp_path / "ok.png"]  # fmt: skip
+    assert _rsgan(0, *args).returncode == 0
+    png, tif = (tmp_path / "ok.png").stat().st_size, (tmp_path / "ok.tif").stat().st_size
+    limit = png - 1  # 4 kB blocks: the last one is flushed when the file is closed
+    assert tif < limit
+    args = [tmp_path / "out.tif" if a == tmp_path / "ok.tif" else a for a in args]
+    args = [tmp_path / "out.png" if a == tmp_path / "ok.png" else a for a in args]
+    _one_error_line(_rsgan(limit, *args), f"{tmp_path / 'out.png'}: the file size limit")
+    assert not (tmp_path / "out.png").exists() and _temporaries(tmp_path) == []
+    assert (tmp_path / "out.tif").exists()  # whole (read back before its rename)
