@@ -538,8 +538,10 @@ def save_train_state(path: PathLike, state: Mapping[str, Any]) -> Path:
     pools as tensors, RNG states as tensors/lists, the step.
     """
     dst = Path(path)
-    with atomic_output(dst, overwrite=True) as tmp:
-        torch.save(dict(state), tmp)
+    # through a Python file: its OSError (a full disk) is the cause of torch's error;
+    # torch's own writer of a path says only "basic_ios::clear: iostream error"
+    with atomic_output(dst, overwrite=True) as tmp, tmp.open("wb") as f:
+        torch.save(dict(state), f)
     return dst
 
 

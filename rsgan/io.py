@@ -23,6 +23,7 @@ import secrets
 import shutil
 import threading
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -1871,19 +1872,40 @@ _GDAL_MSG = re.compile(r"msg=['\"](.*)['\"]$")
 _FULL_DISK_BYTES = 2**20
 """Free space under which a failed write is put down to a full disk."""
 _DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_DISK_STRERRORS = {os.strerror(code): code for code in _DISK_ERRNOS}
+_DISK_ERROR_TEXT = re.compile(
+    r"\(os error ("
+    + "|".join(str(code) for code in _DISK_ERRNOS)
+    + r")\)|("
+    + "|".join(map(re.escape, _DISK_STRERRORS))
+    + ")"
+)
 _REFUSED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR}
 """Errors of creating a file in an existing folder that mean the folder refuses it."""
 _GDAL_LOGGERS = ("rasterio._env", "rasterio._err")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-class _GdalFailures(logging.Filter):
-    """Collects the GDAL failures rasterio logs (as INFO "GDAL signalled an error", or
-    ERROR) while installed, and lets through only what the logger let through before."""
+class _LevelGate(logging.Filter):
+    """Lets through only the records of ``level`` and above: what rasterio's loggers let
+    through before they were lowered to INFO. It runs after every collector (a logger
+    stops at the first filter that drops a record)."""
 
     def __init__(self, level: int) -> None:
         super().__init__()
         self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
+
+
+class _GdalFailures(logging.Filter):
+    """Collects the GDAL failures rasterio logs (as INFO "GDAL signalled an error", or
+    ERROR) while installed; passes every record on."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.messages: list[str] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -1891,7 +1913,7 @@ class _GdalFailures(logging.Filter):
         if record.levelno >= logging.ERROR or text.startswith("GDAL signalled an error"):
             quoted = _GDAL_MSG.search(text)
             self.messages.append(quoted.group(1) if quoted else text)
-        return record.levelno >= self.level
+        return True  # every nested collector sees the record; _LevelGate drops it after
 
     @property
     def write_failures(self) -> list[str]:
@@ -1962,24 +1984,28 @@ per failed block, besides reporting them to GDAL; rsgan reports such a failure i
 one :class:`RasterWriteError`. GDAL's own handler still receives every libtiff error."""
 
 
-def _lower_rasterio_loggers() -> tuple[list[tuple[logging.Logger, int]], int]:
+def _lower_rasterio_loggers() -> tuple[list[tuple[logging.Logger, int]], _LevelGate]:
     loggers = [logging.getLogger(name) for name in _GDAL_LOGGERS]
     saved = [(lg, lg.level) for lg in loggers]
-    original = min(lg.getEffectiveLevel() for lg in loggers)
+    gate = _LevelGate(min(lg.getEffectiveLevel() for lg in loggers))
     for lg in loggers:
         lg.setLevel(min(lg.getEffectiveLevel(), logging.INFO))
-    return saved, original
+        lg.addFilter(gate)
+    return saved, gate
 
 
-def _restore_rasterio_loggers(state: tuple[list[tuple[logging.Logger, int]], int]) -> None:
+def _restore_rasterio_loggers(
+    state: tuple[list[tuple[logging.Logger, int]], _LevelGate],
+) -> None:
     for lg, level in state[0]:
+        lg.removeFilter(state[1])
         lg.setLevel(level)
 
 
 _RASTERIO_AT_INFO = _WhileAny(_lower_rasterio_loggers, _restore_rasterio_loggers)
 """rasterio logs GDAL's CE_Failure at INFO: its error loggers are lowered to INFO while
-atomic outputs are written (state: the saved levels and the least level they let through
-before)."""
+atomic outputs are written (state: the saved levels and the gate of the least level they
+let through before)."""
 
 
 @contextmanager
@@ -1988,10 +2014,10 @@ def _gdal_failures() -> Iterator[_GdalFailures]:
     (GDAL only prints write failures such as a full disk; nothing is raised), and keep
     libtiff from printing them."""
     loggers = [logging.getLogger(name) for name in _GDAL_LOGGERS]
-    with _RASTERIO_AT_INFO.held() as (_, original), _LIBTIFF_SILENT.held():
-        collector = _GdalFailures(original)
+    with _RASTERIO_AT_INFO.held(), _LIBTIFF_SILENT.held():
+        collector = _GdalFailures()
         for lg in loggers:
-            lg.addFilter(collector)
+            lg.filters.insert(0, collector)  # before the gate, and any nested collector
         try:
             yield collector
         finally:
@@ -2003,9 +2029,10 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 10**5 else f"{n / 1e3:.1f} kB"
 
 
-def _disk_cause(dst: Path, written: int) -> str:
+def _disk_cause(dst: Path, written: int, too_large: bool = False) -> str:
     """What most likely stopped a write to ``dst``: a full disk, the file size limit or
-    an I/O error."""
+    an I/O error (``too_large``: the write failed with EFBIG, which a buffered writer
+    such as Arrow's can raise before anything of the file is written)."""
     try:
         free = shutil.disk_usage(dst.parent).free
     except OSError:
@@ -2013,9 +2040,36 @@ def _disk_cause(dst: Path, written: int) -> str:
     if free is not None and free < _FULL_DISK_BYTES:
         return f"no space left on device ({_size(free)} free in {dst.parent})"
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource is not None else -1
-    if limit not in (-1, getattr(resource, "RLIM_INFINITY", -1)) and written >= limit // 2:
+    limited = limit not in (-1, getattr(resource, "RLIM_INFINITY", -1))
+    if limited and (too_large or written >= limit // 2):
         return f"the file size limit (ulimit -f) of {_size(limit)} was reached"
     return "the write failed (disk full, file too large or an I/O error)"
+
+
+def _disk_error(exc: BaseException | str) -> tuple[int, BaseException] | None:
+    """The errno of a full disk, too large a file or an exceeded quota in ``exc`` or what
+    caused it, with the exception that carries it; None if there is none. Writers in
+    other languages keep the errno only in their message: torch's zip writer raises a
+    RuntimeError from the OSError of its Python file, safetensors (Rust) says "(os error
+    28)"."""
+    if isinstance(exc, str):
+        found = _DISK_ERROR_TEXT.search(exc)
+        return None if found is None else (_disk_errno(found), RasterWriteError(exc))
+    seen: set[int] = set()
+    while isinstance(exc, BaseException) and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            return exc.errno, exc
+        found = _DISK_ERROR_TEXT.search(str(exc))
+        if found:
+            return _disk_errno(found), exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
+
+
+def _disk_errno(found: re.Match[str]) -> int:
+    """The errno of a match of ``_DISK_ERROR_TEXT``."""
+    return int(found.group(1)) if found.group(1) else _DISK_STRERRORS[found.group(2)]
 
 
 def _written_bytes(tmp: Path | None) -> int:
@@ -2049,8 +2103,10 @@ def _write_error(dst: Path, exc: BaseException | str, tmp: Path | None = None) -
             f"({exc.strerror}); choose another folder"
         )
     written = _written_bytes(tmp)
+    found = _disk_error(exc)
+    too_large = found is not None and found[0] == errno.EFBIG
     return RasterWriteError(
-        f"cannot write {dst}: {_disk_cause(dst, written)}; wrote {_size(written)} "
+        f"cannot write {dst}: {_disk_cause(dst, written, too_large)}; wrote {_size(written)} "
         f"({exc}); free space or choose another folder"
     )
 
@@ -2062,7 +2118,7 @@ def _is_write_failure(exc: BaseException, dst: Path, tmp: Path, failures: _GdalF
     gone or unwritable (GDAL's vector drivers raise their own kinds of errors)."""
     if isinstance(exc, RasterWriteError):
         return False  # already says which file failed (a nested atomic output)
-    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+    if _disk_error(exc) is not None:
         return True
     if failures.write_failures or tmp.name in str(exc):
         return True
@@ -2083,13 +2139,40 @@ def _write_failures_raised(dst: Path, tmp: Path) -> Iterator[None]:
     with _gdal_failures() as failures:
         try:
             yield
+        except RasterWriteError as exc:
+            # GDAL failed earlier in the block than the file that raised (a chip before
+            # the chip index): that first failure is reported, for ``dst``
+            earlier = [m for m in failures.write_failures if m not in str(exc)]
+            if earlier:
+                raise _write_error(dst, "; ".join(dict.fromkeys(earlier)), tmp) from exc
+            # an atomic output of a file in (or of) the temporary one names the temporary,
+            # which is removed: name the file where it would have been
+            if str(tmp) not in str(exc):
+                raise
+            raise RasterWriteError(str(exc).replace(str(tmp), str(dst))) from exc
         except Exception as exc:
             if _is_write_failure(exc, dst, tmp, failures):
-                detail = "; ".join(dict.fromkeys(failures.write_failures)) or exc
+                found = _disk_error(exc)
+                detail = "; ".join(dict.fromkeys(failures.write_failures)) or (
+                    found[1] if found is not None else exc
+                )
                 raise _write_error(dst, detail, tmp) from exc
             raise
         if failures.write_failures:
             raise _write_error(dst, "; ".join(dict.fromkeys(failures.write_failures)), tmp)
+
+
+@contextmanager
+def disk_errors_named(dst: PathLike) -> Iterator[None]:
+    """Raise :class:`RasterWriteError` naming ``dst`` for a full disk, the file size
+    limit or an exceeded quota in the block: for a file written in place (a log appended
+    to), where :func:`atomic_output` does not fit."""
+    try:
+        yield
+    except OSError as exc:
+        if _disk_error(exc) is None:
+            raise
+        raise _write_error(Path(dst), exc, Path(dst)) from exc
 
 
 def _first_broken_tiff(folder: Path) -> str | None:
@@ -2159,21 +2242,52 @@ def _decode_blocks(path: PathLike, windows: Sequence[Window], with_mask: bool) -
                 src.read_masks(1, window=window)
 
 
-def _is_tiff(path: Path) -> bool:
+def _starts_with(path: Path, magics: Sequence[bytes]) -> bool:
     try:
         with path.open("rb") as f:
-            return f.read(4) in _TIFF_MAGIC
+            head = f.read(max(len(m) for m in magics))
     except OSError:
         return False
+    return any(head.startswith(m) for m in magics)
+
+
+def _is_tiff(path: Path) -> bool:
+    return _starts_with(path, _TIFF_MAGIC)
+
+
+def _png_problem(path: Path) -> str | None:
+    """What is wrong with a PNG file's chunks (cut short, a bad checksum, no end), or
+    None for a PNG written whole. GDAL's PNG driver ignores a write failure at the last
+    flush (a full disk, the file size limit) and its reader decodes a cut PNG without
+    complaint, so the chunks are checked here."""
+    data = path.read_bytes()
+    pos = len(_PNG_MAGIC)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        kind = data[pos + 4 : pos + 8]
+        if zlib.crc32(data[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            return f"its {kind.decode('latin-1')} chunk at byte {pos} is corrupt"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return f"it ends after {len(data)} bytes, inside its data (cut short)"
 
 
 def _check_written(dst: Path, tmp: Path, verify: bool) -> None:
     if not tmp.exists():
         raise RasterWriteError(f"nothing was written for {dst}; the output was not created")
-    if verify and _is_tiff(tmp):
+    if not verify:
+        return
+    problem = None
+    if _is_tiff(tmp):
         problem = verify_raster(tmp)
-        if problem is not None:
-            raise _write_error(dst, f"the written file does not read back: {problem}", tmp)
+    elif _starts_with(tmp, (_PNG_MAGIC,)):
+        problem = _png_problem(tmp)
+    if problem is not None:
+        raise _write_error(dst, f"the written file does not read back: {problem}", tmp)
 
 
 def _check_free_space(dst: Path, needed_bytes: int | None) -> None:
@@ -2305,7 +2419,12 @@ def atomic_output_dir(
             try:
                 with _write_failures_raised(dst, tmp):
                     yield tmp
-            except RasterWriteError:
+            except RasterWriteError as exc:
+                # a GeoTIFF of the folder cut short before (libtiff did not report it):
+                # the first failure, reported rather than the file that raised
+                problem = _first_broken_tiff(tmp) if verify else None
+                if problem:
+                    raise _write_error(dst, problem, tmp) from exc
                 raise
             except Exception as exc:
                 problem = _first_broken_tiff(tmp) if verify else None
@@ -2569,6 +2688,7 @@ __all__ = [
     "copy_dataset_tags",
     "dataset_tags",
     "describe",
+    "disk_errors_named",
     "exclusive_lock",
     "is_network",
     "is_virtual",

@@ -11,6 +11,7 @@ All sizes, offsets and overlaps are in pixels unless a function says CRS units.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -626,7 +627,12 @@ def save_index(index: gpd.GeoDataFrame, path: PathLike, *, overwrite: bool = Fal
     frame.attrs = {}
     with atomic_output(dst, overwrite=overwrite) as tmp:
         if suffix == ".gpkg":
-            frame.to_file(tmp, driver="GPKG", layer="chips")
+            # GDAL's GeoPackage driver (SQLite) rolls a failed page write back and then
+            # reports a later, unrelated error ("no such table"), nothing of a full disk:
+            # the file is built in memory and written here, where that is an OSError
+            buffer = io.BytesIO()
+            frame.to_file(buffer, driver="GPKG", layer="chips")
+            tmp.write_bytes(buffer.getbuffer())
         else:
             frame.to_parquet(tmp)
     return dst

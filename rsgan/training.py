@@ -64,7 +64,7 @@ from rsgan.errors import (
     OutputExistsError,
     TileSpecError,
 )
-from rsgan.io import atomic_output, check_local_output
+from rsgan.io import atomic_output, check_local_output, disk_errors_named
 from rsgan.losses import (
     ImagePool,
     bce_loss,
@@ -1415,7 +1415,8 @@ def _prepare_out(out: Path, options: TrainOptions, ctx: _Dist) -> None:
 
 
 def _log(out: Path, record: Mapping[str, Any]) -> None:
-    with (out / LOG_FILE).open("a", encoding="utf-8") as fh:
+    # a line cut short by a full disk is dropped on resume (see _trim_log)
+    with disk_errors_named(out / LOG_FILE), (out / LOG_FILE).open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
 
 

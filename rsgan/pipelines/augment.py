@@ -325,6 +325,7 @@ def augment_segmentation_dataset(
     unplaced: list[str] = []
     for pair in tqdm(pairs, desc="translating pairs", unit="pair", disable=not progress):
         image_out, mask_out = _output_paths(out, pair.stem)
+        written = False
         try:
             with _not_georeferenced(unplaced, pair.stem):
                 check_alignment(describe(pair.image), describe(pair.mask))
@@ -337,8 +338,12 @@ def augment_segmentation_dataset(
                     progress=False,
                     **translate_kwargs,
                 )
+                written = True
                 copy_mask_to_grid(pair.mask, describe(image_out), mask_out, overwrite=overwrite)
         except RsganError as exc:
+            if written:  # no image without its mask (a full disk) in the output folder
+                with contextlib.suppress(OSError):
+                    image_out.unlink()
             failures[pair.stem] = str(exc)
             continue
         # originals stay where they are: absolute, since relative paths in the index

@@ -38,7 +38,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -749,16 +749,21 @@ def _run_scene(
     start = time.perf_counter()
     result = SceneResult(scene.name, scene.source, output, "failed", footprint=scene.footprint)
     out = Path(output)
+    written = False
     try:
         model = _worker_model(model_ref)
         translate_raster(
             scene.source, out, model, overwrite=replace_existing, progress=False, **options
         )
+        written = True
         checksum = sha256_file(out)
         info = describe(out)
         footprint = _footprint_4326(info) or scene.footprint
         _write_json(out.with_suffix(".json"), _stac_item(scene, info, checksum, footprint))
     except Exception as exc:  # one bad scene is recorded and must not stop the others
+        if written:  # without its STAC Item (a full disk): a rerun must redo it, not refuse
+            with contextlib.suppress(OSError):
+                out.unlink()
         message = str(exc) if isinstance(exc, RsganError) else f"{type(exc).__name__}: {exc}"
         return replace(
             result, error=f"{scene.label}: {message}", seconds=time.perf_counter() - start
@@ -1005,14 +1010,14 @@ def _dask_task(job: _Job, model_ref: _ModelRef, options: Mapping[str, Any]) -> S
 
 def _run_in_process(
     jobs: list[_Job], model_ref: _ModelRef, options: Mapping[str, Any]
-) -> Iterator[tuple[_Job, SceneResult]]:
+) -> Generator[tuple[_Job, SceneResult], None, None]:
     for job in jobs:
         yield job, _run_scene(job.scene, job.output, model_ref, options, job.replace_existing)
 
 
 def _run_on_dask(
     client: Any, jobs: list[_Job], model_ref: _ModelRef, options: Mapping[str, Any]
-) -> Iterator[tuple[_Job, SceneResult]]:
+) -> Generator[tuple[_Job, SceneResult], None, None]:
     from distributed import as_completed
 
     workers = client.scheduler_info().get("workers", {}).values()
@@ -1366,7 +1371,9 @@ def _translate_scenes(
 
     with contextlib.ExitStack() as stack:
         if not jobs:
-            results: Iterator[tuple[_Job, SceneResult]] = iter(())
+            results: Generator[tuple[_Job, SceneResult], None, None] = _run_in_process(
+                [], model_ref, {}
+            )
         elif use_dask:
             client = stack.enter_context(
                 _dask_client(
@@ -1384,6 +1391,9 @@ def _translate_scenes(
                 _WORKER_MODELS[model_ref.key] = carried
                 stack.callback(_WORKER_MODELS.pop, model_ref.key, None)
             results = _run_in_process(jobs, model_ref, options)
+        # closed (its Dask futures cancelled) before the client when recording a result
+        # fails (a full disk), not later by the garbage collector on a closed loop
+        stack.enter_context(contextlib.closing(results))
         bar = stack.enter_context(
             tqdm(total=len(jobs), unit="scene", disable=not progress, desc="translating scenes")
         )
