@@ -1,0 +1,110 @@
+"""The real ``rsgan`` command, stopped part way by a signal to its whole process group (as
+a terminal's Ctrl-C or a scheduler's SIGTERM sends it), then run again.
+
+Each command runs in a subprocess in a session of its own, so the signal reaches its
+helper processes too (DataLoader workers, Dask workers), as it does from a shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import rsgan
+from rsgan.checkpoint import load_model, load_train_state
+
+RSGAN = [sys.executable, "-m", "rsgan.cli.main"]
+# the rsgan under test (a worktree's, not another one the environment installed)
+ENV = {**os.environ, "PYTHONPATH": str(Path(rsgan.__file__).resolve().parents[1])}
+POLL_S = 0.01
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    """``rsgan ARGS`` leading a process group of its own (``os.killpg`` its pid)."""
+    return subprocess.Popen(
+        [*RSGAN, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        start_new_session=True,
+    )
+
+
+def _wait_for(predicate: Callable[[], bool], proc: subprocess.Popen, limit_s: float = 300) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"the command ended first: {proc.communicate()[1]}")
+        if time.monotonic() > deadline:
+            raise AssertionError("the command never reached the point to signal it")
+        time.sleep(POLL_S)
+
+
+def _group_gone(pgid: int, limit_s: float = 60) -> bool:
+    """Whether every process of the group has ended (helpers included)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _logged_steps(out: Path) -> list[int]:
+    lines = (out / "log.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if line.strip()]
+
+
+def _train_dcgan(scene: Path, out: Path, steps: int, *options: str) -> list[str]:
+    return ["train", "dcgan", str(scene), "--out", str(out), "--size", "64", "--ngf", "4",
+            "--ndf", "4", "--nz", "8", "--batch-size", "2", "--steps", str(steps),
+            "--checkpoint-every", "100", "--sample-every", "0", "--log-every", "1",
+            "--device", "cpu", "--precision", "fp32", "-q", *options]  # fmt: skip
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_train_with_loader_workers_stopped_by_a_signal_to_its_group_saves_and_resumes(
+    make_raster: Callable[..., Path], tmp_path: Path, sig: int
+) -> None:
+    """``rsgan train --workers 2`` sent SIGTERM (Slurm's scancel, ``kill -TERM -PGID``) or
+    Ctrl-C with its DataLoader workers: the workers died of the SIGTERM, torch raised
+    "DataLoader worker ... is killed by signal" in the middle of the step, and the command
+    ended with a traceback, exit 1 and no checkpoint. It finishes its step, saves, exits
+    143 (130) with one line, leaves no process behind, and --resume goes on from there."""
+    # 4 chips of 64 px: 2 steps an epoch, so the workers are started anew every 2 steps
+    scene = make_raster("scene.tif", width=128, height=128, count=3)
+    out = tmp_path / "run"
+    proc = _start(_train_dcgan(scene, out, 100_000, "--workers", "2"))
+    _wait_for(lambda: (out / "log.jsonl").exists() and bool(_logged_steps(out)), proc)
+    os.killpg(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=300)
+    expected = 143 if sig == signal.SIGTERM else 130
+    assert proc.returncode == expected, stderr
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.strip()]
+    assert line.startswith("training interrupted after step") and "--resume" in line, line
+    assert _group_gone(proc.pid), "a DataLoader worker outlived the command"
+    step = load_model(out / "model.safetensors").steps
+    assert step >= 1 and load_train_state(out / "train_state.pt")["step"] == step
+    resumed = subprocess.run(
+        [*RSGAN, *_train_dcgan(scene, out, step + 2, "--workers", "2", "--resume")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_model(out / "model.safetensors").steps == step + 2
+    assert _logged_steps(out) == list(range(1, step + 3))
+    assert not [p for p in out.rglob("*") if ".rsgan-tmp-" in p.name]
