@@ -38,7 +38,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1012,7 +1012,7 @@ def _run_in_process(
 
 def _run_on_dask(
     client: Any, jobs: list[_Job], model_ref: _ModelRef, options: Mapping[str, Any]
-) -> Iterator[tuple[_Job, SceneResult]]:
+) -> Generator[tuple[_Job, SceneResult], None, None]:
     from distributed import as_completed
 
     workers = client.scheduler_info().get("workers", {}).values()
@@ -1047,9 +1047,8 @@ def _run_on_dask(
                 )
             future.release()
             yield job, result
-    finally:
-        for future in futures:
-            future.cancel()
+    finally:  # one request for all (a request per scene took seconds for large catalogs)
+        client.cancel(list(futures))
 
 
 @contextlib.contextmanager
@@ -1097,6 +1096,7 @@ def _dask_client(
                 dashboard_address=":0",
                 resources={"GPU": 1} if gpus else None,
                 silence_logs=logging.ERROR,  # no shutdown chatter; errors are in the manifest
+                preload=["rsgan.pipelines._dask_preload"],  # workers leave Ctrl-C to us
             )
         except RuntimeError as exc:
             # a worker process starts a new Python that imports the caller's script: a
@@ -1365,6 +1365,9 @@ def _translate_scenes(
     from rsgan._progress import tqdm
 
     with contextlib.ExitStack() as stack:
+        # temporaries of tasks whose worker died (or that closing the cluster on Ctrl-C
+        # stopped), a live writer's kept; registered first, so it runs after the close
+        stack.callback(_remove_temporaries, jobs)
         if not jobs:
             results: Iterator[tuple[_Job, SceneResult]] = iter(())
         elif use_dask:
@@ -1378,7 +1381,11 @@ def _translate_scenes(
                     _ModelPlugin(model_ref.key, carried), name=f"rsgan-model-{model_ref.key}"
                 )
                 stack.callback(_unregister_plugin, client, f"rsgan-model-{model_ref.key}")
-            results = _run_on_dask(client, jobs, model_ref, options)
+            running = _run_on_dask(client, jobs, model_ref, options)
+            # on Ctrl-C its scenes are cancelled while the client is still open (closed
+            # later, by the garbage collector, it printed a traceback of a closed IOLoop)
+            stack.callback(running.close)
+            results = running
         else:
             if carried is not None:
                 _WORKER_MODELS[model_ref.key] = carried
@@ -1391,9 +1398,12 @@ def _translate_scenes(
             rows[job.index] = result
             _write_manifest(manifest_path, rows)
             bar.update(1)
-    for job in jobs:  # temporaries of tasks whose worker died
-        remove_stale_temporaries(Path(job.output))  # a killed worker's; not a live writer's
     return _manifest_frame(rows)
+
+
+def _remove_temporaries(jobs: Sequence[_Job]) -> None:
+    for job in jobs:
+        remove_stale_temporaries(Path(job.output))
 
 
 def _unregister_plugin(client: Any, name: str) -> None:

@@ -108,3 +108,107 @@ def test_train_with_loader_workers_stopped_by_a_signal_to_its_group_saves_and_re
     assert load_model(out / "model.safetensors").steps == step + 2
     assert _logged_steps(out) == list(range(1, step + 3))
     assert not [p for p in out.rglob("*") if ".rsgan-tmp-" in p.name]
+
+
+# --------------------------------------------------------------------------- rsgan batch
+
+
+def _batch(scenes: Path, out: Path, model: Path) -> list[str]:
+    return ["batch", str(scenes), str(out), "--model", str(model), "--workers", "2",
+            "--tile", "128", "--overlap", "16", "--device", "cpu", "--precision", "fp32",
+            "-q"]  # fmt: skip
+
+
+@pytest.fixture
+def catalog(make_raster: Callable[..., Path], tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Six scenes, a tiny model, and the outputs of an uninterrupted 2-worker run."""
+    from tests.reliability.conftest import tiny_checkpoint
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for i in range(6):
+        make_raster(f"s{i}.tif", width=256, height=256, folder=scenes, seed=i)
+    model = tiny_checkpoint(tmp_path / "m.safetensors")
+    clean = tmp_path / "clean"
+    run = subprocess.run(
+        [*RSGAN, *_batch(scenes, clean, model)], capture_output=True, text=True, env=ENV
+    )
+    assert run.returncode == 0, run.stderr
+    return scenes, model, clean
+
+
+def _done(out: Path) -> int:
+    from rsgan.pipelines.catalog import read_manifest
+
+    try:
+        manifest = read_manifest(out)
+    except Exception:  # noqa: BLE001 - not written yet
+        return 0
+    return 0 if manifest is None else int((manifest["status"] == "done").sum())
+
+
+def _same_outputs(out: Path, clean: Path) -> list[str]:
+    """Names of the final outputs in ``out`` whose bytes differ from the clean run's."""
+    return [
+        p.name
+        for p in sorted(out.glob("*_translated.tif"))
+        if p.read_bytes() != (clean / p.name).read_bytes()
+    ]
+
+
+def _signal_batch_then_rerun(
+    catalog: tuple[Path, Path, Path], out: Path, sig: int
+) -> tuple[subprocess.Popen, str]:
+    """Send ``sig`` to the group of a 2-worker ``rsgan batch`` once one scene is done;
+    check what is left, rerun, and check the rerun's outputs against the clean run's."""
+    from rsgan.pipelines.catalog import read_manifest
+
+    scenes, model, clean = catalog
+    proc = _start(_batch(scenes, out, model))
+    _wait_for(lambda: _done(out) >= 1, proc)
+    os.killpg(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=300)
+    assert _group_gone(proc.pid), "a Dask process outlived the command"
+    manifest = read_manifest(out)  # readable: written atomically
+    assert manifest is not None and len(manifest) == 6
+    assert set(manifest["status"]) <= {"done", "pending"}, manifest["status"]
+    assert _done(out) < 6, "the batch finished before the signal"
+    assert _same_outputs(out, clean) == [], "an output under its final name is not whole"
+    rerun = subprocess.run(
+        [*RSGAN, *_batch(scenes, out, model)], capture_output=True, text=True, env=ENV
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    manifest = read_manifest(out).set_index("scene")
+    assert set(manifest["status"]) <= {"done", "skipped"}, manifest["status"]
+    assert "done" in set(manifest["status"])  # only the scenes not done were redone
+    assert len(list(out.glob("*_translated.tif"))) == 6
+    assert _same_outputs(out, clean) == []
+    assert not [p.name for p in out.iterdir() if ".rsgan-tmp-" in p.name]
+    return proc, stderr
+
+
+@pytest.mark.slow
+def test_batch_with_dask_workers_ctrl_c_to_its_group_is_one_line_and_a_rerun_completes(
+    catalog: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """A terminal's Ctrl-C reaches the Dask worker processes of ``rsgan batch --workers 2``
+    too: each printed two tracebacks of its own KeyboardInterrupt, then one more came
+    from cancelling the scenes after the client had closed. The command says one line,
+    exits 130, leaves no process and no temporary, and the rerun redoes only the scenes
+    not done, with the clean run's bytes."""
+    proc, stderr = _signal_batch_then_rerun(catalog, tmp_path / "out", signal.SIGINT)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.strip()]
+    assert line.startswith("Interrupted"), stderr
+
+
+@pytest.mark.slow
+def test_batch_with_dask_workers_killed_with_its_group_then_rerun_completes(
+    catalog: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """kill -9 of the whole command (its group: the Dask workers too) part way: nothing
+    half-written under a final name, a readable manifest, and the rerun finishes the rest
+    with the clean run's bytes and removes the killed run's temporaries."""
+    proc, _ = _signal_batch_then_rerun(catalog, tmp_path / "out", signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
