@@ -27,6 +27,13 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(rsgan.__file__).resolve().parents[1]
 POLL_S = 0.01
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C as a shell's foreground command gets it (a test run started in the
+    background, as by ``nohup`` or a CI runner, may ignore SIGINT, and children inherit
+    that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str]) -> subprocess.Popen:
     """``rsgan ARGS`` leading a process group of its own (``os.killpg`` its pid)."""
     return subprocess.Popen(
@@ -36,6 +43,7 @@ def _start(args: list[str]) -> subprocess.Popen:
         text=True,
         env=ENV,
         start_new_session=True,
+        preexec_fn=_as_from_a_terminal,
     )
 
 
@@ -59,6 +67,22 @@ def _group_gone(pgid: int, limit_s: float = 60) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def _workers_ignoring_ctrl_c(pgid: int) -> int:
+    """How many processes of the group that multiprocessing spawned (Dask workers) ignore
+    SIGINT already, which they do from their first import of rsgan on (Linux)."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            group = int(stat.read_text().rsplit(")", 1)[1].split()[2])
+            spawned = b"spawn_main" in (stat.parent / "cmdline").read_bytes()
+            status = (stat.parent / "status").read_text()
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            continue
+        (ignored,) = [int(x.split()[1], 16) for x in status.splitlines() if x.startswith("SigIgn")]
+        count += group == pgid and spawned and bool(ignored >> (signal.SIGINT - 1) & 1)
+    return count
 
 
 def _logged_steps(out: Path) -> list[int]:
@@ -212,3 +236,73 @@ def test_batch_with_dask_workers_killed_with_its_group_then_rerun_completes(
     with the clean run's bytes and removes the killed run's temporaries."""
     proc, _ = _signal_batch_then_rerun(catalog, tmp_path / "out", signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_batch_ctrl_c_while_its_dask_cluster_starts_is_one_line(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Ctrl-C to the group while the local cluster starts (its workers importing torch):
+    the workers printed tracebacks of their own, and the half-started cluster was left to
+    Dask's exit handler, which failed with one more (AssertionError: Status.init). The
+    Ctrl-C acts once the cluster is up: one line, exit 130, no process left, every scene
+    still pending in the manifest."""
+    from rsgan.pipelines.catalog import read_manifest
+    from tests.reliability.conftest import tiny_checkpoint
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for i in range(2):
+        make_raster(f"s{i}.tif", width=64, height=64, folder=scenes, seed=i)
+    model = tiny_checkpoint(tmp_path / "m.safetensors")
+    out = tmp_path / "out"
+    proc = _start(_batch(scenes, out, model))
+    # the manifest (every scene pending) is written before the cluster starts; its
+    # workers then start, each importing torch (seconds). Python's own start in them is
+    # left out: a Ctrl-C then still ends one with "Fatal Python error" (rsgan cannot act
+    # before its first import there)
+    _wait_for(lambda: _workers_ignoring_ctrl_c(proc.pid) == 2, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    (line,) = [line for line in stderr.splitlines() if line.strip()]
+    assert line.startswith("Interrupted"), stderr
+    assert _group_gone(proc.pid), "a Dask process outlived the command"
+    assert set(read_manifest(out)["status"]) <= {"pending", "done"}
+    assert not [p.name for p in out.iterdir() if ".rsgan-tmp-" in p.name]
+
+
+_INTERRUPT_AN_IMPORT = """
+import importlib.abc, os, runpy, signal, sys
+
+MODULE = sys.argv[1]
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == MODULE:  # Ctrl-C arrives while the command loads this module
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["rsgan", *sys.argv[2:]]
+runpy.run_module("rsgan.cli.main", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("module", ["rsgan.cli.chips", "rsgan.cli.batch"])
+def test_ctrl_c_while_the_command_loads_is_one_line(tmp_path: Path, module: str) -> None:
+    """Ctrl-C in the second or more ``rsgan`` takes to import torch, GDAL and pandas
+    printed the traceback of the import it stopped (and Python's exit by SIGINT); it is one
+    line and exit 130, as later."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_AN_IMPORT, module, "info", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        preexec_fn=_as_from_a_terminal,
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "Interrupted; nothing was done.", proc.stderr
+    assert proc.stdout == ""
