@@ -1520,6 +1520,23 @@ def _deferred_interrupt() -> Iterator[_StopRequest]:
             signal.signal(sig, handler)
 
 
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """``worker_init_fn`` of the training DataLoader: its worker processes ignore Ctrl-C
+    and SIGTERM.
+
+    A terminal's Ctrl-C and a scheduler's SIGTERM (Slurm's ``scancel``, ``kill -TERM`` of
+    the process group) reach the workers too. A worker killed by SIGTERM made torch raise
+    "DataLoader worker ... is killed by signal" in the middle of the training step, which
+    lost the checkpoint the signal should have saved; a worker that stopped on Ctrl-C
+    failed the next batch. The training process alone decides to stop (after its step,
+    saving first) and then shuts the workers down; a worker whose training process is
+    gone ends on its own (torch's watchdog).
+    """
+    del worker_id
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _make_loader(
     run: TrainRun, options: TrainOptions, ctx: _Dist, batch_size: int
 ) -> tuple[DataLoader, _ResumableSampler, torch.Generator]:
@@ -1547,6 +1564,7 @@ def _make_loader(
         drop_last=True,
         pin_memory=ctx.device.type == "cuda",
         generator=loader_rng,
+        worker_init_fn=_leave_stop_signals_to_the_trainer,
     )
     return loader, sampler, loader_rng
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import multiprocessing
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +30,24 @@ from rsgan._redact import redact_text  # a leaf: the CLI starts without rasterio
 from rsgan.cli._exit import ExitCode
 from rsgan.cli._signals import Terminated, terminate_as_interrupt
 from rsgan.errors import RsganError
+
+
+def _leave_ctrl_c_to_the_command() -> None:
+    """In a process the command started that imports the command as its main module (a
+    local Dask worker of ``rsgan batch``, a spawned DataLoader worker), ignore Ctrl-C.
+
+    A terminal sends Ctrl-C to the whole process group: such a process, interrupted while
+    it started (importing torch: seconds), printed a traceback of its own under the
+    command's one line. The command alone handles Ctrl-C and stops its processes.
+    """
+    if (
+        multiprocessing.current_process().name != "MainProcess"
+        and threading.current_thread() is threading.main_thread()
+    ):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_leave_ctrl_c_to_the_command()  # first: the imports below take seconds
 
 # Modules whose ``commands`` list is registered, in help order.
 _COMMAND_MODULES = (
@@ -147,8 +168,21 @@ def rio_rsgan() -> None:
     """rsgan: GANs for georeferenced remote-sensing rasters (rio plugin)."""
 
 
-_add_commands(cli)
-_add_commands(rio_rsgan)
+def _load_commands() -> None:
+    """Register the commands. Their modules import torch, GDAL and pandas (a second or
+    more): Ctrl-C meanwhile printed a traceback of the import it stopped; it ends the
+    command with one line and exit 130, as later (a process the command started, as
+    above, ends without a word: the command says it)."""
+    try:
+        _add_commands(cli)
+        _add_commands(rio_rsgan)
+    except KeyboardInterrupt:
+        if multiprocessing.current_process().name == "MainProcess":
+            click.echo("Interrupted; nothing was done.", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+
+
+_load_commands()
 
 
 if __name__ == "__main__":  # python -m rsgan.cli.main

@@ -35,10 +35,12 @@ import inspect
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1052,9 +1054,8 @@ def _run_on_dask(
                 )
             future.release()
             yield job, result
-    finally:
-        for future in futures:
-            future.cancel()
+    finally:  # one request for all (a request per scene took seconds for large catalogs)
+        client.cancel(list(futures))
 
 
 @contextlib.contextmanager
@@ -1092,31 +1093,73 @@ def _dask_client(
     if os.environ.get("MALLOC_TRIM_THRESHOLD_") == str(dask.config.get(trim, None)):
         del os.environ["MALLOC_TRIM_THRESHOLD_"]  # left here by an earlier Dask cluster
     settings = {"distributed.scheduler.allowed-failures": retries, trim: None}
-    with dask.config.set(settings):
-        try:
-            cluster = LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                memory_limit="auto",
-                dashboard_address=":0",
-                resources={"GPU": 1} if gpus else None,
-                silence_logs=logging.ERROR,  # no shutdown chatter; errors are in the manifest
-            )
-        except RuntimeError as exc:
-            # a worker process starts a new Python that imports the caller's script: a
-            # script calling translate_catalog at its top level runs it again there, and
-            # multiprocessing refuses ("Nanny failed to start")
-            raise CatalogError(
-                f"Dask could not start {n} local worker process(es) ({exc}); a script that "
-                'calls translate_catalog must do so under `if __name__ == "__main__":` '
-                "(each worker imports the script again), or pass workers=0 to run without "
-                "Dask"
-            ) from exc
-    with cluster, Client(cluster, set_as_default=False) as client:
-        # Dask starts workers with OMP_NUM_THREADS=1; give torch cores / workers threads
-        client.register_plugin(_TorchThreads(max(1, _cpu_count() // n)), name="rsgan-threads")
-        yield client
+    # Ctrl-C or SIGTERM while the cluster starts acts once it has started, and closes it:
+    # a cluster stopped half-started was left to Dask's exit handler, which failed on it
+    # with a traceback (AssertionError: Status.init)
+    signals = _DeferredSignals()
+    with contextlib.ExitStack() as stack:
+        stack.callback(signals.release)
+        with dask.config.set(settings):
+            cluster = _local_cluster(LocalCluster, n, gpus)
+        with cluster, Client(cluster, set_as_default=False) as client:
+            signals.release()
+            # Dask starts workers with OMP_NUM_THREADS=1; give torch cores / workers threads
+            client.register_plugin(_TorchThreads(max(1, _cpu_count() // n)), name="rsgan-threads")
+            yield client
+
+
+def _local_cluster(local_cluster: Any, n: int, gpus: int) -> Any:
+    """A ``LocalCluster`` of ``n`` worker processes (one thread each)."""
+    try:
+        return local_cluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit="auto",
+            dashboard_address=":0",
+            resources={"GPU": 1} if gpus else None,
+            silence_logs=logging.ERROR,  # no shutdown chatter; errors are in the manifest
+            preload=["rsgan.pipelines._dask_preload"],  # workers leave Ctrl-C to us
+        )
+    except RuntimeError as exc:
+        # a worker process starts a new Python that imports the caller's script: a
+        # script calling translate_catalog at its top level runs it again there, and
+        # multiprocessing refuses ("Nanny failed to start")
+        raise CatalogError(
+            f"Dask could not start {n} local worker process(es) ({exc}); a script that "
+            'calls translate_catalog must do so under `if __name__ == "__main__":` '
+            "(each worker imports the script again), or pass workers=0 to run without "
+            "Dask"
+        ) from exc
+
+
+class _DeferredSignals:
+    """From its creation until :meth:`release`, Ctrl-C and SIGTERM are noted, not acted
+    on; ``release`` restores their handlers and raises the signals that came, so they act
+    as they would have (KeyboardInterrupt, the CLI's Terminated, or the default). Outside
+    the main thread (where Python cannot take signals) it does nothing."""
+
+    def __init__(self) -> None:
+        self.arrived: list[int] = []
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if handler is not None and handler is not signal.SIG_IGN:  # None: set outside Python
+                self.previous[sig] = signal.signal(sig, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.arrived.append(signum)
+
+    def release(self) -> None:
+        """Restore the handlers; raise the signals that arrived meanwhile (once each)."""
+        previous, self.previous = self.previous, {}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if previous:
+            for sig in dict.fromkeys(self.arrived):
+                signal.raise_signal(sig)
 
 
 def _warn_if_no_workers(client: Any, address: str | None = None) -> None:
@@ -1370,6 +1413,9 @@ def _translate_scenes(
     from rsgan._progress import tqdm
 
     with contextlib.ExitStack() as stack:
+        # temporaries of tasks whose worker died (or that closing the cluster on Ctrl-C
+        # stopped), a live writer's kept; registered first, so it runs after the close
+        stack.callback(_remove_temporaries, jobs)
         if not jobs:
             results: Generator[tuple[_Job, SceneResult], None, None] = _run_in_process(
                 [], model_ref, {}
@@ -1392,7 +1438,8 @@ def _translate_scenes(
                 stack.callback(_WORKER_MODELS.pop, model_ref.key, None)
             results = _run_in_process(jobs, model_ref, options)
         # closed (its Dask futures cancelled) before the client when recording a result
-        # fails (a full disk), not later by the garbage collector on a closed loop
+        # fails (a full disk) or on Ctrl-C: closed later by the garbage collector, it
+        # printed a traceback of a closed IOLoop
         stack.enter_context(contextlib.closing(results))
         bar = stack.enter_context(
             tqdm(total=len(jobs), unit="scene", disable=not progress, desc="translating scenes")
@@ -1401,9 +1448,12 @@ def _translate_scenes(
             rows[job.index] = result
             _write_manifest(manifest_path, rows)
             bar.update(1)
-    for job in jobs:  # temporaries of tasks whose worker died
-        remove_stale_temporaries(Path(job.output))  # a killed worker's; not a live writer's
     return _manifest_frame(rows)
+
+
+def _remove_temporaries(jobs: Sequence[_Job]) -> None:
+    for job in jobs:
+        remove_stale_temporaries(Path(job.output))
 
 
 def _unregister_plugin(client: Any, name: str) -> None:
