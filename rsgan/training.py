@@ -111,16 +111,28 @@ class TrainingInterrupted(KeyboardInterrupt):
         step: the last completed step.
         out_dir: where the checkpoint and state are (resume with ``resume=True``).
         saved: whether the checkpoint and state of ``step`` were saved.
-        signum: the signal that asked to stop (``signal.SIGINT`` or ``signal.SIGTERM``).
+        signum: the last signal that asked to stop (``signal.SIGINT`` or
+            ``signal.SIGTERM``).
     """
 
     def __init__(
-        self, step: int, out_dir: Path, saved: bool = True, signum: int = signal.SIGINT
+        self,
+        step: int,
+        out_dir: Path,
+        saved: bool = True,
+        signum: int = signal.SIGINT,
+        saving: bool = False,
     ) -> None:
         if saved:
             text = (
                 f"training interrupted after step {step}; the checkpoint and training state "
                 f"are in {out_dir}: continue with resume=True (--resume)"
+            )
+        elif saving:
+            text = (
+                f"training interrupted after step {step} and stopped again while its "
+                f"checkpoint was being saved: that save was left out; resume=True (--resume) "
+                f"continues from the last complete checkpoint in {out_dir}, if any"
             )
         else:
             text = (
@@ -1489,11 +1501,11 @@ class _StopRequest:
         self.signum: int = signal.SIGINT
 
     def handler(self, signum: int, frame: Any) -> None:
+        self.signum = signum  # the last one decides the exit code (130 or 143)
         if self.requested:
             self.immediate = True
             raise KeyboardInterrupt
         self.requested = True
-        self.signum = signum
 
     def agreed(self, ctx: _Dist) -> bool:
         """Whether to stop now; under DDP every rank stops at the same step."""
@@ -1711,10 +1723,18 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
                     pos.items_in_epoch = 0
             save()
         except KeyboardInterrupt:
+            saved = saving = False
             if not stop.immediate:
-                save()
+                try:
+                    saving = True
+                    save()
+                    saved = True
+                except KeyboardInterrupt:
+                    # a second signal while saving: the atomic writes leave the last
+                    # complete checkpoint as it was
+                    pass
             raise TrainingInterrupted(
-                pos.step, out, saved=not stop.immediate, signum=stop.signum
+                pos.step, out, saved=saved, signum=stop.signum, saving=saving and not saved
             ) from None
         finally:
             bar.close()

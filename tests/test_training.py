@@ -182,6 +182,34 @@ def test_second_ctrl_c_stops_at_once_without_saving(
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_signal_while_the_stop_is_saved_leaves_the_last_checkpoint_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during a step, then SIGTERM while its checkpoint is being saved: the save is
+    left out (the interval checkpoint before it stays whole), the error says so, and the
+    exit code follows the last signal (SIGTERM: 143 in the CLI)."""
+    a, b = _masked_domains()
+    run = tmp_path / "run"
+    original = training._save_all
+    calls = {"n": 0}
+
+    def save_all(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == 2:  # the save of the stop (the first is step 2's interval save)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_save_all", save_all)
+    _interrupt_at(monkeypatch, "cyclegan", call=3)
+    options = training.dataclasses.replace(_options(steps=6), checkpoint_every=2)
+    with pytest.raises(TrainingInterrupted, match="while its checkpoint was being saved") as info:
+        train_cyclegan(a, b, run, config=TINY, options=options)
+    assert not info.value.saved and info.value.step == 3
+    assert info.value.signum == signal.SIGTERM
+    assert load_model(run / "model.safetensors").steps == 2
+    assert not [p for p in run.iterdir() if "rsgan-tmp" in p.name]
+
+
 def test_dcgan_run_then_extend_matches_one_long_run(tmp_path: Path) -> None:
     images = Chips(_textures(10, 2, 64, seed=3))
     opts = _options(steps=6, batch_size=4, decay_from=100)
