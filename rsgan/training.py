@@ -131,8 +131,8 @@ class TrainingInterrupted(KeyboardInterrupt):
         elif saving:
             text = (
                 f"training interrupted after step {step} and stopped again while its "
-                f"checkpoint was being saved: that save was left out; resume=True (--resume) "
-                f"continues from the last complete checkpoint in {out_dir}, if any"
+                f"checkpoint was being saved, which may not have been completed; resume=True "
+                f"(--resume) continues from the last complete save in {out_dir}, if any"
             )
         else:
             text = (
@@ -1731,7 +1731,8 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
                     saved = True
                 except KeyboardInterrupt:
                     # a second signal while saving: the atomic writes leave the last
-                    # complete checkpoint as it was
+                    # complete save (or a model one step ahead of its state, which a
+                    # resume handles, see _save_all)
                     pass
             raise TrainingInterrupted(
                 pos.step, out, saved=saved, signum=stop.signum, saving=saving and not saved
