@@ -1723,19 +1723,18 @@ def _fit(run: TrainRun, out: Path, options: TrainOptions, trainer: _Trainer, ctx
                     pos.items_in_epoch = 0
             save()
         except KeyboardInterrupt:
-            saved = saving = False
+            saved = cut_short = False
             if not stop.immediate:
                 try:
-                    saving = True
                     save()
                     saved = True
                 except KeyboardInterrupt:
                     # a second signal while saving: the atomic writes leave the last
                     # complete save (or a model one step ahead of its state, which a
                     # resume handles, see _save_all)
-                    pass
+                    cut_short = True
             raise TrainingInterrupted(
-                pos.step, out, saved=saved, signum=stop.signum, saving=saving and not saved
+                pos.step, out, saved=saved, signum=stop.signum, saving=cut_short
             ) from None
         finally:
             bar.close()

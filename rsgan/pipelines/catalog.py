@@ -1406,8 +1406,7 @@ def _translate_scenes(
         for i, row in enumerate(rows)
         if row.status == "pending"
     ]
-    for job in jobs:
-        remove_stale_temporaries(Path(job.output))  # a killed worker's; not a live writer's
+    _remove_temporaries(jobs)
     _write_manifest(manifest_path, rows)
 
     from rsgan._progress import tqdm
@@ -1452,6 +1451,8 @@ def _translate_scenes(
 
 
 def _remove_temporaries(jobs: Sequence[_Job]) -> None:
+    """The temporaries a killed worker left beside the jobs' outputs (a live writer's are
+    kept: :func:`rsgan.io.remove_stale_temporaries`)."""
     for job in jobs:
         remove_stale_temporaries(Path(job.output))
 

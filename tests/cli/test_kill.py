@@ -143,16 +143,23 @@ def _batch(scenes: Path, out: Path, model: Path) -> list[str]:
             "-q"]  # fmt: skip
 
 
-@pytest.fixture
-def catalog(make_raster: Callable[..., Path], tmp_path: Path) -> tuple[Path, Path, Path]:
-    """Six scenes, a tiny model, and the outputs of an uninterrupted 2-worker run."""
+def _scenes_and_model(
+    make_raster: Callable[..., Path], tmp_path: Path, count: int, size: int
+) -> tuple[Path, Path]:
+    """``count`` square scenes of ``size`` px in ``tmp_path/scenes`` and a tiny model."""
     from tests.reliability.conftest import tiny_checkpoint
 
     scenes = tmp_path / "scenes"
     scenes.mkdir()
-    for i in range(6):
-        make_raster(f"s{i}.tif", width=256, height=256, folder=scenes, seed=i)
-    model = tiny_checkpoint(tmp_path / "m.safetensors")
+    for i in range(count):
+        make_raster(f"s{i}.tif", width=size, height=size, folder=scenes, seed=i)
+    return scenes, tiny_checkpoint(tmp_path / "m.safetensors")
+
+
+@pytest.fixture
+def catalog(make_raster: Callable[..., Path], tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Six scenes, a tiny model, and the outputs of an uninterrupted 2-worker run."""
+    scenes, model = _scenes_and_model(make_raster, tmp_path, 6, 256)
     clean = tmp_path / "clean"
     run = subprocess.run(
         [*RSGAN, *_batch(scenes, clean, model)], capture_output=True, text=True, env=ENV
@@ -248,13 +255,8 @@ def test_batch_ctrl_c_while_its_dask_cluster_starts_is_one_line(
     Ctrl-C acts once the cluster is up: one line, exit 130, no process left, every scene
     still pending in the manifest."""
     from rsgan.pipelines.catalog import read_manifest
-    from tests.reliability.conftest import tiny_checkpoint
 
-    scenes = tmp_path / "scenes"
-    scenes.mkdir()
-    for i in range(2):
-        make_raster(f"s{i}.tif", width=64, height=64, folder=scenes, seed=i)
-    model = tiny_checkpoint(tmp_path / "m.safetensors")
+    scenes, model = _scenes_and_model(make_raster, tmp_path, 2, 64)
     out = tmp_path / "out"
     proc = _start(_batch(scenes, out, model))
     # the manifest (every scene pending) is written before the cluster starts; its
