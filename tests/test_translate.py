@@ -357,8 +357,16 @@ def test_two_tiles_at_once_match_one_at_a_time(
             outs[workers] = ds.read(masked=True)
     np.testing.assert_array_equal(outs[1].mask, outs[2].mask)
     assert outs[1].mask.any() and not outs[1].mask.all()
-    # oneDNN's results do not depend on the thread count here: the same values exactly
-    np.testing.assert_array_equal(outs[2].filled(0), outs[1].filled(0))
+    if norm == "scene":
+        # oneDNN's results do not depend on the thread count here: the same values exactly
+        np.testing.assert_array_equal(outs[2].filled(0), outs[1].filled(0))
+    else:
+        # per-tile statistics of channels-last activations are summed by torch's batch-norm
+        # kernel in an order that depends on the thread count, and bf16 rounds the small
+        # difference on (measured: 0.006 DN on average, 0.5 DN at most); a tile out of
+        # order or with another tile's mask would be off by DN everywhere in it
+        diff = np.abs(outs[2].filled(0) - outs[1].filled(0))
+        assert diff.mean() < 0.02 and diff.max() < 2.0
     assert float(outs[1].std()) > 1.0  # a real translation, not a constant
 
 

@@ -31,6 +31,33 @@ def test_instance_mode_matches_torch_instance_norm() -> None:
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_instance_mode_keeps_channels_last_and_matches_torch(batch: int, dtype) -> None:
+    # torch's instance_norm returns a channels-last input channels-first (and slowly): in
+    # inference the layer keeps the layout and dtype, with the same values
+    x = torch.randn(batch, 6, 20, 14) * 3 + torch.arange(6.0).view(1, 6, 1, 1)
+    x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ours = SceneInstanceNorm2d(6)(x)
+    assert ours.dtype == dtype
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    ref = nn.InstanceNorm2d(6)(x.float().contiguous())
+    tol = 1e-5 if dtype == torch.float32 else 1.6e-2  # bf16: the output's own rounding
+    torch.testing.assert_close(ours.float(), ref, atol=tol, rtol=0)
+    # with autograd too (training-mode batch norm per sample), gradients included
+    xg = x.detach().requires_grad_()
+    trained = SceneInstanceNorm2d(6)(xg)
+    assert trained.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(trained.float(), ref, atol=2 * tol, rtol=0)  # bf16: 2 ulp
+    ref_x = x.detach().float().contiguous().requires_grad_()
+    grad = torch.randn(ref.shape)
+    (trained.float() * grad).sum().backward()
+    (nn.InstanceNorm2d(6)(ref_x) * grad).sum().backward()
+    assert xg.grad is not None
+    torch.testing.assert_close(xg.grad.float(), ref_x.grad, atol=4 * tol, rtol=0)
+
+
 def test_invalid_pixels_do_not_change_statistics_or_valid_outputs() -> None:
     layer = SceneInstanceNorm2d(2)
     x = torch.randn(2, 2, 8, 8)
