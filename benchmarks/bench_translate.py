@@ -6,7 +6,8 @@ Figures, each measured side by side in one run:
    batch and norm statistics): how well reading, blending and writing hide behind the
    model. The statistics pass translates some of those tiles itself (its outputs are
    final), so it counts as model work; what pooling costs over the bare model on the
-   same tiles is given too.
+   same tiles is given too. ``--norm tile`` measures the same in per-tile mode (no
+   statistics pass): reading, blending and writing by themselves.
 2. Peak RSS translating a 4096 px and a 16384 px square scene (fresh process each), for
    the streaming writer and for a naive whole-scene in-RAM accumulator (float32 sums and
    weights; geoai-style float64 would need twice that), and their ratios. A cheap
@@ -46,6 +47,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import itertools
 import json
@@ -68,7 +70,7 @@ from rsgan._device import autocast
 from rsgan.checkpoint import load_model
 from rsgan.io import Normalizer, open_raster, read_masked
 from rsgan.models.cyclegan import ResnetGenerator
-from rsgan.models.layers import SceneInstanceNorm2d, fixed_norm_stats
+from rsgan.models.layers import SceneInstanceNorm2d, fixed_norm_stats, norm_layers
 from rsgan.mosaic import balanced_windows, blend_weights
 from rsgan.pipelines import translate as T
 from rsgan.tiling import TileSpec, tile_windows
@@ -119,8 +121,9 @@ def scene_run(
     tile: int,
     overlap: int,
     batch: int,
+    norm: str = "scene",
 ) -> T._Run:
-    """The run translate_raster makes of a 3-band uint8 ``scene`` in scene mode (its
+    """The run translate_raster makes of a 3-band uint8 ``scene`` in ``norm`` mode (its
     tiles, statistics budget, model), for timing its parts; ``precision`` None: the
     model's preference on ``device``."""
     translator = T.resolve_translator(model)
@@ -132,11 +135,11 @@ def scene_run(
         bands=(1, 2, 3),
         translator=translator,
         in_norm=Normalizer.for_dtype("uint8", 3),
-        windows=T._plan_windows(info, translator, tile, overlap, "scene", budget),
+        windows=T._plan_windows(info, translator, tile, overlap, norm, budget),
         device=device,
         precision=precision or T.preferred_precision(translator.precision, device),
         batch_size=batch,
-        norm="scene",
+        norm=norm,
         overlap=overlap,
         blend="hann",
         budget_px=budget,
@@ -153,14 +156,17 @@ def bare_vs_end_to_end(
     batch: int = 1,
     rounds: int = 7,
     engine_only: bool = False,
+    norm: str = "scene",
 ) -> dict:
     """Translate ``scene`` end to end and run the bare model over the same tiles (read
     beforehand; the same batch size, translate_raster's CPU default 1, and the same fixed
     statistics), alternately ``rounds`` times; medians of the times and of the per-round
     ratios (this machine's speed moves by up to 40 % between rounds). ``engine_only``
     leaves out the other references (one tile at a time, a plain channels-first loop, the
-    model work of the run), which triple a large scene's time."""
-    run = scene_run(scene, net, torch.device("cpu"), precision, tile, overlap, batch)
+    model work of the run), which triple a large scene's time. ``norm="tile"``: both
+    with per-tile statistics (no statistics pass; what reading, blending and writing
+    cost by themselves)."""
+    run = scene_run(scene, net, torch.device("cpu"), precision, tile, overlap, batch, norm)
     translator, info, windows = run.translator, run.info, run.windows
     pooled_s: list[float] = []
     original = T.pooled_forward
@@ -211,11 +217,13 @@ def bare_vs_end_to_end(
                 precision=precision,
                 overwrite=True,
                 batch_size=batch,
+                norm=norm,
             )
         finally:
             T.pooled_forward = original
         e2e_runs.append(time.perf_counter() - t0)
-        warm_pooled.append(pooled_s.pop())
+        if pooled_s:
+            warm_pooled.append(pooled_s.pop())
         # the references in turns (the first pass after a run measured up to 10 % slower
         # than the same pass later: the heap's state), each round starting with another
         turn = r % len(references)
@@ -324,6 +332,14 @@ def bare_vs_end_to_end(
     return result
 
 
+def _norm_stats(net: torch.nn.Module, stats: dict | None) -> Any:
+    """The scene statistics fixed in ``net``'s norm layers; None (per-tile mode) or a
+    model without norm layers: each tile's own."""
+    if stats is None or not norm_layers(net):
+        return contextlib.nullcontext()
+    return fixed_norm_stats(net, stats)
+
+
 def engine_pass(run: T._Run, tiles: list[torch.Tensor], stats: dict | None) -> float:
     """Seconds for the bare model over ``tiles`` as translate_raster runs it: its tile
     workers (two batches at once on CPU in bf16, one thread each, each with its own copy
@@ -339,7 +355,7 @@ def engine_pass(run: T._Run, tiles: list[torch.Tensor], stats: dict | None) -> f
             worker_run.translator.net(x)
 
     t0 = time.perf_counter()
-    with fixed_norm_stats(run.translator.net, stats or {}):
+    with _norm_stats(run.translator.net, stats):
         # with the statistics folded into the convolutions where translate_raster does so
         main = T._folded(run, stats)
         workers = T._Forwarders(main, T._tile_workers(run.device, run.precision))
@@ -368,7 +384,7 @@ def bare_pass(
     with (
         torch.no_grad(),
         autocast(torch.device("cpu"), precision),
-        fixed_norm_stats(net, stats or {}),
+        _norm_stats(net, stats),
     ):
         for i in range(0, len(tiles), batch):
             net(torch.stack(tiles[i : i + batch]).contiguous(memory_format=layout))
@@ -923,6 +939,12 @@ def main() -> None:
         action="store_true",
         help="speed part: the bare reference only (for large scenes)",
     )
+    parser.add_argument(
+        "--norm",
+        choices=["scene", "tile"],
+        default="scene",
+        help="speed part: scene statistics (default) or per-tile (no statistics pass)",
+    )
     parser.add_argument("--child", choices=["streaming", "naive"])
     parser.add_argument(
         "--model",
@@ -943,6 +965,11 @@ def main() -> None:
         help="comma-separated: waste, speed, timeline, workers, memory, width, whole, naive, empty",
     )
     parser.add_argument("--sizes", default=None, help="memory scene sides, e.g. 4096,16384")
+    parser.add_argument(
+        "--widths",
+        default=None,
+        help="width part: scene widths, 1024 px tall (default: the --sizes pair)",
+    )
     parser.add_argument(
         "--skip-naive-large",
         action="store_true",
@@ -994,6 +1021,7 @@ def main() -> None:
                     tmp,
                     rounds=args.rounds,
                     engine_only=args.engine_only,
+                    norm=args.norm,
                 ),
             }
             print(json.dumps(results[f"efficiency_{precision}"]), flush=True)
@@ -1044,7 +1072,8 @@ def main() -> None:
         mem: dict = {}
         if "width" in parts:
             # memory grows with the width only: wide, short scenes, both models
-            for w in (small, large):
+            widths = [int(v) for v in args.widths.split(",")] if args.widths else [small, large]
+            for w in widths:
                 wide = make_scene(tmp / f"wide_{w}.tif", w, height=1024)
                 for model in ("cheap", "default"):
                     key = f"streaming_{model}_{w}x1024"
