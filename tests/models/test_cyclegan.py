@@ -304,3 +304,28 @@ def test_lambda_periodic_is_checked_and_defaults_to_off() -> None:
     # a checkpoint written before the option existed trains as the paper
     old = {k: v for k, v in config.to_dict().items() if k != "lambda_periodic"}
     assert make_config("cyclegan", old).lambda_periodic == 0
+
+
+def test_generator_with_per_tile_statistics_runs_channels_last_as_channels_first() -> None:
+    # per-tile instance norm keeps channels-last activations channels-last (torch's
+    # instance_norm turned them channels-first): same outputs, every layer's output
+    # in the input's layout
+    torch.manual_seed(3)
+    net = ResnetGenerator(3, 3, ngf=8, n_blocks=2).eval()
+    x = torch.rand(2, 3, 48, 40) * 2 - 1
+    layouts: list[bool] = []
+    hooks = [
+        m.register_forward_hook(
+            lambda m, i, o: layouts.append(o.is_contiguous(memory_format=torch.channels_last))
+        )
+        for m in net.modules()
+        if isinstance(m, SceneInstanceNorm2d)
+    ]
+    with torch.no_grad():
+        first = net(x)
+        layouts.clear()
+        last = net(x.contiguous(memory_format=torch.channels_last))
+    for hook in hooks:
+        hook.remove()
+    assert layouts and all(layouts)
+    torch.testing.assert_close(last, first, atol=1e-5, rtol=1e-5)
