@@ -1,7 +1,8 @@
 """Run every rsgan benchmark in turn (``make bench``); pass ``--quick`` for a short run.
 
 Each benchmark prints its own side-by-side ratios; their results are recorded in
-docs/benchmarks.md together with the machine they ran on.
+docs/benchmarks.md together with the machine they ran on. ``bench_huge.py`` (one 1e10 px
+scene end to end: ~25 min and ~50 GB of disk) runs on its own.
 """
 
 from __future__ import annotations
