@@ -964,7 +964,12 @@ def main() -> None:
         default="waste,speed,memory,width",
         help="comma-separated: waste, speed, timeline, workers, memory, width, whole, naive, empty",
     )
-    parser.add_argument("--sizes", default=None, help="memory scene sides, e.g. 4096,16384")
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help="scene sides SMALL[,LARGE], e.g. 4096,16384 (LARGE: the memory part's second "
+        "scene, default 4x SMALL)",
+    )
     parser.add_argument(
         "--widths",
         default=None,
@@ -982,7 +987,10 @@ def main() -> None:
     torch.set_num_threads(2)
     small, large = (2048, 8192) if args.quick else (4096, 16384)
     if args.sizes:
-        small, large = (int(v) for v in args.sizes.split(","))
+        sides = [int(v) for v in args.sizes.split(",")]
+        if len(sides) not in (1, 2):
+            parser.error(f"--sizes takes one or two sides, not {args.sizes!r}")
+        small, large = sides[0], sides[-1] if len(sides) == 2 else 4 * sides[0]
     parts = set(args.parts.split(","))
     results: dict = {"machine": "2-core AMD EPYC (avx512_bf16), torch " + torch.__version__}
     with tempfile.TemporaryDirectory(prefix="rsgan-bench-") as td:
