@@ -31,7 +31,9 @@ from rsgan.models.dcgan import (
 )
 from rsgan.models.layers import (
     NORM_MODES,
+    BlockProxy,
     SceneInstanceNorm2d,
+    block_moments,
     collect_norm_stats,
     fixed_norm_stats,
     norm_layers,
@@ -117,6 +119,7 @@ __all__ = [
     "DCGAN_SIZES",
     "MODEL_KINDS",
     "NORM_MODES",
+    "BlockProxy",
     "CycleGANConfig",
     "DCGANConfig",
     "DCGANDiscriminator",
@@ -125,6 +128,7 @@ __all__ = [
     "PatchDiscriminator",
     "ResnetGenerator",
     "SceneInstanceNorm2d",
+    "block_moments",
     "build_nets",
     "collect_norm_stats",
     "fixed_norm_stats",

@@ -29,6 +29,7 @@ import contextlib
 import copy
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
@@ -105,7 +106,7 @@ class SceneInstanceNorm2d(nn.Module):
                 mean, var = _finish(*self._sums(x, self.mask, self.region))
             else:  # one sample of a pooled batch run one sample per thread
                 i = lockstep.index
-                mean, var = lockstep.exchange(i, self._sums(x, *lockstep.sample(i)))
+                mean, var = lockstep.exchange(i, self._sums(x, *lockstep.sample(i)), self)
             self.mean, self.var, self.has_stats = mean, var, True
             return _normalize(x, mean, var, self.eps)
         xf = x.float()
@@ -173,12 +174,93 @@ def _add(a: Sums, b: Sums) -> Sums:
     return a[0] + b[0], a[1] + b[1], a[2] + b[2]
 
 
-def _pool_sums(parts: Sequence[tuple[Sums, Sums]]) -> Stats:
-    """Pooled statistics from every sample's ``(boxed, whole)`` sums."""
+def _pool_sums(parts: Sequence[tuple[Sums, Sums]], proxy: _LayerProxy | None = None) -> Stats:
+    """Pooled statistics from every sample's ``(boxed, whole)`` sums, corrected by the
+    layer's ``proxy`` when given (:func:`_regression_stats`)."""
     boxed, whole = parts[0]
     for b, w in parts[1:]:
         boxed, whole = _add(boxed, b), _add(whole, w)
+    if proxy is not None and boxed[0] > 0:
+        corrected = _regression_stats(boxed, [b for b, _ in parts], proxy)
+        if corrected is not None:
+            return corrected
     return _finish(boxed, whole)
+
+
+PER_CHANNEL_SLOPES_FROM = 6
+"""Samples from which :func:`_regression_stats` fits one slope per channel; fewer share
+one slope across the channels of a layer (per-channel slopes through 2-3 samples threw
+NAIP patchworks 35-52 DN off; docs/benchmarks.md, twenty-second session)."""
+MAX_SLOPE = 1.5
+"""The largest slope :func:`_regression_stats` extrapolates with."""
+
+
+@dataclass(frozen=True)
+class BlockProxy:
+    """What the statistics of a pooled batch of a scene's blocks are corrected with: per
+    norm layer, the moments of a cheap pass over the whole scene (a downsampled view of
+    it) within every block of the grid the batch was picked from (:func:`block_moments`),
+    and which of those blocks each sample of the batch is (see :func:`pooled_forward`)."""
+
+    moments: Mapping[str, Tensor]
+    """Layer name -> ``(blocks, 3, C)`` float64: valid cells, sums, sums of squares."""
+    samples: Sequence[int]
+    """The block of each sample of the pooled batch."""
+
+
+_LayerProxy = tuple[Tensor, Sequence[int], Sequence[float]]
+"""One layer's block moments, the block of each sample, and each sample's weight."""
+
+
+def _slope(x: Tensor, y: Tensor, weight: Tensor, per_channel: bool) -> Tensor:
+    """Weighted least-squares slope of ``y`` on ``x`` (``(samples, C)``), per channel or
+    one for all channels; 0 where ``x`` does not vary; within 0..:data:`MAX_SLOPE`."""
+    w = weight[:, None]
+    dx = x - (w * x).sum(0) / w.sum()
+    dy = y - (w * y).sum(0) / w.sum()
+    cov, var = (w * dx * dy).sum(0), (w * dx.square()).sum(0)
+    if not per_channel:
+        cov, var = cov.sum().expand_as(cov), var.sum().expand_as(var)
+    slope = torch.where(var > 0, cov / torch.where(var > 0, var, 1.0), 0.0)
+    return slope.clamp(0.0, MAX_SLOPE)
+
+
+def _regression_stats(boxed: Sums, parts: Sequence[Sums], proxy: _LayerProxy) -> Stats | None:
+    """Statistics of the whole scene estimated from a weighted sample of its blocks
+    (``boxed``: the sample's pooled sums; ``parts``: each sample's) and a cheap pass over
+    the whole scene (``proxy``), or None when the proxy cannot say (a sample's block
+    without a valid cell in it).
+
+    The regression estimator of survey sampling: the sample's mean of a cell's value and
+    of its square, each moved by the slope of the samples' block means on their proxy
+    means times how far the sample's proxy mean lies from the whole scene's. Blocks the
+    sample over-represents (brighter water, more fields) show it in the proxy, so their
+    share is taken back out. Slopes are fitted per channel from
+    :data:`PER_CHANNEL_SLOPES_FROM` samples, one per layer below; the variance stays at
+    least a quarter of the sample's own. With every block in the sample at weight 1 the
+    correction is nil."""
+    moments, samples, weights = proxy
+    total = moments.sum(0)  # (3, C)
+    picked = moments[list(samples)]  # (samples, 3, C)
+    counts = torch.tensor([float(p[0]) for p in parts], dtype=torch.float64)
+    if total[0, 0] <= 0 or (picked[:, 0] <= 0).any() or (counts <= 0).any():
+        return None
+    w = torch.tensor([float(v) for v in weights], dtype=torch.float64, device=total.device)
+    w = w[:, None]
+    counts = counts.to(total.device)
+    count, sums, squares = boxed
+    estimates = []
+    for k, sample_sum in ((1, sums), (2, squares)):
+        scene_proxy = total[k] / total[0]
+        sample_proxy = (w * picked[:, k]).sum(0) / (w * picked[:, 0]).sum(0)
+        block_means = torch.stack([cast(Tensor, p[k]) / p[0] for p in parts]).to(total.device)
+        block_proxies = picked[:, k] / picked[:, 0]
+        beta = _slope(block_proxies, block_means, counts, len(parts) >= PER_CHANNEL_SLOPES_FROM)
+        estimates.append(sample_sum / count + beta * (scene_proxy - sample_proxy))
+    mean, mean_square = estimates
+    sample_var = (squares / count - (sums / count).square()).clamp_min(0.0)
+    var = torch.maximum(mean_square - mean.square(), sample_var / 4)
+    return mean.float(), var.float()
 
 
 def _make_region(
@@ -212,7 +294,11 @@ class _Lockstep:
     """
 
     def __init__(
-        self, n: int, masks: Sequence[Tensor | None] | None, region: Region | None
+        self,
+        n: int,
+        masks: Sequence[Tensor | None] | None,
+        region: Region | None,
+        proxies: Mapping[SceneInstanceNorm2d, _LayerProxy] | None = None,
     ) -> None:
         self.turn = threading.Lock()
         self._barrier = threading.Barrier(n, action=self._pool)
@@ -221,6 +307,8 @@ class _Lockstep:
         self._local = threading.local()
         self._masks = masks
         self._region = region
+        self._proxies = proxies or {}
+        self._layer: SceneInstanceNorm2d | None = None
 
     @property
     def index(self) -> int:
@@ -236,11 +324,16 @@ class _Lockstep:
         return mask, _sample_region(self._region, i)
 
     def _pool(self) -> None:
-        self._result = _pool_sums([p for p in self._parts if p is not None])
+        proxy = None if self._layer is None else self._proxies.get(self._layer)
+        self._result = _pool_sums([p for p in self._parts if p is not None], proxy)
 
-    def exchange(self, i: int, sums: tuple[Sums, Sums]) -> Stats:
-        """Leave sample ``i``'s sums, wait for every sample's, return the pooled stats."""
+    def exchange(
+        self, i: int, sums: tuple[Sums, Sums], layer: SceneInstanceNorm2d | None = None
+    ) -> Stats:
+        """Leave sample ``i``'s sums at ``layer``, wait for every sample's, return the
+        pooled stats."""
         self._parts[i] = sums
+        self._layer = layer
         self.turn.release()
         try:
             self._barrier.wait()
@@ -630,6 +723,7 @@ def pooled_forward(
     boxes: Sequence[Box] | None = None,
     weights: Sequence[float] | None = None,
     context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    proxy: BlockProxy | None = None,
 ) -> tuple[Tensor, dict[str, Stats]]:
     """A forward in ``"pooled"`` mode over the batch ``x``: its outputs and statistics.
 
@@ -648,6 +742,11 @@ def pooled_forward(
         mask: valid pixels ``(N, 1, H, W)`` (or ``(N, H, W)``), or None.
         boxes, weights: as :func:`norm_region` (each scene pixel counted once).
         context: a context entered around each forward (e.g. autocast, which is per thread).
+        proxy: when the batch is a weighted sample of a scene's blocks (``weights``: how
+            many blocks each stands for), the moments of a cheap pass over the whole scene
+            within every block (:func:`block_moments`): each layer's pooled statistics are
+            then regression estimates of the whole scene's (:func:`_regression_stats`),
+            and the outputs those of a forward with them fixed. Ignored for one sample.
 
     Returns:
         The outputs ``(N, C_out, H, W)`` and ``{layer name: (mean, var)}``.
@@ -657,6 +756,7 @@ def pooled_forward(
     size = (int(x.shape[-2]), int(x.shape[-1]))
     prepared = None if mask is None else _as_mask(mask)
     region = _make_region(boxes, size, weights)
+    proxies = _layer_proxies(layers, proxy, n, weights)
     with _modes(model, "pooled"):
         if n == 1 or not layers:
             with norm_mask(model, prepared), _layer_attribute(model, "region", region):
@@ -664,11 +764,117 @@ def pooled_forward(
                     out = model(x)
         elif _supports_layer_major(model):
             with torch.no_grad(), context():
-                out = _layer_major_forward(model, x, prepared, region)
+                out = _layer_major_forward(model, x, prepared, region, proxies)
         else:
-            out = _lockstep_forward(model, x, prepared, region, context)
+            out = _lockstep_forward(model, x, prepared, region, context, proxies)
     stats = {name: (layer.mean.clone(), layer.var.clone()) for name, layer in layers.items()}
     return out, stats
+
+
+def _layer_proxies(
+    layers: Mapping[str, SceneInstanceNorm2d],
+    proxy: BlockProxy | None,
+    n: int,
+    weights: Sequence[float] | None,
+) -> dict[SceneInstanceNorm2d, _LayerProxy]:
+    """Each norm layer's share of ``proxy`` (none for one sample or no proxy)."""
+    if proxy is None or n < 2:
+        return {}
+    if len(proxy.samples) != n or set(proxy.moments) != set(layers):
+        raise ModelError(
+            f"the block proxy covers {len(proxy.samples)} samples and layers "
+            f"{sorted(proxy.moments)}; the batch has {n} samples and norm layers "
+            f"{sorted(layers)}: make it with block_moments() on the same model"
+        )
+    given = [1.0] * n if weights is None else [float(v) for v in weights]
+    return {
+        layer: (proxy.moments[name], list(proxy.samples), given) for name, layer in layers.items()
+    }
+
+
+@torch.no_grad()
+def block_moments(
+    model: nn.Module,
+    x: Tensor,
+    boxes: Sequence[Box],
+    mask: Tensor | None = None,
+    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> dict[str, Tensor]:
+    """One ``"pooled"`` forward of the single sample ``x`` ``(1, C, H, W)`` (e.g. a
+    downsampled view of a scene), and at each norm layer the moments of its input within
+    each of ``boxes`` (input pixels; each layer scales them to its grid, at least one
+    cell): ``{layer name: (len(boxes), 3, C)}`` float64, the valid cells (by ``mask``,
+    as the layer weighs them), their sums and their sums of squares. What
+    :class:`BlockProxy` holds."""
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ModelError(f"block_moments takes one sample (1, C, H, W); got {tuple(x.shape)}")
+    layers = norm_layers(model)
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    moments: dict[str, Tensor] = {}
+
+    def record(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            layer = cast(SceneInstanceNorm2d, module)
+            inner = args[0]
+            moments[name] = _box_moments(inner, layer._weight(inner, layer.mask), boxes, size)
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
+    try:
+        prepared = None if mask is None else _as_mask(mask)
+        with _modes(model, "pooled"), norm_mask(model, prepared), context():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return moments
+
+
+def _box_moments(
+    x: Tensor, weight: Tensor | None, boxes: Sequence[Box], size: tuple[int, int]
+) -> Tensor:
+    """``(len(boxes), 3, C)`` float64 moments of the one-sample ``x`` within each box
+    (given on a ``size`` grid, scaled to ``x``'s, at least one cell): the rows of each
+    distinct row span summed once (in float32), then each box's columns taken from a
+    running sum along the summed row (float64). Summed-area tables of the whole layer in
+    float64 took 0.47 s over the bundled model's 512 px view, this 0.12 s."""
+    _, c, h, w = x.shape
+    sy, sx = h / size[0], w / size[1]
+    spans: dict[tuple[int, int], list[int]] = {}
+    cols = []
+    for i, (top, left, bottom, right) in enumerate(boxes):
+        y0 = min(max(round(top * sy), 0), h - 1)
+        x0 = min(max(round(left * sx), 0), w - 1)
+        spans.setdefault((y0, max(y0 + 1, min(round(bottom * sy), h))), []).append(i)
+        cols.append((x0, max(x0 + 1, min(round(right * sx), w))))
+    values = x[0].float()
+    cells = None if weight is None else weight[0, 0].float()
+    weighted = values if cells is None else values * cells
+    squares = weighted * values
+    out = torch.empty((len(boxes), 3, c), dtype=torch.float64, device=x.device)
+    for (first, stop), members in spans.items():
+        # a span's rows summed in float32 (at most a block's height), then float64
+        if cells is None:
+            count = torch.full((1, w), float(stop - first), dtype=torch.float64, device=x.device)
+        else:
+            count = cells[first:stop].sum(0).double()[None]
+        rows = torch.cat(
+            [
+                count,
+                weighted[:, first:stop].sum(1).double(),
+                squares[:, first:stop].sum(1).double(),
+            ]
+        )
+        running = F.pad(rows.cumsum(1), (1, 0))  # (1 + 2C, w + 1)
+        starts = torch.tensor([cols[i][0] for i in members], device=x.device)
+        ends = torch.tensor([cols[i][1] for i in members], device=x.device)
+        sums = (running[:, ends] - running[:, starts]).T  # (members, 1 + 2C)
+        index = torch.tensor(members, device=x.device)
+        out[index, 0] = sums[:, :1].expand(-1, c)
+        out[index, 1] = sums[:, 1 : 1 + c]
+        out[index, 2] = sums[:, 1 + c :]
+    return out
 
 
 def _supports_layer_major(module: nn.Module) -> bool:
@@ -724,7 +930,11 @@ def _normalizing(mean: Tensor, var: Tensor, eps: float) -> _Op:
 
 
 def _layer_major_forward(
-    model: nn.Module, x: Tensor, mask: Tensor | None, region: Region | None
+    model: nn.Module,
+    x: Tensor,
+    mask: Tensor | None,
+    region: Region | None,
+    proxies: Mapping[SceneInstanceNorm2d, _LayerProxy] | None = None,
 ) -> Tensor:
     """A pooled forward of the batch ``x``, each sample a tensor of its own (no threads).
 
@@ -758,7 +968,7 @@ def _layer_major_forward(
             stretch.append(step)
             continue
         layer = cast(SceneInstanceNorm2d, step)
-        mean, var = _pool_sums(run(layer))
+        mean, var = _pool_sums(run(layer), (proxies or {}).get(layer))
         layer.mean, layer.var, layer.has_stats = mean, var, True
         stretch = [_normalizing(mean, var, layer.eps)]
     run(None)
@@ -771,10 +981,11 @@ def _lockstep_forward(
     mask: Tensor | None,
     region: Region | None,
     context: Callable[[], contextlib.AbstractContextManager[Any]],
+    proxies: Mapping[SceneInstanceNorm2d, _LayerProxy] | None = None,
 ) -> Tensor:
     n = int(x.shape[0])
     masks = None if mask is None else [mask[i : i + 1] for i in range(n)]
-    lockstep = _Lockstep(n, masks, region)
+    lockstep = _Lockstep(n, masks, region, proxies)
     layers = norm_layers(model)
     outs: list[Tensor | None] = [None] * n
     errors: list[BaseException | None] = [None] * n
@@ -933,7 +1144,9 @@ def fold_norm_stats(model: nn.Module, stats: Mapping[str, Stats]) -> nn.Module |
 
 __all__ = [
     "NORM_MODES",
+    "BlockProxy",
     "SceneInstanceNorm2d",
+    "block_moments",
     "Stats",
     "collect_norm_stats",
     "fixed_norm_stats",

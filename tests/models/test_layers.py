@@ -8,8 +8,10 @@ from torch import nn
 
 from rsgan.errors import ConfigError, ModelError
 from rsgan.models import (
+    BlockProxy,
     ResnetGenerator,
     SceneInstanceNorm2d,
+    block_moments,
     collect_norm_stats,
     fixed_norm_stats,
     norm_layers,
@@ -17,6 +19,7 @@ from rsgan.models import (
     pooled_forward,
     set_norm_mode,
 )
+from rsgan.models import layers as layers_mod
 
 
 def _gen(seed: int = 0) -> ResnetGenerator:
@@ -404,3 +407,120 @@ def test_fold_norm_stats_refuses_what_it_cannot_fold() -> None:
     no_bias = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), SceneInstanceNorm2d(4))
     assert fold_norm_stats(no_bias, _scene_stats_of(no_bias)) is None
     assert fold_norm_stats(nn.Sequential(nn.Conv2d(3, 4, 3)), {}) is None  # nothing to fold
+
+
+# --------------------------------------------------------------- proxy-corrected pooling
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_block_moments_are_the_masked_moments_within_each_box(layout) -> None:
+    """Each norm layer's input, weighed by the layer's resized mask, summed within each
+    box scaled to the layer's grid: against direct sums over the captured inputs."""
+    g = _gen(3)
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 48, 64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    mask = torch.ones(1, 1, 48, 64)
+    mask[..., :10, :20] = 0
+    boxes = [(0, 0, 24, 32), (0, 32, 24, 64), (24, 0, 48, 40), (24, 40, 48, 64)]
+    moments = block_moments(g, x, boxes, mask)
+    inputs: dict[str, torch.Tensor] = {}
+    handles = [
+        layer.register_forward_pre_hook(lambda m, a, name=name: inputs.setdefault(name, a[0]))
+        for name, layer in norm_layers(g).items()
+    ]
+    with norm_mask(g, mask), torch.no_grad():
+        set_norm_mode(g, "pooled")
+        g(x)
+    for handle in handles:
+        handle.remove()
+    assert set(moments) == set(norm_layers(g)) == set(inputs)
+    for name, inner in inputs.items():
+        h, w = inner.shape[-2:]
+        cells = torch.nn.functional.interpolate(mask, size=(h, w), mode="area")[0, 0].double()
+        values = inner[0].double()
+        for i, (top, left, bottom, right) in enumerate(boxes):
+            t, l_ = round(top * h / 48), round(left * w / 64)
+            b, r = round(bottom * h / 48), round(right * w / 64)
+            cw, v = cells[t:b, l_:r], values[:, t:b, l_:r]
+            want = torch.stack(
+                [cw.sum().expand(v.shape[0]), (v * cw).sum((1, 2)), (v * v * cw).sum((1, 2))]
+            )
+            torch.testing.assert_close(moments[name][i], want, rtol=1e-5, atol=1e-6)
+
+
+def _block_parts(y1, y2, counts, picks, weights):
+    """Boxed and whole sums of the picked blocks, each weighted as the pooled pass does."""
+    parts = []
+    for j, i in enumerate(picks):
+        n = counts[i] * weights[j]
+        boxed = (float(n), y1[i] * n, y2[i] * n)
+        parts.append((boxed, boxed))
+    return parts
+
+
+@pytest.mark.parametrize("k", [3, 6])
+def test_regression_estimate_recovers_the_scene_from_a_biased_sample(k) -> None:
+    """Blocks whose full-resolution moments are a linear function of their proxy's (as a
+    downsampled view's nearly are): a sample over-representing the bright blocks is
+    pulled back onto the whole scene's statistics, with one slope per layer (3 samples)
+    or per channel (6); uncorrected it stays off."""
+    torch.manual_seed(0)
+    blocks, c = 12, 4
+    x1 = torch.rand(blocks, c, dtype=torch.float64) * 2 - 1
+    x2 = x1.square() + torch.rand(blocks, c, dtype=torch.float64) * 0.5
+    slope1 = 0.7 if k == 3 else torch.tensor([0.5, 0.7, 0.9, 1.1], dtype=torch.float64)
+    y1 = 0.2 + slope1 * x1
+    y2 = 0.3 + 0.6 * x2  # a linear function of the proxy
+    counts = torch.full((blocks,), 100.0, dtype=torch.float64)
+    order = torch.argsort(x1[:, 0], descending=True)
+    picks = sorted(int(i) for i in order[:k])  # the brightest blocks
+    weights = [blocks / k] * k
+    proxy = torch.stack([counts[:, None].expand(blocks, c), x1 * 100, x2 * 100], 1)
+    parts = _block_parts(y1, y2, counts, picks, weights)
+    mean, var = layers_mod._pool_sums(parts, (proxy, picks, weights))
+    true_mean = y1.mean(0)
+    true_var = y2.mean(0) - true_mean.square()
+    torch.testing.assert_close(mean.double(), true_mean, rtol=0, atol=1e-6)
+    torch.testing.assert_close(var.double(), true_var, rtol=0, atol=1e-6)
+    plain_mean, _ = layers_mod._pool_sums(parts)
+    assert float((plain_mean.double() - true_mean).abs().max()) > 0.1
+
+
+def test_regression_correction_is_nil_for_every_block_and_off_without_proxy_cells() -> None:
+    torch.manual_seed(2)
+    blocks, c = 5, 3
+    y1, y2 = torch.rand(blocks, c).double(), torch.rand(blocks, c).double() + 1
+    counts = torch.arange(1.0, blocks + 1).double() * 50
+    proxy = torch.stack(
+        [
+            counts[:, None].expand(blocks, c),
+            torch.rand(blocks, c).double(),
+            torch.rand(blocks, c).double() + 1,
+        ],
+        1,
+    )
+    picks, weights = list(range(blocks)), [1.0] * blocks
+    parts = _block_parts(y1, y2, counts, picks, weights)
+    corrected = layers_mod._pool_sums(parts, (proxy, picks, weights))
+    for got, want in zip(corrected, layers_mod._pool_sums(parts), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    # a picked block without a valid cell in the view: the proxy cannot say, no correction
+    picks, weights = [0, 3], [2.5, 2.5]
+    parts = _block_parts(y1, y2, counts, picks, weights)
+    empty = proxy.clone()
+    empty[3] = 0
+    corrected = layers_mod._pool_sums(parts, (empty, picks, weights))
+    for got, want in zip(corrected, layers_mod._pool_sums(parts), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_pooled_forward_refuses_a_proxy_of_another_batch() -> None:
+    g = _gen()
+    x = torch.randn(1, 3, 32, 32)
+    moments = block_moments(g, x, [(0, 0, 16, 32), (16, 0, 32, 32)])
+    with pytest.raises(ModelError, match="block proxy covers 3 samples"):
+        pooled_forward(g, torch.randn(2, 3, 32, 32), proxy=BlockProxy(moments, [0, 1, 1]))
+    with pytest.raises(ModelError, match="one sample"):
+        block_moments(g, torch.randn(2, 3, 32, 32), [(0, 0, 8, 8)])
