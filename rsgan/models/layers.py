@@ -835,45 +835,49 @@ def _box_moments(
     x: Tensor, weight: Tensor | None, boxes: Sequence[Box], size: tuple[int, int]
 ) -> Tensor:
     """``(len(boxes), 3, C)`` float64 moments of the one-sample ``x`` within each box
-    (given on a ``size`` grid, scaled to ``x``'s, at least one cell): the rows of each
-    distinct row span summed once (in float32), then each box's columns taken from a
-    running sum along the summed row (float64). Summed-area tables of the whole layer in
-    float64 took 0.47 s over the bundled model's 512 px view, this 0.12 s."""
+    (given on a ``size`` grid, scaled to ``x``'s, at least one cell): the rows of every
+    distinct row span summed at once (one float32 matrix product of the span indicators
+    and the layer laid out ``(rows, cols x C)``), then each box's columns taken from a
+    running float64 sum along its span. Summed-area tables of the whole layer in float64
+    took 0.47 s over the bundled model's 512 px view, a loop over the spans 0.12 s, this
+    0.05 s."""
     _, c, h, w = x.shape
     sy, sx = h / size[0], w / size[1]
-    spans: dict[tuple[int, int], list[int]] = {}
-    cols = []
-    for i, (top, left, bottom, right) in enumerate(boxes):
+    spans: dict[tuple[int, int], int] = {}
+    rows_of, cols = [], []
+    for top, left, bottom, right in boxes:
         y0 = min(max(round(top * sy), 0), h - 1)
         x0 = min(max(round(left * sx), 0), w - 1)
-        spans.setdefault((y0, max(y0 + 1, min(round(bottom * sy), h))), []).append(i)
+        span = (y0, max(y0 + 1, min(round(bottom * sy), h)))
+        rows_of.append(spans.setdefault(span, len(spans)))
         cols.append((x0, max(x0 + 1, min(round(right * sx), w))))
-    values = x[0].float()
-    cells = None if weight is None else weight[0, 0].float()
-    weighted = values if cells is None else values * cells
-    squares = weighted * values
+    pick = torch.zeros((len(spans), h), dtype=torch.float32, device=x.device)
+    for (first, stop), j in spans.items():
+        pick[j, first:stop] = 1.0
+    values = x[0].permute(1, 2, 0).float()  # (rows, cols, C): no copy for channels-last
+    if weight is None:
+        cells = torch.ones((h, w), dtype=torch.float32, device=x.device)
+        weighted = values
+    else:
+        cells = weight[0, 0].float()
+        weighted = values * cells[:, :, None]
+    planes = torch.cat(
+        [
+            (pick @ cells)[:, :, None],
+            (pick @ weighted.reshape(h, w * c)).view(-1, w, c),
+            (pick @ (weighted * values).reshape(h, w * c)).view(-1, w, c),
+        ],
+        dim=2,
+    ).double()  # (spans, cols, 1 + 2C)
+    running = F.pad(planes.cumsum(1), (0, 0, 1, 0))  # (spans, cols + 1, 1 + 2C)
+    span_of = torch.tensor(rows_of, device=x.device)
+    starts = torch.tensor([a for a, _ in cols], device=x.device)
+    ends = torch.tensor([b for _, b in cols], device=x.device)
+    sums = running[span_of, ends] - running[span_of, starts]  # (boxes, 1 + 2C)
     out = torch.empty((len(boxes), 3, c), dtype=torch.float64, device=x.device)
-    for (first, stop), members in spans.items():
-        # a span's rows summed in float32 (at most a block's height), then float64
-        if cells is None:
-            count = torch.full((1, w), float(stop - first), dtype=torch.float64, device=x.device)
-        else:
-            count = cells[first:stop].sum(0).double()[None]
-        rows = torch.cat(
-            [
-                count,
-                weighted[:, first:stop].sum(1).double(),
-                squares[:, first:stop].sum(1).double(),
-            ]
-        )
-        running = F.pad(rows.cumsum(1), (1, 0))  # (1 + 2C, w + 1)
-        starts = torch.tensor([cols[i][0] for i in members], device=x.device)
-        ends = torch.tensor([cols[i][1] for i in members], device=x.device)
-        sums = (running[:, ends] - running[:, starts]).T  # (members, 1 + 2C)
-        index = torch.tensor(members, device=x.device)
-        out[index, 0] = sums[:, :1].expand(-1, c)
-        out[index, 1] = sums[:, 1 : 1 + c]
-        out[index, 2] = sums[:, 1 + c :]
+    out[:, 0] = sums[:, :1].expand(-1, c)
+    out[:, 1] = sums[:, 1 : 1 + c]
+    out[:, 2] = sums[:, 1 + c :]
     return out
 
 

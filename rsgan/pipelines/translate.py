@@ -1097,12 +1097,10 @@ def _block_proxy(run: _Run, plan: _StatsPlan) -> BlockProxy | None:
                 round((c0 + right) / factor),
             )
         )
+    # no mask for a view all valid (each layer would resize it and weigh every cell)
+    cells = None if mask.all() else torch.from_numpy(mask)[None, None].to(run.device)
     moments = block_moments(
-        net,
-        x,
-        boxes,
-        torch.from_numpy(mask)[None, None].to(run.device),
-        context=lambda: autocast(run.device, run.precision),
+        net, x, boxes, cells, context=lambda: autocast(run.device, run.precision)
     )
     return BlockProxy(moments, plan.picks)
 
