@@ -1890,7 +1890,8 @@ def translate_raster(
         stats_memory_mb: memory for the scene-statistics pass in ``norm="scene"`` mode, MiB
             (default :data:`STATS_MEMORY_MB`). A scene of up to ``stats_budget_px(model)``
             pixels is translated in one whole pass; a larger one pools its statistics over
-            as many of its tiles as fit. More memory: closer to a whole-scene pass.
+            as many of its tiles as fit, corrected by a pass over a 512 px view of the
+            scene when those are a sample. More memory: closer to a whole-scene pass.
         compress: output compression, a key of :data:`COMPRESSIONS`: ``"zstd"`` (default;
             fast to write), ``"deflate"`` (for readers without ZSTD), ``"lzw"`` or
             ``"none"``.
