@@ -524,3 +524,42 @@ def test_pooled_forward_refuses_a_proxy_of_another_batch() -> None:
         pooled_forward(g, torch.randn(2, 3, 32, 32), proxy=BlockProxy(moments, [0, 1, 1]))
     with pytest.raises(ModelError, match="one sample"):
         block_moments(g, torch.randn(2, 3, 32, 32), [(0, 0, 8, 8)])
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_proxy_corrected_pooling_is_the_same_layer_by_layer_and_in_threads(masked) -> None:
+    """The correction applies at every norm layer whichever way the pooled pass runs
+    (layer by layer, or one sample per thread for a model it cannot see into), and it
+    moves the statistics: the outputs are those of the corrected statistics fixed."""
+    opaque = _Opaque()
+    plain = opaque.g
+    torch.manual_seed(4)
+    view = torch.randn(1, 3, 64, 64)
+    boxes = [(0, 0, 32, 32), (0, 32, 32, 64), (32, 0, 64, 32), (32, 32, 64, 64)]
+    x = torch.randn(3, 3, 32, 32) * torch.tensor([0.5, 1.0, 2.0]).view(3, 1, 1, 1)
+    mask = torch.ones(3, 1, 32, 32)
+    if masked:
+        mask[0, :, :8] = 0
+    picks, weights = [0, 2, 3], [1.0, 2.0, 1.0]
+    results = []
+    for g, prefix in ((plain, ""), (opaque, "g.")):
+        moments = block_moments(g, view, boxes)
+        assert all(name.startswith(prefix) for name in moments)
+        results.append(
+            pooled_forward(
+                g,
+                x,
+                mask if masked else None,
+                weights=weights,
+                proxy=BlockProxy(moments, picks),
+            )
+        )
+    (out_a, stats_a), (out_b, stats_b) = results
+    torch.testing.assert_close(out_a, out_b, atol=1e-5, rtol=1e-5)
+    for name, (mean, var) in stats_a.items():
+        torch.testing.assert_close(mean, stats_b["g." + name][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(var, stats_b["g." + name][1], atol=1e-5, rtol=1e-5)
+    _, uncorrected = pooled_forward(plain, x, mask if masked else None, weights=weights)
+    assert any(not torch.allclose(stats_a[n][0], uncorrected[n][0]) for n in stats_a)
+    with torch.no_grad(), fixed_norm_stats(plain, stats_a):
+        torch.testing.assert_close(plain(x), out_a, atol=1e-4, rtol=1e-4)
