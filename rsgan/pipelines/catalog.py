@@ -1099,7 +1099,7 @@ def _dask_client(
     signals = _DeferredSignals()
     with contextlib.ExitStack() as stack:
         stack.callback(signals.release)
-        with dask.config.set(settings):
+        with dask.config.set(settings), _workers_start_without_ctrl_c():
             cluster = _local_cluster(LocalCluster, n, gpus)
         with cluster, Client(cluster, set_as_default=False) as client:
             signals.release()
@@ -1131,6 +1131,33 @@ def _local_cluster(local_cluster: Any, n: int, gpus: int) -> Any:
             "(each worker imports the script again), or pass workers=0 to run without "
             "Dask"
         ) from exc
+
+
+@contextlib.contextmanager
+def _workers_start_without_ctrl_c() -> Iterator[None]:
+    """SIGINT blocked in this thread while a local cluster starts. The threads the cluster
+    starts meanwhile (Dask's event loop, the threads that spawn its worker processes)
+    take this thread's signal mask, and the worker processes take theirs through fork
+    and exec: a worker holds Ctrl-C back from its first instruction on, before Python's
+    own start-up, where the preload that ignores it has not run yet and a Ctrl-C to the
+    process group ended it with "Fatal Python error: init_import_site" or a traceback
+    under the command's one line (about 1 run in 5 when signalled then). This thread
+    takes a Ctrl-C that came meanwhile once the mask is restored (by then
+    :class:`_DeferredSignals` notes it for after the start)."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # started first: the start of multiprocessing's resource tracker unblocks SIGINT and
+    # SIGTERM in the thread that starts it (Dask's event loop, as its first worker
+    # starts), whatever that thread's mask was
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class _DeferredSignals:

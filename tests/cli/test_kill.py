@@ -69,10 +69,10 @@ def _group_gone(pgid: int, limit_s: float = 60) -> bool:
     return False
 
 
-def _workers_ignoring_ctrl_c(pgid: int) -> int:
-    """How many processes of the group that multiprocessing spawned (Dask workers) ignore
-    SIGINT already, which they do from their first import of rsgan on (Linux)."""
-    count = 0
+def _spawned_masks(pgid: int) -> list[dict[str, int]]:
+    """The signal masks ``SigBlk`` (blocked) and ``SigIgn`` (ignored) of each process of the group that
+    multiprocessing spawned: the Dask workers (Linux)."""
+    masks = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             group = int(stat.read_text().rsplit(")", 1)[1].split()[2])
@@ -80,9 +80,20 @@ def _workers_ignoring_ctrl_c(pgid: int) -> int:
             status = (stat.parent / "status").read_text()
         except (OSError, IndexError, ValueError):  # ended meanwhile
             continue
-        (ignored,) = [int(x.split()[1], 16) for x in status.splitlines() if x.startswith("SigIgn")]
-        count += group == pgid and spawned and bool(ignored >> (signal.SIGINT - 1) & 1)
-    return count
+        if group == pgid and spawned:
+            fields = (line.split(":") for line in status.splitlines())
+            masks.append({k: int(v, 16) for k, v in fields if k in ("SigBlk", "SigIgn")})
+    return masks
+
+
+def _takes_no_ctrl_c(mask: int) -> bool:
+    return bool(mask >> (signal.SIGINT - 1) & 1)
+
+
+def _workers_ignoring_ctrl_c(pgid: int) -> int:
+    """How many Dask workers of the group ignore SIGINT already, which they do from their
+    first import of rsgan on."""
+    return sum(_takes_no_ctrl_c(m["SigIgn"]) for m in _spawned_masks(pgid))
 
 
 def _logged_steps(out: Path) -> list[int]:
@@ -260,9 +271,8 @@ def test_batch_ctrl_c_while_its_dask_cluster_starts_is_one_line(
     out = tmp_path / "out"
     proc = _start(_batch(scenes, out, model))
     # the manifest (every scene pending) is written before the cluster starts; its
-    # workers then start, each importing torch (seconds). Python's own start in them is
-    # left out: a Ctrl-C then still ends one with "Fatal Python error" (rsgan cannot act
-    # before its first import there)
+    # workers then start, each importing torch (seconds); Python's own start in them:
+    # test_batch_dask_workers_start_with_ctrl_c_held_back
     _wait_for(lambda: _workers_ignoring_ctrl_c(proc.pid) == 2, proc)
     os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=300)
@@ -273,6 +283,32 @@ def test_batch_ctrl_c_while_its_dask_cluster_starts_is_one_line(
     assert _group_gone(proc.pid), "a Dask process outlived the command"
     assert set(read_manifest(out)["status"]) <= {"pending", "done"}
     assert not [p.name for p in out.iterdir() if ".rsgan-tmp-" in p.name]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_batch_dask_workers_start_with_ctrl_c_held_back(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Ctrl-C to the group while a local worker was still in Python's own start-up (before
+    it imports rsgan's preload, which ignores it) ended the worker with "Fatal Python
+    error: init_import_site" or a traceback under the command's line (about 1 run in 5
+    when signalled then). Workers now start with SIGINT blocked from their first
+    instruction (the mask of the thread that starts them), so it never reaches them: one
+    line, exit 130, no process left."""
+    scenes, model = _scenes_and_model(make_raster, tmp_path, 2, 64)
+    out = tmp_path / "out"
+    proc = _start(_batch(scenes, out, model))
+    _wait_for(lambda: bool(_spawned_masks(proc.pid)), proc)  # as soon as one is there
+    blocked = [_takes_no_ctrl_c(m["SigBlk"]) for m in _spawned_masks(proc.pid)]
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert "Fatal Python error" not in stderr and "Traceback" not in stderr, stderr
+    (line,) = [line for line in stderr.splitlines() if line.strip()]
+    assert line.startswith("Interrupted"), stderr
+    assert _group_gone(proc.pid), "a Dask process outlived the command"
+    assert not [p.name for p in out.iterdir() if ".rsgan-tmp-" in p.name]
+    assert blocked and all(blocked), f"workers that take Ctrl-C as they start: {blocked}"
 
 
 _INTERRUPT_AN_IMPORT = """
