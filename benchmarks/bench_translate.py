@@ -5,8 +5,8 @@ Figures, each measured side by side in one run:
 1. End-to-end throughput / bare-model throughput on the same tiles (same precision,
    batch and norm statistics): how well reading, blending and writing hide behind the
    model. The statistics pass translates some of those tiles itself (its outputs are
-   final), so it counts as model work; what pooling costs over the bare model on the
-   same tiles is given too. ``--norm tile`` measures the same in per-tile mode (no
+   final), so it counts as model work, as does its pass over the scene's view when it
+   samples blocks; what pooling costs over the bare model on the same tiles is given too. ``--norm tile`` measures the same in per-tile mode (no
    statistics pass): reading, blending and writing by themselves.
 2. Peak RSS translating a 4096 px and a 16384 px square scene (fresh process each), for
    the streaming writer and for a naive whole-scene in-RAM accumulator (float32 sums and
@@ -169,7 +169,8 @@ def bare_vs_end_to_end(
     run = scene_run(scene, net, torch.device("cpu"), precision, tile, overlap, batch, norm)
     translator, info, windows = run.translator, run.info, run.windows
     pooled_s: list[float] = []
-    original = T.pooled_forward
+    view_s: list[float] = []
+    original, original_proxy = T.pooled_forward, T._block_proxy
 
     def timed(*args, **kwargs):  # the model part of the statistics pass, without its reads
         t = time.perf_counter()
@@ -177,6 +178,15 @@ def bare_vs_end_to_end(
             return original(*args, **kwargs)
         finally:
             pooled_s.append(time.perf_counter() - t)
+
+    def timed_proxy(*args, **kwargs):  # the model's pass over the view (sampled blocks)
+        t = time.perf_counter()
+        try:
+            return original_proxy(*args, **kwargs)
+        finally:
+            view_s.append(time.perf_counter() - t)
+
+    T._block_proxy = timed_proxy  # for the whole function (restored at its end)
 
     with open_raster(scene) as src:
         T.pooled_forward = timed
@@ -199,6 +209,7 @@ def bare_vs_end_to_end(
     plain_runs: list[float] = []
     work_runs: list[float] = []
     warm_pooled: list[float] = []  # the model part of each end-to-end run's statistics pass
+    warm_view: list[float] = []  # and its pass over the view, when it samples blocks
     references = ["engine"] if engine_only else ["engine", "one", "plain"]
     for r in range(rounds):
         if engine_only and r % 2:
@@ -224,6 +235,8 @@ def bare_vs_end_to_end(
         e2e_runs.append(time.perf_counter() - t0)
         if pooled_s:
             warm_pooled.append(pooled_s.pop())
+        if view_s:
+            warm_view.append(view_s.pop())
         # the references in turns (the first pass after a run measured up to 10 % slower
         # than the same pass later: the heap's state), each round starting with another
         turn = r % len(references)
@@ -241,15 +254,18 @@ def bare_vs_end_to_end(
                 )
         if engine_only:
             continue
-        # the model work of the run itself: the pooled pass, then the tiles it did not cover
+        # the model work of the run itself: the pass over the view (sampled blocks), the
+        # pooled pass, then the tiles it did not cover
         rest = [t for i, t in enumerate(tiles) if i not in reused]
         pooled_s.clear()
+        view_s.clear()
         T.pooled_forward = timed
         try:
             T._scene_stats(run)
         finally:
             T.pooled_forward = original
-        work_runs.append(sum(pooled_s) + engine_pass(run, rest, stats))
+        work_runs.append(sum(pooled_s) + sum(view_s) + engine_pass(run, rest, stats))
+    T._block_proxy = original_proxy
     del tiles
     # the pipeline by itself (reading, blending, writing; nn.Identity has no norm layers,
     # so no statistics pass): its CPU time is what the model has to hide
@@ -300,9 +316,9 @@ def bare_vs_end_to_end(
                 "plain_channels_first_s": [round(v, 2) for v in plain_runs],
                 "efficiency_vs_plain_channels_first_median_of_rounds": against(plain_runs),
                 "plain_vs_bare": round(plain / bare, 3),
-                # against the model work the run does (the pooled pass over its blocks, then
-                # the other tiles bare): how well reading, blending and writing hide behind
-                # the model
+                # against the model work the run does (the pass over the view when blocks
+                # are sampled, the pooled pass over its blocks, then the other tiles bare):
+                # how well reading, blending and writing hide behind the model
                 "model_work_s": [round(v, 2) for v in work_runs],
                 "efficiency_vs_model_work": round(work / e2e, 3),
                 "efficiency_vs_model_work_median_of_rounds": against(work_runs),
@@ -317,6 +333,7 @@ def bare_vs_end_to_end(
             # builds its kernels for each new shape then, which no later run pays
             "stats_pass_first_s": round(stats_s, 2),
             "stats_pass_model_s": [round(v, 2) for v in warm_pooled],
+            "view_pass_s": [round(v, 3) for v in warm_view],
             "stats_pass_vs_bare_same_tiles": round(
                 float(np.median(warm_pooled)) / (bare * reused_px / tile_px), 3
             )
