@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
 
@@ -130,6 +130,39 @@ def test_balanced_windows_cover_the_scene_with_enough_overlap(width, height, til
     # row-major order
     keys = [(int(w.row_off), int(w.col_off)) for w in windows]
     assert keys == sorted(keys)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    length=st.integers(1, 6000),
+    tile=st.integers(64, 1024),
+    share=st.floats(0, 1 / 3),
+    multiple=st.sampled_from([1, 2, 4, 8]),
+)
+@example(length=1437, tile=768, share=97.5 / 768, multiple=4)  # refused before
+def test_overlaps_up_to_a_third_of_the_tile_always_work(length, tile, share, multiple):
+    """Any overlap up to a third of the tile (of 8 size multiples or more) gives a grid
+    on any scene size, with no pixel in three tiles. Overlaps off the model's size multiple were refused on some
+    sizes: a tile added to a full-size row kept the full size, and the row's n + 1 tiles
+    then stepped by less than half a tile (overlap 97 at tile 768, multiple 4: scenes of
+    1437-1439 px)."""
+    tile = tile // multiple * multiple
+    overlap = int(share * tile)
+    windows = balanced_windows(length, 1, tile, overlap, multiple=multiple)
+    size = int(windows[0].width)
+    offsets = [int(w.col_off) for w in windows]
+    assert size <= max(tile, -(-length // multiple) * multiple)
+    assert offsets[-1] + size >= length
+    assert all(c >= a + size for a, c in zip(offsets, offsets[2:], strict=False))
+    assert all(a + size - b >= overlap for a, b in zip(offsets, offsets[1:], strict=False))
+
+
+def test_a_tile_added_to_a_row_shares_the_scene_evenly():
+    """When the row needs one tile more, the tiles shrink to an even share again (three
+    tiles of 548 px on a 1437 px scene at tile 768, overlap 97), not three of 768 px."""
+    windows = balanced_windows(1437, 1437, 768, 97, multiple=4)
+    assert {(int(w.width), int(w.height)) for w in windows} == {(548, 548)}
+    assert sorted({int(w.col_off) for w in windows}) == [0, 448, 892]
 
 
 @pytest.mark.parametrize("size", [4096, 16384, 5000])
