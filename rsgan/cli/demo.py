@@ -29,7 +29,7 @@ from rsgan.pipelines.demo import run_demo
     "--model",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Checkpoint to use instead of the bundled default model.",
+    help="Checkpoint to use (default: $RSGAN_MODEL, else the bundled default model).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace earlier demo outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
