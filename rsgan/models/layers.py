@@ -786,10 +786,9 @@ def _layer_proxies(
             f"{sorted(proxy.moments)}; the batch has {n} samples and norm layers "
             f"{sorted(layers)}: make it with block_moments() on the same model"
         )
+    samples = list(proxy.samples)
     given = [1.0] * n if weights is None else [float(v) for v in weights]
-    return {
-        layer: (proxy.moments[name], list(proxy.samples), given) for name, layer in layers.items()
-    }
+    return {layer: (proxy.moments[name], samples, given) for name, layer in layers.items()}
 
 
 @torch.no_grad()
